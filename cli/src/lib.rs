@@ -1,0 +1,4 @@
+//! Shared code of the `backup` and `backup-tool` binaries.
+
+pub mod exit;
+pub mod tool;

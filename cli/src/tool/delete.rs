@@ -1,0 +1,8 @@
+//! `backup-tool delete`.
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_repo: &backup_core::Repository, _args: &Args) -> anyhow::Result<i32> {
+    anyhow::bail!("`delete` is not implemented yet")
+}

@@ -1,0 +1,8 @@
+//! `backup-tool list`.
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_repo: &backup_core::Repository, _args: &Args) -> anyhow::Result<i32> {
+    anyhow::bail!("`list` is not implemented yet")
+}

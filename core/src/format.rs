@@ -1,0 +1,579 @@
+//! The repository format at `dist` (see `docs/format.md`): the mirror index `mirror.json` and
+//! the increment metadata `backup_YYYYMMDD_HHMMSS/backup_YYYYMMDD_HHMMSS.json`.
+//!
+//! Readers accept what the original Python tool wrote: no `op`, category `track`/`tracked`,
+//! float mtimes, a flat `mirror.json`. Entries that cannot be trusted (a path with `..`, a wrong
+//! type) are skipped and reported as problems rather than failing the whole file, so one bad
+//! entry never hides the rest of a backup.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::relpath::RelPath;
+
+/// Written into every metadata file we produce; the original tool wrote none or `"1.0"`.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// What an increment event did to a tracked path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    New,
+    Changed,
+    Deleted,
+}
+
+/// Where the event's file lives inside the increment: `track/` or `deleted/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    #[serde(alias = "track")]
+    Tracked,
+    Deleted,
+}
+
+impl Category {
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Category::Tracked => "track",
+            Category::Deleted => "deleted",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    #[default]
+    File,
+    Symlink,
+}
+
+/// A blake3 content hash, hex in JSON.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl ContentHash {
+    pub fn of(data: &[u8]) -> Self {
+        ContentHash(*blake3::hash(data).as_bytes())
+    }
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(ContentHash(out))
+    }
+}
+
+impl From<blake3::Hash> for ContentHash {
+    fn from(h: blake3::Hash) -> Self {
+        ContentHash(*h.as_bytes())
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for ContentHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        ContentHash::from_hex(&s).ok_or_else(|| serde::de::Error::custom("bad blake3 hex"))
+    }
+}
+
+/// Modification time. JSON keeps the original tool's float seconds (`mtime`) and, when we wrote
+/// it, the exact nanoseconds (`mtime_ns`), since a float cannot hold every nanosecond.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct MTime {
+    pub ns: i64,
+}
+
+impl MTime {
+    pub fn from_ns(ns: i64) -> Self {
+        MTime { ns }
+    }
+    pub fn secs_f64(self) -> f64 {
+        self.ns as f64 / 1e9
+    }
+    fn from_json(mtime: Option<f64>, mtime_ns: Option<i64>) -> Self {
+        match (mtime_ns, mtime) {
+            (Some(ns), _) => MTime { ns },
+            (None, Some(f)) if f.is_finite() => MTime {
+                ns: (f * 1e9).round() as i64,
+            },
+            _ => MTime { ns: 0 },
+        }
+    }
+    pub fn to_system_time(self) -> std::time::SystemTime {
+        let d = std::time::Duration::from_nanos(self.ns.unsigned_abs());
+        if self.ns >= 0 {
+            std::time::UNIX_EPOCH + d
+        } else {
+            std::time::UNIX_EPOCH - d
+        }
+    }
+}
+
+/// One file in `mirror.json`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub size: u64,
+    pub mtime: MTime,
+    pub tracked: bool,
+    pub kind: FileKind,
+    /// Permission bits (`st_mode & 0o7777`), when known.
+    pub mode: Option<u32>,
+    pub hash: Option<ContentHash>,
+    /// The increment whose `track/` stored this same version (tracked files only). It lets the
+    /// point-in-time fold keep showing the version after that increment is deleted.
+    pub version_of: Option<String>,
+}
+
+/// One event in an increment's `file_catalog`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub size: u64,
+    pub mtime: MTime,
+    pub category: Category,
+    /// `None` for metadata written by the original tool; see [`CatalogEntry::op`].
+    pub op: Option<Op>,
+    pub kind: FileKind,
+    pub mode: Option<u32>,
+    pub hash: Option<ContentHash>,
+    /// For `deleted` events: the increment that stored the version kept in `deleted/`.
+    pub version_of: Option<String>,
+}
+
+impl CatalogEntry {
+    /// The op, inferring one for the original tool's metadata (which did not say new/changed).
+    pub fn op(&self) -> Op {
+        match (self.op, self.category) {
+            (Some(op), _) => op,
+            (None, Category::Deleted) => Op::Deleted,
+            (None, Category::Tracked) => Op::Changed,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct EntryJson {
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    mtime: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mtime_ns: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tracked: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    category: Option<Category>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    op: Option<Op>,
+    #[serde(default, skip_serializing_if = "is_file_kind")]
+    kind: FileKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hash: Option<ContentHash>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version_of: Option<String>,
+}
+
+fn is_file_kind(k: &FileKind) -> bool {
+    *k == FileKind::File
+}
+
+/// A problem found while reading metadata: the file is still usable, minus what is named.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FormatProblem {
+    pub file: String,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid metadata JSON: {source}")]
+    Json {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: {message}")]
+    Shape { path: String, message: String },
+}
+
+fn parse_entries(
+    file: &str,
+    map: Map<String, Value>,
+    problems: &mut Vec<FormatProblem>,
+) -> Vec<(RelPath, EntryJson)> {
+    let mut out = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        let path = match RelPath::parse(&key) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(FormatProblem {
+                    file: file.to_owned(),
+                    key: Some(key),
+                    message: format!("unsafe or invalid path skipped: {e}"),
+                });
+                continue;
+            }
+        };
+        match serde_json::from_value::<EntryJson>(value) {
+            Ok(e) => out.push((path, e)),
+            Err(e) => problems.push(FormatProblem {
+                file: file.to_owned(),
+                key: Some(key),
+                message: format!("malformed entry skipped: {e}"),
+            }),
+        }
+    }
+    out
+}
+
+/// `mirror.json`: the state of `mirror/` after the last successful run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MirrorIndex {
+    pub files: BTreeMap<RelPath, IndexEntry>,
+    /// When the index was written (RFC 3339), if known.
+    pub updated: Option<String>,
+}
+
+impl MirrorIndex {
+    pub fn from_json(
+        file: &str,
+        text: &[u8],
+    ) -> Result<(MirrorIndex, Vec<FormatProblem>), FormatError> {
+        let value: Value = serde_json::from_slice(text).map_err(|source| FormatError::Json {
+            path: file.to_owned(),
+            source,
+        })?;
+        let Value::Object(mut top) = value else {
+            return Err(FormatError::Shape {
+                path: file.to_owned(),
+                message: "top level is not an object".into(),
+            });
+        };
+        let mut problems = Vec::new();
+        // Ours: {"schema_version": N, "files": {...}}; the original tool's: a flat map.
+        let (files, updated) = if matches!(top.get("schema_version"), Some(Value::Number(_))) {
+            let updated = top
+                .get("updated")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            match top.remove("files") {
+                Some(Value::Object(m)) => (m, updated),
+                _ => {
+                    return Err(FormatError::Shape {
+                        path: file.to_owned(),
+                        message: "\"files\" is not an object".into(),
+                    })
+                }
+            }
+        } else {
+            (top, None)
+        };
+        let mut index = MirrorIndex {
+            files: BTreeMap::new(),
+            updated,
+        };
+        for (path, e) in parse_entries(file, files, &mut problems) {
+            index.files.insert(
+                path,
+                IndexEntry {
+                    size: e.size,
+                    mtime: MTime::from_json(e.mtime, e.mtime_ns),
+                    tracked: e.tracked.unwrap_or(false),
+                    kind: e.kind,
+                    mode: e.mode,
+                    hash: e.hash,
+                    version_of: e.version_of,
+                },
+            );
+        }
+        Ok((index, problems))
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut files = Map::new();
+        for (p, e) in &self.files {
+            let j = EntryJson {
+                size: e.size,
+                mtime: Some(e.mtime.secs_f64()),
+                mtime_ns: Some(e.mtime.ns),
+                tracked: Some(e.tracked),
+                kind: e.kind,
+                mode: e.mode,
+                hash: e.hash,
+                version_of: e.version_of.clone(),
+                ..Default::default()
+            };
+            files.insert(
+                p.encode(),
+                serde_json::to_value(j).expect("entry serializes"),
+            );
+        }
+        let mut top = Map::new();
+        top.insert("schema_version".into(), Value::from(SCHEMA_VERSION));
+        if let Some(u) = &self.updated {
+            top.insert("updated".into(), Value::from(u.clone()));
+        }
+        top.insert("files".into(), Value::Object(files));
+        serde_json::to_vec(&Value::Object(top)).expect("index serializes")
+    }
+
+    pub fn load(path: &Path) -> Result<(MirrorIndex, Vec<FormatProblem>), FormatError> {
+        let text = std::fs::read(path).map_err(|source| FormatError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_json(&path.display().to_string(), &text)
+    }
+}
+
+/// Counts written into an increment's `summary`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementSummary {
+    #[serde(default)]
+    pub new: u64,
+    #[serde(default)]
+    pub changed: u64,
+    #[serde(default)]
+    pub deleted: u64,
+    /// Bytes of the versions stored in `track/` and `deleted/`.
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+/// The metadata file of one increment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IncrementMeta {
+    pub backup_name: String,
+    /// RFC 3339 when we wrote it; whatever the original tool wrote otherwise.
+    pub timestamp: String,
+    pub version: Value,
+    pub file_catalog: BTreeMap<RelPath, CatalogEntry>,
+    pub summary: IncrementSummary,
+    /// Other top-level keys, kept so a rewrite (recreate) does not drop them.
+    pub extra: Map<String, Value>,
+}
+
+impl IncrementMeta {
+    pub fn new(backup_name: &str, timestamp: String) -> Self {
+        IncrementMeta {
+            backup_name: backup_name.to_owned(),
+            timestamp,
+            version: Value::from(SCHEMA_VERSION),
+            file_catalog: BTreeMap::new(),
+            summary: IncrementSummary::default(),
+            extra: Map::new(),
+        }
+    }
+
+    pub fn from_json(
+        file: &str,
+        text: &[u8],
+    ) -> Result<(IncrementMeta, Vec<FormatProblem>), FormatError> {
+        let value: Value = serde_json::from_slice(text).map_err(|source| FormatError::Json {
+            path: file.to_owned(),
+            source,
+        })?;
+        let Value::Object(mut top) = value else {
+            return Err(FormatError::Shape {
+                path: file.to_owned(),
+                message: "top level is not an object".into(),
+            });
+        };
+        let mut problems = Vec::new();
+        let shape = |m: &str| FormatError::Shape {
+            path: file.to_owned(),
+            message: m.to_owned(),
+        };
+        let catalog = match top.remove("file_catalog") {
+            Some(Value::Object(m)) => m,
+            Some(_) => return Err(shape("\"file_catalog\" is not an object")),
+            None => return Err(shape("no \"file_catalog\"")),
+        };
+        let backup_name = match top.remove("backup_name") {
+            Some(Value::String(s)) => s,
+            _ => String::new(),
+        };
+        let timestamp = match top.remove("timestamp") {
+            Some(Value::String(s)) => s,
+            Some(Value::Number(n)) => n.to_string(),
+            _ => String::new(),
+        };
+        let version = top.remove("version").unwrap_or(Value::Null);
+        let summary = match top.remove("summary") {
+            Some(v) => match serde_json::from_value::<IncrementSummary>(v.clone()) {
+                Ok(s) => s,
+                Err(_) => {
+                    // The original tool's summary had other fields; keep them verbatim.
+                    top.insert("summary".into(), v);
+                    IncrementSummary::default()
+                }
+            },
+            None => IncrementSummary::default(),
+        };
+        let mut file_catalog = BTreeMap::new();
+        for (path, e) in parse_entries(file, catalog, &mut problems) {
+            let category = match (e.category, e.op) {
+                (Some(c), _) => c,
+                (None, Some(Op::Deleted)) => Category::Deleted,
+                (None, _) => Category::Tracked,
+            };
+            file_catalog.insert(
+                path,
+                CatalogEntry {
+                    size: e.size,
+                    mtime: MTime::from_json(e.mtime, e.mtime_ns),
+                    category,
+                    op: e.op,
+                    kind: e.kind,
+                    mode: e.mode,
+                    hash: e.hash,
+                    version_of: e.version_of,
+                },
+            );
+        }
+        Ok((
+            IncrementMeta {
+                backup_name,
+                timestamp,
+                version,
+                file_catalog,
+                summary,
+                extra: top,
+            },
+            problems,
+        ))
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut catalog = Map::new();
+        for (p, e) in &self.file_catalog {
+            let j = EntryJson {
+                size: e.size,
+                mtime: Some(e.mtime.secs_f64()),
+                mtime_ns: Some(e.mtime.ns),
+                category: Some(e.category),
+                op: Some(e.op()),
+                kind: e.kind,
+                mode: e.mode,
+                hash: e.hash,
+                version_of: e.version_of.clone(),
+                ..Default::default()
+            };
+            catalog.insert(
+                p.encode(),
+                serde_json::to_value(j).expect("entry serializes"),
+            );
+        }
+        let mut top = self.extra.clone();
+        top.insert("version".into(), self.version.clone());
+        top.insert("timestamp".into(), Value::from(self.timestamp.clone()));
+        top.insert("backup_name".into(), Value::from(self.backup_name.clone()));
+        top.insert("file_catalog".into(), Value::Object(catalog));
+        // An original-tool summary kept verbatim in `extra` wins over our empty default.
+        if !top.contains_key("summary") || self.summary != IncrementSummary::default() {
+            top.insert(
+                "summary".into(),
+                serde_json::to_value(&self.summary).expect("summary serializes"),
+            );
+        }
+        serde_json::to_vec_pretty(&Value::Object(top)).expect("metadata serializes")
+    }
+
+    pub fn load(path: &Path) -> Result<(IncrementMeta, Vec<FormatProblem>), FormatError> {
+        let text = std::fs::read(path).map_err(|source| FormatError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_json(&path.display().to_string(), &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_original_python_metadata() {
+        let text = br#"{
+            "version": "1.0",
+            "timestamp": "2024-01-05T10:00:00",
+            "backup_name": "backup_20240105_100000",
+            "file_catalog": {
+                "projects/a.txt": {"size": 3, "mtime": 1704448800.123456, "category": "track"},
+                "projects/b.txt": {"size": 5, "mtime": 1704448800.5, "category": "deleted"},
+                "../evil": {"size": 1, "mtime": 1.0, "category": "track"},
+                "projects/c.txt": {"size": "big", "category": "tracked"}
+            },
+            "summary": {"tracked_files": 1, "deleted_files": 1}
+        }"#;
+        let (m, problems) = IncrementMeta::from_json("t.json", text).unwrap();
+        assert_eq!(m.file_catalog.len(), 2);
+        assert_eq!(problems.len(), 2);
+        let a = &m.file_catalog[&RelPath::parse("projects/a.txt").unwrap()];
+        assert_eq!(a.category, Category::Tracked);
+        assert_eq!(a.op(), Op::Changed);
+        assert_eq!(a.mtime.ns, 1_704_448_800_123_456_000);
+        let b = &m.file_catalog[&RelPath::parse("projects/b.txt").unwrap()];
+        assert_eq!(b.op(), Op::Deleted);
+        // Unknown summary shape is kept verbatim on rewrite.
+        let again = IncrementMeta::from_json("t", &m.to_json()).unwrap().0;
+        assert_eq!(again.extra.get("summary").unwrap()["tracked_files"], 1);
+    }
+
+    #[test]
+    fn mirror_index_round_trips_and_reads_flat_maps() {
+        let mut idx = MirrorIndex::default();
+        idx.files.insert(
+            RelPath::parse("a/b").unwrap(),
+            IndexEntry {
+                size: 10,
+                mtime: MTime::from_ns(1_700_000_000_123_456_789),
+                tracked: true,
+                kind: FileKind::File,
+                mode: Some(0o644),
+                hash: Some(ContentHash::of(b"x")),
+                version_of: Some("backup_20240101_000000".into()),
+            },
+        );
+        let (back, p) = MirrorIndex::from_json("m", &idx.to_json()).unwrap();
+        assert!(p.is_empty());
+        assert_eq!(back, idx);
+        let flat = br#"{"x.txt": {"size": 1, "mtime": 2.5, "tracked": false}}"#;
+        let (f, _) = MirrorIndex::from_json("m", flat).unwrap();
+        assert_eq!(f.files.len(), 1);
+    }
+}

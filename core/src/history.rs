@@ -1,0 +1,382 @@
+//! Point-in-time folding: which version of each tracked file existed right after increment K.
+//!
+//! SPEC §2 "Point in time": a tracked path is present at K when its latest event up to K is a
+//! `track/` event (that version) and absent when it is a `deleted/` event. Every version has a
+//! *start* — the name of the increment that stored it — and one or more *holders*: the
+//! `track/` link of that increment, the `deleted/` link of the increment that recorded its
+//! deletion, or the mirror while the file is unchanged. When the storing increment has been
+//! deleted, the version survives through its other holders at its original start, so deleting
+//! the first increment does not empty every later view.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::format::{
+    CatalogEntry, Category, ContentHash, FileKind, FormatProblem, IncrementMeta, IndexEntry, MTime,
+    MirrorIndex,
+};
+use crate::relpath::RelPath;
+use crate::repo::{IncrementName, RepoError, Repository};
+
+/// Where the bytes of a version can be read.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Holder {
+    /// `dist/<increment>/<track|deleted>/<rel>`
+    Increment {
+        name: IncrementName,
+        category: Category,
+    },
+    /// `dist/mirror/<rel>`
+    Mirror,
+}
+
+/// One stored version of one tracked file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub path: RelPath,
+    /// Name of the increment that stored this version; empty when unknown (original-tool
+    /// backups whose storing increment is gone), which sorts before every increment.
+    pub start: String,
+    pub holder: Holder,
+    pub size: u64,
+    pub mtime: MTime,
+    pub mode: Option<u32>,
+    pub kind: FileKind,
+    pub hash: Option<ContentHash>,
+}
+
+impl Version {
+    /// The backing file on disk.
+    pub fn backing_path(&self, repo: &Repository) -> PathBuf {
+        match &self.holder {
+            Holder::Increment { name, category } => {
+                repo.increment_file(name, *category, &self.path)
+            }
+            Holder::Mirror => repo.mirror_file(&self.path),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Present(Version),
+    Absent,
+}
+
+/// An increment as seen by the fold.
+#[derive(Clone, Debug)]
+pub struct IncrementInfo {
+    pub name: IncrementName,
+    pub meta: IncrementMeta,
+}
+
+/// The history of a backup: every event of every tracked path, ordered by time.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    increments: Vec<IncrementInfo>,
+    /// For each path, events sorted by time (increment name); ties keep insertion order.
+    timelines: BTreeMap<RelPath, Vec<(String, Event)>>,
+}
+
+fn version_from(path: &RelPath, start: &str, holder: Holder, e: &CatalogEntry) -> Version {
+    Version {
+        path: path.clone(),
+        start: start.to_owned(),
+        holder,
+        size: e.size,
+        mtime: e.mtime,
+        mode: e.mode,
+        kind: e.kind,
+        hash: e.hash,
+    }
+}
+
+fn version_from_index(path: &RelPath, start: &str, e: &IndexEntry) -> Version {
+    Version {
+        path: path.clone(),
+        start: start.to_owned(),
+        holder: Holder::Mirror,
+        size: e.size,
+        mtime: e.mtime,
+        mode: e.mode,
+        kind: e.kind,
+        hash: e.hash,
+    }
+}
+
+impl History {
+    /// Builds the history from increments (any order) and the mirror index.
+    pub fn build(mut increments: Vec<IncrementInfo>, mirror: &MirrorIndex) -> History {
+        increments.sort_by(|a, b| a.name.cmp(&b.name));
+        let present: std::collections::HashSet<&str> =
+            increments.iter().map(|i| i.name.as_str()).collect();
+        let mut timelines: BTreeMap<RelPath, Vec<(String, Event)>> = BTreeMap::new();
+        for inc in &increments {
+            let name = inc.name.as_str();
+            for (path, e) in &inc.meta.file_catalog {
+                let tl = timelines.entry(path.clone()).or_default();
+                match e.category {
+                    Category::Tracked => {
+                        let holder = Holder::Increment {
+                            name: inc.name.clone(),
+                            category: Category::Tracked,
+                        };
+                        tl.push((
+                            name.to_owned(),
+                            Event::Present(version_from(path, name, holder, e)),
+                        ));
+                    }
+                    Category::Deleted => {
+                        // The deleted/ link still holds the last version; when the increment
+                        // that stored it is gone, this link is what keeps it visible.
+                        if let Some(start) = &e.version_of {
+                            if !present.contains(start.as_str()) && start.as_str() < name {
+                                let holder = Holder::Increment {
+                                    name: inc.name.clone(),
+                                    category: Category::Deleted,
+                                };
+                                tl.push((
+                                    start.clone(),
+                                    Event::Present(version_from(path, start, holder, e)),
+                                ));
+                            }
+                        }
+                        tl.push((name.to_owned(), Event::Absent));
+                    }
+                }
+            }
+        }
+        for (path, e) in &mirror.files {
+            if !e.tracked {
+                continue;
+            }
+            let tl = timelines.entry(path.clone()).or_default();
+            match &e.version_of {
+                Some(start) if present.contains(start.as_str()) => {}
+                Some(start) => {
+                    // Only if no later event already supersedes it (a consistent index has none).
+                    if !tl.iter().any(|(t, _)| t.as_str() >= start.as_str()) {
+                        tl.push((
+                            start.clone(),
+                            Event::Present(version_from_index(path, start, e)),
+                        ));
+                    }
+                }
+                None => {
+                    if tl.is_empty() {
+                        tl.push((
+                            String::new(),
+                            Event::Present(version_from_index(path, "", e)),
+                        ));
+                    }
+                }
+            }
+        }
+        for tl in timelines.values_mut() {
+            tl.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        History {
+            increments,
+            timelines,
+        }
+    }
+
+    /// Loads every increment that has readable metadata, plus the mirror index. Increments
+    /// whose metadata is missing or unreadable are left out and reported as problems.
+    pub fn load(repo: &Repository) -> Result<(History, Vec<FormatProblem>), RepoError> {
+        let mut problems = Vec::new();
+        let mut increments = Vec::new();
+        for name in repo.increment_names()? {
+            match repo.load_increment(&name) {
+                Ok((meta, p)) => {
+                    problems.extend(p);
+                    increments.push(IncrementInfo { name, meta });
+                }
+                Err(e) => problems.push(FormatProblem {
+                    file: repo.increment_meta_path(&name).display().to_string(),
+                    key: None,
+                    message: e.to_string(),
+                }),
+            }
+        }
+        let mirror = match repo.load_mirror_index() {
+            Ok((m, p)) => {
+                problems.extend(p);
+                m
+            }
+            Err(e) => {
+                problems.push(FormatProblem {
+                    file: repo.mirror_index_path().display().to_string(),
+                    key: None,
+                    message: e.to_string(),
+                });
+                MirrorIndex::default()
+            }
+        };
+        Ok((History::build(increments, &mirror), problems))
+    }
+
+    /// Increments with metadata, oldest first.
+    pub fn increments(&self) -> &[IncrementInfo] {
+        &self.increments
+    }
+
+    pub fn increment(&self, name: &str) -> Option<&IncrementInfo> {
+        self.increments.iter().find(|i| i.name.as_str() == name)
+    }
+
+    /// The tracked files as they were right after increment `at` (any name: the fold takes
+    /// every event whose time sorts at or before it).
+    pub fn snapshot(&self, at: &str) -> BTreeMap<RelPath, Version> {
+        let mut out = BTreeMap::new();
+        for (path, tl) in &self.timelines {
+            if let Some(v) = Self::state_at(tl, at) {
+                out.insert(path.clone(), v.clone());
+            }
+        }
+        out
+    }
+
+    /// The version of one path right after `at`, if it existed then.
+    pub fn version_at(&self, path: &RelPath, at: &str) -> Option<&Version> {
+        Self::state_at(self.timelines.get(path)?, at)
+    }
+
+    fn state_at<'a>(tl: &'a [(String, Event)], at: &str) -> Option<&'a Version> {
+        let idx = tl.partition_point(|(t, _)| t.as_str() <= at);
+        match tl[..idx].last() {
+            Some((_, Event::Present(v))) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Every stored version of `path`, oldest first.
+    pub fn versions(&self, path: &RelPath) -> Vec<&Version> {
+        self.timelines
+            .get(path)
+            .map(|tl| {
+                tl.iter()
+                    .filter_map(|(_, e)| match e {
+                        Event::Present(v) => Some(v),
+                        Event::Absent => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every tracked path that has at least one event.
+    pub fn paths(&self) -> impl Iterator<Item = &RelPath> {
+        self.timelines.keys()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Op;
+
+    fn entry(cat: Category, op: Op, size: u64, version_of: Option<&str>) -> CatalogEntry {
+        CatalogEntry {
+            size,
+            mtime: MTime::from_ns(size as i64),
+            category: cat,
+            op: Some(op),
+            kind: FileKind::File,
+            mode: Some(0o644),
+            hash: None,
+            version_of: version_of.map(str::to_owned),
+        }
+    }
+
+    fn inc(name: &str, events: &[(&str, CatalogEntry)]) -> IncrementInfo {
+        let mut meta = IncrementMeta::new(name, String::new());
+        for (p, e) in events {
+            meta.file_catalog
+                .insert(RelPath::parse(p).unwrap(), e.clone());
+        }
+        IncrementInfo {
+            name: IncrementName::parse(name).unwrap(),
+            meta,
+        }
+    }
+
+    const A: &str = "backup_20240101_000000";
+    const B: &str = "backup_20240102_000000";
+    const C: &str = "backup_20240103_000000";
+
+    fn sizes(h: &History, at: &str) -> Vec<(String, u64)> {
+        h.snapshot(at)
+            .into_iter()
+            .map(|(p, v)| (p.to_string(), v.size))
+            .collect()
+    }
+
+    #[test]
+    fn fold_follows_changes_and_deletions() {
+        let incs = vec![
+            inc(
+                A,
+                &[
+                    ("x", entry(Category::Tracked, Op::New, 1, None)),
+                    ("y", entry(Category::Tracked, Op::New, 2, None)),
+                ],
+            ),
+            inc(B, &[("x", entry(Category::Tracked, Op::Changed, 3, None))]),
+            inc(
+                C,
+                &[("y", entry(Category::Deleted, Op::Deleted, 2, Some(A)))],
+            ),
+        ];
+        let h = History::build(incs, &MirrorIndex::default());
+        assert_eq!(sizes(&h, A), vec![("x".into(), 1), ("y".into(), 2)]);
+        assert_eq!(sizes(&h, B), vec![("x".into(), 3), ("y".into(), 2)]);
+        assert_eq!(sizes(&h, C), vec![("x".into(), 3)]);
+        assert_eq!(h.versions(&RelPath::parse("x").unwrap()).len(), 2);
+    }
+
+    #[test]
+    fn deleting_first_increment_keeps_versions_held_elsewhere() {
+        // x unchanged since A (held by the mirror), y deleted in C (held by C's deleted/).
+        let incs = vec![
+            inc(B, &[("z", entry(Category::Tracked, Op::New, 5, None))]),
+            inc(
+                C,
+                &[("y", entry(Category::Deleted, Op::Deleted, 2, Some(A)))],
+            ),
+        ];
+        let mut mirror = MirrorIndex::default();
+        mirror.files.insert(
+            RelPath::parse("x").unwrap(),
+            IndexEntry {
+                size: 1,
+                mtime: MTime::from_ns(1),
+                tracked: true,
+                kind: FileKind::File,
+                mode: None,
+                hash: None,
+                version_of: Some(A.into()),
+            },
+        );
+        let h = History::build(incs, &mirror);
+        assert_eq!(
+            sizes(&h, B),
+            vec![("x".into(), 1), ("y".into(), 2), ("z".into(), 5)]
+        );
+        assert_eq!(sizes(&h, C), vec![("x".into(), 1), ("z".into(), 5)]);
+        let y = h.version_at(&RelPath::parse("y").unwrap(), B).unwrap();
+        assert_eq!(
+            y.holder,
+            Holder::Increment {
+                name: IncrementName::parse(C).unwrap(),
+                category: Category::Deleted
+            }
+        );
+        assert_eq!(
+            h.version_at(&RelPath::parse("x").unwrap(), B)
+                .unwrap()
+                .holder,
+            Holder::Mirror
+        );
+    }
+}

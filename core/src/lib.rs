@@ -1,0 +1,17 @@
+//! The backup engine: configuration, selection rules, scan → plan → apply → commit, the
+//! repository format at `dist`, point-in-time history and consistency checks.
+//!
+//! Nothing here prints: functions return typed results and report progress through events.
+
+pub mod format;
+pub mod history;
+pub mod relpath;
+pub mod repo;
+
+pub use format::{
+    CatalogEntry, Category, ContentHash, FileKind, IncrementMeta, IndexEntry, MTime, MirrorIndex,
+    Op,
+};
+pub use history::{History, Holder, Version};
+pub use relpath::RelPath;
+pub use repo::{IncrementName, Repository};

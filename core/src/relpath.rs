@@ -1,0 +1,270 @@
+//! Paths relative to the source root, as stored in `mirror.json` and increment catalogs.
+//!
+//! A `RelPath` is validated once, when it is built, so no code that joins it under a root can
+//! be steered outside that root: it is never empty, never absolute, has no `.`/`..` or empty
+//! components and no NUL byte. Names are kept as raw bytes (`OsStr::as_encoded_bytes`), so
+//! non-UTF-8 names round-trip exactly.
+//!
+//! JSON encoding: a path whose bytes are valid UTF-8 is written as itself (what the original
+//! Python tool writes). Any other path is written as `"\u0000hex:<hex bytes>"`; a real file name
+//! can never contain NUL, so that form cannot collide with a genuine path.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+const RAW_PREFIX: &str = "\u{0}hex:";
+
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RelPath {
+    /// Encoded bytes with `/` as the only separator.
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RelPathError {
+    #[error("empty path")]
+    Empty,
+    #[error("absolute path {0:?}")]
+    Absolute(String),
+    #[error("path {0:?} has a '.', '..' or empty component")]
+    BadComponent(String),
+    #[error("path {0:?} contains a NUL byte")]
+    Nul(String),
+    #[error("path {0:?} has a malformed raw-byte encoding")]
+    BadEncoding(String),
+}
+
+impl RelPath {
+    /// Builds from `/`-separated encoded bytes, refusing anything that could escape a root.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, RelPathError> {
+        let show = || String::from_utf8_lossy(bytes).into_owned();
+        if bytes.is_empty() {
+            return Err(RelPathError::Empty);
+        }
+        if bytes.contains(&0) {
+            return Err(RelPathError::Nul(show()));
+        }
+        if bytes[0] == b'/' || (cfg!(windows) && looks_windows_absolute(bytes)) {
+            return Err(RelPathError::Absolute(show()));
+        }
+        for comp in bytes.split(|&b| b == b'/') {
+            if comp.is_empty() || comp == b"." || comp == b".." {
+                return Err(RelPathError::BadComponent(show()));
+            }
+            if cfg!(windows) && comp.contains(&b'\\') {
+                return Err(RelPathError::BadComponent(show()));
+            }
+        }
+        Ok(RelPath {
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// Parses the JSON/string form (plain UTF-8 or the `\0hex:` form).
+    pub fn parse(s: &str) -> Result<Self, RelPathError> {
+        if let Some(hex) = s.strip_prefix(RAW_PREFIX) {
+            let bytes = decode_hex(hex).ok_or_else(|| RelPathError::BadEncoding(s.to_owned()))?;
+            return Self::from_bytes(&bytes);
+        }
+        // Paths written on Windows by the original tool may use backslashes.
+        if cfg!(windows) {
+            return Self::from_bytes(s.replace('\\', "/").as_bytes());
+        }
+        Self::from_bytes(s.as_bytes())
+    }
+
+    /// Builds from a path relative to a root (as produced by a directory walk).
+    pub fn from_path(p: &Path) -> Result<Self, RelPathError> {
+        let mut out: Vec<u8> = Vec::new();
+        for comp in p.components() {
+            match comp {
+                std::path::Component::Normal(c) => {
+                    if !out.is_empty() {
+                        out.push(b'/');
+                    }
+                    out.extend_from_slice(c.as_encoded_bytes());
+                }
+                std::path::Component::CurDir => {}
+                _ => return Err(RelPathError::BadComponent(p.to_string_lossy().into_owned())),
+            }
+        }
+        Self::from_bytes(&out)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The string form used in JSON.
+    pub fn encode(&self) -> String {
+        match std::str::from_utf8(&self.bytes) {
+            Ok(s) => s.to_owned(),
+            Err(_) => {
+                let mut s = String::with_capacity(RAW_PREFIX.len() + self.bytes.len() * 2);
+                s.push_str(RAW_PREFIX);
+                for b in &self.bytes {
+                    s.push_str(&format!("{b:02x}"));
+                }
+                s
+            }
+        }
+    }
+
+    /// A lossy, human-readable form for messages.
+    pub fn display(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.bytes)
+    }
+
+    pub fn to_path_buf(&self) -> PathBuf {
+        PathBuf::from(os_from_bytes(&self.bytes))
+    }
+
+    /// `root/self`, safe because a `RelPath` cannot climb out of `root`.
+    pub fn under(&self, root: &Path) -> PathBuf {
+        let mut p = root.to_path_buf();
+        for comp in self.components() {
+            p.push(os_from_bytes(comp));
+        }
+        p
+    }
+
+    pub fn components(&self) -> impl Iterator<Item = &[u8]> {
+        self.bytes.split(|&b| b == b'/')
+    }
+
+    /// Last component.
+    pub fn file_name(&self) -> &[u8] {
+        self.components().last().unwrap_or(&self.bytes)
+    }
+
+    pub fn file_name_os(&self) -> OsString {
+        os_from_bytes(self.file_name())
+    }
+
+    pub fn parent(&self) -> Option<RelPath> {
+        let idx = self.bytes.iter().rposition(|&b| b == b'/')?;
+        Some(RelPath {
+            bytes: self.bytes[..idx].to_vec(),
+        })
+    }
+
+    pub fn join(&self, name: &[u8]) -> Result<RelPath, RelPathError> {
+        let mut b = self.bytes.clone();
+        b.push(b'/');
+        b.extend_from_slice(name);
+        RelPath::from_bytes(&b)
+    }
+
+    /// True when `self` is `dir` or lies below it.
+    pub fn starts_with(&self, dir: &RelPath) -> bool {
+        self.bytes == dir.bytes
+            || (self.bytes.len() > dir.bytes.len()
+                && self.bytes.starts_with(&dir.bytes)
+                && self.bytes[dir.bytes.len()] == b'/')
+    }
+
+    pub fn depth(&self) -> usize {
+        self.components().count()
+    }
+}
+
+fn looks_windows_absolute(b: &[u8]) -> bool {
+    b.first() == Some(&b'\\') || (b.len() >= 2 && b[1] == b':')
+}
+
+pub(crate) fn os_from_bytes(b: &[u8]) -> OsString {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        OsStr::from_bytes(b).to_os_string()
+    }
+    #[cfg(not(unix))]
+    {
+        // Encoded bytes we produced ourselves are valid WTF-8; untrusted ones go through lossy.
+        match std::str::from_utf8(b) {
+            Ok(s) => OsString::from(s),
+            Err(_) => OsString::from(String::from_utf8_lossy(b).into_owned()),
+        }
+    }
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl fmt::Debug for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.display())
+    }
+}
+
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display())
+    }
+}
+
+impl Serialize for RelPath {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.encode())
+    }
+}
+
+impl<'de> Deserialize<'de> for RelPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        RelPath::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_escapes() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a/",
+            "a\0b",
+        ] {
+            assert!(RelPath::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(RelPath::parse("a/b c/-d\ne").is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_round_trips() {
+        let p = RelPath::from_bytes(b"dir/caf\xe9\xff.txt").unwrap();
+        let json = serde_json::to_string(&p).unwrap();
+        let back: RelPath = serde_json::from_str(&json).unwrap();
+        assert_eq!(p, back);
+        assert_eq!(back.as_bytes(), b"dir/caf\xe9\xff.txt");
+        let utf = RelPath::parse("dir/été").unwrap();
+        assert_eq!(serde_json::to_string(&utf).unwrap(), "\"dir/été\"");
+    }
+
+    #[test]
+    fn prefix_and_parent() {
+        let p = RelPath::parse("a/b/c").unwrap();
+        assert!(p.starts_with(&RelPath::parse("a/b").unwrap()));
+        assert!(!p.starts_with(&RelPath::parse("a/bc").unwrap()));
+        assert_eq!(p.parent().unwrap(), RelPath::parse("a/b").unwrap());
+        assert_eq!(p.file_name(), b"c");
+    }
+}

@@ -1,0 +1,6 @@
+//! The OS edges of the backup system: durable file-system primitives used by the engine, and
+//! the adapters that expose a neutral read-only tree through FUSE (Linux/macOS) or WinFsp.
+//!
+//! This crate knows nothing about backups, so `core` and `mountfs` can both depend on it.
+
+pub mod fs;

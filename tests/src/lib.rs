@@ -1,0 +1,2 @@
+//! Test environment shared by the end-to-end tests: temporary source trees, config files, and
+//! the real `backup` / `backup-tool` binaries.
