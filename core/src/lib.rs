@@ -3,10 +3,12 @@
 //!
 //! Nothing here prints: functions return typed results and report progress through events.
 
+pub mod config;
 pub mod format;
 pub mod history;
 pub mod relpath;
 pub mod repo;
+pub mod scan;
 
 pub use format::{
     CatalogEntry, Category, ContentHash, FileKind, IncrementMeta, IndexEntry, MTime, MirrorIndex,
