@@ -9,6 +9,7 @@ pub mod history;
 pub mod relpath;
 pub mod repo;
 pub mod scan;
+pub mod selection;
 
 pub use format::{
     CatalogEntry, Category, ContentHash, FileKind, IncrementMeta, IndexEntry, MTime, MirrorIndex,
