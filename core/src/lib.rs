@@ -15,6 +15,7 @@ pub mod progress;
 pub mod relpath;
 pub mod repo;
 pub mod scan;
+pub mod selection;
 
 pub use format::{
     CatalogEntry, Category, ContentHash, FileKind, IncrementMeta, IndexEntry, MTime, MirrorIndex,
