@@ -339,7 +339,8 @@ impl Selection {
     ) -> Result<Selection, String> {
         let mut sets: [RuleSet; 6] = Default::default();
         for (key, patterns) in rules {
-            sets[key.index()] = RuleSet::compile(*key, patterns)?;
+            sets[key.index()] =
+                RuleSet::compile(*key, patterns).map_err(|m| crate::config::one_line(&m))?;
         }
         Ok(Selection { sets, priority })
     }
