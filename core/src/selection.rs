@@ -27,7 +27,8 @@
 //! - Explicit file rules beat everything else: a file named by `include_files` is selected
 //!   untracked, one named by `track_files` tracked, whatever the directory rules say — also in
 //!   an excluded directory or when `exclude_files` names it. Named by both: untracked
-//!   ("include beats track").
+//!   ("include beats track"). So a `:rec` or `**` file rule makes the walk look inside excluded
+//!   directories too (only there is the rule's file to be found).
 //! - Only what a rule names is selected. Symlinks are matched like files (they are entries of
 //!   their own and never followed). Directories themselves are not entries; `preserved_dirs`
 //!   lists names of selected directories kept in the mirror even when empty.
@@ -274,14 +275,15 @@ fn prefix_viable(parts: &[Part], dir: &[&[u8]]) -> bool {
     cur[..n].iter().any(|&b| b)
 }
 
+/// Encoded path bytes as a `Path` (no copy).
 #[cfg(unix)]
-fn bytes_path(b: &[u8]) -> &Path {
+pub(crate) fn bytes_path(b: &[u8]) -> &Path {
     use std::os::unix::ffi::OsStrExt;
     Path::new(std::ffi::OsStr::from_bytes(b))
 }
 
 #[cfg(not(unix))]
-fn bytes_path(b: &[u8]) -> &Path {
+pub(crate) fn bytes_path(b: &[u8]) -> &Path {
     // Encoded bytes of our own paths are valid WTF-8 on Windows.
     Path::new(unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(b) })
 }
@@ -318,6 +320,17 @@ pub struct Hits {
     scratch: Vec<usize>,
 }
 
+impl Hits {
+    /// Adds what another walker thread matched.
+    pub fn merge(&mut self, other: &Hits) {
+        for (mine, theirs) in self.hit.iter_mut().zip(&other.hit) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m |= *t;
+            }
+        }
+    }
+}
+
 impl Selection {
     /// Compiles `(key, patterns)` pairs; the error names the first bad pattern and its key.
     pub fn compile(
@@ -326,7 +339,8 @@ impl Selection {
     ) -> Result<Selection, String> {
         let mut sets: [RuleSet; 6] = Default::default();
         for (key, patterns) in rules {
-            sets[key.index()] = RuleSet::compile(*key, patterns)?;
+            sets[key.index()] =
+                RuleSet::compile(*key, patterns).map_err(|m| crate::config::one_line(&m))?;
         }
         Ok(Selection { sets, priority })
     }
