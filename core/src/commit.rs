@@ -95,8 +95,11 @@ pub fn fold(
     meta.filter(|m| !m.file_catalog.is_empty())
 }
 
-fn write(path: &std::path::Path, data: &[u8]) -> Result<(), CommitError> {
-    pfs::write_atomic(path, data).map_err(|source| CommitError::Write {
+fn write(
+    path: &std::path::Path,
+    fill: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+) -> Result<(), CommitError> {
+    pfs::write_atomic_with(path, fill).map_err(|source| CommitError::Write {
         path: path.display().to_string(),
         source,
     })
@@ -121,7 +124,7 @@ pub fn commit(
     let mut out = Committed::default();
     match (increment, meta) {
         (Some(name), Some(meta)) => {
-            write(&repo.increment_meta_path(name), &meta.to_json())?;
+            write(&repo.increment_meta_path(name), |w| meta.write_json(w))?;
             out.increment = Some(name.clone());
             out.new = meta.summary.new;
             out.changed = meta.summary.changed;
@@ -134,7 +137,7 @@ pub fn commit(
         _ => {}
     }
     index.updated = Some(chrono::Local::now().to_rfc3339());
-    write(&repo.mirror_index_path(), &index.to_json())?;
+    write(&repo.mirror_index_path(), |w| index.write_json(w))?;
     if let Some(j) = journal {
         j.close(repo);
     }

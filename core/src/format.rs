@@ -269,16 +269,40 @@ fn parse_entries(
     out
 }
 
-/// Our `mirror.json` shape, for the one-pass typed parse.
+/// Our `mirror.json` shape, for the one-pass typed parse straight into the final map.
 #[derive(Deserialize)]
 struct FastIndex {
+    #[allow(dead_code)]
     schema_version: u32,
     #[serde(default)]
     updated: Option<String>,
     files: TypedEntries,
 }
 
-struct TypedEntries(Vec<(String, EntryJson)>);
+impl FastIndex {
+    fn finish(self, file: &str) -> (MirrorIndex, Vec<FormatProblem>) {
+        let problems = self
+            .files
+            .1
+            .into_iter()
+            .map(|(key, message)| FormatProblem {
+                file: file.to_owned(),
+                key: Some(key),
+                message,
+            })
+            .collect();
+        (
+            MirrorIndex {
+                files: self.files.0,
+                updated: self.updated,
+            },
+            problems,
+        )
+    }
+}
+
+/// Entries, and (key, message) of the ones skipped for an unsafe path.
+struct TypedEntries(BTreeMap<RelPath, IndexEntry>, Vec<(String, String)>);
 
 impl<'de> Deserialize<'de> for TypedEntries {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -292,11 +316,23 @@ impl<'de> Deserialize<'de> for TypedEntries {
                 self,
                 mut m: A,
             ) -> Result<Self::Value, A::Error> {
-                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0));
-                while let Some(k) = m.next_key::<String>()? {
-                    v.push((k, m.next_value::<EntryJson>()?));
+                let mut files = BTreeMap::new();
+                let mut bad = Vec::new();
+                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match RelPath::parse(&k) {
+                        Ok(p) => {
+                            files.insert(p, index_entry(m.next_value::<EntryJson>()?));
+                        }
+                        Err(e) => {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                            bad.push((
+                                k.into_owned(),
+                                format!("unsafe or invalid path skipped: {e}"),
+                            ));
+                        }
+                    }
                 }
-                Ok(TypedEntries(v))
+                Ok(TypedEntries(files, bad))
             }
         }
         d.deserialize_map(V)
@@ -409,26 +445,7 @@ impl MirrorIndex {
         };
         // Fast path: our own well-formed index, typed in one pass.
         if let Ok(fast) = serde_json::from_str::<FastIndex>(text) {
-            let mut problems = Vec::new();
-            let mut files = Vec::with_capacity(fast.files.0.len());
-            for (key, e) in fast.files.0 {
-                match RelPath::parse(&key) {
-                    Ok(p) => files.push((p, index_entry(e))),
-                    Err(err) => problems.push(FormatProblem {
-                        file: file.to_owned(),
-                        key: Some(key),
-                        message: format!("unsafe or invalid path skipped: {err}"),
-                    }),
-                }
-            }
-            let _ = fast.schema_version;
-            return Ok((
-                MirrorIndex {
-                    files: files.into_iter().collect(),
-                    updated: fast.updated,
-                },
-                problems,
-            ));
+            return Ok(fast.finish(file));
         }
         let mut problems = Vec::new();
         let mut index = MirrorIndex::default();
@@ -473,7 +490,7 @@ impl MirrorIndex {
     }
 
     /// Serializes without building a JSON tree (see [`MirrorIndex::from_json`]).
-    pub fn to_json(&self) -> Vec<u8> {
+    pub fn write_json(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
         struct Files<'a>(&'a BTreeMap<RelPath, IndexEntry>);
         impl Serialize for Files<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -502,24 +519,36 @@ impl MirrorIndex {
             updated: Option<&'a str>,
             files: Files<'a>,
         }
-        let mut out = Vec::with_capacity(self.files.len() * 200 + 64);
         serde_json::to_writer(
-            &mut out,
+            w,
             &Top {
                 schema_version: SCHEMA_VERSION,
                 updated: self.updated.as_deref(),
                 files: Files(&self.files),
             },
         )
-        .expect("index serializes");
+        .map_err(std::io::Error::from)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.files.len() * 200 + 64);
+        self.write_json(&mut out).expect("index serializes");
         out
     }
 
     pub fn load(path: &Path) -> Result<(MirrorIndex, Vec<FormatProblem>), FormatError> {
-        let text = std::fs::read(path).map_err(|source| FormatError::Io {
+        let io = |source| FormatError::Io {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        // Streamed, so the text (~200 bytes per file) is never held whole next to the entries;
+        // anything unusual (the original tool's flat map, a bad entry) takes the tolerant path.
+        let f = std::fs::File::open(path).map_err(io)?;
+        let reader = std::io::BufReader::with_capacity(256 * 1024, f);
+        if let Ok(fast) = serde_json::from_reader::<_, FastIndex>(reader) {
+            return Ok(fast.finish(&path.display().to_string()));
+        }
+        let text = std::fs::read(path).map_err(io)?;
         Self::from_json(&path.display().to_string(), &text)
     }
 }
@@ -645,7 +674,7 @@ impl IncrementMeta {
 
     /// Pretty JSON, written without building a JSON tree (an initial increment can list every
     /// tracked file).
-    pub fn to_json(&self) -> Vec<u8> {
+    pub fn write_json(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
         struct Catalog<'a>(&'a BTreeMap<RelPath, CatalogEntry>);
         impl Serialize for Catalog<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -683,10 +712,8 @@ impl IncrementMeta {
         let keep_theirs =
             self.extra.contains_key("summary") && self.summary == IncrementSummary::default();
         let mut extra = std::borrow::Cow::Borrowed(&self.extra);
-        if !keep_theirs {
-            if extra.contains_key("summary") {
-                extra.to_mut().remove("summary");
-            }
+        if !keep_theirs && extra.contains_key("summary") {
+            extra.to_mut().remove("summary");
         }
         for k in ["version", "timestamp", "backup_name", "file_catalog"] {
             if extra.contains_key(k) {
@@ -701,8 +728,12 @@ impl IncrementMeta {
             file_catalog: Catalog(&self.file_catalog),
             summary: (!keep_theirs).then_some(&self.summary),
         };
+        serde_json::to_writer_pretty(w, &top).map_err(std::io::Error::from)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.file_catalog.len() * 300 + 256);
-        serde_json::to_writer_pretty(&mut out, &top).expect("metadata serializes");
+        self.write_json(&mut out).expect("metadata serializes");
         out
     }
 

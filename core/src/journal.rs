@@ -313,7 +313,7 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
             Some(m) => {
                 kept_files = m.file_catalog.len();
                 let p = repo.increment_meta_path(name);
-                pfs::write_atomic(&p, &m.to_json()).map_err(rio("write", &p))?;
+                pfs::write_atomic_with(&p, |w| m.write_json(w)).map_err(rio("write", &p))?;
                 finished = Some(name.clone());
             }
             None if meta_written => finished = Some(name.clone()),
@@ -327,7 +327,7 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
     }
     index.updated = Some(chrono::Local::now().to_rfc3339());
     let ip = repo.mirror_index_path();
-    pfs::write_atomic(&ip, &index.to_json()).map_err(rio("write", &ip))?;
+    pfs::write_atomic_with(&ip, |w| index.write_json(w)).map_err(rio("write", &ip))?;
     std::fs::remove_file(&jpath).map_err(rio("remove", &jpath))?;
     let _ = pfs::fsync_dir(repo.root());
     Ok(Some(Recovered {

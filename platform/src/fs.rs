@@ -25,6 +25,32 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Like [`write_atomic`], streaming the content through `fill` (a large index need not be
+/// held in memory twice).
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let tmp = temp_sibling(path);
+    let result = (|| {
+        let f = File::create(&tmp)?;
+        let mut w = io::BufWriter::with_capacity(256 * 1024, f);
+        fill(&mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        if let Some(parent) = path.parent() {
+            fsync_dir(parent)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// A hidden temporary name next to `path`, unique per process.
 pub fn temp_sibling(path: &Path) -> PathBuf {
     let name = path

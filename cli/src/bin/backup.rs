@@ -71,6 +71,13 @@ fn init_tracing(cli: &Cli) {
 }
 
 fn main() -> ExitCode {
+    // Copies run on several threads; glibc would give each its own malloc arena and keep their
+    // freed pages, which shows up as peak RSS on 100k-file runs.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let cli = Cli::parse();
     init_tracing(&cli);
     let config = match Config::locate(cli.config.as_deref()).and_then(|p| Config::load(&p)) {
