@@ -4,6 +4,7 @@
 //! Nothing here prints: functions return typed results and report progress through events.
 
 pub mod config;
+pub mod explore;
 pub mod format;
 pub mod history;
 pub mod relpath;
