@@ -224,7 +224,8 @@ mod tests {
             &[a.clone(), b.clone(), c.clone()],
         );
         assert!(later > c);
-        let earlier = IncrementName::for_time(t - chrono::Duration::hours(1), std::slice::from_ref(&a));
+        let earlier =
+            IncrementName::for_time(t - chrono::Duration::hours(1), std::slice::from_ref(&a));
         assert!(earlier > a);
     }
 }
