@@ -4,3 +4,7 @@
 //! This crate knows nothing about backups, so `core` and `mountfs` can both depend on it.
 
 pub mod fs;
+pub mod rofs;
+
+#[cfg(unix)]
+pub mod fuse;

@@ -1,33 +1,17 @@
 //! Test environment of the `backup-tool` tests: a source tree, a backup of it, and the real
 //! `backup-tool` binary.
 //!
-//! `Env::backup` stands in for the real `backup` until it exists: it writes the repository
-//! format of SPEC §2 with the core types, the way the engine does (new/changed tracked files
-//! hard-linked into `track/`, deleted ones into `deleted/`, the mirror updated by writing a
-//! new file and renaming it over the old one).
+//! Backups are made by the real `backup`; crafted backups (hostile metadata, the original
+//! Python tool's format) are written by the tests themselves.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use backup_core::format::{CatalogEntry, Category, FileKind, IndexEntry, MTime, Op};
-use backup_core::{ContentHash, IncrementMeta, MirrorIndex, RelPath};
-
-/// `target/debug/<name>`, found from the test executable's location (`target/debug/deps/`).
+/// The workspace binary `name` (built if missing).
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let mut dir = exe.parent().expect("deps dir").to_path_buf();
-    loop {
-        let cand = dir.join(name);
-        if cand.is_file() {
-            return cand;
-        }
-        if !dir.pop() {
-            panic!("{name} not built: run `cargo build --workspace` first");
-        }
-    }
+    crate::bin(name)
 }
 
 pub struct Env {
@@ -80,159 +64,43 @@ impl Env {
         fs::remove_file(self.src.join(rel)).unwrap();
     }
 
-    fn tracked(&self, rel: &RelPath) -> bool {
-        let s = rel.display();
-        !self
-            .untracked_prefixes
-            .iter()
-            .any(|p| s.starts_with(&format!("{p}/")))
-    }
-
-    /// One run of the pipeline; returns the increment it made, if any.
+    /// One run of the real `backup` (tracking every top-level folder but those named in
+    /// `untracked_prefixes`, which are included untracked); returns the increment it made.
     pub fn backup(&mut self) -> Option<String> {
-        self.clock += 3600;
-        let when = {
-            use chrono::TimeZone;
-            chrono::Local.timestamp_opt(self.clock, 0).unwrap()
-        };
-        let name = format!("backup_{}", when.format("%Y%m%d_%H%M%S"));
-        let mirror = self.dist.join("mirror");
-        fs::create_dir_all(&mirror).unwrap();
-        let index_path = self.dist.join("mirror.json");
-        let mut index = if index_path.exists() {
-            MirrorIndex::load(&index_path).unwrap().0
-        } else {
-            MirrorIndex::default()
-        };
-        let mut seen: BTreeMap<RelPath, ()> = BTreeMap::new();
-        let mut meta = IncrementMeta::new(&name, when.to_rfc3339());
-        let inc_dir = self.dist.join(&name);
-        for e in walkdir::WalkDir::new(&self.src)
-            .min_depth(1)
-            .sort_by_file_name()
-        {
+        let mut track = Vec::new();
+        let mut include = Vec::new();
+        for e in fs::read_dir(&self.src).unwrap() {
             let e = e.unwrap();
-            if e.file_type().is_dir() {
-                continue;
-            }
-            let rel = RelPath::from_path(e.path().strip_prefix(&self.src).unwrap()).unwrap();
-            seen.insert(rel.clone(), ());
-            let md = e.metadata().unwrap();
-            let is_link = e.file_type().is_symlink();
-            let data = if is_link {
-                fs::read_link(e.path())
-                    .unwrap()
-                    .into_os_string()
-                    .into_encoded_bytes()
+            let n = e.file_name().to_string_lossy().into_owned();
+            if self.untracked_prefixes.contains(&n) {
+                include.push(n);
             } else {
-                fs::read(e.path()).unwrap()
-            };
-            let hash = ContentHash::of(&data);
-            let mtime = MTime::from_ns(ns_of(&md));
-            let tracked = self.tracked(&rel);
-            let old = index.files.get(&rel);
-            let op = match old {
-                None => Op::New,
-                Some(o) if o.size != md.len() || o.mtime != mtime || o.hash != Some(hash) => {
-                    Op::Changed
-                }
-                Some(_) => continue,
-            };
-            let dest = rel.under(&mirror);
-            fs::create_dir_all(dest.parent().unwrap()).unwrap();
-            let tmp = dest.with_file_name(".incoming");
-            if is_link {
-                std::os::unix::fs::symlink(fs::read_link(e.path()).unwrap(), &tmp).unwrap();
-            } else {
-                fs::copy(e.path(), &tmp).unwrap();
-                let f = fs::File::options().write(true).open(&tmp).unwrap();
-                f.set_modified(md.modified().unwrap()).unwrap();
+                track.push(n);
             }
-            fs::rename(&tmp, &dest).unwrap();
-            use std::os::unix::fs::MetadataExt;
-            let mode = Some(md.mode() & 0o7777);
-            let kind = if is_link {
-                FileKind::Symlink
-            } else {
-                FileKind::File
-            };
-            if tracked {
-                let link = rel.under(&inc_dir.join("track"));
-                fs::create_dir_all(link.parent().unwrap()).unwrap();
-                fs::hard_link(&dest, &link).unwrap();
-                meta.file_catalog.insert(
-                    rel.clone(),
-                    CatalogEntry {
-                        size: md.len(),
-                        mtime,
-                        category: Category::Tracked,
-                        op: Some(op),
-                        kind,
-                        mode,
-                        hash: Some(hash),
-                        version_of: None,
-                    },
-                );
-            }
-            index.files.insert(
-                rel,
-                IndexEntry {
-                    size: md.len(),
-                    mtime,
-                    tracked,
-                    kind,
-                    mode,
-                    hash: Some(hash),
-                    version_of: tracked.then(|| name.clone()),
-                },
-            );
         }
-        let gone: Vec<RelPath> = index
-            .files
-            .keys()
-            .filter(|k| !seen.contains_key(*k))
-            .cloned()
-            .collect();
-        for rel in gone {
-            let e = index.files.remove(&rel).unwrap();
-            let dest = rel.under(&mirror);
-            if e.tracked {
-                let link = rel.under(&inc_dir.join("deleted"));
-                fs::create_dir_all(link.parent().unwrap()).unwrap();
-                fs::hard_link(&dest, &link).unwrap();
-                meta.file_catalog.insert(
-                    rel.clone(),
-                    CatalogEntry {
-                        size: e.size,
-                        mtime: e.mtime,
-                        category: Category::Deleted,
-                        op: Some(Op::Deleted),
-                        kind: e.kind,
-                        mode: e.mode,
-                        hash: e.hash,
-                        version_of: e.version_of.clone(),
-                    },
-                );
-            }
-            fs::remove_file(&dest).unwrap();
-        }
-        let made = if meta.file_catalog.is_empty() {
-            None
+        let config = serde_json::json!({
+            "src": self.src, "dist": self.dist,
+            "track_dirs": track, "include_dirs": include,
+        });
+        let path = self.tmp.path().join("config.json");
+        fs::write(&path, config.to_string()).unwrap();
+        let before = if self.dist.exists() {
+            self.increments()
         } else {
-            for e in meta.file_catalog.values() {
-                match e.op() {
-                    Op::New => meta.summary.new += 1,
-                    Op::Changed => meta.summary.changed += 1,
-                    Op::Deleted => meta.summary.deleted += 1,
-                }
-                meta.summary.bytes += e.size;
-            }
-            fs::write(inc_dir.join(format!("{name}.json")), meta.to_json()).unwrap();
-            Some(name)
+            Vec::new()
         };
-        index.updated = Some(when.to_rfc3339());
-        fs::write(&index_path, index.to_json()).unwrap();
-        made
+        let out = std::process::Command::new(crate::bin("backup"))
+            .arg("--config")
+            .arg(&path)
+            .arg("-q")
+            .output()
+            .expect("run backup");
+        assert!(
+            out.status.success(),
+            "backup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.increments().into_iter().find(|n| !before.contains(n))
     }
 
     /// Runs `backup-tool DIST args...`.
