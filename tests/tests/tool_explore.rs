@@ -326,3 +326,62 @@ fn read_only_commands_change_nothing() {
         assert_eq!(fingerprint(&e.dist), before, "{c:?} changed the backup");
     }
 }
+
+#[test]
+fn backup_named_by_a_config_profile() {
+    let s = scenario();
+    let e = &s.env;
+    let config = e.tmp.path().join("config.json");
+    let run = |args: &[&str], cwd: &std::path::Path| {
+        std::process::Command::new(backup_tests::bin("backup-tool"))
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+    };
+    let out = run(
+        &["--config", config.to_str().unwrap(), "list", "--json"],
+        e.tmp.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["increments"].as_array().unwrap().len(), 4);
+    // ./config.json is found without --config.
+    let out = run(&["search", "--mask", "c.py", "--json"], e.tmp.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The source disk is gone: the profile still names its backup.
+    std::fs::remove_dir_all(&e.src).unwrap();
+    let out = run(
+        &["--config", config.to_str().unwrap(), "list"],
+        e.tmp.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A missing profile is refused.
+    let out = run(&["--config", "/nonexistent.json", "list"], e.tmp.path());
+    assert_eq!(out.status.code(), Some(2));
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(backup_tests::bin("backup-tool"))
+        .arg("list")
+        .current_dir(empty.path())
+        .env("HOME", empty.path())
+        .env("XDG_CONFIG_HOME", empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("name a backup folder"));
+}
