@@ -217,10 +217,10 @@ proptest! {
             // event survives while any holder does; a deletion while its increment does.
             let mut want = BTreeMap::new();
             for (p, evs) in &run.events {
-                let last = evs.iter().filter(|e| e.at.as_str() <= name.as_str()).filter(|e| match e.version {
+                let last = evs.iter().rev().filter(|e| e.at.as_str() <= name.as_str()).find(|e| match e.version {
                     Some(id) => held(p, id, &e.at),
                     None => alive.contains(&e.at),
-                }).last();
+                });
                 if let Some(Ev { version: Some(id), .. }) = last {
                     want.insert(p.clone(), *id);
                 }
