@@ -347,3 +347,5 @@ pub fn text(out: &Output) -> (String, String) {
 }
 
 pub mod mount_fixture;
+
+pub mod toolenv;
