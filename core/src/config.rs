@@ -1,10 +1,24 @@
 //! Configuration: one JSON file per profile (SPEC §1), validated into a [`Config`] that cannot
-//! hold an invalid state. Everything wrong is refused before anything is written.
+//! hold an invalid state. Everything wrong is refused before anything is written, with one line
+//! that names the file and the offending key, pattern or path.
 //!
-//! INTERFACE STUB — the fields and signatures below are the contract between the config/selection
-//! work and the pipeline; the bodies are to be written.
+//! Loading never creates anything: not `dist`, not the config dir.
+//!
+//! Paths: `~` and `~/…` expand to the home directory (`~user` is not expanded); a relative
+//! `src` or `dist` resolves against the directory that holds the config file, not the current
+//! directory, so a profile means the same thing wherever `backup` is started from. `src` is
+//! canonicalized (it must exist); `dist` may not exist yet, so only its longest existing
+//! ancestor is canonicalized. That makes the "`src` inside `dist`" refusal and the scan's
+//! "`dist` inside `src`" skip immune to symlinked spellings of the same place.
+//!
+//! The meaning of the selection keys is documented in [`crate::selection`].
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+
+use serde::de::{Deserializer as _, MapAccess, Visitor};
+use serde_json::Value;
+
+use crate::selection::{RuleKey, Selection};
 
 /// Which rule wins for a file under both an include dir and a track dir.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -17,11 +31,14 @@ pub enum DirectoryPriority {
 /// A validated profile.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The file it was read from.
+    /// The file it was read from (absolute).
     pub file: PathBuf,
-    /// Absolute, `~` expanded, an existing directory.
+    /// Absolute, `~` expanded, canonical, an existing directory. A relative value in the file
+    /// is resolved against the config file's directory.
     pub src: PathBuf,
-    /// Absolute, `~` expanded; may not exist yet; never inside... `src` may contain it.
+    /// Absolute, `~` expanded; may not exist yet; never equal to `src` nor an ancestor of it
+    /// (it may lie inside `src`: the scan skips it). A relative value in the file is resolved
+    /// against the config file's directory.
     pub dist: PathBuf,
     pub include_dirs: Vec<String>,
     pub track_dirs: Vec<String>,
@@ -44,17 +61,766 @@ pub enum ConfigError {
     Invalid { path: String, message: String },
 }
 
+/// Every key a profile may hold.
+pub const KEYS: &[&str] = &[
+    "src",
+    "dist",
+    "dst",
+    "include_dirs",
+    "track_dirs",
+    "exclude_dirs",
+    "include_files",
+    "track_files",
+    "exclude_files",
+    "directory_priority",
+    "preserved_dirs",
+    "max_workers",
+];
+
+/// A bound far above any useful parallelism; beyond it a typo (`80000`) is more likely than
+/// intent, and the pipeline's semaphore must stay well inside its limits.
+pub const MAX_WORKERS_LIMIT: usize = 1024;
+
+/// The profile as written, with keys, types and globs checked but no filesystem access:
+/// what [`Config::load`] builds first, and what the fuzz target exercises.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawConfig {
+    pub src: String,
+    pub dist: String,
+    pub include_dirs: Vec<String>,
+    pub track_dirs: Vec<String>,
+    pub exclude_dirs: Vec<String>,
+    pub include_files: Vec<String>,
+    pub track_files: Vec<String>,
+    pub exclude_files: Vec<String>,
+    pub directory_priority: DirectoryPriority,
+    pub preserved_dirs: Vec<String>,
+    pub max_workers: Option<usize>,
+}
+
+impl RawConfig {
+    /// Parses and checks the JSON text of a profile. The error is one line without the file
+    /// name (the caller adds it).
+    pub fn parse(text: &str) -> Result<RawConfig, String> {
+        let entries = parse_entries(text)?;
+        let mut raw = RawConfig::default();
+        let mut seen: Vec<&str> = Vec::new();
+        let mut src = None;
+        let mut dist = None;
+        for (key, value) in &entries {
+            let Some(&known) = KEYS.iter().find(|k| **k == key.as_str()) else {
+                return Err(format!(
+                    "unknown key {key:?} (did you mean {:?}?)",
+                    closest_key(key)
+                ));
+            };
+            if seen.contains(&known) {
+                return Err(format!("key {known:?} appears twice"));
+            }
+            seen.push(known);
+            match known {
+                "src" => src = Some(string(known, value)?),
+                "dist" | "dst" => {
+                    if dist.is_some() {
+                        return Err(
+                            "both \"dist\" and its alias \"dst\" are set; keep one".to_owned()
+                        );
+                    }
+                    dist = Some(string(known, value)?);
+                }
+                "include_dirs" => raw.include_dirs = strings(known, value)?,
+                "track_dirs" => raw.track_dirs = strings(known, value)?,
+                "exclude_dirs" => raw.exclude_dirs = strings(known, value)?,
+                "include_files" => raw.include_files = strings(known, value)?,
+                "track_files" => raw.track_files = strings(known, value)?,
+                "exclude_files" => raw.exclude_files = strings(known, value)?,
+                "preserved_dirs" => raw.preserved_dirs = strings(known, value)?,
+                "directory_priority" => raw.directory_priority = match string(known, value)?
+                    .as_str()
+                {
+                    "track" => DirectoryPriority::Track,
+                    "include" => DirectoryPriority::Include,
+                    other => return Err(format!(
+                        "\"directory_priority\" must be \"track\" or \"include\", found {other:?}"
+                    )),
+                },
+                "max_workers" => raw.max_workers = Some(max_workers(value)?),
+                _ => unreachable!("every key of KEYS is handled"),
+            }
+        }
+        raw.src = src.ok_or("missing required key \"src\"")?;
+        raw.dist = dist.ok_or("missing required key \"dist\" (or its alias \"dst\")")?;
+        if raw.src.is_empty() {
+            return Err("\"src\" is empty".to_owned());
+        }
+        if raw.dist.is_empty() {
+            return Err("\"dist\" is empty".to_owned());
+        }
+        for name in &raw.preserved_dirs {
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(format!(
+                    "\"preserved_dirs\" holds directory names, not paths: {name:?}"
+                ));
+            }
+        }
+        if raw.include_dirs.is_empty()
+            && raw.track_dirs.is_empty()
+            && raw.include_files.is_empty()
+            && raw.track_files.is_empty()
+        {
+            return Err(
+                "no include or track rule: set at least one of include_dirs, \
+                 track_dirs, include_files, track_files"
+                    .to_owned(),
+            );
+        }
+        // Compiling checks every glob and names the first bad one with its key.
+        Selection::compile(&raw.rules(), raw.directory_priority)?;
+        Ok(raw)
+    }
+
+    /// The rules as (key, patterns) pairs, in the order [`Selection::compile`] expects.
+    pub fn rules(&self) -> [(RuleKey, &[String]); 6] {
+        rules_of(
+            &self.include_dirs,
+            &self.track_dirs,
+            &self.exclude_dirs,
+            &self.include_files,
+            &self.track_files,
+            &self.exclude_files,
+        )
+    }
+}
+
+fn rules_of<'a>(
+    include_dirs: &'a [String],
+    track_dirs: &'a [String],
+    exclude_dirs: &'a [String],
+    include_files: &'a [String],
+    track_files: &'a [String],
+    exclude_files: &'a [String],
+) -> [(RuleKey, &'a [String]); 6] {
+    [
+        (RuleKey::IncludeDirs, include_dirs),
+        (RuleKey::TrackDirs, track_dirs),
+        (RuleKey::ExcludeDirs, exclude_dirs),
+        (RuleKey::IncludeFiles, include_files),
+        (RuleKey::TrackFiles, track_files),
+        (RuleKey::ExcludeFiles, exclude_files),
+    ]
+}
+
 impl Config {
     /// The lookup order of SPEC §1: `explicit`, then `./config.json`, then the platform config
     /// dir (`~/.config/backup/config.json` on Linux).
     pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
-        let _ = explicit;
-        todo!("config lookup")
+        if let Some(p) = explicit {
+            return if p.exists() {
+                Ok(p.to_path_buf())
+            } else {
+                Err(ConfigError::NotFound(format!(
+                    "{} (given by --config)",
+                    show(p)
+                )))
+            };
+        }
+        let local = PathBuf::from("config.json");
+        if local.is_file() {
+            return Ok(local);
+        }
+        let mut tried = vec![show(&local)];
+        if let Some(dir) = dirs::config_dir() {
+            let p = dir.join("backup").join("config.json");
+            if p.is_file() {
+                return Ok(p);
+            }
+            tried.push(show(&p));
+        }
+        Err(ConfigError::NotFound(tried.join(", ")))
     }
 
     /// Reads and validates one profile.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let _ = path;
-        todo!("config load")
+        let file = absolute(path);
+        let invalid = |message: String| ConfigError::Invalid {
+            path: show(&file),
+            message,
+        };
+        let text = match std::fs::read(&file) {
+            Ok(bytes) => String::from_utf8(bytes)
+                .map_err(|e| invalid(format!("not UTF-8 text: {}", e.utf8_error())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::NotFound(show(&file)))
+            }
+            Err(e) => return Err(invalid(format!("cannot read: {e}"))),
+        };
+        let raw = RawConfig::parse(&text).map_err(&invalid)?;
+        let base = file.parent().unwrap_or(Path::new("/"));
+
+        let src = resolve(&raw.src, base);
+        let src = match std::fs::metadata(&src) {
+            Ok(m) if m.is_dir() => src
+                .canonicalize()
+                .map_err(|e| invalid(format!("src {}: cannot resolve: {e}", show(&src))))?,
+            Ok(_) => return Err(invalid(format!("src {} is not a directory", show(&src)))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(invalid(format!("src {} does not exist", show(&src))))
+            }
+            Err(e) => return Err(invalid(format!("src {}: {e}", show(&src)))),
+        };
+        let dist = canonical_prefix(&resolve(&raw.dist, base));
+        if src.starts_with(&dist) {
+            let what = if src == dist {
+                "is the same directory as"
+            } else {
+                "lies inside"
+            };
+            return Err(invalid(format!(
+                "src {} {what} dist {}; the backup would contain itself",
+                show(&src),
+                show(&dist)
+            )));
+        }
+        let max_workers = raw.max_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        Ok(Config {
+            file,
+            src,
+            dist,
+            include_dirs: raw.include_dirs,
+            track_dirs: raw.track_dirs,
+            exclude_dirs: raw.exclude_dirs,
+            include_files: raw.include_files,
+            track_files: raw.track_files,
+            exclude_files: raw.exclude_files,
+            directory_priority: raw.directory_priority,
+            preserved_dirs: raw.preserved_dirs,
+            max_workers,
+        })
+    }
+
+    /// The rules as (key, patterns) pairs, in the order [`Selection::compile`] expects.
+    pub fn rules(&self) -> [(RuleKey, &[String]); 6] {
+        rules_of(
+            &self.include_dirs,
+            &self.track_dirs,
+            &self.exclude_dirs,
+            &self.include_files,
+            &self.track_files,
+            &self.exclude_files,
+        )
+    }
+
+    /// The compiled selection rules. Globs were checked by [`Config::load`]; a `Config` built by
+    /// hand with a bad glob gets the same one-line message here.
+    pub fn selection(&self) -> Result<Selection, String> {
+        Selection::compile(&self.rules(), self.directory_priority)
+    }
+
+    /// `dist` relative to `src` when it lies inside it (the scan leaves it out).
+    pub fn dist_inside_src(&self) -> Option<&Path> {
+        self.dist
+            .strip_prefix(&self.src)
+            .ok()
+            .filter(|r| !r.as_os_str().is_empty())
+    }
+}
+
+/// Top-level object entries in file order, duplicates kept (a `Value` would silently keep only
+/// the last of two `"dist"` lines).
+fn parse_entries(text: &str) -> Result<Vec<(String, Value)>, String> {
+    struct Entries(Vec<(String, Value)>);
+    struct EntriesVisitor;
+    impl<'de> Visitor<'de> for EntriesVisitor {
+        type Value = Entries;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object at the top level")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+            let mut out = Vec::new();
+            while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                out.push((k, v));
+            }
+            Ok(Entries(out))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = de
+        .deserialize_map(EntriesVisitor)
+        .and_then(|e| de.end().map(|()| e));
+    match parsed {
+        Ok(Entries(v)) => Ok(v),
+        Err(e) => {
+            // serde_json's message already ends in "at line L column C"; keep it on one line.
+            let msg = e.to_string().replace('\n', " ");
+            Err(match e.classify() {
+                serde_json::error::Category::Data => format!("invalid config: {msg}"),
+                _ => format!("malformed JSON: {msg}"),
+            })
+        }
+    }
+}
+
+fn closest_key(key: &str) -> &'static str {
+    KEYS.iter()
+        .filter(|k| **k != "dst")
+        .map(|k| (strsim::damerau_levenshtein(key, k), *k))
+        .min()
+        .map(|(_, k)| k)
+        .unwrap_or("src")
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn string(key: &str, v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        other => Err(format!(
+            "{key:?} must be a string, found {}",
+            type_name(other)
+        )),
+    }
+}
+
+fn strings(key: &str, v: &Value) -> Result<Vec<String>, String> {
+    let Value::Array(items) = v else {
+        return Err(format!(
+            "{key:?} must be a list of strings, found {}",
+            type_name(v)
+        ));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(format!(
+                "{key:?} must be a list of strings, item {} is {}",
+                i + 1,
+                type_name(other)
+            )),
+        })
+        .collect()
+}
+
+fn max_workers(v: &Value) -> Result<usize, String> {
+    let n = match v {
+        Value::Number(n) => n,
+        other => {
+            return Err(format!(
+                "\"max_workers\" must be an integer ≥ 1, found {}",
+                type_name(other)
+            ))
+        }
+    };
+    match (n.as_u64(), n.as_i64()) {
+        (Some(0), _) | (None, Some(_)) => {
+            Err(format!("\"max_workers\" must be at least 1, found {n}"))
+        }
+        (Some(k), _) if k > MAX_WORKERS_LIMIT as u64 => Err(format!(
+            "\"max_workers\" must be at most {MAX_WORKERS_LIMIT}, found {n}"
+        )),
+        (Some(k), _) => Ok(k as usize),
+        (None, None) => Err(format!("\"max_workers\" must be an integer ≥ 1, found {n}")),
+    }
+}
+
+/// `~` expansion, then relative paths against `base`, then `.`/`..` folded lexically.
+fn resolve(value: &str, base: &Path) -> PathBuf {
+    let expanded = match value.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => match dirs::home_dir() {
+            Some(home) => home.join(rest.trim_start_matches('/')),
+            None => PathBuf::from(value),
+        },
+        _ => PathBuf::from(value),
+    };
+    normalize(&base.join(expanded))
+}
+
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        normalize(p)
+    } else {
+        match std::env::current_dir() {
+            Ok(cwd) => normalize(&cwd.join(p)),
+            Err(_) => p.to_path_buf(),
+        }
+    }
+}
+
+/// Canonicalizes the longest existing ancestor of `p` and appends the rest unchanged.
+fn canonical_prefix(p: &Path) -> PathBuf {
+    let mut existing = p;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = existing.canonicalize() {
+            let mut out = c;
+            for r in rest.iter().rev() {
+                out.push(r);
+            }
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
+}
+
+/// A path for a one-line message: quoted, control characters escaped.
+pub(crate) fn show(p: &Path) -> String {
+    format!("{:?}", p.to_string_lossy())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Env {
+        dir: tempfile::TempDir,
+    }
+
+    impl Env {
+        fn new() -> Env {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("src")).unwrap();
+            Env { dir }
+        }
+        fn path(&self, rel: &str) -> PathBuf {
+            self.dir.path().join(rel)
+        }
+        fn write(&self, text: &str) -> PathBuf {
+            let p = self.path("config.json");
+            std::fs::write(&p, text).unwrap();
+            p
+        }
+        fn load(&self, text: &str) -> Result<Config, ConfigError> {
+            Config::load(&self.write(text))
+        }
+        /// Loads, expects a refusal, checks it is one line naming the file, returns it.
+        fn refuse(&self, text: &str) -> String {
+            let err = self.load(text).expect_err("config accepted");
+            let msg = err.to_string();
+            assert!(!msg.contains('\n'), "not one line: {msg:?}");
+            assert!(
+                msg.contains(&*self.path("config.json").to_string_lossy()),
+                "does not name the file: {msg}"
+            );
+            assert!(!self.path("dist").exists(), "loading created dist: {msg}");
+            msg
+        }
+    }
+
+    const OK: &str = r#"{"src": "src", "dist": "dist", "include_dirs": ["a"]}"#;
+
+    #[test]
+    fn loads_and_resolves_relative_to_the_config_file() {
+        let env = Env::new();
+        let cfg = env.load(OK).unwrap();
+        assert_eq!(cfg.src, env.path("src").canonicalize().unwrap());
+        assert_eq!(
+            cfg.dist,
+            env.dir.path().canonicalize().unwrap().join("dist")
+        );
+        assert!(!env.path("dist").exists(), "loading must create nothing");
+        assert_eq!(cfg.directory_priority, DirectoryPriority::Track);
+        assert!(cfg.max_workers >= 1);
+        assert_eq!(cfg.include_dirs, vec!["a".to_owned()]);
+        assert_eq!(cfg.file, env.path("config.json"));
+    }
+
+    #[test]
+    fn dst_alias_priority_workers_and_preserved() {
+        let env = Env::new();
+        let cfg = env
+            .load(
+                r#"{"src": "src", "dst": "out/nested", "track_files": ["x"],
+                    "directory_priority": "include", "max_workers": 3,
+                    "preserved_dirs": [".git"]}"#,
+            )
+            .unwrap();
+        assert!(cfg.dist.ends_with("out/nested"));
+        assert_eq!(cfg.directory_priority, DirectoryPriority::Include);
+        assert_eq!(cfg.max_workers, 3);
+        assert_eq!(cfg.preserved_dirs, vec![".git".to_owned()]);
+        assert!(!env.path("out").exists());
+    }
+
+    #[test]
+    fn tilde_expands_to_home() {
+        let env = Env::new();
+        let home = dirs::home_dir().unwrap();
+        let text = format!(
+            r#"{{"src": "{}", "dist": "~/backup-test-never-created/x", "include_files": ["a"]}}"#,
+            env.path("src").display()
+        );
+        let cfg = env.load(&text).unwrap();
+        assert!(cfg.dist.starts_with(
+            home.canonicalize()
+                .unwrap()
+                .join("backup-test-never-created")
+        ));
+        assert!(!home.join("backup-test-never-created").exists());
+        assert_eq!(resolve("~", Path::new("/x")), home);
+        assert_eq!(
+            resolve("~user/a", Path::new("/x")),
+            PathBuf::from("/x/~user/a")
+        );
+    }
+
+    #[test]
+    fn dist_inside_src_is_legal() {
+        let env = Env::new();
+        let cfg = env
+            .load(r#"{"src": "src", "dist": "src/backup", "include_dirs": ["**"]}"#)
+            .unwrap();
+        assert_eq!(cfg.dist_inside_src(), Some(Path::new("backup")));
+    }
+
+    #[test]
+    fn refuses_malformed_json_with_line_and_column() {
+        let env = Env::new();
+        let msg = env.refuse("{\n  \"src\": \"src\",\n  \"dist\" \"dist\"\n}");
+        assert!(msg.contains("malformed JSON"), "{msg}");
+        assert!(msg.contains("line 3 column 10"), "{msg}");
+        let msg = env.refuse("{\"src\": \"src\",");
+        assert!(
+            msg.contains("malformed JSON") && msg.contains("line 1"),
+            "{msg}"
+        );
+        let msg = env.refuse("[1, 2]");
+        assert!(msg.contains("JSON object"), "{msg}");
+        let msg = env.refuse(&format!("{OK} trailing"));
+        assert!(msg.contains("line 1"), "{msg}");
+    }
+
+    #[test]
+    fn refuses_missing_required_keys() {
+        let env = Env::new();
+        let msg = env.refuse(r#"{"dist": "dist", "include_dirs": ["a"]}"#);
+        assert!(msg.contains("missing required key \"src\""), "{msg}");
+        let msg = env.refuse(r#"{"src": "src", "include_dirs": ["a"]}"#);
+        assert!(msg.contains("missing required key \"dist\""), "{msg}");
+    }
+
+    #[test]
+    fn refuses_unknown_key_with_suggestion() {
+        let env = Env::new();
+        let msg = env.refuse(r#"{"src": "src", "dist": "dist", "include_dir": ["a"], "x": 1}"#);
+        assert!(msg.contains("unknown key \"include_dir\""), "{msg}");
+        assert!(msg.contains("did you mean \"include_dirs\""), "{msg}");
+        let msg =
+            env.refuse(r#"{"src": "src", "dist": "dist", "max_worker": 2, "track_files": ["a"]}"#);
+        assert!(msg.contains("did you mean \"max_workers\""), "{msg}");
+        let msg = env.refuse(r#"{"source": "src", "dist": "dist", "track_files": ["a"]}"#);
+        assert!(msg.contains("unknown key \"source\""), "{msg}");
+    }
+
+    #[test]
+    fn refuses_dist_and_dst_together_and_duplicates() {
+        let env = Env::new();
+        let msg =
+            env.refuse(r#"{"src": "src", "dist": "dist", "dst": "dist", "include_dirs": ["a"]}"#);
+        assert!(msg.contains("\"dist\"") && msg.contains("\"dst\""), "{msg}");
+        let msg =
+            env.refuse(r#"{"src": "src", "dist": "dist", "dist": "other", "include_dirs": ["a"]}"#);
+        assert!(msg.contains("\"dist\" appears twice"), "{msg}");
+    }
+
+    #[test]
+    fn refuses_wrong_types_naming_the_key() {
+        let env = Env::new();
+        for (text, key) in [
+            (
+                r#"{"src": 1, "dist": "dist", "include_dirs": ["a"]}"#,
+                "\"src\"",
+            ),
+            (
+                r#"{"src": "src", "dist": ["d"], "include_dirs": ["a"]}"#,
+                "\"dist\"",
+            ),
+            (
+                r#"{"src": "src", "dist": "d", "include_dirs": "a"}"#,
+                "\"include_dirs\"",
+            ),
+            (
+                r#"{"src": "src", "dist": "d", "track_files": ["a", 2]}"#,
+                "\"track_files\"",
+            ),
+            (
+                r#"{"src": "src", "dist": "d", "track_files": ["a"], "exclude_dirs": {}}"#,
+                "\"exclude_dirs\"",
+            ),
+            (
+                r#"{"src": "src", "dist": "d", "track_files": ["a"], "max_workers": "4"}"#,
+                "\"max_workers\"",
+            ),
+            (
+                r#"{"src": "src", "dist": "d", "track_files": ["a"], "max_workers": 2.5}"#,
+                "\"max_workers\"",
+            ),
+            (
+                r#"{"src": "src", "dist": "d", "track_files": ["a"], "directory_priority": "both"}"#,
+                "\"directory_priority\"",
+            ),
+            (
+                r#"{"src": "src", "dist": "d", "track_files": ["a"], "preserved_dirs": [".git/x"]}"#,
+                "\"preserved_dirs\"",
+            ),
+        ] {
+            let msg = env.refuse(text);
+            assert!(msg.contains(key), "{text} -> {msg}");
+        }
+    }
+
+    #[test]
+    fn refuses_invalid_globs_naming_pattern_and_key() {
+        let env = Env::new();
+        for (key, pat) in [
+            ("include_dirs", "a/[bc"),
+            ("track_dirs", "{a,b"),
+            ("exclude_dirs", "x/a\\"),
+            ("include_files", "[z"),
+            ("track_files", "/etc/passwd"),
+            ("exclude_files", ""),
+            ("include_files", "dir/"),
+        ] {
+            let text = format!(
+                r#"{{"src": "src", "dist": "d", "include_dirs": ["ok"], "{key}": ["fine", {pat:?}]}}"#
+            );
+            let text = if key == "include_dirs" {
+                format!(r#"{{"src": "src", "dist": "d", "{key}": ["fine", {pat:?}]}}"#)
+            } else {
+                text
+            };
+            let msg = env.refuse(&text);
+            assert!(msg.contains(&format!("\"{key}\"")), "{text} -> {msg}");
+            if !pat.is_empty() {
+                assert!(msg.contains(&format!("{pat:?}")), "{text} -> {msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_bad_src() {
+        let env = Env::new();
+        let msg = env.refuse(r#"{"src": "nope", "dist": "dist", "include_dirs": ["a"]}"#);
+        assert!(
+            msg.contains("src") && msg.contains("does not exist"),
+            "{msg}"
+        );
+        assert!(msg.contains("nope"), "{msg}");
+        std::fs::write(env.path("file"), b"x").unwrap();
+        let msg = env.refuse(r#"{"src": "file", "dist": "dist", "include_dirs": ["a"]}"#);
+        assert!(msg.contains("is not a directory"), "{msg}");
+        let msg = env.refuse(r#"{"src": "", "dist": "dist", "include_dirs": ["a"]}"#);
+        assert!(msg.contains("\"src\" is empty"), "{msg}");
+    }
+
+    #[test]
+    fn refuses_src_inside_or_equal_to_dist() {
+        let env = Env::new();
+        let msg = env.refuse(r#"{"src": "src", "dist": ".", "include_dirs": ["a"]}"#);
+        assert!(msg.contains("lies inside dist"), "{msg}");
+        let msg = env.refuse(r#"{"src": "src", "dist": "src", "include_dirs": ["a"]}"#);
+        assert!(msg.contains("same directory"), "{msg}");
+        // Through a symlinked spelling of the same place.
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(env.dir.path(), env.path("alias")).unwrap();
+            let msg = env.refuse(r#"{"src": "src", "dist": "alias", "include_dirs": ["a"]}"#);
+            assert!(msg.contains("lies inside dist"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn refuses_no_rule() {
+        let env = Env::new();
+        let msg = env
+            .refuse(r#"{"src": "src", "dist": "dist", "exclude_dirs": ["a"], "include_dirs": []}"#);
+        assert!(msg.contains("no include or track rule"), "{msg}");
+    }
+
+    #[test]
+    fn refuses_bad_max_workers() {
+        let env = Env::new();
+        for n in ["0", "-3", "100000"] {
+            let msg = env.refuse(&format!(
+                r#"{{"src": "src", "dist": "dist", "include_dirs": ["a"], "max_workers": {n}}}"#
+            ));
+            assert!(msg.contains("\"max_workers\"") && msg.contains(n), "{msg}");
+        }
+    }
+
+    #[test]
+    fn refuses_missing_config_file() {
+        let env = Env::new();
+        let missing = env.path("nope.json");
+        let err = Config::locate(Some(&missing)).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("no config file") && msg.contains("nope.json"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'));
+        let err = Config::load(&missing).unwrap_err();
+        assert!(matches!(err, ConfigError::NotFound(_)), "{err}");
+        assert!(err.to_string().contains("nope.json"));
+    }
+
+    #[test]
+    fn locate_prefers_explicit() {
+        let env = Env::new();
+        let p = env.write(OK);
+        assert_eq!(Config::locate(Some(&p)).unwrap(), p);
+    }
+
+    #[test]
+    fn raw_parse_accepts_the_seed_example() {
+        let raw = RawConfig::parse(
+            r#"{
+  "src": "~/Documents",
+  "dist": "~/Backups",
+  "include_dirs": ["projects", "notes"],
+  "track_dirs": ["projects"],
+  "include_files": ["*.txt", "*.md"],
+  "track_files": ["important.docx"],
+  "exclude_dirs": ["tmp", "cache"],
+  "exclude_files": ["*.log"],
+  "max_workers": 8
+}"#,
+        )
+        .unwrap();
+        assert_eq!(raw.max_workers, Some(8));
+        assert_eq!(raw.track_dirs, vec!["projects".to_owned()]);
     }
 }

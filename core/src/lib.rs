@@ -3,12 +3,20 @@
 //!
 //! Nothing here prints: functions return typed results and report progress through events.
 
+pub mod apply;
+pub mod commit;
 pub mod config;
+pub mod explore;
 pub mod format;
 pub mod history;
+pub mod journal;
+pub mod pipeline;
+pub mod plan;
+pub mod progress;
 pub mod relpath;
 pub mod repo;
 pub mod scan;
+pub mod selection;
 
 pub use format::{
     CatalogEntry, Category, ContentHash, FileKind, IncrementMeta, IndexEntry, MTime, MirrorIndex,

@@ -56,6 +56,234 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// What [`copy_new_observed`] saw of the source: its metadata right before and right after the
+/// bytes were read, so the caller can tell a file that changed while being copied.
+#[derive(Debug)]
+pub struct CopyOutcome {
+    pub len: u64,
+    pub before: fs::Metadata,
+    pub after: fs::Metadata,
+}
+
+const COPY_BUF: usize = 256 * 1024;
+
+thread_local! {
+    static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; COPY_BUF]);
+}
+
+/// Copies the regular file `src` into a new file `dst` (refusing to open an existing one, so
+/// an existing inode is never written into), handing every chunk read to `observe` (a hasher).
+/// `dst` is removed again when the copy fails.
+pub fn copy_new_observed(
+    src: &Path,
+    dst: &Path,
+    observe: &mut dyn FnMut(&[u8]),
+) -> io::Result<CopyOutcome> {
+    use std::io::Read;
+    let mut input = File::open(src)?;
+    let before = input.metadata()?;
+    if !before.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut output = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dst)?;
+    let result = BUF.with(|buf| -> io::Result<u64> {
+        let mut buf = buf.borrow_mut();
+        let mut len = 0u64;
+        loop {
+            let n = match input.read(&mut buf[..]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            observe(&buf[..n]);
+            output.write_all(&buf[..n])?;
+            len += n as u64;
+        }
+        Ok(len)
+    });
+    let len = match result {
+        Ok(len) => len,
+        Err(e) => {
+            drop(output);
+            let _ = fs::remove_file(dst);
+            return Err(e);
+        }
+    };
+    let after = input.metadata()?;
+    Ok(CopyOutcome { len, before, after })
+}
+
+/// Sets the modification time of `path` itself (a symlink is not followed), leaving atime.
+pub fn set_mtime_nofollow(path: &Path, mtime_ns: i64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+        let times = [
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            libc::timespec {
+                tv_sec: mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
+                tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+            },
+        ];
+        // SAFETY: `c` is a valid NUL-terminated path and `times` holds two timespecs.
+        let rc = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, mtime_ns);
+        Ok(())
+    }
+}
+
+/// Sets permission bits (`mode & 0o7777`) of a file (not for symlinks).
+pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, mode);
+        Ok(())
+    }
+}
+
+/// Creates a symlink `link` pointing at `target` (the target is stored, never resolved).
+pub fn symlink(target: &Path, link: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(target, link)
+    }
+    #[cfg(windows)]
+    {
+        std::os::windows::fs::symlink_file(target, link)
+    }
+}
+
+/// True when a `link(2)` failure means the file system cannot hard-link at all (exFAT/FAT,
+/// some network shares), as opposed to a problem with this one file.
+pub fn is_link_unsupported(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EPERM)
+                | Some(libc::EOPNOTSUPP)
+                | Some(libc::ENOSYS)
+                | Some(libc::EXDEV)
+                | Some(libc::EMLINK)
+        ) || e.kind() == io::ErrorKind::Unsupported
+    }
+    #[cfg(not(unix))]
+    {
+        e.kind() == io::ErrorKind::Unsupported
+    }
+}
+
+/// True for "no space left on device" and "disk quota exceeded".
+pub fn is_disk_full(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+            || e.kind() == io::ErrorKind::StorageFull
+    }
+    #[cfg(not(unix))]
+    {
+        e.kind() == io::ErrorKind::StorageFull
+    }
+}
+
+/// Flushes every dirty page of the file system holding `dir` (Linux `syncfs`); elsewhere a
+/// fsync of the directory.
+pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let f = File::open(dir)?;
+        // SAFETY: the descriptor is valid for the lifetime of `f`.
+        if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        fsync_dir(dir)
+    }
+}
+
+/// An exclusive advisory lock on a file, held until dropped. The kernel releases it when the
+/// process dies (even by kill -9), so a stale lock file never blocks a later run.
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl FileLock {
+    /// Takes the lock without waiting: `Ok(None)` when another process holds it.
+    pub fn try_acquire(path: &Path) -> io::Result<Option<FileLock>> {
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: the descriptor is valid for the lifetime of `file`.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc != 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                    return Ok(None);
+                }
+                // Some FUSE file systems have no flock; an O_EXCL pid file would need manual
+                // staleness checks, so refuse to pretend and report the error.
+                return Err(e);
+            }
+        }
+        // Who holds it, for people looking at the file; the lock itself is the flock.
+        let _ = file.set_len(0);
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(Some(FileLock {
+            _file: file,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +296,45 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn copy_observes_every_byte_and_refuses_existing_target() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("s");
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&src, &data).unwrap();
+        let dst = d.path().join("d");
+        let mut seen = Vec::new();
+        let out = copy_new_observed(&src, &dst, &mut |c| seen.extend_from_slice(c)).unwrap();
+        assert_eq!(out.len, data.len() as u64);
+        assert_eq!(seen, data);
+        assert_eq!(fs::read(&dst).unwrap(), data);
+        assert!(copy_new_observed(&src, &dst, &mut |_| {}).is_err());
+    }
+
+    #[test]
+    fn mtime_is_set_on_the_symlink_itself() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("t");
+        fs::write(&target, b"x").unwrap();
+        let link = d.path().join("l");
+        symlink(&target, &link).unwrap();
+        set_mtime_nofollow(&link, 1_000_000_123).unwrap();
+        let lm = fs::symlink_metadata(&link).unwrap();
+        assert_eq!((lm.mtime(), lm.mtime_nsec()), (1, 123));
+        assert_ne!(fs::metadata(&target).unwrap().mtime(), 1);
+    }
+
+    #[test]
+    fn second_lock_is_refused_until_the_first_is_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("lock");
+        let first = FileLock::try_acquire(&p).unwrap().unwrap();
+        // flock locks belong to the open file description, so a second open conflicts.
+        assert!(FileLock::try_acquire(&p).unwrap().is_none());
+        drop(first);
+        assert!(FileLock::try_acquire(&p).unwrap().is_some());
     }
 }

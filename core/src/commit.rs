@@ -1,0 +1,139 @@
+//! Commit: record what was applied — the increment metadata, then `mirror.json` — each written
+//! atomically, then drop the journal. Until the journal is gone a crash is recovered by
+//! [`crate::journal::recover`], so the order matters: data durable, metadata, index, journal.
+
+use std::io;
+
+use backup_platform::fs as pfs;
+
+use crate::apply::ApplyOutcome;
+use crate::format::{CatalogEntry, Category, IncrementMeta, MirrorIndex, Op};
+use crate::journal::Journal;
+use crate::repo::{IncrementName, Repository};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl CommitError {
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            CommitError::Write { source, .. } => pfs::is_disk_full(source),
+        }
+    }
+}
+
+/// What the commit recorded.
+#[derive(Debug, Default, Clone)]
+pub struct Committed {
+    /// The increment, when it holds at least one event.
+    pub increment: Option<IncrementName>,
+    pub new: u64,
+    pub changed: u64,
+    pub deleted: u64,
+}
+
+/// Folds the applied changes into `index` (in place) and builds the increment catalog.
+pub fn fold(
+    index: &mut MirrorIndex,
+    applied: &ApplyOutcome,
+    increment: Option<&IncrementName>,
+) -> Option<IncrementMeta> {
+    let mut meta =
+        increment.map(|n| IncrementMeta::new(n.as_str(), chrono::Local::now().to_rfc3339()));
+    for d in &applied.deleted {
+        index.files.remove(&d.rel);
+        if let (true, Some(meta)) = (d.stored, meta.as_mut()) {
+            let p = &d.previous;
+            meta.file_catalog.insert(
+                d.rel.clone(),
+                CatalogEntry {
+                    size: p.size,
+                    mtime: p.mtime,
+                    category: Category::Deleted,
+                    op: Some(Op::Deleted),
+                    kind: p.kind,
+                    mode: p.mode,
+                    hash: p.hash,
+                    version_of: p.version_of.clone(),
+                },
+            );
+            meta.summary.deleted += 1;
+            meta.summary.bytes += p.size;
+        }
+    }
+    for c in &applied.copied {
+        index.files.insert(c.rel.clone(), c.entry.clone());
+        if let (Some(op), Some(meta)) = (c.stored, meta.as_mut()) {
+            let e = &c.entry;
+            meta.file_catalog.insert(
+                c.rel.clone(),
+                CatalogEntry {
+                    size: e.size,
+                    mtime: e.mtime,
+                    category: Category::Tracked,
+                    op: Some(op),
+                    kind: e.kind,
+                    mode: e.mode,
+                    hash: e.hash,
+                    version_of: None,
+                },
+            );
+            match op {
+                Op::New => meta.summary.new += 1,
+                _ => meta.summary.changed += 1,
+            }
+            meta.summary.bytes += e.size;
+        }
+    }
+    meta.filter(|m| !m.file_catalog.is_empty())
+}
+
+fn write(path: &std::path::Path, data: &[u8]) -> Result<(), CommitError> {
+    pfs::write_atomic(path, data).map_err(|source| CommitError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Writes the increment metadata (or removes an increment folder that ended up empty) and the
+/// new `mirror.json`, then closes the journal.
+pub fn commit(
+    repo: &Repository,
+    increment: Option<&IncrementName>,
+    meta: Option<&IncrementMeta>,
+    index: &mut MirrorIndex,
+    journal: Option<Journal>,
+) -> Result<Committed, CommitError> {
+    // Everything the metadata is about must be on disk before the metadata says it is.
+    if journal.is_some() {
+        let _ = pfs::sync_filesystem(repo.root());
+    }
+    let mut out = Committed::default();
+    match (increment, meta) {
+        (Some(name), Some(meta)) => {
+            write(&repo.increment_meta_path(name), &meta.to_json())?;
+            out.increment = Some(name.clone());
+            out.new = meta.summary.new;
+            out.changed = meta.summary.changed;
+            out.deleted = meta.summary.deleted;
+        }
+        (Some(name), None) => {
+            // Nothing was stored after all (every tracked copy failed): no empty increment.
+            let _ = std::fs::remove_dir_all(repo.increment_dir(name));
+        }
+        _ => {}
+    }
+    index.updated = Some(chrono::Local::now().to_rfc3339());
+    write(&repo.mirror_index_path(), &index.to_json())?;
+    if let Some(j) = journal {
+        j.close(repo);
+    }
+    Ok(out)
+}

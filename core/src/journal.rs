@@ -1,0 +1,332 @@
+//! The journal of a run in progress (`dist/.backup-journal.json`) and the recovery of a run
+//! that was interrupted (kill -9, power loss, full disk).
+//!
+//! The journal is written before the first change to the repository and removed after
+//! `mirror.json` is written. It only names the increment being built: recovery does not trust a
+//! log of operations, it looks at what is actually on disk —
+//! 1. the partial increment: its `track/` and `deleted/` files are real versions (each was
+//!    staged, verified and linked before anything else happened to it), so recovery finishes
+//!    its metadata from them (or removes it when it holds nothing);
+//! 2. the mirror: files already renamed in or removed make `mirror.json` stale, so every
+//!    index entry is checked against the file now in the mirror and re-described (re-hashed)
+//!    when it differs; files the index does not know are added. The next plan then compares
+//!    the source with what the mirror really holds and converges.
+
+use std::io;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use backup_platform::fs as pfs;
+
+use crate::format::{
+    CatalogEntry, Category, ContentHash, FileKind, IncrementMeta, IndexEntry, MTime, MirrorIndex,
+    Op,
+};
+use crate::relpath::RelPath;
+use crate::repo::{IncrementName, Repository};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct JournalJson {
+    /// The increment this run creates, if it stores anything.
+    increment: Option<String>,
+    started: String,
+    pid: u32,
+}
+
+/// An open journal; [`Journal::close`] removes it after the commit.
+#[derive(Debug)]
+pub struct Journal {
+    _private: (),
+}
+
+impl Journal {
+    pub fn open(repo: &Repository, increment: Option<&IncrementName>) -> io::Result<Journal> {
+        let j = JournalJson {
+            increment: increment.map(|n| n.as_str().to_owned()),
+            started: chrono::Local::now().to_rfc3339(),
+            pid: std::process::id(),
+        };
+        let data = serde_json::to_vec_pretty(&j).map_err(io::Error::other)?;
+        pfs::write_atomic(&repo.journal_path(), &data)?;
+        Ok(Journal { _private: () })
+    }
+
+    pub fn close(self, repo: &Repository) {
+        let _ = std::fs::remove_dir_all(repo.staging_dir());
+        let _ = std::fs::remove_file(repo.journal_path());
+        let _ = pfs::fsync_dir(repo.root());
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("recovering an interrupted run: cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RecoveryError {
+    pub fn is_disk_full(&self) -> bool {
+        let RecoveryError::Io { source, .. } = self;
+        pfs::is_disk_full(source)
+    }
+}
+
+fn rio<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RecoveryError + 'a {
+    move |source| RecoveryError::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// What recovery did.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    /// The increment finished from the partial run (`None`: it held nothing and was removed).
+    pub increment: Option<IncrementName>,
+    pub kept_files: usize,
+}
+
+/// Metadata of one file as found on disk.
+struct Found {
+    kind: FileKind,
+    size: u64,
+    mtime: MTime,
+    mode: Option<u32>,
+    ino: (u64, u64),
+}
+
+fn describe(m: &std::fs::Metadata) -> Found {
+    use std::os::unix::fs::MetadataExt;
+    let kind = if m.file_type().is_symlink() {
+        FileKind::Symlink
+    } else {
+        FileKind::File
+    };
+    Found {
+        kind,
+        size: m.len(),
+        mtime: MTime::from_ns(m.mtime() * 1_000_000_000 + m.mtime_nsec()),
+        mode: match kind {
+            FileKind::File => Some(m.mode() & 0o7777),
+            FileKind::Symlink => None,
+        },
+        ino: (m.dev(), m.ino()),
+    }
+}
+
+fn hash_of(path: &Path, kind: FileKind) -> io::Result<ContentHash> {
+    match kind {
+        FileKind::Symlink => {
+            let t = std::fs::read_link(path)?;
+            Ok(ContentHash::of(t.as_os_str().as_encoded_bytes()))
+        }
+        FileKind::File => {
+            let mut h = blake3::Hasher::new();
+            h.update_reader(std::fs::File::open(path)?)?;
+            Ok(h.finalize().into())
+        }
+    }
+}
+
+/// Files and symlinks under `root`, with their relative paths. Unreadable entries are skipped
+/// (recovery must not fail on one odd file; the next plan re-copies what is not indexed).
+fn walk(root: &Path) -> Vec<(RelPath, std::path::PathBuf, std::fs::Metadata)> {
+    let mut out = Vec::new();
+    if !root.is_dir() {
+        return out;
+    }
+    for e in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
+        let Ok(e) = e else { continue };
+        let ft = e.file_type();
+        if !(ft.is_file() || ft.is_symlink()) {
+            continue;
+        }
+        let Ok(rel) = e.path().strip_prefix(root) else {
+            continue;
+        };
+        let Ok(rel) = RelPath::from_path(rel) else {
+            continue;
+        };
+        let Ok(m) = e.metadata() else { continue };
+        out.push((rel, e.path().to_path_buf(), m));
+    }
+    out
+}
+
+/// Finishes or rolls back an interrupted run, if the journal says there was one.
+pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
+    let jpath = repo.journal_path();
+    let text = match std::fs::read(&jpath) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // A staging dir without a journal: temp files of a run that committed but died
+            // before cleaning up. Never referenced by anything.
+            let _ = std::fs::remove_dir_all(repo.staging_dir());
+            return Ok(None);
+        }
+        Err(e) => return Err(rio("read", &jpath)(e)),
+    };
+    let increment = serde_json::from_slice::<JournalJson>(&text)
+        .ok()
+        .and_then(|j| j.increment)
+        .and_then(|n| IncrementName::parse(&n));
+    let _ = std::fs::remove_dir_all(repo.staging_dir());
+    let old = repo.load_mirror_index().map(|(i, _)| i).unwrap_or_default();
+
+    // 1. The partial increment.
+    let mut meta: Option<IncrementMeta> = None;
+    let mut track_found: std::collections::HashMap<RelPath, (Found, Option<ContentHash>)> =
+        Default::default();
+    if let Some(name) = &increment {
+        let dir = repo.increment_dir(name);
+        if dir.is_dir() {
+            let track = walk(&dir.join(Category::Tracked.dir_name()));
+            let existing = repo.load_increment(name).ok().map(|(m, _)| m);
+            let mut built = IncrementMeta::new(name.as_str(), chrono::Local::now().to_rfc3339());
+            for (rel, path, m) in track {
+                let f = describe(&m);
+                let hash = match existing.as_ref().and_then(|x| x.file_catalog.get(&rel)) {
+                    Some(c) if c.hash.is_some() => c.hash,
+                    _ => hash_of(&path, f.kind).ok(),
+                };
+                let op = match old.files.get(&rel) {
+                    Some(p) if p.tracked => Op::Changed,
+                    _ => Op::New,
+                };
+                built.file_catalog.insert(
+                    rel.clone(),
+                    CatalogEntry {
+                        size: f.size,
+                        mtime: f.mtime,
+                        category: Category::Tracked,
+                        op: Some(op),
+                        kind: f.kind,
+                        mode: f.mode,
+                        hash,
+                        version_of: None,
+                    },
+                );
+                match op {
+                    Op::New => built.summary.new += 1,
+                    _ => built.summary.changed += 1,
+                }
+                built.summary.bytes += f.size;
+                track_found.insert(rel, (f, hash));
+            }
+            for (rel, path, m) in walk(&dir.join(Category::Deleted.dir_name())) {
+                let f = describe(&m);
+                let prev = old.files.get(&rel);
+                let hash = prev
+                    .and_then(|p| p.hash)
+                    .or_else(|| hash_of(&path, f.kind).ok());
+                built.file_catalog.insert(
+                    rel,
+                    CatalogEntry {
+                        size: f.size,
+                        mtime: f.mtime,
+                        category: Category::Deleted,
+                        op: Some(Op::Deleted),
+                        kind: f.kind,
+                        mode: f.mode,
+                        hash,
+                        version_of: prev.and_then(|p| p.version_of.clone()),
+                    },
+                );
+                built.summary.deleted += 1;
+                built.summary.bytes += f.size;
+            }
+            meta = match existing {
+                // The run got as far as writing its metadata; keep it as written.
+                Some(x) => Some(x),
+                None if built.file_catalog.is_empty() => None,
+                None => Some(built),
+            };
+        }
+    }
+
+    // 2. The mirror as it really is.
+    let mut index = MirrorIndex::default();
+    for (rel, path, m) in walk(&repo.mirror_dir()) {
+        let f = describe(&m);
+        let prev = old.files.get(&rel);
+        let same_meta = prev.is_some_and(|p| {
+            p.kind == f.kind
+                && p.size == f.size
+                && p.mtime == f.mtime
+                && (f.kind == FileKind::Symlink || p.mode == f.mode)
+        });
+        if same_meta {
+            if let Some(p) = prev {
+                index.files.insert(rel, p.clone());
+            }
+            continue;
+        }
+        let Ok(hash) = hash_of(&path, f.kind) else {
+            continue;
+        };
+        let in_increment = track_found
+            .get(&rel)
+            .is_some_and(|(t, h)| t.ino == f.ino || (t.size == f.size && *h == Some(hash)));
+        let entry = if in_increment {
+            IndexEntry {
+                size: f.size,
+                mtime: f.mtime,
+                tracked: true,
+                kind: f.kind,
+                mode: f.mode,
+                hash: Some(hash),
+                version_of: increment.as_ref().map(|n| n.as_str().to_owned()),
+            }
+        } else if let Some(p) = prev.filter(|p| p.hash == Some(hash) && p.size == f.size) {
+            // Same bytes, metadata rounded by the file system (exFAT keeps 10 ms): keep.
+            p.clone()
+        } else {
+            IndexEntry {
+                size: f.size,
+                mtime: f.mtime,
+                tracked: prev.is_some_and(|p| p.tracked),
+                kind: f.kind,
+                mode: f.mode,
+                hash: Some(hash),
+                version_of: None,
+            }
+        };
+        index.files.insert(rel, entry);
+    }
+
+    let _ = pfs::sync_filesystem(repo.root());
+    let mut kept_files = 0;
+    let mut finished = None;
+    if let Some(name) = &increment {
+        match &meta {
+            Some(m) => {
+                kept_files = m.file_catalog.len();
+                let p = repo.increment_meta_path(name);
+                pfs::write_atomic(&p, &m.to_json()).map_err(rio("write", &p))?;
+                finished = Some(name.clone());
+            }
+            None => {
+                let d = repo.increment_dir(name);
+                if d.exists() {
+                    std::fs::remove_dir_all(&d).map_err(rio("remove", &d))?;
+                }
+            }
+        }
+    }
+    index.updated = Some(chrono::Local::now().to_rfc3339());
+    let ip = repo.mirror_index_path();
+    pfs::write_atomic(&ip, &index.to_json()).map_err(rio("write", &ip))?;
+    std::fs::remove_file(&jpath).map_err(rio("remove", &jpath))?;
+    let _ = pfs::fsync_dir(repo.root());
+    Ok(Some(Recovered {
+        increment: finished,
+        kept_files,
+    }))
+}

@@ -1,0 +1,340 @@
+//! The `backup` run as named stages (SPEC §3): lock → recover → select (scan) → plan → apply →
+//! commit. Each stage is a function from a value to a value; the I/O-heavy ones run on tokio's
+//! blocking pool. Progress goes out through an [`EventSink`]; the result is a [`RunSummary`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use backup_platform::fs::{self as pfs, FileLock};
+
+use crate::apply::{self, Stage};
+use crate::commit::{self, CommitError};
+use crate::config::Config;
+use crate::format::{FormatError, MirrorIndex};
+use crate::journal::{self, Journal, RecoveryError};
+use crate::plan::{self, CompareMode, Plan};
+use crate::progress::{Event, EventSink, FileError, RunNote};
+use crate::repo::{IncrementName, Repository};
+use crate::scan::{self, ScanOutcome};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Also compare content (blake3) of files whose size and mtime match.
+    pub checksum: bool,
+}
+
+/// Why a run was refused or stopped before it could finish (exit status 2, or 1 for a full
+/// disk that stopped the commit).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(
+        "another backup is running on {dist} (lock {lock} is held); try again when it has finished"
+    )]
+    Locked { dist: String, lock: String },
+    #[error("cannot use dist {path}: {source}")]
+    Dist {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+    #[error(transparent)]
+    Index(#[from] FormatError),
+    #[error("{0}")]
+    Commit(#[from] CommitError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// Disk full while recording the run: nothing stored earlier is lost, the next run
+    /// (with space freed) recovers this one.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            EngineError::Commit(c) => c.is_disk_full(),
+            EngineError::Recovery(r) => r.is_disk_full(),
+            EngineError::Dist { source, .. } => pfs::is_disk_full(source),
+            _ => false,
+        }
+    }
+    /// True for refusals before anything was changed.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, EngineError::Locked { .. } | EngineError::Dist { .. })
+            && !self.is_disk_full()
+    }
+}
+
+/// The result of a run, for people (summary line) and machines (`--json`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunSummary {
+    /// The increment written by this run (`None`: no tracked change).
+    pub increment: Option<String>,
+    /// Tracked events stored in the increment.
+    pub new: u64,
+    pub changed: u64,
+    pub deleted: u64,
+    /// Files copied into the mirror (tracked and untracked) and their bytes.
+    pub copied: u64,
+    pub copied_bytes: u64,
+    /// Files removed from the mirror (deleted or no longer selected).
+    pub removed: u64,
+    pub unchanged: u64,
+    /// Selected files (and symlinks) in the source.
+    pub selected: u64,
+    pub errors: Vec<FileError>,
+    pub notes: Vec<String>,
+    pub link_fallback: bool,
+    pub disk_full: bool,
+    /// An interrupted earlier run that this run recovered.
+    pub recovered: bool,
+}
+
+/// Stage 1: select — walk the source by the rules.
+pub async fn select(config: &Config) -> Result<ScanOutcome, EngineError> {
+    let c = config.clone();
+    tokio::task::spawn_blocking(move || scan::scan(&c))
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))
+}
+
+/// Stage 2: plan — compare the selection with the mirror index.
+pub async fn plan_stage(
+    scan: Arc<ScanOutcome>,
+    index: Arc<MirrorIndex>,
+    src: PathBuf,
+    opts: RunOptions,
+) -> Result<Plan, EngineError> {
+    tokio::task::spawn_blocking(move || {
+        let mode = CompareMode {
+            checksum_src: opts.checksum.then_some(src.as_path()),
+        };
+        plan::plan(&scan, &index, mode)
+    })
+    .await
+    .map_err(|e| EngineError::Internal(e.to_string()))
+}
+
+/// What `--dry-run` shows: the plan, computed without writing anything (not even `dist`).
+#[derive(Debug)]
+pub struct Preview {
+    pub scan: ScanOutcome,
+    pub plan: Plan,
+    pub increment: Option<IncrementName>,
+}
+
+pub async fn preview(config: &Config, opts: RunOptions) -> Result<Preview, EngineError> {
+    let repo = Repository::at(&config.dist);
+    let index = if repo.mirror_index_path().exists() {
+        repo.load_mirror_index()?.0
+    } else {
+        MirrorIndex::default()
+    };
+    let scan = Arc::new(select(config).await?);
+    let plan = plan_stage(scan.clone(), Arc::new(index), config.src.clone(), opts).await?;
+    let increment = if plan.needs_increment() {
+        Some(IncrementName::for_time(
+            chrono::Local::now(),
+            &repo.increment_names().unwrap_or_default(),
+        ))
+    } else {
+        None
+    };
+    let scan = Arc::try_unwrap(scan).unwrap_or_default();
+    Ok(Preview {
+        scan,
+        plan,
+        increment,
+    })
+}
+
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, EngineError>> {
+    let h = tokio::task::spawn_blocking(f);
+    async move { h.await.map_err(|e| EngineError::Internal(e.to_string())) }
+}
+
+/// A whole run.
+pub async fn run(
+    config: &Config,
+    opts: RunOptions,
+    events: EventSink,
+) -> Result<RunSummary, EngineError> {
+    let repo = Repository::at(&config.dist);
+    let mut summary = RunSummary::default();
+    let note = |summary: &mut RunSummary, n: RunNote| {
+        summary.notes.push(n.to_string());
+        events(Event::Note(n));
+    };
+
+    std::fs::create_dir_all(repo.root()).map_err(|source| EngineError::Dist {
+        path: repo.root().display().to_string(),
+        source,
+    })?;
+    let lock_path = repo.lock_path();
+    let _lock = match FileLock::try_acquire(&lock_path) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return Err(EngineError::Locked {
+                dist: repo.root().display().to_string(),
+                lock: lock_path.display().to_string(),
+            })
+        }
+        Err(source) => {
+            return Err(EngineError::Dist {
+                path: lock_path.display().to_string(),
+                source,
+            })
+        }
+    };
+
+    let r = repo.clone();
+    if let Some(rec) = blocking(move || journal::recover(&r)).await?? {
+        summary.recovered = true;
+        note(
+            &mut summary,
+            RunNote::Recovered {
+                increment: rec.increment.map(|n| n.as_str().to_owned()),
+                kept_files: rec.kept_files,
+            },
+        );
+    }
+
+    let index_exists = repo.mirror_index_path().exists();
+    let r = repo.clone();
+    let index = match blocking(move || r.load_mirror_index()).await? {
+        Ok((index, _problems)) => index,
+        Err(FormatError::Json { .. }) | Err(FormatError::Shape { .. }) => {
+            // A damaged mirror.json: rebuild it from the mirror itself, as after a crash.
+            let r = repo.clone();
+            blocking(move || -> Result<MirrorIndex, EngineError> {
+                Journal::open(&r, None).map_err(|source| EngineError::Dist {
+                    path: r.journal_path().display().to_string(),
+                    source,
+                })?;
+                journal::recover(&r)?;
+                Ok(r.load_mirror_index()?.0)
+            })
+            .await??
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    // select
+    let scan = Arc::new(select(config).await?);
+    events(Event::Scanned {
+        files: scan.entries.len(),
+    });
+    summary.selected = scan.entries.len() as u64;
+    for n in &scan.notes {
+        note(&mut summary, RunNote::Scan(n.clone()));
+    }
+    for e in &scan.errors {
+        let fe = FileError::new(e.rel.as_ref(), "scan", e.error.to_string());
+        events(Event::Error(fe.clone()));
+        summary.errors.push(fe);
+    }
+
+    // plan
+    let index = Arc::new(index);
+    let plan = plan_stage(scan.clone(), index.clone(), config.src.clone(), opts).await?;
+    summary.unchanged = plan.unchanged as u64;
+    if plan.kept_unreadable > 0 {
+        note(
+            &mut summary,
+            RunNote::KeptUnreadable {
+                count: plan.kept_unreadable,
+            },
+        );
+    }
+    events(Event::Planned {
+        copies: plan.copies.len(),
+        bytes: plan.copy_bytes(),
+        deletes: plan.deletes.len(),
+    });
+    let preserved = scan.preserved_dirs.clone();
+    drop(scan);
+
+    if plan.is_empty() && index_exists {
+        // A no-change run: the mirror already equals the selection; only make sure the
+        // preserved (possibly empty) directories exist.
+        let mirror = repo.mirror_dir();
+        for p in &preserved {
+            let _ = std::fs::create_dir_all(p.under(&mirror));
+        }
+        events(Event::Committed);
+        return Ok(summary);
+    }
+
+    let increment = if plan.needs_increment() {
+        let r = repo.clone();
+        let existing = blocking(move || r.increment_names())
+            .await?
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        Some(IncrementName::for_time(chrono::Local::now(), &existing))
+    } else {
+        None
+    };
+    let journal = Journal::open(&repo, increment.as_ref()).map_err(|source| {
+        if pfs::is_disk_full(&source) {
+            EngineError::Commit(CommitError::Write {
+                path: repo.journal_path().display().to_string(),
+                source,
+            })
+        } else {
+            EngineError::Dist {
+                path: repo.journal_path().display().to_string(),
+                source,
+            }
+        }
+    })?;
+
+    // apply
+    let stage = Arc::new(Stage::new(
+        repo.clone(),
+        config.src.clone(),
+        increment.clone(),
+        &config.preserved_dirs,
+        events.clone(),
+    ));
+    let applied = apply::apply(plan, stage, config.max_workers, preserved).await;
+    for n in &applied.notes {
+        summary.notes.push(n.to_string());
+    }
+    summary.copied = applied.copied.len() as u64;
+    summary.copied_bytes = applied.copied_bytes;
+    summary.removed = applied.deleted.len() as u64;
+    summary.link_fallback = applied.link_fallback;
+    summary.disk_full = applied.disk_full;
+    if applied.link_fallback {
+        summary.notes.push(format!(
+            "{} cannot hard-link: increments store copies instead of links",
+            repo.root().display()
+        ));
+    }
+    summary.errors.extend(applied.errors.iter().cloned());
+
+    // commit
+    let mut index = Arc::try_unwrap(index).unwrap_or_else(|a| (*a).clone());
+    let r = repo.clone();
+    let committed = blocking(move || {
+        let meta = commit::fold(&mut index, &applied, increment.as_ref());
+        commit::commit(
+            &r,
+            increment.as_ref(),
+            meta.as_ref(),
+            &mut index,
+            Some(journal),
+        )
+    })
+    .await??;
+    summary.increment = committed.increment.map(|n| n.as_str().to_owned());
+    summary.new = committed.new;
+    summary.changed = committed.changed;
+    summary.deleted = committed.deleted;
+    events(Event::Committed);
+    Ok(summary)
+}

@@ -1,0 +1,492 @@
+//! Selection: which entries of `src` a profile backs up, and which of them are tracked.
+//!
+//! Every pattern is a glob over paths relative to `src`, always with `/` as separator, compiled
+//! by `globset` with `literal_separator(true)`: `*`, `?` and `[..]` stay within one path
+//! component, `**` spans any number of components (`**/x` also matches `x` itself), and `{a,b}`
+//! alternates. Matching is case-sensitive and byte-exact, so non-UTF-8 names work.
+//!
+//! Normalization of a pattern as written: a trailing `:rec` is removed and remembered, leading
+//! `./` is dropped, a trailing `/` is dropped from directory patterns. Empty patterns, patterns
+//! starting with `/` and file patterns ending in `/` are refused. `:rec` means "at any depth"
+//! for every key: the pattern is matched as `**/<pattern>`.
+//!
+//! The rules:
+//! - `include_dirs`, `track_dirs`: the directory's path relative to `src` (`projects`,
+//!   `work/*/docs`, `**/notes`). A matching directory is selected recursively. The pattern `.`
+//!   (or `**`) names `src` itself. A file under an include dir only is untracked, under a track
+//!   dir only tracked, under both: `directory_priority` decides (`track` by default).
+//! - `exclude_dirs`: a pattern without `/` matches a directory *name* at any depth; one with `/`
+//!   the path relative to `src`. An excluded directory and everything below it leave the
+//!   directory rules, even when an include/track dir pattern names it or lies below it (the
+//!   exclusion is the more specific wish).
+//! - `include_files`, `track_files`: a pattern without `/` matches a file name in the `src` root
+//!   only, one with `/` the relative path; with `:rec` either matches at any depth
+//!   (`*.md:rec`, `notes/*.txt:rec` = `**/notes/*.txt`).
+//! - `exclude_files`: like `exclude_dirs`, a name at any depth or a relative path; drops files
+//!   the directory rules selected.
+//! - Explicit file rules beat everything else: a file named by `include_files` is selected
+//!   untracked, one named by `track_files` tracked, whatever the directory rules say — also in
+//!   an excluded directory or when `exclude_files` names it. Named by both: untracked
+//!   ("include beats track").
+//! - Only what a rule names is selected. Symlinks are matched like files (they are entries of
+//!   their own and never followed). Directories themselves are not entries; `preserved_dirs`
+//!   lists names of selected directories kept in the mirror even when empty.
+//!
+//! Unmatched-rule warnings cover the selecting keys (include/track, dirs and files): a typo
+//! there silently loses data. Exclusions are not warned about: people list `node_modules` or
+//! `.cache` as a guard against what may appear later. A dir pattern counts as matched when a
+//! directory matches it, even one an exclusion then prunes.
+//!
+//! Pruning: the scan descends into a directory only when something below it can be selected —
+//! it is inside a selected dir, or some include/track pattern could match a path below it
+//! ([`Selection::descend`]). That is decided component by component; patterns with `{`, `[`
+//! or `\` are not split and always allow descending (correct, only slower).
+
+use std::path::Path;
+
+use globset::{Candidate, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
+
+use crate::config::DirectoryPriority;
+
+/// The six rule keys, in the order [`Selection::compile`] takes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RuleKey {
+    IncludeDirs,
+    TrackDirs,
+    ExcludeDirs,
+    IncludeFiles,
+    TrackFiles,
+    ExcludeFiles,
+}
+
+impl RuleKey {
+    pub const ALL: [RuleKey; 6] = [
+        RuleKey::IncludeDirs,
+        RuleKey::TrackDirs,
+        RuleKey::ExcludeDirs,
+        RuleKey::IncludeFiles,
+        RuleKey::TrackFiles,
+        RuleKey::ExcludeFiles,
+    ];
+
+    /// The key as written in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleKey::IncludeDirs => "include_dirs",
+            RuleKey::TrackDirs => "track_dirs",
+            RuleKey::ExcludeDirs => "exclude_dirs",
+            RuleKey::IncludeFiles => "include_files",
+            RuleKey::TrackFiles => "track_files",
+            RuleKey::ExcludeFiles => "exclude_files",
+        }
+    }
+
+    fn is_dir_rule(self) -> bool {
+        matches!(
+            self,
+            RuleKey::IncludeDirs | RuleKey::TrackDirs | RuleKey::ExcludeDirs
+        )
+    }
+
+    /// Keys whose patterns must match something, or the user hears about it.
+    fn selects(self) -> bool {
+        !matches!(self, RuleKey::ExcludeDirs | RuleKey::ExcludeFiles)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One path component of a pattern, for deciding whether a directory can hold a match.
+#[derive(Clone, Debug)]
+enum Part {
+    /// `**`: zero or more components.
+    Deep,
+    One(GlobMatcher),
+}
+
+#[derive(Clone, Debug)]
+struct Rule {
+    /// As written in the config, for messages.
+    written: String,
+    /// `None`: the pattern cannot be split into components; assume a match anywhere.
+    parts: Option<Vec<Part>>,
+    /// Names `src` itself (`.` or `**` in a directory rule).
+    names_root: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct RuleSet {
+    set: GlobSet,
+    rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    fn compile(key: RuleKey, patterns: &[String]) -> Result<RuleSet, String> {
+        let mut builder = GlobSetBuilder::new();
+        let mut rules = Vec::with_capacity(patterns.len());
+        for written in patterns {
+            let effective = effective_pattern(key, written)?;
+            let glob = glob(&effective)
+                .map_err(|kind| format!("invalid glob {written:?} in {:?}: {kind}", key.name()))?;
+            builder.add(glob);
+            rules.push(Rule {
+                written: written.clone(),
+                parts: split_parts(&effective),
+                names_root: key.is_dir_rule() && (effective == "." || effective == "**"),
+            });
+        }
+        let set = builder
+            .build()
+            .map_err(|e| format!("invalid glob in {:?}: {e}", key.name()))?;
+        Ok(RuleSet { set, rules })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Matches and records which patterns hit.
+    fn hit(&self, cand: &Candidate, hits: &mut [bool], scratch: &mut Vec<usize>) -> bool {
+        if self.rules.is_empty() || !self.set.is_match_candidate(cand) {
+            return false;
+        }
+        self.set.matches_candidate_into(cand, scratch);
+        for &i in scratch.iter() {
+            hits[i] = true;
+        }
+        true
+    }
+
+    /// Could some pattern match a path strictly below the directory `dir` (components)?
+    fn viable_below(&self, dir: &[&[u8]]) -> bool {
+        self.rules.iter().any(|r| match &r.parts {
+            None => true,
+            Some(parts) => prefix_viable(parts, dir),
+        })
+    }
+}
+
+fn glob(pattern: &str) -> Result<globset::Glob, globset::ErrorKind> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| e.kind().clone())
+}
+
+/// The glob actually matched against relative paths (see the module doc).
+fn effective_pattern(key: RuleKey, written: &str) -> Result<String, String> {
+    let name = key.name();
+    let (mut p, rec) = match written.strip_suffix(":rec") {
+        Some(p) => (p, true),
+        None => (written, false),
+    };
+    if p.starts_with('/') {
+        return Err(format!(
+            "pattern {written:?} in {name:?} must be relative to src (no leading '/')"
+        ));
+    }
+    while let Some(rest) = p.strip_prefix("./") {
+        p = rest;
+    }
+    if key.is_dir_rule() {
+        p = p.trim_end_matches('/');
+        if p.is_empty() && written.starts_with('.') {
+            // "./" names `src` itself, like ".".
+            p = ".";
+        }
+    } else if p.ends_with('/') {
+        return Err(format!(
+            "pattern {written:?} in {name:?} names a directory; file patterns match files"
+        ));
+    }
+    if p.is_empty() {
+        return Err(format!("empty pattern in {name:?}"));
+    }
+    if p == "." && !key.is_dir_rule() {
+        return Err(format!("pattern \".\" in {name:?} names no file"));
+    }
+    let any_depth =
+        rec || (matches!(key, RuleKey::ExcludeDirs | RuleKey::ExcludeFiles) && !p.contains('/'));
+    Ok(
+        if any_depth && p != "." && !p.starts_with("**/") && p != "**" {
+            format!("**/{p}")
+        } else {
+            p.to_owned()
+        },
+    )
+}
+
+fn split_parts(effective: &str) -> Option<Vec<Part>> {
+    if effective.contains(['{', '[', '\\']) {
+        return None;
+    }
+    effective
+        .split('/')
+        .map(|c| {
+            if c == "**" {
+                Some(Part::Deep)
+            } else {
+                glob(c).ok().map(|g| Part::One(g.compile_matcher()))
+            }
+        })
+        .collect()
+}
+
+/// After consuming `dir`'s components, is some pattern position left that a further
+/// component could advance? (An NFA over the pattern's components.)
+fn prefix_viable(parts: &[Part], dir: &[&[u8]]) -> bool {
+    let n = parts.len();
+    let mut cur = vec![false; n + 1];
+    let close = |set: &mut Vec<bool>| {
+        for i in 0..n {
+            if set[i] && matches!(parts[i], Part::Deep) {
+                set[i + 1] = true;
+            }
+        }
+    };
+    cur[0] = true;
+    close(&mut cur);
+    for comp in dir {
+        let mut next = vec![false; n + 1];
+        let path = bytes_path(comp);
+        for i in 0..n {
+            if !cur[i] {
+                continue;
+            }
+            match &parts[i] {
+                Part::Deep => next[i] = true,
+                Part::One(m) => {
+                    if m.is_match(path) {
+                        next[i + 1] = true
+                    }
+                }
+            }
+        }
+        close(&mut next);
+        if !next.iter().any(|&b| b) {
+            return false;
+        }
+        cur = next;
+    }
+    cur[..n].iter().any(|&b| b)
+}
+
+#[cfg(unix)]
+fn bytes_path(b: &[u8]) -> &Path {
+    use std::os::unix::ffi::OsStrExt;
+    Path::new(std::ffi::OsStr::from_bytes(b))
+}
+
+#[cfg(not(unix))]
+fn bytes_path(b: &[u8]) -> &Path {
+    // Encoded bytes of our own paths are valid WTF-8 on Windows.
+    Path::new(unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(b) })
+}
+
+/// The compiled rules of a profile.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    sets: [RuleSet; 6],
+    priority: DirectoryPriority,
+}
+
+/// What the directory rules say about one directory; children inherit it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirState {
+    /// Inside a directory matched by `include_dirs`.
+    pub include: bool,
+    /// Inside a directory matched by `track_dirs`.
+    pub track: bool,
+    /// This directory or an ancestor matched `exclude_dirs`: only explicit file rules apply.
+    pub excluded: bool,
+}
+
+impl DirState {
+    /// Everything below is selected by the directory rules (modulo exclusions).
+    pub fn selected(self) -> bool {
+        !self.excluded && (self.include || self.track)
+    }
+}
+
+/// Which patterns matched something during a scan.
+#[derive(Clone, Debug)]
+pub struct Hits {
+    hit: [Vec<bool>; 6],
+    scratch: Vec<usize>,
+}
+
+impl Selection {
+    /// Compiles `(key, patterns)` pairs; the error names the first bad pattern and its key.
+    pub fn compile(
+        rules: &[(RuleKey, &[String]); 6],
+        priority: DirectoryPriority,
+    ) -> Result<Selection, String> {
+        let mut sets: [RuleSet; 6] = Default::default();
+        for (key, patterns) in rules {
+            sets[key.index()] = RuleSet::compile(*key, patterns)?;
+        }
+        Ok(Selection { sets, priority })
+    }
+
+    fn set(&self, key: RuleKey) -> &RuleSet {
+        &self.sets[key.index()]
+    }
+
+    pub fn new_hits(&self) -> Hits {
+        Hits {
+            hit: std::array::from_fn(|i| vec![false; self.sets[i].rules.len()]),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The state of `src` itself.
+    pub fn root_state(&self, hits: &mut Hits) -> DirState {
+        let mut st = DirState::default();
+        for key in [RuleKey::IncludeDirs, RuleKey::TrackDirs] {
+            for (i, r) in self.set(key).rules.iter().enumerate() {
+                if r.names_root {
+                    hits.hit[key.index()][i] = true;
+                    match key {
+                        RuleKey::IncludeDirs => st.include = true,
+                        _ => st.track = true,
+                    }
+                }
+            }
+        }
+        st
+    }
+
+    /// The state of directory `rel` (relative to `src`) whose parent has state `parent`.
+    pub fn enter_dir(&self, parent: DirState, rel: &Path, hits: &mut Hits) -> DirState {
+        if parent.excluded {
+            return parent;
+        }
+        let cand = Candidate::new(rel);
+        let mut st = parent;
+        let Hits { hit, scratch } = hits;
+        st.include |= self.set(RuleKey::IncludeDirs).hit(
+            &cand,
+            &mut hit[RuleKey::IncludeDirs.index()],
+            scratch,
+        );
+        st.track |=
+            self.set(RuleKey::TrackDirs)
+                .hit(&cand, &mut hit[RuleKey::TrackDirs.index()], scratch);
+        if self.set(RuleKey::ExcludeDirs).hit(
+            &cand,
+            &mut hit[RuleKey::ExcludeDirs.index()],
+            scratch,
+        ) {
+            return DirState {
+                include: false,
+                track: false,
+                excluded: true,
+            };
+        }
+        st
+    }
+
+    /// Whether the scan must look inside directory `rel` (components relative to `src`; empty
+    /// for `src` itself) whose state is `state`.
+    pub fn descend(&self, state: DirState, rel: &[&[u8]]) -> bool {
+        if state.selected() {
+            return true;
+        }
+        let files = self.set(RuleKey::IncludeFiles).viable_below(rel)
+            || self.set(RuleKey::TrackFiles).viable_below(rel);
+        if state.excluded {
+            return files;
+        }
+        files
+            || self.set(RuleKey::IncludeDirs).viable_below(rel)
+            || self.set(RuleKey::TrackDirs).viable_below(rel)
+    }
+
+    /// Whether a file (or symlink) `rel` in a directory of state `parent` is selected, and if
+    /// so whether it is tracked.
+    pub fn classify_file(&self, parent: DirState, rel: &Path, hits: &mut Hits) -> Option<bool> {
+        let cand = Candidate::new(rel);
+        let Hits { hit, scratch } = hits;
+        let include = self.set(RuleKey::IncludeFiles).hit(
+            &cand,
+            &mut hit[RuleKey::IncludeFiles.index()],
+            scratch,
+        );
+        let track = self.set(RuleKey::TrackFiles).hit(
+            &cand,
+            &mut hit[RuleKey::TrackFiles.index()],
+            scratch,
+        );
+        if include {
+            return Some(false);
+        }
+        if track {
+            return Some(true);
+        }
+        if !parent.selected()
+            || self.set(RuleKey::ExcludeFiles).hit(
+                &cand,
+                &mut hit[RuleKey::ExcludeFiles.index()],
+                scratch,
+            )
+        {
+            return None;
+        }
+        Some(match (parent.include, parent.track) {
+            (true, true) => self.priority == DirectoryPriority::Track,
+            (_, track) => track,
+        })
+    }
+
+    /// Classifies one file path by walking its ancestors, as the scan would. `None` also when
+    /// some ancestor would not be descended into (which, by construction, the selection of
+    /// the file itself must agree with).
+    pub fn classify_path(&self, components: &[&[u8]], hits: &mut Hits) -> Option<bool> {
+        let (_, dirs) = components.split_last()?;
+        let mut state = self.root_state(hits);
+        let mut path = std::path::PathBuf::new();
+        for (depth, comp) in dirs.iter().enumerate() {
+            if !self.descend(state, &dirs[..depth]) {
+                return None;
+            }
+            path.push(bytes_path(comp));
+            state = self.enter_dir(state, &path, hits);
+        }
+        if !self.descend(state, dirs) {
+            return None;
+        }
+        path.push(bytes_path(components[components.len() - 1]));
+        self.classify_file(state, &path, hits)
+    }
+
+    /// The selecting patterns that matched nothing, as (key, pattern as written).
+    pub fn unmatched(&self, hits: &Hits) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for key in RuleKey::ALL {
+            if !key.selects() {
+                continue;
+            }
+            for (i, r) in self.set(key).rules.iter().enumerate() {
+                if !hits.hit[key.index()][i] {
+                    out.push((key.name(), r.written.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// No rule selects anything (refused by config loading; kept for hand-built selections).
+    pub fn is_empty(&self) -> bool {
+        [
+            RuleKey::IncludeDirs,
+            RuleKey::TrackDirs,
+            RuleKey::IncludeFiles,
+            RuleKey::TrackFiles,
+        ]
+        .iter()
+        .all(|k| self.set(*k).is_empty())
+    }
+}
