@@ -1,63 +1,60 @@
-//! A mounted backup follows the backup on disk, and serves many readers at once.
+//! A mounted backup follows the backup on disk (real `backup` runs and `backup-tool prune`
+//! while mounted), and serves many readers at once.
 
 use std::fs;
 use std::io::Read;
 use std::process::Command;
 
-use backup_tests::mount::{read_tree, wait_until, MountedBackup};
-use backup_tests::mount_fixture::{Change, FixtureBackup};
-
-const A: &str = "backup_20240101_100000";
-const B: &str = "backup_20240102_100000";
-const C: &str = "backup_20240103_100000";
+use backup_tests::mount::{wait_until, MountedBackup};
+use backup_tests::{assert_same_tree, tree, TestEnv};
 
 #[test]
 fn a_backup_that_lands_while_mounted_becomes_visible_and_a_pruned_one_vanishes() {
-    let t = tempfile::tempdir().unwrap();
-    let dist = t.path().join("dist");
-    let mut f = FixtureBackup::new(&dist);
-    f.backup(
-        A,
-        &[
-            Change::Write("docs/report.txt", b"report v1"),
-            Change::Write("keep.txt", b"keep"),
-        ],
-    );
-    f.backup(B, &[Change::Write("docs/report.txt", b"report v2")]);
-    let m = MountedBackup::start(&dist, &t.path().join("mnt"));
+    let env = TestEnv::new();
+    env.config(serde_json::json!({"track_dirs": ["docs"]}));
+    env.write("docs/report.txt", b"report v1");
+    env.write("docs/keep.txt", b"keep");
+    env.backup_ok(&["-q"]);
+    env.write("docs/report.txt", b"report v2");
+    env.backup_ok(&["-q"]);
+    let first = env.increments();
+    assert_eq!(first.len(), 2);
+    let m = MountedBackup::start(&env.dist, &env.dir.path().join("mnt"));
     let latest = m.path("snapshots/latest/docs/report.txt");
     assert_eq!(fs::read(&latest).unwrap(), b"report v2");
-    // Keep kernel caches warm, so only invalidation can make the new state visible.
-    let _ = fs::read_dir(m.path("snapshots")).unwrap().count();
+    // Warm the kernel caches, so only invalidation can make the new state visible.
+    let _ = tree(&m.path("snapshots"));
+    let _ = tree(&m.path("history"));
 
-    f.backup(
-        C,
-        &[Change::Write(
-            "docs/report.txt",
-            b"report v3 landed while mounted",
-        )],
-    );
+    env.write("docs/report.txt", b"report v3 landed while mounted");
+    env.backup_ok(&["-q"]);
+    let third = env.increments().last().unwrap().clone();
     wait_until("the new increment in snapshots/", || {
-        m.path(&format!("snapshots/{C}")).is_dir()
+        m.path(&format!("snapshots/{third}")).is_dir()
     });
     wait_until("latest to move", || {
         fs::read(&latest).ok().as_deref() == Some(&b"report v3 landed while mounted"[..])
     });
-    assert!(fs::read_dir(m.path("increments"))
-        .unwrap()
-        .any(|e| e.unwrap().file_name() == C));
-    assert_eq!(
+    assert!(m.path(&format!("increments/{third}")).is_dir());
+    wait_until("history to list the new version", || {
         fs::read_dir(m.path("history/docs/report.txt"))
-            .unwrap()
-            .count(),
-        3
-    );
+            .map(|d| d.count() == 3)
+            .unwrap_or(false)
+    });
 
-    // Prune A while one of its versions is open.
-    let mut held = fs::File::open(m.path(&format!("snapshots/{A}/docs/report.txt"))).unwrap();
-    fs::remove_dir_all(dist.join(A)).unwrap();
+    // Prune the oldest increment while one of its versions is open.
+    let mut held =
+        fs::File::open(m.path(&format!("snapshots/{}/docs/report.txt", first[0]))).unwrap();
+    let out = env.tool(&[env.dist.to_str().unwrap(), "prune", "--keep-last", "2"]);
+    assert!(
+        out.status.success(),
+        "prune: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!env.dist.join(&first[0]).exists());
     wait_until("the pruned increment to vanish", || {
-        !m.path(&format!("snapshots/{A}")).exists() && !m.path(&format!("increments/{A}")).exists()
+        !m.path(&format!("snapshots/{}", first[0])).exists()
+            && !m.path(&format!("increments/{}", first[0])).exists()
     });
     // The open file either still reads the version it opened or fails cleanly.
     let mut v = Vec::new();
@@ -68,13 +65,14 @@ fn a_backup_that_lands_while_mounted_becomes_visible_and_a_pruned_one_vanishes()
             "unexpected error {e}"
         ),
     }
-    // The mount is alive and the views after A keep what others hold (keep.txt via the mirror).
+    // The mount is alive and later views keep what other holders keep (keep.txt: the mirror).
+    let second = &first[1];
     assert_eq!(
-        fs::read(m.path(&format!("snapshots/{B}/keep.txt"))).unwrap(),
+        fs::read(m.path(&format!("snapshots/{second}/docs/keep.txt"))).unwrap(),
         b"keep"
     );
     assert_eq!(
-        fs::read(m.path(&format!("snapshots/{B}/docs/report.txt"))).unwrap(),
+        fs::read(m.path(&format!("snapshots/{second}/docs/report.txt"))).unwrap(),
         b"report v2"
     );
 }
@@ -95,34 +93,29 @@ fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
 
 #[test]
 fn eight_parallel_readers_copy_identical_bytes() {
-    let t = tempfile::tempdir().unwrap();
-    let dist = t.path().join("dist");
-    let mut f = FixtureBackup::new(&dist);
-    let files: Vec<(String, Vec<u8>)> = (0..120u64)
-        .map(|i| {
-            let len = match i % 4 {
-                0 => 0,
-                1 => 4096,
-                2 => 300_000 + i as usize * 17,
-                _ => 1_100_000 + i as usize,
-            };
-            (
-                format!("d{}/sub{}/f{i}.bin", i % 5, i % 3),
-                pseudo_random_bytes(i, len),
-            )
-        })
-        .collect();
-    let changes: Vec<Change> = files.iter().map(|(p, c)| Change::Write(p, c)).collect();
-    f.backup(A, &changes);
-    let m = MountedBackup::start(&dist, &t.path().join("mnt"));
-    let src = m.path("snapshots/latest");
-    let expected = read_tree(&dist.join("mirror"));
-    assert_eq!(expected.len(), files.len());
+    let env = TestEnv::new();
+    env.config(serde_json::json!({"track_dirs": ["data"]}));
+    for i in 0..120u64 {
+        let len = match i % 4 {
+            0 => 0,
+            1 => 4096,
+            2 => 300_000 + i as usize * 17,
+            _ => 1_100_000 + i as usize,
+        };
+        env.write(
+            format!("data/d{}/sub{}/f{i}.bin", i % 5, i % 3),
+            &pseudo_random_bytes(i, len),
+        );
+    }
+    env.backup_ok(&["-q"]);
+    let m = MountedBackup::start(&env.dist, &env.dir.path().join("mnt"));
+    let expected = tree(&env.src);
+    assert_eq!(expected.len(), 120);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
             .map(|i| {
-                let src = src.clone();
-                let dest = t.path().join(format!("copy{i}"));
+                let src = m.path("snapshots/latest");
+                let dest = env.dir.path().join(format!("copy{i}"));
                 s.spawn(move || {
                     let st = Command::new("cp")
                         .arg("-a")
@@ -131,17 +124,12 @@ fn eight_parallel_readers_copy_identical_bytes() {
                         .status()
                         .unwrap();
                     assert!(st.success(), "cp -a by reader {i}");
-                    read_tree(&dest)
+                    tree(&dest)
                 })
             })
             .collect();
         for h in handles {
-            let got = h.join().unwrap();
-            assert_eq!(got.len(), expected.len());
-            for (k, v) in &expected {
-                assert!(got[k].content == v.content, "bytes of {k} differ");
-                assert_eq!(got[k].mtime_ns, v.mtime_ns, "mtime of {k}");
-            }
+            assert_same_tree(&expected, &h.join().unwrap());
         }
     });
 }

@@ -8,22 +8,20 @@ use std::path::Path;
 use std::process::Command;
 
 use backup_tests::mount::{binary, digest, is_mounted, read_tree, MountedBackup};
-use backup_tests::mount_fixture::{Change, FixtureBackup};
+use backup_tests::TestEnv;
 
-const A: &str = "backup_20240101_100000";
-const B: &str = "backup_20240102_100000";
-
-fn fixture(dist: &Path) -> FixtureBackup {
-    let mut f = FixtureBackup::new(dist);
-    f.backup(
-        A,
-        &[
-            Change::Write("docs/report.txt", b"report v1"),
-            Change::Write("docs/sub/x.txt", b"x"),
-        ],
-    );
-    f.backup(B, &[Change::Write("docs/report.txt", b"report v2")]);
-    f
+/// Two real runs: `[A, B]`.
+fn two_backups() -> (TestEnv, String, String) {
+    let env = TestEnv::new();
+    env.config(serde_json::json!({"track_dirs": ["docs"]}));
+    env.write("docs/report.txt", b"report v1");
+    env.write("docs/sub/x.txt", b"x");
+    env.backup_ok(&["-q"]);
+    env.write("docs/report.txt", b"report v2");
+    env.backup_ok(&["-q"]);
+    let names = env.increments();
+    assert_eq!(names.len(), 2);
+    (env, names[0].clone(), names[1].clone())
 }
 
 fn cstr(p: &Path) -> CString {
@@ -47,17 +45,16 @@ fn assert_erofs(what: &str, r: std::io::Result<impl std::fmt::Debug>) {
 
 #[test]
 fn every_write_type_operation_fails_with_erofs_and_changes_nothing() {
-    let t = tempfile::tempdir().unwrap();
-    let dist = t.path().join("dist");
-    fixture(&dist);
+    let (env, a, b) = two_backups();
+    let dist = env.dist.clone();
     let before = digest(&dist);
-    let m = MountedBackup::start(&dist, &t.path().join("mnt"));
+    let m = MountedBackup::start(&dist, &env.dir.path().join("mnt"));
 
     let dirs = [
         "mirror/docs".to_string(),
-        format!("increments/{B}/track/docs"),
+        format!("increments/{b}/track/docs"),
         "snapshots/latest/docs".to_string(),
-        format!("snapshots/{A}/docs"),
+        format!("snapshots/{a}/docs"),
         "history/docs/report.txt".to_string(),
     ];
     for d in &dirs {
@@ -158,10 +155,8 @@ fn every_write_type_operation_fails_with_erofs_and_changes_nothing() {
 
 #[test]
 fn sigterm_unmounts_cleanly() {
-    let t = tempfile::tempdir().unwrap();
-    let dist = t.path().join("dist");
-    fixture(&dist);
-    let mut m = MountedBackup::start(&dist, &t.path().join("mnt"));
+    let (env, _, _) = two_backups();
+    let mut m = MountedBackup::start(&env.dist, &env.dir.path().join("mnt"));
     // A reader inside the mount must not keep it from ending.
     assert_eq!(
         fs::read(m.path("snapshots/latest/docs/report.txt")).unwrap(),
@@ -175,9 +170,9 @@ fn sigterm_unmounts_cleanly() {
 
 #[test]
 fn missing_busy_or_non_empty_mount_points_are_refused() {
-    let t = tempfile::tempdir().unwrap();
-    let dist = t.path().join("dist");
-    fixture(&dist);
+    let (env, _, _) = two_backups();
+    let t = env.dir.path();
+    let dist = env.dist.clone();
     let tool = binary("backup-tool");
     let run = |dir: &Path| {
         Command::new(&tool)
@@ -187,18 +182,18 @@ fn missing_busy_or_non_empty_mount_points_are_refused() {
             .output()
             .unwrap()
     };
-    let out = run(&t.path().join("missing"));
+    let out = run(&t.join("missing"));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 
-    let full = t.path().join("full");
+    let full = t.join("full");
     fs::create_dir(&full).unwrap();
     fs::write(full.join("f"), b"x").unwrap();
     let out = run(&full);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 
-    let m = MountedBackup::start(&dist, &t.path().join("mnt"));
+    let m = MountedBackup::start(&dist, &t.join("mnt"));
     let out = run(&m.dir);
     assert_eq!(
         out.status.code(),

@@ -1,64 +1,99 @@
-//! `backup-tool mount`, really mounted: the layout, every snapshot against the fold model,
-//! history, `cp -a` restores, and a backup of the original Python tool.
+//! `backup-tool mount`, really mounted over backups made by the real `backup`: the layout,
+//! every snapshot against the fold model, history, `cp -a` restores, and a backup written by
+//! the original Python tool.
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 use std::process::Command;
 
-use backup_tests::mount::{read_tree, MountedBackup, TreeFile};
-use backup_tests::mount_fixture::{write_python_backup, Change, FixtureBackup, ModelFile};
+use backup_tests::mount::MountedBackup;
+use backup_tests::mount_fixture::write_python_backup;
+use backup_tests::{assert_same_tree, set_mtime, tree, Node, TestEnv};
 
-const A: &str = "backup_20240101_100000";
-const B: &str = "backup_20240102_100000";
-const C: &str = "backup_20240102_100000_01";
-
-fn fixture(dist: &std::path::Path) -> FixtureBackup {
-    let mut f = FixtureBackup::new(dist);
-    f.backup(
-        A,
-        &[
-            Change::Write("docs/report.txt", b"report v1"),
-            Change::WriteMode("bin/run.sh", b"#!/bin/sh\necho hi\n", 0o750),
-            Change::WriteMode("private/key", b"secret", 0o600),
-            Change::Write("name with spaces & 'quotes'.txt", b"odd name"),
-            Change::Write("gone.txt", b"short-lived"),
-        ],
-    );
-    f.backup(
-        B,
-        &[
-            Change::Write("docs/report.txt", b"report v2, longer"),
-            Change::Delete("gone.txt"),
-        ],
-    );
-    f.backup(
-        C,
-        &[
-            Change::Write("docs/new.txt", b"new in C"),
-            Change::Write("docs/report.txt", b"report v3"),
-        ],
-    );
-    f.untracked("untracked.txt", b"only in the mirror");
-    f
-}
-
-fn as_tree(model: &BTreeMap<String, ModelFile>) -> BTreeMap<String, TreeFile> {
-    model
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                TreeFile {
-                    content: v.content.clone(),
-                    mtime_ns: v.mtime_ns,
-                    mode: v.mode,
+/// Tracked files as the model sees them (symlink mtimes left out: not every step keeps them).
+fn tracked(root: &Path) -> BTreeMap<Vec<u8>, Node> {
+    tree(root)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(b"docs/") || k.starts_with(b"code/"))
+        .map(|(k, n)| match n {
+            Node::Symlink { target, .. } => (
+                k,
+                Node::Symlink {
+                    target,
+                    mtime_ns: 0,
                 },
-            )
+            ),
+            n => (k, n),
         })
         .collect()
 }
 
-fn ls(p: &std::path::Path) -> Vec<String> {
+fn snapshot_tree(root: &Path) -> BTreeMap<Vec<u8>, Node> {
+    tree(root)
+        .into_iter()
+        .map(|(k, n)| match n {
+            Node::Symlink { target, .. } => (
+                k,
+                Node::Symlink {
+                    target,
+                    mtime_ns: 0,
+                },
+            ),
+            n => (k, n),
+        })
+        .collect()
+}
+
+/// Runs `backup` and, when it made an increment, records the model state under its name.
+fn run(env: &TestEnv, model: &mut Vec<(String, BTreeMap<Vec<u8>, Node>)>) {
+    let before = env.increments();
+    env.backup_ok(&["-q"]);
+    let after = env.increments();
+    if after.len() > before.len() {
+        let name = after.last().unwrap().clone();
+        model.push((name, tracked(&env.src)));
+    }
+}
+
+/// Four real runs: new files, changes (same size too), a deletion, odd names, a symlink, modes.
+fn history_env() -> (TestEnv, Vec<(String, BTreeMap<Vec<u8>, Node>)>) {
+    let env = TestEnv::new();
+    env.config(serde_json::json!({
+        "track_dirs": ["docs", "code"],
+        "include_dirs": ["media"],
+    }));
+    let mut model = Vec::new();
+    env.write("docs/report.txt", b"report v1");
+    env.write("docs/name with spaces & 'quotes'.txt", b"odd name");
+    env.write_raw("docs", b"caf\xe9-latin1.txt", b"non-utf8 name");
+    env.write("docs/gone.txt", b"short-lived");
+    let run_sh = env.write("code/bin/run.sh", b"#!/bin/sh\necho hi\n");
+    fs::set_permissions(&run_sh, fs::Permissions::from_mode(0o750)).unwrap();
+    let key = env.write("code/private/key", b"secret");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("../docs/report.txt", env.src.join("code/link")).unwrap();
+    env.write("media/photo.jpg", b"untracked bytes");
+    run(&env, &mut model);
+
+    let p = env.write("docs/report.txt", b"report v2");
+    set_mtime(&p, 1_700_000_100, 123_456_789);
+    env.remove("docs/gone.txt");
+    run(&env, &mut model);
+
+    env.write("docs/report.txt", b"report v3, longer than before");
+    env.write("code/new.rs", b"fn main() {}\n");
+    run(&env, &mut model);
+
+    env.write("docs/report.txt", b"report v4");
+    run(&env, &mut model);
+    assert_eq!(model.len(), 4, "each run changed tracked files");
+    (env, model)
+}
+
+fn ls(p: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(p)
         .unwrap_or_else(|e| panic!("ls {}: {e}", p.display()))
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -69,116 +104,123 @@ fn ls(p: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn layout_snapshots_and_history_match_the_model() {
-    let t = tempfile::tempdir().unwrap();
-    let dist = t.path().join("dist");
-    let f = fixture(&dist);
-    let m = MountedBackup::start(&dist, &t.path().join("mnt"));
+    let (env, model) = history_env();
+    let names: Vec<String> = model.iter().map(|(n, _)| n.clone()).collect();
+    let m = MountedBackup::start(&env.dist, &env.dir.path().join("mnt"));
 
     assert_eq!(ls(&m.dir), ["history", "increments", "mirror", "snapshots"]);
-    assert_eq!(ls(&m.path("increments")), [A, B, C]);
-    assert_eq!(ls(&m.path("snapshots")), [A, B, C, "latest"]);
+    assert_eq!(ls(&m.path("increments")), names);
+    let mut with_latest = names.clone();
+    with_latest.push("latest".into());
+    assert_eq!(ls(&m.path("snapshots")), with_latest);
+    let second = &names[1];
+    let inc = ls(&m.path(&format!("increments/{second}")));
+    assert!(inc.contains(&format!("{second}.json")), "{inc:?}");
     assert_eq!(
-        ls(&m.path(&format!("increments/{B}"))),
-        [format!("{B}.json"), "deleted".into(), "track".into()]
-    );
-    assert_eq!(
-        fs::read(m.path(&format!("increments/{B}/deleted/gone.txt"))).unwrap(),
+        fs::read(m.path(&format!("increments/{second}/deleted/docs/gone.txt"))).unwrap(),
         b"short-lived"
     );
     // mirror/ is the mirror on disk, untracked files included.
-    assert_eq!(
-        read_tree(&m.path("mirror")),
-        read_tree(&dist.join("mirror"))
-    );
+    assert_same_tree(&tree(&env.mirror()), &tree(&m.path("mirror")));
+    assert!(m.path("mirror/media/photo.jpg").is_file());
 
-    for (name, model) in &f.states {
-        let seen = read_tree(&m.path(&format!("snapshots/{name}")));
-        assert_eq!(seen, as_tree(model), "snapshots/{name}");
+    for (name, state) in &model {
+        assert_same_tree(state, &snapshot_tree(&m.path(&format!("snapshots/{name}"))));
     }
-    assert_eq!(
-        read_tree(&m.path("snapshots/latest")),
-        as_tree(&f.states.last().unwrap().1)
+    assert_same_tree(
+        &model.last().unwrap().1,
+        &snapshot_tree(&m.path("snapshots/latest")),
+    );
+    assert!(
+        !m.path("snapshots/latest/media").exists(),
+        "untracked files have no history"
     );
 
-    // history/: every stored version, named by time so they sort, with its bytes.
+    // history/: every stored version, named by increment time so they sort, with its bytes.
     let dir = m.path("history/docs/report.txt");
-    let names = ls(&dir);
-    assert_eq!(
-        names,
-        [
-            "2024-01-01_100000_report.txt",
-            "2024-01-02_100000_report.txt",
-            "2024-01-02_100000~01_report.txt"
-        ]
-    );
-    let contents: Vec<Vec<u8>> = names
+    let versions = ls(&dir);
+    assert_eq!(versions.len(), 4, "{versions:?}");
+    for (v, (name, _)) in versions.iter().zip(&model) {
+        // backup_20261130_052301[_01] → 2026-11-30_052301[~01]_report.txt
+        let stamp = &name["backup_".len()..];
+        assert!(
+            v.starts_with(&format!(
+                "{}-{}-{}",
+                &stamp[0..4],
+                &stamp[4..6],
+                &stamp[6..8]
+            )),
+            "{v} for {name}"
+        );
+        assert!(v.ends_with("_report.txt"), "{v}");
+    }
+    let contents: Vec<Vec<u8>> = versions
         .iter()
         .map(|n| fs::read(dir.join(n)).unwrap())
         .collect();
-    let expected: Vec<Vec<u8>> = f
-        .versions("docs/report.txt")
-        .into_iter()
-        .map(|(_, c)| c)
-        .collect();
-    assert_eq!(contents, expected);
-    for path in ["bin/run.sh", "private/key", "gone.txt", "docs/new.txt"] {
-        let listed = ls(&m.path(&format!("history/{path}")));
-        assert_eq!(listed.len(), f.versions(path).len(), "history/{path}");
-    }
+    assert_eq!(
+        contents,
+        [
+            b"report v1".to_vec(),
+            b"report v2".to_vec(),
+            b"report v3, longer than before".to_vec(),
+            b"report v4".to_vec()
+        ]
+    );
+    assert_eq!(
+        fs::metadata(dir.join(&versions[1])).unwrap().mtime(),
+        1_700_000_100
+    );
+    assert_eq!(ls(&m.path("history/docs/gone.txt")).len(), 1);
+    assert_eq!(ls(&m.path("history/code/new.rs")).len(), 1);
+    let raw = m
+        .path("history/docs")
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9-latin1.txt"));
+    assert_eq!(fs::read_dir(&raw).unwrap().count(), 1);
 
-    // statfs, xattr queries and readdir offsets answer sanely.
+    // statfs, xattr queries and stable inode numbers.
     let out = Command::new("df").arg(&m.dir).output().unwrap();
     assert!(
         out.status.success(),
         "df: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new("getfattr")
-        .args(["-d", "-m", "-"])
-        .arg(m.path("snapshots/latest/docs/report.txt"))
-        .output();
-    if let Ok(out) = out {
-        assert!(
-            out.status.success(),
-            "getfattr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.stdout.is_empty());
-    }
     let probe =
         std::ffi::CString::new(m.path("snapshots/latest/docs/report.txt").to_str().unwrap())
             .unwrap();
     let mut buf = [0u8; 64];
     // SAFETY: valid C string and buffer.
-    let r = unsafe {
-        libc::getxattr(
+    let (r, l) = unsafe {
+        let r = libc::getxattr(
             probe.as_ptr(),
             c"user.nothing".as_ptr(),
             buf.as_mut_ptr().cast(),
             buf.len(),
-        )
+        );
+        let e = std::io::Error::last_os_error().raw_os_error();
+        let l = libc::listxattr(probe.as_ptr(), buf.as_mut_ptr().cast(), buf.len());
+        ((r, e), l)
     };
-    assert_eq!(r, -1);
-    assert_eq!(
-        std::io::Error::last_os_error().raw_os_error(),
-        Some(libc::ENODATA)
-    );
-    // Stable inode numbers: the same path answers with the same number.
-    use std::os::unix::fs::MetadataExt;
+    assert_eq!(r, (-1, Some(libc::ENODATA)));
+    assert_eq!(l, 0);
     let p = m.path("snapshots/latest/docs/report.txt");
-    let i1 = fs::metadata(&p).unwrap().ino();
-    let _ = read_tree(&m.path("snapshots"));
-    assert_eq!(fs::metadata(&p).unwrap().ino(), i1);
+    let ino = fs::metadata(&p).unwrap().ino();
+    let _ = tree(&m.path("snapshots"));
+    assert_eq!(fs::metadata(&p).unwrap().ino(), ino);
+    assert_ne!(
+        fs::metadata(m.path(&format!("snapshots/{}/docs/report.txt", names[0])))
+            .unwrap()
+            .ino(),
+        ino
+    );
 }
 
 #[test]
 fn cp_a_of_a_snapshot_restores_bytes_mtimes_and_permissions() {
-    let t = tempfile::tempdir().unwrap();
-    let dist = t.path().join("dist");
-    let f = fixture(&dist);
-    let m = MountedBackup::start(&dist, &t.path().join("mnt"));
-    for (name, model) in &f.states {
-        let dest = t.path().join(format!("restore-{name}"));
+    let (env, model) = history_env();
+    let m = MountedBackup::start(&env.dist, &env.dir.path().join("mnt"));
+    for (name, state) in &model {
+        let dest = env.dir.path().join(format!("restore-{name}"));
         let st = Command::new("cp")
             .arg("-a")
             .arg(m.path(&format!("snapshots/{name}")))
@@ -186,7 +228,7 @@ fn cp_a_of_a_snapshot_restores_bytes_mtimes_and_permissions() {
             .status()
             .unwrap();
         assert!(st.success(), "cp -a snapshots/{name}");
-        assert_eq!(read_tree(&dest), as_tree(model), "restored {name}");
+        assert_same_tree(state, &snapshot_tree(&dest));
     }
 }
 
@@ -198,6 +240,7 @@ fn a_backup_of_the_original_python_tool_mounts() {
     let m = MountedBackup::start(&dist, &t.path().join("mnt"));
     let snap = m.path("snapshots/backup_20240105_100000/docs/a.txt");
     assert_eq!(fs::read(&snap).unwrap(), b"python version A");
+    assert_eq!(fs::metadata(&snap).unwrap().mtime(), 1_704_448_800);
     assert_eq!(
         fs::read(m.path("snapshots/latest/docs/a.txt")).unwrap(),
         b"python version A"
