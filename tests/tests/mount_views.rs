@@ -47,8 +47,11 @@ fn snapshot_tree(root: &Path) -> BTreeMap<Vec<u8>, Node> {
         .collect()
 }
 
+/// The tracked files right after each increment, by increment name.
+type Model = Vec<(String, BTreeMap<Vec<u8>, Node>)>;
+
 /// Runs `backup` and, when it made an increment, records the model state under its name.
-fn run(env: &TestEnv, model: &mut Vec<(String, BTreeMap<Vec<u8>, Node>)>) {
+fn run(env: &TestEnv, model: &mut Model) {
     let before = env.increments();
     env.backup_ok(&["-q"]);
     let after = env.increments();
@@ -59,7 +62,7 @@ fn run(env: &TestEnv, model: &mut Vec<(String, BTreeMap<Vec<u8>, Node>)>) {
 }
 
 /// Four real runs: new files, changes (same size too), a deletion, odd names, a symlink, modes.
-fn history_env() -> (TestEnv, Vec<(String, BTreeMap<Vec<u8>, Node>)>) {
+fn history_env() -> (TestEnv, Model) {
     let env = TestEnv::new();
     env.config(serde_json::json!({
         "track_dirs": ["docs", "code"],
