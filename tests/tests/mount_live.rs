@@ -93,6 +93,13 @@ fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
 
 #[test]
 fn eight_parallel_readers_copy_identical_bytes() {
+    // Kernel passthrough where the kernel offers it, then reads served by the daemon.
+    for extra in [&[][..], &["--no-passthrough"][..]] {
+        parallel_readers(extra);
+    }
+}
+
+fn parallel_readers(extra: &[&str]) {
     let env = TestEnv::new();
     env.config(serde_json::json!({"track_dirs": ["data"]}));
     for i in 0..120u64 {
@@ -108,7 +115,7 @@ fn eight_parallel_readers_copy_identical_bytes() {
         );
     }
     env.backup_ok(&["-q"]);
-    let m = MountedBackup::start(&env.dist, &env.dir.path().join("mnt"));
+    let m = MountedBackup::start_with(&env.dist, &env.dir.path().join("mnt"), extra);
     let expected = tree(&env.src);
     assert_eq!(expected.len(), 120);
     std::thread::scope(|s| {
