@@ -9,3 +9,6 @@ pub mod rofs;
 
 #[cfg(unix)]
 pub mod fuse;
+
+#[cfg(windows)]
+pub mod winfsp;

@@ -346,6 +346,7 @@ pub fn text(out: &Output) -> (String, String) {
     )
 }
 
+pub mod mount;
 pub mod mount_fixture;
 
 pub mod toolenv;
