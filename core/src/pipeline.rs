@@ -203,6 +203,7 @@ pub async fn run(
         );
     }
 
+    let t = std::time::Instant::now();
     let index_exists = repo.mirror_index_path().exists();
     let r = repo.clone();
     let index = match blocking(move || r.load_mirror_index()).await? {
@@ -223,8 +224,19 @@ pub async fn run(
         Err(e) => return Err(e.into()),
     };
 
+    tracing::info!(
+        files = index.files.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "mirror.json loaded"
+    );
     // select
+    let t = std::time::Instant::now();
     let scan = Arc::new(select(config).await?);
+    tracing::info!(
+        files = scan.entries.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "source scanned"
+    );
     events(Event::Scanned {
         files: scan.entries.len(),
     });
@@ -240,7 +252,14 @@ pub async fn run(
 
     // plan
     let index = Arc::new(index);
+    let t = std::time::Instant::now();
     let plan = plan_stage(scan.clone(), index.clone(), config.src.clone(), opts).await?;
+    tracing::info!(
+        copies = plan.copies.len(),
+        deletes = plan.deletes.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "planned"
+    );
     summary.unchanged = plan.unchanged as u64;
     if plan.kept_unreadable > 0 {
         note(
@@ -300,7 +319,14 @@ pub async fn run(
         &preserved,
         events.clone(),
     ));
+    let t = std::time::Instant::now();
     let applied = apply::apply(plan, stage, config.max_workers, preserved.clone()).await;
+    tracing::info!(
+        copied = applied.copied.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "applied"
+    );
+    let t = std::time::Instant::now();
     for n in &applied.notes {
         summary.notes.push(n.to_string());
     }
@@ -331,6 +357,7 @@ pub async fn run(
         )
     })
     .await??;
+    tracing::info!(ms = t.elapsed().as_millis() as u64, "committed");
     summary.increment = committed.increment.map(|n| n.as_str().to_owned());
     summary.new = committed.new;
     summary.changed = committed.changed;

@@ -27,7 +27,8 @@
 //! - Explicit file rules beat everything else: a file named by `include_files` is selected
 //!   untracked, one named by `track_files` tracked, whatever the directory rules say — also in
 //!   an excluded directory or when `exclude_files` names it. Named by both: untracked
-//!   ("include beats track").
+//!   ("include beats track"). So a `:rec` or `**` file rule makes the walk look inside excluded
+//!   directories too (only there is the rule's file to be found).
 //! - Only what a rule names is selected. Symlinks are matched like files (they are entries of
 //!   their own and never followed). Directories themselves are not entries; `preserved_dirs`
 //!   lists names of selected directories kept in the mirror even when empty.
