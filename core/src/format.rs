@@ -237,6 +237,78 @@ pub enum FormatError {
     Shape { path: String, message: String },
 }
 
+/// Keys already validated as paths, or problems for those that are not.
+fn check_keys(
+    file: &str,
+    entries: BTreeMap<String, EntryJson>,
+    problems: &mut Vec<FormatProblem>,
+) -> Vec<(RelPath, EntryJson)> {
+    let mut out = Vec::with_capacity(entries.len());
+    for (key, e) in entries {
+        match RelPath::parse(&key) {
+            Ok(p) => out.push((p, e)),
+            Err(err) => problems.push(FormatProblem {
+                file: file.to_owned(),
+                key: Some(key),
+                message: format!("unsafe or invalid path skipped: {err}"),
+            }),
+        }
+    }
+    out
+}
+
+/// The top level of a metadata file read in one typed pass: the entries under `catalog_key`
+/// straight into [`EntryJson`], every other key as a [`Value`]. Building a `Value` tree for a
+/// thousand catalogs first is what made listing a large backup slow; when anything does not
+/// fit the typed shape (a malformed entry), callers fall back to the tolerant `Value` path, so
+/// the result is the same either way.
+struct FastTop {
+    catalog: Option<BTreeMap<String, EntryJson>>,
+    rest: Map<String, Value>,
+}
+
+struct FastTopSeed(&'static str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FastTopSeed {
+    type Value = FastTop;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<FastTop, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FastTopSeed {
+    type Value = FastTop;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a metadata object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<FastTop, A::Error> {
+        let mut out = FastTop {
+            catalog: None,
+            rest: Map::new(),
+        };
+        while let Some(k) = m.next_key::<String>()? {
+            if k == self.0 {
+                if out.catalog.is_some() {
+                    return Err(serde::de::Error::custom("duplicate catalog"));
+                }
+                out.catalog = Some(m.next_value()?);
+            } else {
+                let v: Value = m.next_value()?;
+                out.rest.insert(k, v);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn parse_fast(text: &[u8], catalog_key: &'static str) -> Option<FastTop> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let top = FastTopSeed(catalog_key).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(top)
+}
+
 fn parse_entries(
     file: &str,
     map: Map<String, Value>,
@@ -280,6 +352,52 @@ impl MirrorIndex {
         file: &str,
         text: &[u8],
     ) -> Result<(MirrorIndex, Vec<FormatProblem>), FormatError> {
+        let mut problems = Vec::new();
+        let fast = parse_fast(text, "files").filter(|t| {
+            t.catalog.is_some()
+                && matches!(t.rest.get("schema_version"), Some(Value::Number(_)))
+                && t.rest
+                    .keys()
+                    .all(|k| k == "schema_version" || k == "updated")
+        });
+        let (entries, updated) = match fast {
+            Some(t) => (
+                check_keys(file, t.catalog.unwrap_or_default(), &mut problems),
+                t.rest
+                    .get("updated")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            ),
+            None => Self::entries_slow(file, text, &mut problems)?,
+        };
+        let mut index = MirrorIndex {
+            files: BTreeMap::new(),
+            updated,
+        };
+        for (path, e) in entries {
+            index.files.insert(
+                path,
+                IndexEntry {
+                    size: e.size,
+                    mtime: MTime::from_json(e.mtime, e.mtime_ns),
+                    tracked: e.tracked.unwrap_or(false),
+                    kind: e.kind,
+                    mode: e.mode,
+                    hash: e.hash,
+                    version_of: e.version_of,
+                },
+            );
+        }
+        Ok((index, problems))
+    }
+
+    /// The tolerant path: any shape we or the original tool wrote, bad entries skipped.
+    #[allow(clippy::type_complexity)]
+    fn entries_slow(
+        file: &str,
+        text: &[u8],
+        problems: &mut Vec<FormatProblem>,
+    ) -> Result<(Vec<(RelPath, EntryJson)>, Option<String>), FormatError> {
         let value: Value = serde_json::from_slice(text).map_err(|source| FormatError::Json {
             path: file.to_owned(),
             source,
@@ -290,7 +408,6 @@ impl MirrorIndex {
                 message: "top level is not an object".into(),
             });
         };
-        let mut problems = Vec::new();
         // Ours: {"schema_version": N, "files": {...}}; the original tool's: a flat map.
         let (files, updated) = if matches!(top.get("schema_version"), Some(Value::Number(_))) {
             let updated = top
@@ -309,25 +426,7 @@ impl MirrorIndex {
         } else {
             (top, None)
         };
-        let mut index = MirrorIndex {
-            files: BTreeMap::new(),
-            updated,
-        };
-        for (path, e) in parse_entries(file, files, &mut problems) {
-            index.files.insert(
-                path,
-                IndexEntry {
-                    size: e.size,
-                    mtime: MTime::from_json(e.mtime, e.mtime_ns),
-                    tracked: e.tracked.unwrap_or(false),
-                    kind: e.kind,
-                    mode: e.mode,
-                    hash: e.hash,
-                    version_of: e.version_of,
-                },
-            );
-        }
-        Ok((index, problems))
+        Ok((parse_entries(file, files, problems), updated))
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -411,25 +510,35 @@ impl IncrementMeta {
         file: &str,
         text: &[u8],
     ) -> Result<(IncrementMeta, Vec<FormatProblem>), FormatError> {
-        let value: Value = serde_json::from_slice(text).map_err(|source| FormatError::Json {
-            path: file.to_owned(),
-            source,
-        })?;
-        let Value::Object(mut top) = value else {
-            return Err(FormatError::Shape {
-                path: file.to_owned(),
-                message: "top level is not an object".into(),
-            });
-        };
         let mut problems = Vec::new();
         let shape = |m: &str| FormatError::Shape {
             path: file.to_owned(),
             message: m.to_owned(),
         };
-        let catalog = match top.remove("file_catalog") {
-            Some(Value::Object(m)) => m,
-            Some(_) => return Err(shape("\"file_catalog\" is not an object")),
-            None => return Err(shape("no \"file_catalog\"")),
+        let (entries, mut top) = match parse_fast(text, "file_catalog") {
+            Some(FastTop {
+                catalog: Some(c),
+                rest,
+            }) => (check_keys(file, c, &mut problems), rest),
+            _ => {
+                let value: Value =
+                    serde_json::from_slice(text).map_err(|source| FormatError::Json {
+                        path: file.to_owned(),
+                        source,
+                    })?;
+                let Value::Object(mut top) = value else {
+                    return Err(FormatError::Shape {
+                        path: file.to_owned(),
+                        message: "top level is not an object".into(),
+                    });
+                };
+                let catalog = match top.remove("file_catalog") {
+                    Some(Value::Object(m)) => m,
+                    Some(_) => return Err(shape("\"file_catalog\" is not an object")),
+                    None => return Err(shape("no \"file_catalog\"")),
+                };
+                (parse_entries(file, catalog, &mut problems), top)
+            }
         };
         let backup_name = match top.remove("backup_name") {
             Some(Value::String(s)) => s,
@@ -453,7 +562,7 @@ impl IncrementMeta {
             None => IncrementSummary::default(),
         };
         let mut file_catalog = BTreeMap::new();
-        for (path, e) in parse_entries(file, catalog, &mut problems) {
+        for (path, e) in entries {
             let category = match (e.category, e.op) {
                 (Some(c), _) => c,
                 (None, Some(Op::Deleted)) => Category::Deleted,

@@ -164,7 +164,7 @@ pub fn check(backup: &Backup, verify: bool) -> CheckReport {
         );
     }
 
-    for inc in backup.history.increments() {
+    for inc in &backup.increments {
         report.increments += 1;
         let name = inc.name.to_string();
         for cat in [Category::Tracked, Category::Deleted] {

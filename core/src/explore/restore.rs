@@ -74,7 +74,7 @@ pub fn plan(backup: &Backup, point: &Point, selection: &Selection) -> Plan {
             }
         }
         Point::Increment(name) => {
-            for (path, v) in backup.history.snapshot(name.as_str()) {
+            for (path, v) in backup.history().snapshot(name.as_str()) {
                 if selection.is_match(&path) {
                     let from = match &v.holder {
                         Holder::Mirror => "mirror".to_owned(),
