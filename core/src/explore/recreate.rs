@@ -43,7 +43,7 @@ pub fn recreate(
         let keep = !force && !broken.contains(name);
         if !selected || keep {
             // Earlier increments still tell which paths existed before.
-            if let Some(inc) = backup.increment(name.as_str()).ok() {
+            if let Ok(inc) = backup.increment(name.as_str()) {
                 known.extend(inc.meta.file_catalog.keys().cloned());
             }
             if selected {
