@@ -4,6 +4,7 @@
 #
 #   bench/tool_bench.sh            1,000 increments x 100 changed files + a 100k-file mirror
 #   bench/tool_bench.sh --short    50 increments x 100 files + a 5k-file mirror (CI)
+#   TOOL_BENCH_DIST=/tmp/big bench/tool_bench.sh   generate there once, reuse on later runs
 #
 # The backup is generated directly on disk (bench/gen_tool_backup.py) in the format `backup`
 # writes: running `backup` 1,000 times would take much longer than the measurement.
@@ -13,6 +14,7 @@ incs=1000 files=100000 runs=5
 if [[ "${1:-}" == "--short" ]]; then incs=50 files=5000 runs=3; fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+dist="${TOOL_BENCH_DIST:-$work/dist}"
 if [[ "${1:-}" != "--short" ]]; then
   cargo build --release -q -p backup-cli
   tool=target/release/backup-tool
@@ -20,10 +22,13 @@ else
   cargo build -q -p backup-cli
   tool=target/debug/backup-tool
 fi
-dist="$work/dist"
-echo "generating $incs increments x 100 files + $files-file mirror in $dist ..."
-python3 bench/gen_tool_backup.py "$dist" --increments "$incs" --per-increment 100 --mirror-files "$files"
-sync
+if [[ -d "$dist" ]]; then
+  echo "reusing the backup at $dist"
+else
+  echo "generating $incs increments x 100 files + $files-file mirror in $dist ..."
+  python3 bench/gen_tool_backup.py "$dist" --increments "$incs" --per-increment 100 --mirror-files "$files"
+  sync
+fi
 python3 - "$tool" "$dist" "$runs" <<'PY'
 import statistics, subprocess, sys, time
 tool, dist, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
