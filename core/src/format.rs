@@ -240,7 +240,7 @@ pub enum FormatError {
 /// Keys already validated as paths, or problems for those that are not.
 fn check_keys(
     file: &str,
-    entries: BTreeMap<String, EntryJson>,
+    entries: Vec<(String, EntryJson)>,
     problems: &mut Vec<FormatProblem>,
 ) -> Vec<(RelPath, EntryJson)> {
     let mut out = Vec::with_capacity(entries.len());
@@ -263,8 +263,35 @@ fn check_keys(
 /// fit the typed shape (a malformed entry), callers fall back to the tolerant `Value` path, so
 /// the result is the same either way.
 struct FastTop {
-    catalog: Option<BTreeMap<String, EntryJson>>,
+    catalog: Option<Vec<(String, EntryJson)>>,
     rest: Map<String, Value>,
+}
+
+/// A JSON object read as a list of pairs in file order: sorting happens once, when the final
+/// map is built in bulk.
+struct EntryList(Vec<(String, EntryJson)>);
+
+impl<'de> Deserialize<'de> for EntryList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EntryList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of entries")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<EntryList, A::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0));
+                while let Some(pair) = m.next_entry::<String, EntryJson>()? {
+                    v.push(pair);
+                }
+                Ok(EntryList(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 struct FastTopSeed(&'static str);
@@ -291,7 +318,7 @@ impl<'de> serde::de::Visitor<'de> for FastTopSeed {
                 if out.catalog.is_some() {
                     return Err(serde::de::Error::custom("duplicate catalog"));
                 }
-                out.catalog = Some(m.next_value()?);
+                out.catalog = Some(m.next_value::<EntryList>()?.0);
             } else {
                 let v: Value = m.next_value()?;
                 out.rest.insert(k, v);
@@ -370,25 +397,25 @@ impl MirrorIndex {
             ),
             None => Self::entries_slow(file, text, &mut problems)?,
         };
-        let mut index = MirrorIndex {
-            files: BTreeMap::new(),
-            updated,
-        };
-        for (path, e) in entries {
-            index.files.insert(
-                path,
-                IndexEntry {
-                    size: e.size,
-                    mtime: MTime::from_json(e.mtime, e.mtime_ns),
-                    tracked: e.tracked.unwrap_or(false),
-                    kind: e.kind,
-                    mode: e.mode,
-                    hash: e.hash,
-                    version_of: e.version_of,
-                },
-            );
-        }
-        Ok((index, problems))
+        // Built in bulk (one sort), not by repeated inserts: a mirror holds 100k+ entries.
+        let files = entries
+            .into_iter()
+            .map(|(path, e)| {
+                (
+                    path,
+                    IndexEntry {
+                        size: e.size,
+                        mtime: MTime::from_json(e.mtime, e.mtime_ns),
+                        tracked: e.tracked.unwrap_or(false),
+                        kind: e.kind,
+                        mode: e.mode,
+                        hash: e.hash,
+                        version_of: e.version_of,
+                    },
+                )
+            })
+            .collect();
+        Ok((MirrorIndex { files, updated }, problems))
     }
 
     /// The tolerant path: any shape we or the original tool wrote, bad entries skipped.
@@ -561,27 +588,29 @@ impl IncrementMeta {
             },
             None => IncrementSummary::default(),
         };
-        let mut file_catalog = BTreeMap::new();
-        for (path, e) in entries {
-            let category = match (e.category, e.op) {
-                (Some(c), _) => c,
-                (None, Some(Op::Deleted)) => Category::Deleted,
-                (None, _) => Category::Tracked,
-            };
-            file_catalog.insert(
-                path,
-                CatalogEntry {
-                    size: e.size,
-                    mtime: MTime::from_json(e.mtime, e.mtime_ns),
-                    category,
-                    op: e.op,
-                    kind: e.kind,
-                    mode: e.mode,
-                    hash: e.hash,
-                    version_of: e.version_of,
-                },
-            );
-        }
+        let file_catalog = entries
+            .into_iter()
+            .map(|(path, e)| {
+                let category = match (e.category, e.op) {
+                    (Some(c), _) => c,
+                    (None, Some(Op::Deleted)) => Category::Deleted,
+                    (None, _) => Category::Tracked,
+                };
+                (
+                    path,
+                    CatalogEntry {
+                        size: e.size,
+                        mtime: MTime::from_json(e.mtime, e.mtime_ns),
+                        category,
+                        op: e.op,
+                        kind: e.kind,
+                        mode: e.mode,
+                        hash: e.hash,
+                        version_of: e.version_of,
+                    },
+                )
+            })
+            .collect();
         Ok((
             IncrementMeta {
                 backup_name,
