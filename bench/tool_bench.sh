@@ -32,6 +32,10 @@ fi
 python3 - "$tool" "$dist" "$runs" <<'PY'
 import statistics, subprocess, sys, time
 tool, dist, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+# What the original Python tool does to list: load every increment's metadata and the index.
+PYLOAD = ("import glob, json, sys; d = sys.argv[1]; "
+          "[json.load(open(f)) for f in glob.glob(d + '/backup_*/backup_*.json')]; "
+          "json.load(open(d + '/mirror.json'))")
 
 def t(cmd):
     subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)  # warm the page cache
@@ -49,6 +53,8 @@ rows = [
      "find DIST -name '*.rs'", ["find", dist, "-name", "*.rs"]),
     ("list", [tool, dist, "list"],
      "cat DIST/backup_*/*.json", ["sh", "-c", f"cat {dist}/backup_*/*.json"]),
+    ("list", [tool, dist, "list"],
+     "python json.load of each", ["python3", "-c", PYLOAD, dist]),
     ("list --json", [tool, dist, "list", "--json"],
      "cat DIST/backup_*/*.json", ["sh", "-c", f"cat {dist}/backup_*/*.json"]),
     ("list --detailed", [tool, dist, "list", "--detailed"],

@@ -291,11 +291,10 @@ fn compare_tree(
             }
         }
     }
-    for (rel, md) in &on_disk {
+    for rel in on_disk.keys() {
         if !expected.contains_key(rel) {
             report.problems.push(problem(rel, ProblemKind::Extra));
         }
-        let _ = md;
     }
     for (rel, exp) in expected {
         report.files_checked += 1;
