@@ -31,7 +31,8 @@ pub struct Stage {
     repo: Repository,
     src: PathBuf,
     increment: Option<IncrementName>,
-    preserved_names: Vec<Vec<u8>>,
+    /// Selected directories named in `preserved_dirs`: kept (with everything inside) even empty.
+    preserved: HashSet<RelPath>,
     copy_fallback: AtomicBool,
     disk_full: AtomicBool,
     next_temp: AtomicU64,
@@ -45,17 +46,14 @@ impl Stage {
         repo: Repository,
         src: PathBuf,
         increment: Option<IncrementName>,
-        preserved_names: &[String],
+        preserved: &[RelPath],
         events: EventSink,
     ) -> Self {
         Stage {
             repo,
             src,
             increment,
-            preserved_names: preserved_names
-                .iter()
-                .map(|n| n.as_bytes().to_vec())
-                .collect(),
+            preserved: preserved.iter().cloned().collect(),
             copy_fallback: AtomicBool::new(false),
             disk_full: AtomicBool::new(false),
             next_temp: AtomicU64::new(0),
@@ -355,12 +353,49 @@ fn delete_one(stage: &Stage, d: &DeleteItem) -> io::Result<bool> {
 }
 
 fn is_preserved(stage: &Stage, rel: &RelPath) -> bool {
-    rel.components()
-        .any(|c| stage.preserved_names.iter().any(|n| n == c))
+    let mut cur = Some(rel.clone());
+    while let Some(c) = cur {
+        if stage.preserved.contains(&c) {
+            return true;
+        }
+        cur = c.parent();
+    }
+    false
+}
+
+/// Removes `rel` when it holds nothing but (recursively) empty, unpreserved directories. Stops
+/// at the first file it meets, so a big directory costs one short read.
+fn remove_if_empty(stage: &Stage, root: &Path, rel: &RelPath) -> bool {
+    if is_preserved(stage, rel) {
+        return false;
+    }
+    let path = rel.under(root);
+    match std::fs::remove_dir(&path) {
+        Ok(()) => return true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return true,
+        Err(_) => {}
+    }
+    let Ok(rd) = std::fs::read_dir(&path) else {
+        return false;
+    };
+    let mut subdirs = Vec::new();
+    for e in rd {
+        let Ok(e) = e else { return false };
+        match e.file_type() {
+            Ok(t) if t.is_dir() => {
+                let Ok(child) = rel.join(e.file_name().as_encoded_bytes()) else {
+                    return false;
+                };
+                subdirs.push(child);
+            }
+            _ => return false,
+        }
+    }
+    subdirs.iter().all(|d| remove_if_empty(stage, root, d)) && std::fs::remove_dir(&path).is_ok()
 }
 
 /// Removes directories of the mirror that the deletions left empty, deepest first, except
-/// preserved ones (and everything inside them: a `.git` keeps its empty `refs/tags`).
+/// selected preserved ones (and everything inside them: a `.git` keeps its empty `refs/tags`).
 fn prune_dirs<'a>(stage: &Stage, removed: impl Iterator<Item = &'a RelPath>) {
     let mut dirs: HashSet<RelPath> = HashSet::new();
     for rel in removed {
@@ -376,11 +411,7 @@ fn prune_dirs<'a>(stage: &Stage, removed: impl Iterator<Item = &'a RelPath>) {
     dirs.sort_by_key(|d| std::cmp::Reverse(d.depth()));
     let root = stage.repo.mirror_dir();
     for d in dirs {
-        if is_preserved(stage, &d) {
-            continue;
-        }
-        // Fails harmlessly when the directory still holds something.
-        let _ = std::fs::remove_dir(d.under(&root));
+        remove_if_empty(stage, &root, &d);
     }
 }
 
