@@ -117,8 +117,14 @@ fn layout_lists_from_metadata() {
         names(&fs, "mirror"),
         ["bin", "deep", "docs", "untracked.txt"]
     );
-    // Nothing below snapshots/ was folded by listing it.
+    // Nothing below snapshots/ was folded by listing it and stat'ing every entry.
+    for n in [A, B, C, "latest"] {
+        let a = fs.lookup_path(&format!("snapshots/{n}")).unwrap();
+        assert_eq!(a.kind, NodeKind::Dir);
+    }
     assert!(fs.state().snapshots.lock().unwrap().is_empty());
+    fs.lookup_path(&format!("snapshots/{B}/docs")).unwrap();
+    assert_eq!(fs.state().snapshots.lock().unwrap().len(), 1);
     assert!(matches!(
         fs.lookup_path("snapshots/backup_20200101_000000"),
         Err(FsError::NotFound)
