@@ -83,10 +83,15 @@ impl MountedBackup {
 
     /// Sends SIGTERM and waits for the process to end.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Sends `sig` and waits for the process to end.
+    pub fn signal(&mut self, sig: i32) -> ExitStatus {
         let mut child = self.child.take().expect("still running");
         // SAFETY: signalling our own child by its pid.
         unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
+            libc::kill(child.id() as i32, sig);
         }
         let start = Instant::now();
         loop {
