@@ -487,6 +487,10 @@ impl BackupFs {
             Loc::Snapshot(k, r) => {
                 let state = self.state();
                 let name = state.resolve_key(k).ok_or(FsError::NotFound)?.clone();
+                if r.is_none() {
+                    // Stat'ing every entry of snapshots/ must not fold every snapshot.
+                    return Ok(Node::VirtualDir);
+                }
                 let tree = state.snap_tree(&name);
                 if tree.is_dir(r.as_ref()) {
                     return Ok(Node::VirtualDir);

@@ -117,8 +117,14 @@ fn layout_lists_from_metadata() {
         names(&fs, "mirror"),
         ["bin", "deep", "docs", "untracked.txt"]
     );
-    // Nothing below snapshots/ was folded by listing it.
+    // Nothing below snapshots/ was folded by listing it and stat'ing every entry.
+    for n in [A, B, C, "latest"] {
+        let a = fs.lookup_path(&format!("snapshots/{n}")).unwrap();
+        assert_eq!(a.kind, NodeKind::Dir);
+    }
     assert!(fs.state().snapshots.lock().unwrap().is_empty());
+    fs.lookup_path(&format!("snapshots/{B}/docs")).unwrap();
+    assert_eq!(fs.state().snapshots.lock().unwrap().len(), 1);
     assert!(matches!(
         fs.lookup_path("snapshots/backup_20200101_000000"),
         Err(FsError::NotFound)
@@ -354,4 +360,32 @@ fn attributes_are_those_of_the_stored_files() {
     assert_eq!(run.uid, disk.uid());
     let st = fs.statfs().unwrap();
     assert!(st.blocks > 0 && st.block_size > 0);
+}
+
+#[test]
+fn hostile_metadata_never_panics_or_names_a_path() {
+    let d = tempfile::tempdir().unwrap();
+    fixture(d.path());
+    // B's deletion of gone.txt claims a nonsense storing increment, and A is gone.
+    std::fs::remove_dir_all(d.path().join(A)).unwrap();
+    let meta = d.path().join(B).join(format!("{B}.json"));
+    let text = std::fs::read_to_string(&meta).unwrap();
+    let text = text.replace(
+        &format!("\"version_of\": \"{A}\""),
+        "\"version_of\": \"backup_0000/../../etc\"",
+    );
+    std::fs::write(&meta, text).unwrap();
+    let fs = open_fs(d.path());
+    assert_eq!(
+        names(&fs, "history/gone.txt"),
+        ["0000-00-00_000000_gone.txt"]
+    );
+    let v = fs
+        .lookup_path("history/gone.txt/0000-00-00_000000_gone.txt")
+        .unwrap();
+    assert_eq!(read_all(&fs, v.ino), b"short-lived");
+    for top in ["snapshots", "history", "increments", "mirror"] {
+        let mut seen = BTreeMap::new();
+        walk(&fs, fs.lookup_path(top).unwrap().ino, "", &mut seen);
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use backup_core::{FileKind, History, RelPath, Version};
+use backup_core::{FileKind, History, IncrementName, RelPath, Version};
 use backup_platform::rofs::NodeKind;
 
 /// The children of each directory of a tree, keyed by the directory's path bytes (`""` for
@@ -96,7 +96,10 @@ impl HistTree {
                 let mut n = 1;
                 while own.contains_key(&name) {
                     n += 1;
-                    name = version_file_name(&format!("{}_{n:02}", v.start), path.file_name());
+                    let mut stamp = version_file_name(&v.start, b"");
+                    stamp.pop();
+                    name = format!("{}~v{n}_", String::from_utf8_lossy(&stamp)).into_bytes();
+                    name.extend_from_slice(path.file_name());
                 }
                 own.insert(
                     name,
@@ -116,9 +119,11 @@ impl HistTree {
 /// name. A version whose storing increment is
 /// unknown gets `0000-00-00_000000`, which sorts first, as the version is older than all.
 pub(crate) fn version_file_name(start: &str, file_name: &[u8]) -> Vec<u8> {
-    let mut out = match start.strip_prefix("backup_") {
-        Some(rest) if rest.len() >= 15 && rest.is_char_boundary(15) => {
-            let (stamp, suffix) = rest.split_at(15);
+    // `start` can come from untrusted metadata (`version_of`): only a valid increment name is
+    // turned into a time; anything else is "unknown", never part of a file name.
+    let mut out = match IncrementName::parse(start) {
+        Some(n) => {
+            let (stamp, suffix) = n.as_str()["backup_".len()..].split_at(15);
             let mut s = String::with_capacity(32);
             s.push_str(&stamp[0..4]);
             s.push('-');
@@ -130,13 +135,10 @@ pub(crate) fn version_file_name(start: &str, file_name: &[u8]) -> Vec<u8> {
             if let Some(n) = suffix.strip_prefix('_') {
                 s.push('~');
                 s.push_str(n);
-            } else {
-                s.push_str(suffix);
             }
             s.into_bytes()
         }
-        _ if start.is_empty() => b"0000-00-00_000000".to_vec(),
-        _ => start.as_bytes().to_vec(),
+        None => b"0000-00-00_000000".to_vec(),
     };
     out.push(b'_');
     out.extend_from_slice(file_name);
@@ -153,6 +155,10 @@ mod tests {
         let b = version_file_name("backup_20240105_100000_01", b"r.txt");
         let c = version_file_name("backup_20240106_000000", b"r.txt");
         let z = version_file_name("", b"r.txt");
+        assert_eq!(
+            version_file_name("backup_é/../x_2024", b"r.txt"),
+            b"0000-00-00_000000_r.txt"
+        );
         assert_eq!(a, b"2024-01-05_100000_r.txt");
         assert_eq!(b, b"2024-01-05_100000~01_r.txt");
         assert!(z < a && a < b && b < c);
