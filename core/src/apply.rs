@@ -174,7 +174,7 @@ pub async fn apply(
                 }
             }
         }
-        prune_dirs(&del_stage, deleted.iter().map(|d| &d.rel));
+        errors.extend(prune_dirs(&del_stage, deleted.iter().map(|d| &d.rel)));
         for p in &preserved_dirs {
             let _ = ensure_dir(
                 &del_stage.repo.mirror_dir(),
@@ -337,6 +337,9 @@ fn increment_parent(
 /// Returns `Ok(false)` when the file was already gone from the mirror.
 fn delete_one(stage: &Stage, d: &DeleteItem) -> io::Result<bool> {
     let mirror = stage.repo.mirror_file(&d.rel);
+    fail::fail_point!("apply::remove", |_| Err(io::Error::other(
+        "injected fault at apply::remove"
+    )));
     match (&stage.increment, d.is_tracked()) {
         (Some(name), true) => {
             let dest = increment_parent(stage, name, Category::Deleted, &d.rel)?;
@@ -360,8 +363,10 @@ fn is_preserved(stage: &Stage, rel: &RelPath) -> bool {
 }
 
 /// Removes directories of the mirror that the deletions left empty, deepest first, except
-/// preserved ones (and everything inside them: a `.git` keeps its empty `refs/tags`).
-fn prune_dirs<'a>(stage: &Stage, removed: impl Iterator<Item = &'a RelPath>) {
+/// preserved ones (and everything inside them: a `.git` keeps its empty `refs/tags`). A
+/// directory that still holds something stays; any other failure is reported.
+fn prune_dirs<'a>(stage: &Stage, removed: impl Iterator<Item = &'a RelPath>) -> Vec<FileError> {
+    let mut errors = Vec::new();
     let mut dirs: HashSet<RelPath> = HashSet::new();
     for rel in removed {
         let mut p = rel.parent();
@@ -379,9 +384,24 @@ fn prune_dirs<'a>(stage: &Stage, removed: impl Iterator<Item = &'a RelPath>) {
         if is_preserved(stage, &d) {
             continue;
         }
-        // Fails harmlessly when the directory still holds something.
-        let _ = std::fs::remove_dir(d.under(&root));
+        match remove_empty_dir(&d.under(&root)) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::NotFound
+                ) => {}
+            Err(e) => errors.push(io_err(&d, "prune directory", &e).0),
+        }
     }
+    errors
+}
+
+fn remove_empty_dir(path: &Path) -> io::Result<()> {
+    fail::fail_point!("apply::prune", |_| Err(io::Error::other(
+        "injected fault at apply::prune"
+    )));
+    std::fs::remove_dir(path)
 }
 
 struct Staged {
@@ -472,6 +492,10 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
             })
         }
         FileKind::File => {
+            fail::fail_point!("apply::copy", |_| Err(StageError::Io(
+                "copy",
+                io::Error::other("injected fault at apply::copy")
+            )));
             for _ in 0..COPY_ATTEMPTS {
                 let temp = temp_path(stage);
                 let mut hasher = blake3::Hasher::new();
@@ -527,6 +551,9 @@ fn store_in_increment(
     s: &Staged,
 ) -> io::Result<PathBuf> {
     let dest = increment_parent(stage, name, Category::Tracked, rel)?;
+    fail::fail_point!("apply::link", |_| Err(io::Error::other(
+        "injected fault at apply::link"
+    )));
     if !stage.copy_fallback.load(Ordering::SeqCst) {
         match std::fs::hard_link(&s.temp, &dest) {
             Ok(()) => return Ok(dest),
@@ -562,6 +589,9 @@ fn install_in_mirror(stage: &Stage, rel: &RelPath, temp: &Path) -> io::Result<()
     let root = stage.repo.mirror_dir();
     ensure_dir(&root, rel.parent().as_ref(), &stage.mirror_dirs, true)?;
     let dest = rel.under(&root);
+    fail::fail_point!("apply::rename", |_| Err(io::Error::other(
+        "injected fault at apply::rename"
+    )));
     match std::fs::rename(temp, &dest) {
         Ok(()) => Ok(()),
         Err(e) => match std::fs::symlink_metadata(&dest) {

@@ -135,15 +135,17 @@ impl RawConfig {
                 "track_files" => raw.track_files = strings(known, value)?,
                 "exclude_files" => raw.exclude_files = strings(known, value)?,
                 "preserved_dirs" => raw.preserved_dirs = strings(known, value)?,
-                "directory_priority" => raw.directory_priority = match string(known, value)?
-                    .as_str()
-                {
-                    "track" => DirectoryPriority::Track,
-                    "include" => DirectoryPriority::Include,
-                    other => return Err(format!(
+                "directory_priority" => {
+                    raw.directory_priority = match string(known, value)?.as_str() {
+                        "track" => DirectoryPriority::Track,
+                        "include" => DirectoryPriority::Include,
+                        other => {
+                            return Err(format!(
                         "\"directory_priority\" must be \"track\" or \"include\", found {other:?}"
-                    )),
-                },
+                    ))
+                        }
+                    }
+                }
                 "max_workers" => raw.max_workers = Some(max_workers(value)?),
                 _ => unreachable!("every key of KEYS is handled"),
             }

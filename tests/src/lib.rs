@@ -343,4 +343,5 @@ pub fn text(out: &Output) -> (String, String) {
     )
 }
 
+pub mod faults;
 pub mod mount_fixture;
