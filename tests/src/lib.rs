@@ -343,5 +343,6 @@ pub fn text(out: &Output) -> (String, String) {
     )
 }
 
+pub mod faultfs;
 pub mod faults;
 pub mod mount_fixture;
