@@ -145,7 +145,11 @@ fn walk(root: &Path) -> Vec<(RelPath, std::path::PathBuf, std::fs::Metadata)> {
     if !root.is_dir() {
         return out;
     }
-    for e in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
+    let walker = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_root_links(false)
+        .follow_links(false);
+    for e in walker {
         let Ok(e) = e else { continue };
         let ft = e.file_type();
         if !(ft.is_file() || ft.is_symlink()) {
@@ -170,6 +174,7 @@ fn prune_empty_dirs(root: &Path) {
     let walker = walkdir::WalkDir::new(root)
         .min_depth(1)
         .contents_first(true)
+        .follow_root_links(false)
         .follow_links(false);
     for e in walker.into_iter().flatten() {
         if e.file_type().is_dir() {
