@@ -211,3 +211,98 @@ fn unreadable_files_as_an_unprivileged_user_are_named_and_retried() {
     assert_check_clean(&env.dist, "after fixing permissions");
     assert_no_orphan_increment(&env.dist, "after fixing permissions");
 }
+
+#[test]
+fn symlink_loops_are_stored_as_links_never_followed() {
+    let env = TestEnv::new();
+    env.write("docs/a.txt", b"a");
+    std::fs::create_dir_all(env.src.join("docs/sub")).unwrap();
+    std::os::unix::fs::symlink(".", env.src.join("docs/self")).unwrap();
+    std::os::unix::fs::symlink("..", env.src.join("docs/sub/up")).unwrap();
+    std::os::unix::fs::symlink("loop2", env.src.join("docs/loop1")).unwrap();
+    std::os::unix::fs::symlink("loop1", env.src.join("docs/loop2")).unwrap();
+    std::os::unix::fs::symlink(&env.src, env.src.join("docs/root")).unwrap();
+    env.config(json!({"track_dirs": ["docs"], "track_files": ["docs/self/a.txt"]}));
+    let out = env.backup(&[]);
+    let (so, se) = text(&out);
+    assert!(matches!(out.status.code(), Some(0) | Some(1)), "{so}\n{se}");
+    assert!(!se.contains("panicked"), "{se}");
+    // Every link is in the mirror as a link, nothing was followed into a loop.
+    let src = tree(&env.src);
+    let mirror = tree(&env.mirror());
+    assert_same_tree(&src, &mirror);
+    assert_check_clean(&env.dist, "after loops");
+    let out = env.backup(&["--json", "-q"]);
+    let (so, se) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{se}");
+    let v: serde_json::Value = serde_json::from_str(&so).unwrap();
+    assert!(
+        v["increment"].is_null(),
+        "a second run stored something: {so}"
+    );
+}
+
+#[test]
+fn a_source_changing_during_the_run_finishes_sensibly_and_then_converges() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let env = TestEnv::new();
+    for i in 0..300 {
+        env.write(
+            format!("docs/d{}/f{i}.txt", i % 10),
+            format!("file {i}").repeat(50).as_bytes(),
+        );
+    }
+    env.config(json!({"track_dirs": ["docs"]}));
+    env.backup_ok(&[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        let src = env.src.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let d = src.join(format!("docs/d{}", n % 12));
+                let _ = std::fs::create_dir_all(&d);
+                let _ = std::fs::write(
+                    d.join(format!("churn{}.txt", n % 40)),
+                    n.to_string().repeat(100),
+                );
+                let _ =
+                    std::fs::remove_file(src.join(format!("docs/d{}/f{}.txt", n % 10, n % 300)));
+                let _ = std::fs::remove_file(d.join(format!("churn{}.txt", (n + 20) % 40)));
+                if n % 50 == 0 {
+                    // A whole folder vanishes and comes back.
+                    let gone = src.join(format!("docs/d{}", 10 + n % 2));
+                    let _ = std::fs::remove_dir_all(&gone);
+                }
+            }
+            n
+        })
+    };
+    let mut codes = Vec::new();
+    for round in 0..6 {
+        let recorded = committed_versions(&env.dist);
+        let out = env.backup(&[]);
+        let (so, se) = text(&out);
+        assert!(!se.contains("panicked"), "{se}");
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(1)),
+            "round {round}: {so}\n{se}"
+        );
+        codes.push(out.status.code());
+        assert_versions_kept(&env.dist, &recorded, "during churn");
+        assert_check_clean(&env.dist, "during churn");
+        assert_no_orphan_increment(&env.dist, "during churn");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let changes = churn.join().unwrap();
+    assert!(changes > 100, "the source hardly changed ({changes})");
+    let out = env.backup(&[]);
+    let (so, se) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{se}");
+    assert_same_tree(&tree(&env.src), &tree(&env.mirror()));
+    assert_check_clean(&env.dist, "after churn");
+    eprintln!("exit codes during churn: {codes:?}, {changes} source changes");
+}
