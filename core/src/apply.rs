@@ -31,7 +31,8 @@ pub struct Stage {
     repo: Repository,
     src: PathBuf,
     increment: Option<IncrementName>,
-    preserved_names: Vec<Vec<u8>>,
+    /// Selected directories named in `preserved_dirs`: kept (with everything inside) even empty.
+    preserved: HashSet<RelPath>,
     copy_fallback: AtomicBool,
     disk_full: AtomicBool,
     next_temp: AtomicU64,
@@ -45,17 +46,14 @@ impl Stage {
         repo: Repository,
         src: PathBuf,
         increment: Option<IncrementName>,
-        preserved_names: &[String],
+        preserved: &[RelPath],
         events: EventSink,
     ) -> Self {
         Stage {
             repo,
             src,
             increment,
-            preserved_names: preserved_names
-                .iter()
-                .map(|n| n.as_bytes().to_vec())
-                .collect(),
+            preserved: preserved.iter().cloned().collect(),
             copy_fallback: AtomicBool::new(false),
             disk_full: AtomicBool::new(false),
             next_temp: AtomicU64::new(0),
@@ -358,13 +356,67 @@ fn delete_one(stage: &Stage, d: &DeleteItem) -> io::Result<bool> {
 }
 
 fn is_preserved(stage: &Stage, rel: &RelPath) -> bool {
-    rel.components()
-        .any(|c| stage.preserved_names.iter().any(|n| n == c))
+    let mut cur = Some(rel.clone());
+    while let Some(c) = cur {
+        if stage.preserved.contains(&c) {
+            return true;
+        }
+        cur = c.parent();
+    }
+    false
+}
+
+/// Removes `rel` when it holds nothing but (recursively) empty, unpreserved directories. Stops
+/// at the first file it meets, so a big directory costs one short read. `Ok(false)`: something
+/// is still inside; an error other than that is returned, for the run to report.
+fn remove_if_empty(stage: &Stage, root: &Path, rel: &RelPath) -> io::Result<bool> {
+    if is_preserved(stage, rel) {
+        return Ok(false);
+    }
+    let path = rel.under(root);
+    if let Some(done) = remove_empty_dir(&path)? {
+        return Ok(done);
+    }
+    let Ok(rd) = std::fs::read_dir(&path) else {
+        return Ok(false);
+    };
+    let mut subdirs = Vec::new();
+    for e in rd {
+        let Ok(e) = e else { return Ok(false) };
+        match e.file_type() {
+            Ok(t) if t.is_dir() => {
+                let Ok(child) = rel.join(e.file_name().as_encoded_bytes()) else {
+                    return Ok(false);
+                };
+                subdirs.push(child);
+            }
+            _ => return Ok(false),
+        }
+    }
+    for d in &subdirs {
+        if !remove_if_empty(stage, root, d)? {
+            return Ok(false);
+        }
+    }
+    Ok(remove_empty_dir(&path)?.unwrap_or(false))
+}
+
+/// `Some(true)`: removed or already gone; `None`: not empty.
+fn remove_empty_dir(path: &Path) -> io::Result<Option<bool>> {
+    fail::fail_point!("apply::prune", |_| Err(io::Error::other(
+        "injected fault at apply::prune"
+    )));
+    match std::fs::remove_dir(path) {
+        Ok(()) => Ok(Some(true)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(true)),
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes directories of the mirror that the deletions left empty, deepest first, except
-/// preserved ones (and everything inside them: a `.git` keeps its empty `refs/tags`). A
-/// directory that still holds something stays; any other failure is reported.
+/// selected preserved ones (and everything inside them: a `.git` keeps its empty `refs/tags`).
+/// Failures other than "still holds something" are reported.
 fn prune_dirs<'a>(stage: &Stage, removed: impl Iterator<Item = &'a RelPath>) -> Vec<FileError> {
     let mut errors = Vec::new();
     let mut dirs: HashSet<RelPath> = HashSet::new();
@@ -381,27 +433,11 @@ fn prune_dirs<'a>(stage: &Stage, removed: impl Iterator<Item = &'a RelPath>) -> 
     dirs.sort_by_key(|d| std::cmp::Reverse(d.depth()));
     let root = stage.repo.mirror_dir();
     for d in dirs {
-        if is_preserved(stage, &d) {
-            continue;
-        }
-        match remove_empty_dir(&d.under(&root)) {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::NotFound
-                ) => {}
-            Err(e) => errors.push(io_err(&d, "prune directory", &e).0),
+        if let Err(e) = remove_if_empty(stage, &root, &d) {
+            errors.push(io_err(&d, "prune directory", &e).0);
         }
     }
     errors
-}
-
-fn remove_empty_dir(path: &Path) -> io::Result<()> {
-    fail::fail_point!("apply::prune", |_| Err(io::Error::other(
-        "injected fault at apply::prune"
-    )));
-    std::fs::remove_dir(path)
 }
 
 struct Staged {

@@ -111,6 +111,9 @@ pub fn commit(
     index: &mut MirrorIndex,
     journal: Option<Journal>,
 ) -> Result<Committed, CommitError> {
+    // Leftover temporaries of failed copies are referenced by nothing; drop them first so a
+    // run stopped by a full disk still has room to record what it did.
+    let _ = std::fs::remove_dir_all(repo.staging_dir());
     // Everything the metadata is about must be on disk before the metadata says it is.
     if journal.is_some() {
         let _ = pfs::sync_filesystem(repo.root());

@@ -118,9 +118,17 @@ impl MTime {
     fn from_json(mtime: Option<f64>, mtime_ns: Option<i64>) -> Self {
         match (mtime_ns, mtime) {
             (Some(ns), _) => MTime { ns },
-            (None, Some(f)) if f.is_finite() => MTime {
-                ns: (f * 1e9).round() as i64,
-            },
+            // Split before scaling: f * 1e9 near 1.7e18 is only exact to 256 ns. A float of
+            // seconds carries no more than microseconds, so round there.
+            (None, Some(f)) if f.is_finite() => {
+                let secs = f.floor();
+                let micros = ((f - secs) * 1e6).round() as i64;
+                MTime {
+                    ns: (secs as i64)
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(micros * 1000),
+                }
+            }
             _ => MTime { ns: 0 },
         }
     }

@@ -237,6 +237,7 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
 
     // 1. The partial increment.
     let mut meta: Option<IncrementMeta> = None;
+    let mut meta_written = false;
     let mut track_found: std::collections::HashMap<RelPath, (Found, Option<ContentHash>)> =
         Default::default();
     if let Some(name) = &increment {
@@ -299,8 +300,11 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
                 built.summary.bytes += f.size;
             }
             meta = match existing {
-                // The run got as far as writing its metadata; keep it as written.
-                Some(x) => Some(x),
+                // The run got as far as writing its metadata: it is complete, keep it as is.
+                Some(_) => {
+                    meta_written = true;
+                    None
+                }
                 None if built.file_catalog.is_empty() => None,
                 None => Some(built),
             };
@@ -370,6 +374,7 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
                 pfs::write_atomic(&p, &m.to_json()).map_err(rio("write", &p))?;
                 finished = Some(name.clone());
             }
+            None if meta_written => finished = Some(name.clone()),
             None => {
                 let d = repo.increment_dir(name);
                 if d.exists() {

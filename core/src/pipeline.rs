@@ -297,10 +297,10 @@ pub async fn run(
         repo.clone(),
         config.src.clone(),
         increment.clone(),
-        &config.preserved_dirs,
+        &preserved,
         events.clone(),
     ));
-    let applied = apply::apply(plan, stage, config.max_workers, preserved).await;
+    let applied = apply::apply(plan, stage, config.max_workers, preserved.clone()).await;
     for n in &applied.notes {
         summary.notes.push(n.to_string());
     }

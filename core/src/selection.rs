@@ -274,14 +274,15 @@ fn prefix_viable(parts: &[Part], dir: &[&[u8]]) -> bool {
     cur[..n].iter().any(|&b| b)
 }
 
+/// Encoded path bytes as a `Path` (no copy).
 #[cfg(unix)]
-fn bytes_path(b: &[u8]) -> &Path {
+pub(crate) fn bytes_path(b: &[u8]) -> &Path {
     use std::os::unix::ffi::OsStrExt;
     Path::new(std::ffi::OsStr::from_bytes(b))
 }
 
 #[cfg(not(unix))]
-fn bytes_path(b: &[u8]) -> &Path {
+pub(crate) fn bytes_path(b: &[u8]) -> &Path {
     // Encoded bytes of our own paths are valid WTF-8 on Windows.
     Path::new(unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(b) })
 }
@@ -316,6 +317,17 @@ impl DirState {
 pub struct Hits {
     hit: [Vec<bool>; 6],
     scratch: Vec<usize>,
+}
+
+impl Hits {
+    /// Adds what another walker thread matched.
+    pub fn merge(&mut self, other: &Hits) {
+        for (mine, theirs) in self.hit.iter_mut().zip(&other.hit) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m |= *t;
+            }
+        }
+    }
 }
 
 impl Selection {

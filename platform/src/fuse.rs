@@ -75,7 +75,30 @@ struct Adapter<F: ReadOnlyFs> {
     handles: Mutex<Handles>,
     next_fh: AtomicU64,
     want_passthrough: bool,
+    stats: Arc<Stats>,
+}
+
+/// What the kernel agreed to and how much the daemon served, for the caller to report.
+#[derive(Debug, Default)]
+pub struct Stats {
     passthrough: AtomicBool,
+    daemon_reads: AtomicU64,
+    passthrough_opens: AtomicU64,
+}
+
+impl Stats {
+    /// True when the kernel accepted FUSE passthrough at mount time.
+    pub fn passthrough(&self) -> bool {
+        self.passthrough.load(Ordering::Relaxed)
+    }
+    /// Read requests answered by this process (zero when every open went through passthrough).
+    pub fn daemon_reads(&self) -> u64 {
+        self.daemon_reads.load(Ordering::Relaxed)
+    }
+    /// Opens handed to the kernel as passthrough.
+    pub fn passthrough_opens(&self) -> u64 {
+        self.passthrough_opens.load(Ordering::Relaxed)
+    }
 }
 
 fn errno(e: &FsError) -> Errno {
@@ -128,7 +151,7 @@ impl<F: ReadOnlyFs> Adapter<F> {
     }
 
     fn open_passthrough(&self, ino: Ino, file: &File, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
-        if !self.passthrough.load(Ordering::Relaxed) {
+        if !self.stats.passthrough() {
             return None;
         }
         let mut h = self.lock();
@@ -158,7 +181,7 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
         if self.want_passthrough {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
-            self.passthrough.store(ok, Ordering::Relaxed);
+            self.stats.passthrough.store(ok, Ordering::Relaxed);
             tracing::debug!("kernel FUSE passthrough: {ok}");
         }
         Ok(())
@@ -212,6 +235,7 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
                     },
                 );
                 drop(h);
+                self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
             }
             None => {
@@ -246,6 +270,7 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
                 return;
             }
         };
+        self.stats.daemon_reads.fetch_add(1, Ordering::Relaxed);
         let mut buf = vec![0u8; size as usize];
         let mut filled = 0usize;
         while filled < buf.len() {
@@ -619,9 +644,14 @@ impl CacheInvalidator for FuseInvalidator {
 pub struct Mounted {
     session: Option<fuser::BackgroundSession>,
     mountpoint: PathBuf,
+    stats: Arc<Stats>,
 }
 
 impl Mounted {
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
     }
@@ -677,12 +707,13 @@ pub fn mount<F: ReadOnlyFs>(
         config.n_threads = Some(cfg.threads.max(1));
         config.clone_fd = true;
     }
+    let stats = Arc::new(Stats::default());
     let adapter = Adapter {
         fs: Arc::clone(&fs),
         handles: Mutex::new(Handles::default()),
         next_fh: AtomicU64::new(1),
         want_passthrough: cfg.passthrough && cfg!(target_os = "linux"),
-        passthrough: AtomicBool::new(false),
+        stats: Arc::clone(&stats),
     };
     let session = fuser::Session::new(adapter, mountpoint, &config)?;
     let notifier = session.notifier();
@@ -691,5 +722,6 @@ pub fn mount<F: ReadOnlyFs>(
     Ok(Mounted {
         session: Some(bg),
         mountpoint: mountpoint.to_path_buf(),
+        stats,
     })
 }

@@ -3,8 +3,12 @@
 //!
 //! This crate knows nothing about backups, so `core` and `mountfs` can both depend on it.
 
+pub mod dir;
 pub mod fs;
 pub mod rofs;
 
 #[cfg(unix)]
 pub mod fuse;
+
+#[cfg(windows)]
+pub mod winfsp;

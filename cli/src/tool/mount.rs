@@ -37,6 +37,10 @@ pub struct Args {
     /// Serve every read through this process instead of kernel FUSE passthrough.
     #[arg(long)]
     pub no_passthrough: bool,
+    /// At exit, say how many opens went through passthrough and how many reads this process
+    /// served.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 pub fn run(repo: &Repository, args: &Args) -> anyhow::Result<i32> {
@@ -70,6 +74,14 @@ fn serve(fs: Arc<BackupFs>, args: &Args) -> anyhow::Result<i32> {
         args.dir.display()
     );
     println!(
+        "Reads: {}",
+        if mounted.stats().passthrough() {
+            "kernel FUSE passthrough"
+        } else {
+            "served by this process"
+        }
+    );
+    println!(
         "Press Ctrl-C (or run `fusermount3 -u {}`) to unmount.",
         args.dir.display()
     );
@@ -78,6 +90,13 @@ fn serve(fs: Arc<BackupFs>, args: &Args) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the signal handler")?;
     let reason = rt.block_on(wait_for_end(&fs, &mounted));
+    if args.verbose {
+        eprintln!(
+            "backup-tool: {} opens through kernel passthrough, {} reads served by this process",
+            mounted.stats().passthrough_opens(),
+            mounted.stats().daemon_reads()
+        );
+    }
     match reason {
         End::Signal(name) => {
             eprintln!("backup-tool: {name}: unmounting {}", args.dir.display());

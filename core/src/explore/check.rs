@@ -39,7 +39,9 @@ pub enum ProblemKind {
         error: String,
     },
     /// An increment folder without (readable) metadata: an interrupted run, or damage.
-    NoMetadata,
+    NoMetadata {
+        reason: String,
+    },
     /// An entry or file of metadata that could not be read.
     BadMetadata {
         message: String,
@@ -81,20 +83,35 @@ pub fn check(backup: &Backup, verify: bool) -> CheckReport {
     let repo = &backup.repo;
     let mut hashes: HashMap<(u64, u64), Result<ContentHash, String>> = HashMap::new();
 
+    let meta_files: HashMap<String, &crate::repo::IncrementName> = backup
+        .without_metadata
+        .iter()
+        .map(|n| (repo.increment_meta_path(n).display().to_string(), n))
+        .collect();
+    for name in &backup.without_metadata {
+        let path = repo.increment_meta_path(name).display().to_string();
+        let reason = backup
+            .problems
+            .iter()
+            .find(|p| p.file == path)
+            .map(|p| p.message.clone())
+            .unwrap_or_default();
+        report.problems.push(Problem {
+            location: name.to_string(),
+            path: None,
+            kind: ProblemKind::NoMetadata { reason },
+        });
+    }
     for p in &backup.problems {
+        if meta_files.contains_key(&p.file) {
+            continue;
+        }
         report.problems.push(Problem {
             location: location_of_file(&p.file),
             path: p.key.clone(),
             kind: ProblemKind::BadMetadata {
                 message: p.message.clone(),
             },
-        });
-    }
-    for name in &backup.without_metadata {
-        report.problems.push(Problem {
-            location: name.to_string(),
-            path: None,
-            kind: ProblemKind::NoMetadata,
         });
     }
     for leftover in [STAGING_DIR, JOURNAL_FILE] {
