@@ -272,7 +272,7 @@ fn a_source_changing_during_the_run_finishes_sensibly_and_then_converges() {
                 let _ =
                     std::fs::remove_file(src.join(format!("docs/d{}/f{}.txt", n % 10, n % 300)));
                 let _ = std::fs::remove_file(d.join(format!("churn{}.txt", (n + 20) % 40)));
-                if n % 50 == 0 {
+                if n.is_multiple_of(50) {
                     // A whole folder vanishes and comes back.
                     let gone = src.join(format!("docs/d{}", 10 + n % 2));
                     let _ = std::fs::remove_dir_all(&gone);
