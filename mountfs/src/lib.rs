@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::SystemTime;
 
 use backup_core::format::FormatProblem;
@@ -166,32 +166,53 @@ fn signature(repo: &Repository) -> Signature {
 /// Everything known from the metadata at one moment. Replaced whole on a reload.
 struct State {
     signature: Signature,
-    history: History,
-    /// Increments with readable metadata, oldest first.
+    repo: Repository,
+    /// Increments whose metadata file exists, oldest first. Enough for the root,
+    /// `increments/` and `snapshots/`, so those answer before any metadata is parsed.
     names: Vec<IncrementName>,
+    /// Parsed on first need (or by [`BackupFs::load_metadata`] right after mounting).
+    history: OnceLock<History>,
+    problems: Mutex<Vec<FormatProblem>>,
     snap_index: Mutex<Option<Arc<SnapIndex>>>,
     history_tree: Mutex<Option<Arc<HistTree>>>,
 }
 
 impl State {
-    fn load(repo: &Repository) -> Result<(State, Vec<FormatProblem>), RepoError> {
+    fn quick(repo: &Repository) -> Result<State, RepoError> {
         let signature = signature(repo);
-        let (history, problems) = History::load(repo)?;
-        let names = history
-            .increments()
-            .iter()
-            .map(|i| i.name.clone())
+        let names = repo
+            .increment_names()?
+            .into_iter()
+            .filter(|n| repo.increment_meta_path(n).is_file())
             .collect();
-        Ok((
-            State {
-                signature,
-                history,
-                names,
-                snap_index: Mutex::new(None),
-                history_tree: Mutex::new(None),
-            },
-            problems,
-        ))
+        Ok(State {
+            signature,
+            repo: repo.clone(),
+            names,
+            history: OnceLock::new(),
+            problems: Mutex::new(Vec::new()),
+            snap_index: Mutex::new(None),
+            history_tree: Mutex::new(None),
+        })
+    }
+
+    /// The parsed metadata; the first caller parses it while the others wait.
+    fn history(&self) -> &History {
+        self.history.get_or_init(|| {
+            let (history, problems) = match History::load(&self.repo) {
+                Ok(hp) => hp,
+                Err(e) => (
+                    History::default(),
+                    vec![FormatProblem {
+                        file: self.repo.root().display().to_string(),
+                        key: None,
+                        message: e.to_string(),
+                    }],
+                ),
+            };
+            *self.problems.lock().unwrap_or_else(|p| p.into_inner()) = problems;
+            history
+        })
     }
 
     /// The increment a snapshot key names, with its index (position among the names).
@@ -215,7 +236,7 @@ impl State {
             Some(t) => Arc::clone(t),
             None => {
                 // Built under the lock so two threads never build it twice.
-                let t = Arc::new(SnapIndex::build(&self.history, &self.names));
+                let t = Arc::new(SnapIndex::build(self.history(), &self.names));
                 *slot = Some(Arc::clone(&t));
                 t
             }
@@ -227,7 +248,7 @@ impl State {
         match &*slot {
             Some(t) => Arc::clone(t),
             None => {
-                let t = Arc::new(HistTree::build(&self.history));
+                let t = Arc::new(HistTree::build(self.history()));
                 *slot = Some(Arc::clone(&t));
                 t
             }
@@ -235,7 +256,10 @@ impl State {
     }
 
     fn version(&self, path: &RelPath, index: usize) -> Option<Version> {
-        self.history.versions(path).get(index).map(|v| (*v).clone())
+        self.history()
+            .versions(path)
+            .get(index)
+            .map(|v| (*v).clone())
     }
 }
 
@@ -363,23 +387,29 @@ fn os_name(bytes: &[u8]) -> OsString {
 }
 
 impl BackupFs {
-    /// Loads the metadata of `repo`. Problems in it (unreadable increments, skipped entries)
-    /// are returned for the caller to show; the tree leaves those parts out.
-    pub fn open(repo: Repository) -> Result<(BackupFs, Vec<FormatProblem>), MountFsError> {
-        let (state, problems) = State::load(&repo)?;
+    /// Opens the tree of `repo`, reading only the list of increments: the metadata is parsed
+    /// on first need, or by [`BackupFs::load_metadata`].
+    pub fn open(repo: Repository) -> Result<BackupFs, MountFsError> {
+        let state = State::quick(&repo)?;
         let root_meta = std::fs::metadata(repo.root()).ok();
         let (uid, gid) = owner(root_meta.as_ref());
-        Ok((
-            BackupFs {
-                repo,
-                inodes: RwLock::new(InodeTable::new()),
-                state: RwLock::new(Arc::new(state)),
-                invalidator: Mutex::new(None),
-                uid,
-                gid,
-            },
-            problems,
-        ))
+        Ok(BackupFs {
+            repo,
+            inodes: RwLock::new(InodeTable::new()),
+            state: RwLock::new(Arc::new(state)),
+            invalidator: Mutex::new(None),
+            uid,
+            gid,
+        })
+    }
+
+    /// Parses the metadata now (if not yet done) and returns the problems found in it
+    /// (unreadable increments, skipped entries), which the tree leaves out.
+    pub fn load_metadata(&self) -> Vec<FormatProblem> {
+        let state = self.state();
+        state.history();
+        let problems = state.problems.lock().unwrap_or_else(|p| p.into_inner());
+        problems.clone()
     }
 
     pub fn repository(&self) -> &Repository {
@@ -497,7 +527,7 @@ impl BackupFs {
                 if state.snap_index().is_dir(Some(r), idx) {
                     return Ok(Node::VirtualDir);
                 }
-                match state.history.version_at(r, name.as_str()) {
+                match state.history().version_at(r, name.as_str()) {
                     Some(v) => Ok(Node::Version(v.clone())),
                     None => Err(FsError::NotFound),
                 }
@@ -674,7 +704,7 @@ impl BackupFs {
                     let kind = if kinds.dir && index.is_dir(Some(&child), idx) {
                         NodeKind::Dir
                     } else if kinds.file {
-                        match state.history.version_at(&child, name.as_str()) {
+                        match state.history().version_at(&child, name.as_str()) {
                             Some(v) if v.kind == backup_core::FileKind::Symlink => {
                                 NodeKind::Symlink
                             }
@@ -720,7 +750,9 @@ impl BackupFs {
         if signature(&self.repo) == old.signature {
             return Ok(None);
         }
-        let (new, _problems) = State::load(&self.repo)?;
+        let new = State::quick(&self.repo)?;
+        // Parsed here, off the request path, before the new state is visible.
+        new.history();
         let reload = Reload {
             added: new
                 .names

@@ -94,7 +94,8 @@ fn walk(fs: &BackupFs, ino: Ino, prefix: &str, out: &mut BTreeMap<String, ModelF
 }
 
 fn open_fs(dir: &Path) -> BackupFs {
-    let (fs, problems) = BackupFs::open(Repository::open(dir).expect("repo")).expect("open");
+    let fs = BackupFs::open(Repository::open(dir).expect("repo")).expect("open");
+    let problems = fs.load_metadata();
     assert!(problems.is_empty(), "{problems:?}");
     fs
 }
@@ -439,4 +440,22 @@ fn directories_that_empty_and_return_follow_the_fold() {
     assert_eq!(names(&fs, &format!("snapshots/{B}")), ["top.txt"]);
     assert_eq!(names(&fs, &format!("snapshots/{C}/p/q")), ["two.txt"]);
     assert_eq!(names(&fs, "snapshots/latest/p/q"), ["one.txt", "two.txt"]);
+}
+
+#[test]
+fn listings_of_root_increments_and_snapshots_parse_no_metadata() {
+    let d = tempfile::tempdir().unwrap();
+    fixture(d.path());
+    let fs = BackupFs::open(Repository::open(d.path()).unwrap()).unwrap();
+    assert_eq!(names(&fs, "snapshots"), [A, B, C, "latest"]);
+    assert_eq!(names(&fs, "increments"), [A, B, C]);
+    for n in [A, B, C, "latest"] {
+        fs.lookup_path(&format!("snapshots/{n}")).unwrap();
+    }
+    assert!(fs.state().history.get().is_none(), "metadata was parsed");
+    assert_eq!(
+        names(&fs, "snapshots/latest/docs"),
+        ["new.txt", "report.txt"]
+    );
+    assert!(fs.state().history.get().is_some());
 }
