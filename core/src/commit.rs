@@ -111,6 +111,9 @@ pub fn commit(
     index: &mut MirrorIndex,
     journal: Option<Journal>,
 ) -> Result<Committed, CommitError> {
+    // Leftover temporaries of failed copies are referenced by nothing; drop them first so a
+    // run stopped by a full disk still has room to record what it did.
+    let _ = std::fs::remove_dir_all(repo.staging_dir());
     // Everything the metadata is about must be on disk before the metadata says it is.
     if journal.is_some() {
         let _ = pfs::sync_filesystem(repo.root());
@@ -118,6 +121,10 @@ pub fn commit(
     let mut out = Committed::default();
     match (increment, meta) {
         (Some(name), Some(meta)) => {
+            fail::fail_point!("commit::increment_meta", |_| Err(CommitError::Write {
+                path: repo.increment_meta_path(name).display().to_string(),
+                source: io::Error::other("injected fault at commit::increment_meta"),
+            }));
             write(&repo.increment_meta_path(name), &meta.to_json())?;
             out.increment = Some(name.clone());
             out.new = meta.summary.new;
@@ -131,6 +138,10 @@ pub fn commit(
         _ => {}
     }
     index.updated = Some(chrono::Local::now().to_rfc3339());
+    fail::fail_point!("commit::mirror_index", |_| Err(CommitError::Write {
+        path: repo.mirror_index_path().display().to_string(),
+        source: io::Error::other("injected fault at commit::mirror_index"),
+    }));
     write(&repo.mirror_index_path(), &index.to_json())?;
     if let Some(j) = journal {
         j.close(repo);

@@ -118,9 +118,17 @@ impl MTime {
     fn from_json(mtime: Option<f64>, mtime_ns: Option<i64>) -> Self {
         match (mtime_ns, mtime) {
             (Some(ns), _) => MTime { ns },
-            (None, Some(f)) if f.is_finite() => MTime {
-                ns: (f * 1e9).round() as i64,
-            },
+            // Split before scaling: f * 1e9 near 1.7e18 is only exact to 256 ns. A float of
+            // seconds carries no more than microseconds, so round there.
+            (None, Some(f)) if f.is_finite() => {
+                let secs = f.floor();
+                let micros = ((f - secs) * 1e6).round() as i64;
+                MTime {
+                    ns: (secs as i64)
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(micros * 1000),
+                }
+            }
             _ => MTime { ns: 0 },
         }
     }
@@ -229,6 +237,105 @@ pub enum FormatError {
     Shape { path: String, message: String },
 }
 
+/// Keys already validated as paths, or problems for those that are not.
+fn check_keys(
+    file: &str,
+    entries: Vec<(String, EntryJson)>,
+    problems: &mut Vec<FormatProblem>,
+) -> Vec<(RelPath, EntryJson)> {
+    let mut out = Vec::with_capacity(entries.len());
+    for (key, e) in entries {
+        match RelPath::parse(&key) {
+            Ok(p) => out.push((p, e)),
+            Err(err) => problems.push(FormatProblem {
+                file: file.to_owned(),
+                key: Some(key),
+                message: format!("unsafe or invalid path skipped: {err}"),
+            }),
+        }
+    }
+    out
+}
+
+/// The top level of a metadata file read in one typed pass: the entries under `catalog_key`
+/// straight into [`EntryJson`], every other key as a [`Value`]. Building a `Value` tree for a
+/// thousand catalogs first is what made listing a large backup slow; when anything does not
+/// fit the typed shape (a malformed entry), callers fall back to the tolerant `Value` path, so
+/// the result is the same either way.
+struct FastTop {
+    catalog: Option<Vec<(String, EntryJson)>>,
+    rest: Map<String, Value>,
+}
+
+/// A JSON object read as a list of pairs in file order: sorting happens once, when the final
+/// map is built in bulk.
+struct EntryList(Vec<(String, EntryJson)>);
+
+impl<'de> Deserialize<'de> for EntryList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EntryList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of entries")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<EntryList, A::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0));
+                while let Some(pair) = m.next_entry::<String, EntryJson>()? {
+                    v.push(pair);
+                }
+                Ok(EntryList(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+struct FastTopSeed(&'static str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FastTopSeed {
+    type Value = FastTop;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<FastTop, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FastTopSeed {
+    type Value = FastTop;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a metadata object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<FastTop, A::Error> {
+        let mut out = FastTop {
+            catalog: None,
+            rest: Map::new(),
+        };
+        while let Some(k) = m.next_key::<String>()? {
+            if k == self.0 {
+                if out.catalog.is_some() {
+                    return Err(serde::de::Error::custom("duplicate catalog"));
+                }
+                out.catalog = Some(m.next_value::<EntryList>()?.0);
+            } else {
+                let v: Value = m.next_value()?;
+                out.rest.insert(k, v);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn parse_fast(text: &[u8], catalog_key: &'static str) -> Option<FastTop> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let top = FastTopSeed(catalog_key).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(top)
+}
+
 fn parse_entries(
     file: &str,
     map: Map<String, Value>,
@@ -259,6 +366,76 @@ fn parse_entries(
     out
 }
 
+/// A JSON object read as its (key, raw value) pairs in order, without building values.
+struct MapAsVec<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'de> Deserialize<'de> for MapAsVec<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = MapAsVec<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0));
+                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let raw: &'de serde_json::value::RawValue = m.next_value()?;
+                    v.push((k, raw));
+                }
+                Ok(MapAsVec(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// One catalog or index entry from its raw JSON; bad ones become problems.
+fn parse_entry(
+    file: &str,
+    key: &str,
+    raw: &str,
+    problems: &mut Vec<FormatProblem>,
+) -> Option<(RelPath, EntryJson)> {
+    let path = match RelPath::parse(key) {
+        Ok(p) => p,
+        Err(e) => {
+            problems.push(FormatProblem {
+                file: file.to_owned(),
+                key: Some(key.to_owned()),
+                message: format!("unsafe or invalid path skipped: {e}"),
+            });
+            return None;
+        }
+    };
+    match serde_json::from_str::<EntryJson>(raw) {
+        Ok(e) => Some((path, e)),
+        Err(e) => {
+            problems.push(FormatProblem {
+                file: file.to_owned(),
+                key: Some(key.to_owned()),
+                message: format!("malformed entry skipped: {e}"),
+            });
+            None
+        }
+    }
+}
+
+fn index_entry(e: EntryJson) -> IndexEntry {
+    IndexEntry {
+        size: e.size,
+        mtime: MTime::from_json(e.mtime, e.mtime_ns),
+        tracked: e.tracked.unwrap_or(false),
+        kind: e.kind,
+        mode: e.mode,
+        hash: e.hash,
+        version_of: e.version_of,
+    }
+}
+
 /// `mirror.json`: the state of `mirror/` after the last successful run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MirrorIndex {
@@ -268,86 +445,114 @@ pub struct MirrorIndex {
 }
 
 impl MirrorIndex {
+    /// Parses `mirror.json` without building a JSON tree: at 100k files a `Value` tree costs
+    /// ~1 KiB per entry, the entries themselves ~200 bytes.
     pub fn from_json(
         file: &str,
         text: &[u8],
     ) -> Result<(MirrorIndex, Vec<FormatProblem>), FormatError> {
-        let value: Value = serde_json::from_slice(text).map_err(|source| FormatError::Json {
+        use serde_json::value::RawValue;
+        let json_err = |source| FormatError::Json {
             path: file.to_owned(),
             source,
+        };
+        let text = std::str::from_utf8(text).map_err(|e| FormatError::Shape {
+            path: file.to_owned(),
+            message: format!("not UTF-8: {e}"),
         })?;
-        let Value::Object(mut top) = value else {
-            return Err(FormatError::Shape {
-                path: file.to_owned(),
-                message: "top level is not an object".into(),
-            });
+        let top: BTreeMap<std::borrow::Cow<'_, str>, &RawValue> = match serde_json::from_str(text) {
+            Ok(t) => t,
+            Err(e) if e.is_data() => {
+                return Err(FormatError::Shape {
+                    path: file.to_owned(),
+                    message: "top level is not an object".into(),
+                })
+            }
+            Err(e) => return Err(json_err(e)),
         };
         let mut problems = Vec::new();
+        let mut index = MirrorIndex::default();
+        let mut add = |key: &str, raw: &RawValue, problems: &mut Vec<FormatProblem>| {
+            if let Some((path, e)) = parse_entry(file, key, raw.get(), problems) {
+                index.files.insert(path, index_entry(e));
+            }
+        };
         // Ours: {"schema_version": N, "files": {...}}; the original tool's: a flat map.
-        let (files, updated) = if matches!(top.get("schema_version"), Some(Value::Number(_))) {
-            let updated = top
+        let ours = top.get("schema_version").is_some_and(|v| {
+            v.get()
+                .trim_start()
+                .starts_with(|c: char| c.is_ascii_digit())
+        });
+        if ours {
+            index.updated = top
                 .get("updated")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            match top.remove("files") {
-                Some(Value::Object(m)) => (m, updated),
-                _ => {
-                    return Err(FormatError::Shape {
-                        path: file.to_owned(),
-                        message: "\"files\" is not an object".into(),
-                    })
-                }
+                .and_then(|v| serde_json::from_str::<String>(v.get()).ok());
+            let files = top.get("files").ok_or_else(|| FormatError::Shape {
+                path: file.to_owned(),
+                message: "\"files\" is not an object".into(),
+            })?;
+            let entries: Vec<(std::borrow::Cow<'_, str>, &RawValue)> =
+                match serde_json::from_str::<MapAsVec<'_>>(files.get()) {
+                    Ok(m) => m.0,
+                    Err(_) => {
+                        return Err(FormatError::Shape {
+                            path: file.to_owned(),
+                            message: "\"files\" is not an object".into(),
+                        })
+                    }
+                };
+            for (k, raw) in entries {
+                add(&k, raw, &mut problems);
             }
         } else {
-            (top, None)
-        };
-        let mut index = MirrorIndex {
-            files: BTreeMap::new(),
-            updated,
-        };
-        for (path, e) in parse_entries(file, files, &mut problems) {
-            index.files.insert(
-                path,
-                IndexEntry {
-                    size: e.size,
-                    mtime: MTime::from_json(e.mtime, e.mtime_ns),
-                    tracked: e.tracked.unwrap_or(false),
-                    kind: e.kind,
-                    mode: e.mode,
-                    hash: e.hash,
-                    version_of: e.version_of,
-                },
-            );
+            for (k, raw) in &top {
+                add(k, raw, &mut problems);
+            }
         }
         Ok((index, problems))
     }
 
+    /// Serializes without building a JSON tree (see [`MirrorIndex::from_json`]).
     pub fn to_json(&self) -> Vec<u8> {
-        let mut files = Map::new();
-        for (p, e) in &self.files {
-            let j = EntryJson {
-                size: e.size,
-                mtime: Some(e.mtime.secs_f64()),
-                mtime_ns: Some(e.mtime.ns),
-                tracked: Some(e.tracked),
-                kind: e.kind,
-                mode: e.mode,
-                hash: e.hash,
-                version_of: e.version_of.clone(),
-                ..Default::default()
-            };
-            files.insert(
-                p.encode(),
-                serde_json::to_value(j).expect("entry serializes"),
-            );
+        struct Files<'a>(&'a BTreeMap<RelPath, IndexEntry>);
+        impl Serialize for Files<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.iter().map(|(p, e)| {
+                    (
+                        p.encode(),
+                        EntryJson {
+                            size: e.size,
+                            mtime: Some(e.mtime.secs_f64()),
+                            mtime_ns: Some(e.mtime.ns),
+                            tracked: Some(e.tracked),
+                            kind: e.kind,
+                            mode: e.mode,
+                            hash: e.hash,
+                            version_of: e.version_of.clone(),
+                            ..Default::default()
+                        },
+                    )
+                }))
+            }
         }
-        let mut top = Map::new();
-        top.insert("schema_version".into(), Value::from(SCHEMA_VERSION));
-        if let Some(u) = &self.updated {
-            top.insert("updated".into(), Value::from(u.clone()));
+        #[derive(Serialize)]
+        struct Top<'a> {
+            schema_version: u32,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            updated: Option<&'a str>,
+            files: Files<'a>,
         }
-        top.insert("files".into(), Value::Object(files));
-        serde_json::to_vec(&Value::Object(top)).expect("index serializes")
+        let mut out = Vec::with_capacity(self.files.len() * 200 + 64);
+        serde_json::to_writer(
+            &mut out,
+            &Top {
+                schema_version: SCHEMA_VERSION,
+                updated: self.updated.as_deref(),
+                files: Files(&self.files),
+            },
+        )
+        .expect("index serializes");
+        out
     }
 
     pub fn load(path: &Path) -> Result<(MirrorIndex, Vec<FormatProblem>), FormatError> {
@@ -403,25 +608,35 @@ impl IncrementMeta {
         file: &str,
         text: &[u8],
     ) -> Result<(IncrementMeta, Vec<FormatProblem>), FormatError> {
-        let value: Value = serde_json::from_slice(text).map_err(|source| FormatError::Json {
-            path: file.to_owned(),
-            source,
-        })?;
-        let Value::Object(mut top) = value else {
-            return Err(FormatError::Shape {
-                path: file.to_owned(),
-                message: "top level is not an object".into(),
-            });
-        };
         let mut problems = Vec::new();
         let shape = |m: &str| FormatError::Shape {
             path: file.to_owned(),
             message: m.to_owned(),
         };
-        let catalog = match top.remove("file_catalog") {
-            Some(Value::Object(m)) => m,
-            Some(_) => return Err(shape("\"file_catalog\" is not an object")),
-            None => return Err(shape("no \"file_catalog\"")),
+        let (entries, mut top) = match parse_fast(text, "file_catalog") {
+            Some(FastTop {
+                catalog: Some(c),
+                rest,
+            }) => (check_keys(file, c, &mut problems), rest),
+            _ => {
+                let value: Value =
+                    serde_json::from_slice(text).map_err(|source| FormatError::Json {
+                        path: file.to_owned(),
+                        source,
+                    })?;
+                let Value::Object(mut top) = value else {
+                    return Err(FormatError::Shape {
+                        path: file.to_owned(),
+                        message: "top level is not an object".into(),
+                    });
+                };
+                let catalog = match top.remove("file_catalog") {
+                    Some(Value::Object(m)) => m,
+                    Some(_) => return Err(shape("\"file_catalog\" is not an object")),
+                    None => return Err(shape("no \"file_catalog\"")),
+                };
+                (parse_entries(file, catalog, &mut problems), top)
+            }
         };
         let backup_name = match top.remove("backup_name") {
             Some(Value::String(s)) => s,
@@ -444,27 +659,29 @@ impl IncrementMeta {
             },
             None => IncrementSummary::default(),
         };
-        let mut file_catalog = BTreeMap::new();
-        for (path, e) in parse_entries(file, catalog, &mut problems) {
-            let category = match (e.category, e.op) {
-                (Some(c), _) => c,
-                (None, Some(Op::Deleted)) => Category::Deleted,
-                (None, _) => Category::Tracked,
-            };
-            file_catalog.insert(
-                path,
-                CatalogEntry {
-                    size: e.size,
-                    mtime: MTime::from_json(e.mtime, e.mtime_ns),
-                    category,
-                    op: e.op,
-                    kind: e.kind,
-                    mode: e.mode,
-                    hash: e.hash,
-                    version_of: e.version_of,
-                },
-            );
-        }
+        let file_catalog = entries
+            .into_iter()
+            .map(|(path, e)| {
+                let category = match (e.category, e.op) {
+                    (Some(c), _) => c,
+                    (None, Some(Op::Deleted)) => Category::Deleted,
+                    (None, _) => Category::Tracked,
+                };
+                (
+                    path,
+                    CatalogEntry {
+                        size: e.size,
+                        mtime: MTime::from_json(e.mtime, e.mtime_ns),
+                        category,
+                        op: e.op,
+                        kind: e.kind,
+                        mode: e.mode,
+                        hash: e.hash,
+                        version_of: e.version_of,
+                    },
+                )
+            })
+            .collect();
         Ok((
             IncrementMeta {
                 backup_name,

@@ -203,6 +203,7 @@ pub async fn run(
         );
     }
 
+    let t = std::time::Instant::now();
     let index_exists = repo.mirror_index_path().exists();
     let r = repo.clone();
     let index = match blocking(move || r.load_mirror_index()).await? {
@@ -223,8 +224,19 @@ pub async fn run(
         Err(e) => return Err(e.into()),
     };
 
+    tracing::info!(
+        files = index.files.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "mirror.json loaded"
+    );
     // select
+    let t = std::time::Instant::now();
     let scan = Arc::new(select(config).await?);
+    tracing::info!(
+        files = scan.entries.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "source scanned"
+    );
     events(Event::Scanned {
         files: scan.entries.len(),
     });
@@ -240,7 +252,14 @@ pub async fn run(
 
     // plan
     let index = Arc::new(index);
+    let t = std::time::Instant::now();
     let plan = plan_stage(scan.clone(), index.clone(), config.src.clone(), opts).await?;
+    tracing::info!(
+        copies = plan.copies.len(),
+        deletes = plan.deletes.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "planned"
+    );
     summary.unchanged = plan.unchanged as u64;
     if plan.kept_unreadable > 0 {
         note(
@@ -297,10 +316,17 @@ pub async fn run(
         repo.clone(),
         config.src.clone(),
         increment.clone(),
-        &config.preserved_dirs,
+        &preserved,
         events.clone(),
     ));
-    let applied = apply::apply(plan, stage, config.max_workers, preserved).await;
+    let t = std::time::Instant::now();
+    let applied = apply::apply(plan, stage, config.max_workers, preserved.clone()).await;
+    tracing::info!(
+        copied = applied.copied.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "applied"
+    );
+    let t = std::time::Instant::now();
     for n in &applied.notes {
         summary.notes.push(n.to_string());
     }
@@ -320,7 +346,7 @@ pub async fn run(
     // commit
     let mut index = Arc::try_unwrap(index).unwrap_or_else(|a| (*a).clone());
     let r = repo.clone();
-    let committed = blocking(move || {
+    let committed = match blocking(move || {
         let meta = commit::fold(&mut index, &applied, increment.as_ref());
         commit::commit(
             &r,
@@ -330,7 +356,21 @@ pub async fn run(
             Some(journal),
         )
     })
-    .await??;
+    .await?
+    {
+        Ok(c) => c,
+        Err(e) => {
+            // The journal is still there: rebuild the metadata and the index from what is on
+            // disk right away, so the backup is consistent now when the disk allows it (a
+            // full disk leaves it to the next run's recovery).
+            let r = repo.clone();
+            if let Ok(Ok(Some(_))) = blocking(move || journal::recover(&r)).await {
+                summary.recovered = true;
+            }
+            return Err(e.into());
+        }
+    };
+    tracing::info!(ms = t.elapsed().as_millis() as u64, "committed");
     summary.increment = committed.increment.map(|n| n.as_str().to_owned());
     summary.new = committed.new;
     summary.changed = committed.changed;

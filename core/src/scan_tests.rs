@@ -477,3 +477,129 @@ mod pruning {
         }
     }
 }
+
+#[test]
+fn thread_count_does_not_change_the_outcome() {
+    let mut files = Vec::new();
+    for d in 0..12 {
+        for f in 0..15 {
+            files.push(format!("p/d{d}/sub{}/f{f}.txt", f % 3));
+        }
+        files.push(format!("p/d{d}/.git/HEAD"));
+        files.push(format!("p/d{d}/cache/junk"));
+    }
+    let refs: Vec<&str> = files.iter().map(String::as_str).collect();
+    let t = Tree::new(&refs);
+    let cfg = t.config(
+        r#""include_dirs": ["p"], "track_dirs": ["p/d1*"], "exclude_dirs": ["cache"],
+           "include_files": ["nothing-here"], "preserved_dirs": [".git"]"#,
+    );
+    let one = scan_with(&cfg, 1, &mut |_| {});
+    assert_eq!(one.entries.len(), 12 * 16);
+    assert_eq!(one.preserved_dirs.len(), 12);
+    for threads in [2, 4, 8] {
+        let many = scan_with(&cfg, threads, &mut |_| {});
+        assert_eq!(many.entries, one.entries, "{threads} threads");
+        assert_eq!(many.preserved_dirs, one.preserved_dirs);
+        assert_eq!(many.notes, one.notes);
+        assert!(many.errors.is_empty());
+    }
+    assert_eq!(
+        one.notes,
+        [ScanNote::UnmatchedRule {
+            key: "include_files",
+            pattern: "nothing-here".into()
+        }]
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn paths_longer_than_path_max_are_walked() {
+    // The walk is relative to open directories, so total path length does not matter.
+    use rustix::fs::{mkdirat, openat, Mode, OFlags, CWD};
+    let t = Tree::new(&[]);
+    let name = "n".repeat(200);
+    let mut fd = openat(
+        CWD,
+        t.src(),
+        OFlags::DIRECTORY | OFlags::RDONLY,
+        Mode::empty(),
+    )
+    .unwrap();
+    for _ in 0..25 {
+        mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        fd = openat(
+            &fd,
+            name.as_str(),
+            OFlags::DIRECTORY | OFlags::RDONLY,
+            Mode::empty(),
+        )
+        .unwrap();
+    }
+    let file = openat(
+        &fd,
+        "leaf",
+        OFlags::CREATE | OFlags::WRONLY,
+        Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    rustix::io::write(&file, b"deep").unwrap();
+    let out = scan(&t.config(r#""track_files": ["**/leaf"]"#));
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    assert_eq!(out.entries.len(), 1);
+    assert!(out.entries[0].rel.as_bytes().len() > 5000);
+    assert_eq!(out.entries[0].size, 4);
+}
+
+#[test]
+fn dist_inside_src_is_silent_when_no_rule_reaches_it() {
+    let t = Tree::new(&["data/a", "backup/mirror/data/a"]);
+    let cfg = t.config_with_dist(r#""include_dirs": ["data"]"#, "src/backup");
+    let out = scan(&cfg);
+    assert_eq!(selected_of(&out), map(&[("data/a", U)]));
+    assert!(out.notes.is_empty(), "{:?}", out.notes);
+    // Named by a rule that would enter it: skipped, and said.
+    let cfg = t.config_with_dist(r#""include_dirs": ["data", "backup"]"#, "src/backup");
+    let out = scan(&cfg);
+    assert_eq!(selected_of(&out), map(&[("data/a", U)]));
+    assert_eq!(
+        out.notes,
+        [ScanNote::SkippedDist {
+            rel: RelPath::parse("backup").unwrap()
+        }]
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn dist_reached_through_a_bind_mount_is_recognized() {
+    // Same directory under another name: `dist` is recognized by device and inode. A bind
+    // mount needs privileges; where mounting is not possible the check is skipped loudly.
+    let t = Tree::new(&["data/a"]);
+    let dist = t.dir.path().join("dist");
+    std::fs::create_dir(&dist).unwrap();
+    std::fs::write(dist.join("inside"), b"x").unwrap();
+    let target = t.src().join("bound");
+    std::fs::create_dir(&target).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["--bind"])
+        .arg(&dist)
+        .arg(&target)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("SKIPPED: cannot bind-mount here");
+        return;
+    }
+    let out = scan(&t.config(r#""include_dirs": ["."]"#));
+    let _ = std::process::Command::new("umount").arg(&target).status();
+    assert_eq!(selected_of(&out), map(&[("data/a", U)]));
+    assert_eq!(
+        out.notes,
+        [ScanNote::SkippedDist {
+            rel: RelPath::parse("bound").unwrap()
+        }]
+    );
+}

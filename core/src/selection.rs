@@ -27,7 +27,8 @@
 //! - Explicit file rules beat everything else: a file named by `include_files` is selected
 //!   untracked, one named by `track_files` tracked, whatever the directory rules say — also in
 //!   an excluded directory or when `exclude_files` names it. Named by both: untracked
-//!   ("include beats track").
+//!   ("include beats track"). So a `:rec` or `**` file rule makes the walk look inside excluded
+//!   directories too (only there is the rule's file to be found).
 //! - Only what a rule names is selected. Symlinks are matched like files (they are entries of
 //!   their own and never followed). Directories themselves are not entries; `preserved_dirs`
 //!   lists names of selected directories kept in the mirror even when empty.
@@ -274,14 +275,15 @@ fn prefix_viable(parts: &[Part], dir: &[&[u8]]) -> bool {
     cur[..n].iter().any(|&b| b)
 }
 
+/// Encoded path bytes as a `Path` (no copy).
 #[cfg(unix)]
-fn bytes_path(b: &[u8]) -> &Path {
+pub(crate) fn bytes_path(b: &[u8]) -> &Path {
     use std::os::unix::ffi::OsStrExt;
     Path::new(std::ffi::OsStr::from_bytes(b))
 }
 
 #[cfg(not(unix))]
-fn bytes_path(b: &[u8]) -> &Path {
+pub(crate) fn bytes_path(b: &[u8]) -> &Path {
     // Encoded bytes of our own paths are valid WTF-8 on Windows.
     Path::new(unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(b) })
 }
@@ -316,6 +318,17 @@ impl DirState {
 pub struct Hits {
     hit: [Vec<bool>; 6],
     scratch: Vec<usize>,
+}
+
+impl Hits {
+    /// Adds what another walker thread matched.
+    pub fn merge(&mut self, other: &Hits) {
+        for (mine, theirs) in self.hit.iter_mut().zip(&other.hit) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m |= *t;
+            }
+        }
+    }
 }
 
 impl Selection {

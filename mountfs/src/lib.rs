@@ -332,6 +332,23 @@ fn lstat(p: &Path) -> FsResult<Metadata> {
     std::fs::symlink_metadata(p).map_err(|e| FsError::from_io(&e))
 }
 
+/// Refuses a backing file whose folder lies outside the backup: `O_NOFOLLOW` guards only the
+/// last component, and a folder of an increment replaced by a symlink (damage, or a crafted
+/// backup) must not make the mount serve bytes from elsewhere.
+fn inside_backup(root: &Path, p: &Path) -> FsResult<()> {
+    let parent = p.parent().ok_or(FsError::NotFound)?;
+    let real_root = std::fs::canonicalize(root).map_err(|e| FsError::from_io(&e))?;
+    let real = std::fs::canonicalize(parent).map_err(|e| FsError::from_io(&e))?;
+    if real.starts_with(&real_root) {
+        Ok(())
+    } else {
+        Err(FsError::Io(format!(
+            "{} leads outside the backup",
+            p.display()
+        )))
+    }
+}
+
 /// Opens a backing file for reading without following a symlink and, where allowed, without
 /// touching its access time (the backup must not change, not even its timestamps).
 fn open_backing(p: &Path) -> FsResult<File> {
@@ -873,6 +890,7 @@ impl ReadOnlyFs for BackupFs {
             Node::Disk(p, _) => p,
             Node::Version(v) => v.backing_path(&self.repo),
         };
+        inside_backup(self.repo.root(), &path)?;
         open_backing(&path)
     }
 

@@ -3,6 +3,7 @@
 //!
 //! This crate knows nothing about backups, so `core` and `mountfs` can both depend on it.
 
+pub mod dir;
 pub mod fs;
 pub mod rofs;
 

@@ -10,8 +10,9 @@
 //! assert_eq!(tree(&env.src), tree(&env.mirror()));
 //! ```
 //!
-//! Binaries: found next to the test executable (`target/<profile>/backup`); when missing they
-//! are built once with `cargo build -p backup-cli --bins`.
+//! Binaries: found next to the test executable (`target/<profile>/backup`), built once per test
+//! process with `cargo build -p backup-cli --bins` so they are never stale (set
+//! `BACKUP_TESTS_NO_BUILD=1` to skip that when they are known to be current).
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -40,7 +41,9 @@ pub fn bin(name: &str) -> PathBuf {
         .expect("target dir")
         .to_path_buf();
     let path = dir.join(name);
-    if !path.exists() {
+    // `cargo test -p backup-tests` does not rebuild the binaries of another package, so make
+    // sure they are current (a no-op when they are). BACKUP_TESTS_NO_BUILD=1 skips it.
+    if !path.exists() || std::env::var_os("BACKUP_TESTS_NO_BUILD").is_none() {
         BUILT.get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let st = Command::new(cargo)
@@ -343,5 +346,9 @@ pub fn text(out: &Output) -> (String, String) {
     )
 }
 
+pub mod faultfs;
+pub mod faults;
 pub mod mount;
 pub mod mount_fixture;
+
+pub mod toolenv;

@@ -38,9 +38,9 @@ pub fn describe(k: &ProblemKind) -> String {
             &expected[..12.min(expected.len())]
         ),
         ProblemKind::Unreadable { error } => format!("unreadable: {error}"),
-        ProblemKind::NoMetadata => {
-            "increment without readable metadata (interrupted run or damage; see `recreate`)".into()
-        }
+        ProblemKind::NoMetadata { reason } => format!(
+            "increment without readable metadata (interrupted run or damage; see `recreate`): {reason}"
+        ),
         ProblemKind::BadMetadata { message } => format!("metadata: {message}"),
         ProblemKind::Leftover => "left over by an interrupted run".into(),
     }

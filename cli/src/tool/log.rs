@@ -52,7 +52,7 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     let path = parse_user_path(&args.path)?;
     let backup = super::load(repo)?;
     let events: Vec<EventJson> = backup
-        .history
+        .history()
         .events(&path)
         .into_iter()
         .map(|(t, v)| match v {

@@ -1,56 +1,42 @@
 //! Which backup a `backup-tool` command works on: a leading path, or the `dist` of a config
-//! profile found by the same lookup as `backup`.
+//! profile found by the same lookup as `backup` (`--config`, `./config.json`, the platform
+//! config dir).
 
 use std::path::{Path, PathBuf};
 
+use backup_core::config::{Config, ConfigError, RawConfig};
 use backup_core::Repository;
 
-/// The profile's `dist`, read leniently: restoring must work even when the profile's `src`
-/// is gone (a dead disk is when people restore), so only `dist`/`dst` is needed.
+/// The profile's `dist`. A profile whose `src` is gone still names its backup: restoring is
+/// exactly what people do after losing the source disk, so only the profile's own validity
+/// (JSON, keys, globs) is required here, not the existence of `src`.
 fn dist_of_config(explicit: Option<&Path>) -> Result<PathBuf, String> {
-    let file = match explicit {
-        Some(p) => p.to_path_buf(),
-        None => {
-            let mut tried = vec![PathBuf::from("config.json")];
-            if let Some(d) = dirs::config_dir() {
-                tried.push(d.join("backup").join("config.json"));
-            }
-            match tried.iter().find(|p| p.is_file()) {
-                Some(p) => p.clone(),
-                None => {
-                    return Err(format!(
-                        "name a backup folder (backup-tool /path/to/dist COMMAND) or a profile with --config; no config file at {}",
-                        tried
-                            .iter()
-                            .map(|p| p.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(" or ")
-                    ))
-                }
-            }
+    let file = Config::locate(explicit).map_err(|e| match e {
+        ConfigError::NotFound(tried) if explicit.is_none() => format!(
+            "name a backup folder (backup-tool /path/to/dist COMMAND) or a profile with --config; no config file at {tried}"
+        ),
+        e => e.to_string(),
+    })?;
+    match Config::load(&file) {
+        Ok(c) => Ok(c.dist),
+        Err(load_error) => {
+            let text = std::fs::read_to_string(&file).map_err(|_| load_error.to_string())?;
+            let raw = RawConfig::parse(&text).map_err(|_| load_error.to_string())?;
+            let file = std::path::absolute(&file).unwrap_or(file);
+            let base = file.parent().unwrap_or(Path::new("/"));
+            Ok(base.join(expand_tilde(&raw.dist)))
         }
-    };
-    let text = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let v: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| format!("{}: malformed JSON: {e}", file.display()))?;
-    let dist = v
-        .get("dist")
-        .or_else(|| v.get("dst"))
-        .and_then(|d| d.as_str())
-        .ok_or_else(|| format!("{}: no \"dist\" key", file.display()))?;
-    Ok(expand_tilde(dist))
+    }
 }
 
 fn expand_tilde(s: &str) -> PathBuf {
-    if s == "~" {
-        return dirs::home_dir().unwrap_or_else(|| PathBuf::from(s));
+    match s.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => match dirs::home_dir() {
+            Some(home) => home.join(rest.trim_start_matches('/')),
+            None => PathBuf::from(s),
+        },
+        _ => PathBuf::from(s),
     }
-    if let Some(rest) = s.strip_prefix("~/") {
-        if let Some(h) = dirs::home_dir() {
-            return h.join(rest);
-        }
-    }
-    PathBuf::from(s)
 }
 
 /// Opens the backup, or says clearly why not (the caller exits with status 2).

@@ -39,7 +39,9 @@ pub enum ProblemKind {
         error: String,
     },
     /// An increment folder without (readable) metadata: an interrupted run, or damage.
-    NoMetadata,
+    NoMetadata {
+        reason: String,
+    },
     /// An entry or file of metadata that could not be read.
     BadMetadata {
         message: String,
@@ -81,20 +83,35 @@ pub fn check(backup: &Backup, verify: bool) -> CheckReport {
     let repo = &backup.repo;
     let mut hashes: HashMap<(u64, u64), Result<ContentHash, String>> = HashMap::new();
 
+    let meta_files: HashMap<String, &crate::repo::IncrementName> = backup
+        .without_metadata
+        .iter()
+        .map(|n| (repo.increment_meta_path(n).display().to_string(), n))
+        .collect();
+    for name in &backup.without_metadata {
+        let path = repo.increment_meta_path(name).display().to_string();
+        let reason = backup
+            .problems
+            .iter()
+            .find(|p| p.file == path)
+            .map(|p| p.message.clone())
+            .unwrap_or_default();
+        report.problems.push(Problem {
+            location: name.to_string(),
+            path: None,
+            kind: ProblemKind::NoMetadata { reason },
+        });
+    }
     for p in &backup.problems {
+        if meta_files.contains_key(&p.file) {
+            continue;
+        }
         report.problems.push(Problem {
             location: location_of_file(&p.file),
             path: p.key.clone(),
             kind: ProblemKind::BadMetadata {
                 message: p.message.clone(),
             },
-        });
-    }
-    for name in &backup.without_metadata {
-        report.problems.push(Problem {
-            location: name.to_string(),
-            path: None,
-            kind: ProblemKind::NoMetadata,
         });
     }
     for leftover in [STAGING_DIR, JOURNAL_FILE] {
@@ -147,7 +164,7 @@ pub fn check(backup: &Backup, verify: bool) -> CheckReport {
         );
     }
 
-    for inc in backup.history.increments() {
+    for inc in &backup.increments {
         report.increments += 1;
         let name = inc.name.to_string();
         for cat in [Category::Tracked, Category::Deleted] {
@@ -240,7 +257,11 @@ fn compare_tree(
     };
     let mut on_disk: BTreeMap<RelPath, std::fs::Metadata> = BTreeMap::new();
     if root.exists() {
-        for entry in walkdir::WalkDir::new(root).follow_links(false).min_depth(1) {
+        for entry in walkdir::WalkDir::new(root)
+            .follow_root_links(false)
+            .follow_links(false)
+            .min_depth(1)
+        {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
@@ -274,11 +295,10 @@ fn compare_tree(
             }
         }
     }
-    for (rel, md) in &on_disk {
+    for rel in on_disk.keys() {
         if !expected.contains_key(rel) {
             report.problems.push(problem(rel, ProblemKind::Extra));
         }
-        let _ = md;
     }
     for (rel, exp) in expected {
         report.files_checked += 1;

@@ -1,0 +1,151 @@
+//! Invariant 5 of SPEC §2 on a real exFAT file system (FUSE driver on a loop device): a `dist`
+//! that cannot hard-link gets copies in its increments, and the run says so once.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use backup_tests::{contents, set_mtime, text, TestEnv};
+use serde_json::json;
+
+/// Mount point, loop device and image, undone in reverse order whatever happens.
+struct ExFat {
+    mnt: PathBuf,
+    loopdev: Option<String>,
+    mounted: bool,
+}
+
+impl Drop for ExFat {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.mnt).status();
+            if Path::new(&self.mnt).join("dist").exists() {
+                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            }
+        }
+        if let Some(dev) = &self.loopdev {
+            let _ = Command::new("losetup").arg("-d").arg(dev).status();
+        }
+    }
+}
+
+fn run(cmd: &str, args: &[&std::ffi::OsStr]) -> Result<String, String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "{cmd} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn mount_exfat(dir: &Path) -> Result<ExFat, String> {
+    let img = dir.join("exfat.img");
+    std::fs::File::create(&img)
+        .and_then(|f| f.set_len(64 << 20))
+        .map_err(|e| e.to_string())?;
+    let mnt = dir.join("usb");
+    std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
+    let mut guard = ExFat {
+        mnt: mnt.clone(),
+        loopdev: None,
+        mounted: false,
+    };
+    // Only a missing loop device is a reason to skip; every other failure fails the test.
+    let dev = match run(
+        "losetup",
+        &["-f".as_ref(), "--show".as_ref(), img.as_os_str()],
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            return Err(format!("SKIP {e}"));
+        }
+    };
+    guard.loopdev = Some(dev.clone());
+    run("mkfs.exfat", &[dev.as_ref()]).expect("mkfs.exfat (package exfatprogs)");
+    run("mount.exfat-fuse", &[dev.as_ref(), mnt.as_os_str()])
+        .expect("mount.exfat-fuse (package exfat-fuse)");
+    guard.mounted = true;
+    Ok(guard)
+}
+
+#[test]
+fn exfat_dist_falls_back_to_copies_and_says_so_once() {
+    let env = TestEnv::new();
+    let fs = match mount_exfat(env.dir.path()) {
+        Ok(g) => g,
+        Err(e) if e.starts_with("SKIP") => {
+            eprintln!("SKIPPED: cannot set up a loop device here: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let env = TestEnv {
+        dist: fs.mnt.join("dist"),
+        ..env
+    };
+    env.config(json!({"track_dirs": ["docs"], "include_dirs": ["data"]}));
+    for i in 0..5 {
+        let f = env.write(
+            format!("docs/sub/f{i}.txt"),
+            format!("first {i}").as_bytes(),
+        );
+        set_mtime(&f, 1_600_000_000 + i, 0);
+    }
+    env.write("data/u.bin", &[7u8; 100_000]);
+
+    let out = env.backup(&[]);
+    let (so, se) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{se}");
+    assert_eq!(
+        se.matches("cannot hard-link").count(),
+        1,
+        "said exactly once: {se}"
+    );
+    let first = env.increments();
+    assert_eq!(first.len(), 1);
+
+    for i in 0..3 {
+        let f = env.write(
+            format!("docs/sub/f{i}.txt"),
+            format!("second {i}!").as_bytes(),
+        );
+        set_mtime(&f, 1_700_000_000 + i, 0);
+    }
+    env.remove("docs/sub/f4.txt");
+    let out = env.backup(&["--json"]);
+    let (so, se) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{se}");
+    let s: serde_json::Value = serde_json::from_str(&so).unwrap();
+    assert_eq!(s["link_fallback"], true);
+    assert_eq!(se.matches("cannot hard-link").count(), 1, "{se}");
+
+    let incs = env.increments();
+    assert_eq!(incs.len(), 2);
+    for i in 0..5 {
+        let p = env
+            .dist
+            .join(&incs[0])
+            .join(format!("track/docs/sub/f{i}.txt"));
+        assert_eq!(std::fs::read(p).unwrap(), format!("first {i}").as_bytes());
+    }
+    for i in 0..3 {
+        let p = env
+            .dist
+            .join(&incs[1])
+            .join(format!("track/docs/sub/f{i}.txt"));
+        assert_eq!(std::fs::read(p).unwrap(), format!("second {i}!").as_bytes());
+    }
+    let p = env.dist.join(&incs[1]).join("deleted/docs/sub/f4.txt");
+    assert_eq!(std::fs::read(p).unwrap(), b"first 4");
+    assert_eq!(contents(&env.src), contents(&env.mirror()));
+    // Deleting the first increment (copies, not links) leaves the second whole.
+    std::fs::remove_dir_all(env.dist.join(&incs[0])).unwrap();
+    let p = env.dist.join(&incs[1]).join("track/docs/sub/f0.txt");
+    assert_eq!(std::fs::read(p).unwrap(), b"second 0!");
+    drop(fs);
+}

@@ -1,0 +1,278 @@
+//! Every refusal of SPEC §1 through the real `backup` binary: exit status 2, exactly one line
+//! on stderr naming what is wrong, and nothing created at `dist` (nor anywhere else).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use backup_tests::bin;
+
+struct Case {
+    dir: tempfile::TempDir,
+}
+
+impl Case {
+    fn new() -> Case {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/a.txt"), b"a").unwrap();
+        Case { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs `backup --config config.json [extra]` on `text`, with HOME inside the case dir.
+    fn run(&self, text: &str, extra: &[&str]) -> Output {
+        std::fs::write(self.path("config.json"), text).unwrap();
+        let mut cmd = Command::new(bin("backup"));
+        cmd.arg("--config")
+            .arg(self.path("config.json"))
+            .args(extra);
+        self.isolate(&mut cmd);
+        cmd.output().unwrap()
+    }
+
+    fn isolate(&self, cmd: &mut Command) {
+        std::fs::create_dir_all(self.path("home")).unwrap();
+        cmd.current_dir(self.dir.path())
+            .env("HOME", self.path("home"))
+            .env("XDG_CONFIG_HOME", self.path("home/.config"))
+            .env_remove("RUST_LOG");
+    }
+
+    /// Everything in the case dir, to prove a refusal created nothing.
+    fn listing(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, root: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                out.push(p.strip_prefix(root).unwrap().to_path_buf());
+                if p.is_dir() && !p.is_symlink() {
+                    walk(&p, root, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.dir.path(), self.dir.path(), &mut out);
+        out.sort();
+        out
+    }
+
+    /// Expects a refusal of `text` whose one stderr line contains every needle.
+    fn refused(&self, text: &str, needles: &[&str]) -> String {
+        std::fs::write(self.path("config.json"), text).unwrap();
+        std::fs::create_dir_all(self.path("home")).unwrap();
+        let before = self.listing();
+        for extra in [&[][..], &["--dry-run"][..], &["--json"][..]] {
+            let out = self.run(text, extra);
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{text} {extra:?}: status {:?}, stderr {stderr}",
+                out.status
+            );
+            assert_eq!(
+                stderr.trim_end().lines().count(),
+                1,
+                "{text}: not one line: {stderr:?}"
+            );
+            assert!(out.stdout.is_empty(), "{text}: stdout {:?}", out.stdout);
+            for n in needles {
+                assert!(stderr.contains(n), "{text}: {n:?} not in {stderr:?}");
+            }
+            assert!(!self.path("dist").exists(), "{text}: dist created");
+            assert_eq!(self.listing(), before, "{text}: something was created");
+        }
+        String::from_utf8_lossy(&self.run(text, &[]).stderr).into_owned()
+    }
+}
+
+#[test]
+fn malformed_json_names_line_and_column() {
+    let c = Case::new();
+    let msg = c.refused(
+        "{\n  \"src\": \"src\",\n  \"dist\": \"dist\"\n  \"include_dirs\": [\"a\"]\n}",
+        &["malformed JSON", "line 4 column 3", "config.json"],
+    );
+    assert!(msg.starts_with("backup: "), "{msg}");
+    c.refused("", &["malformed JSON", "line 1"]);
+    c.refused("[\"src\"]", &["JSON object"]);
+}
+
+#[test]
+fn missing_required_key() {
+    let c = Case::new();
+    c.refused(
+        r#"{"dist": "dist", "include_dirs": ["src"]}"#,
+        &["missing required key \"src\""],
+    );
+    c.refused(
+        r#"{"src": "src", "include_dirs": ["x"]}"#,
+        &["missing required key \"dist\""],
+    );
+}
+
+#[test]
+fn unknown_key_suggests_the_closest() {
+    let c = Case::new();
+    c.refused(
+        r#"{"src": "src", "dist": "dist", "track_dir": ["x"]}"#,
+        &["unknown key \"track_dir\"", "did you mean \"track_dirs\""],
+    );
+    c.refused(
+        r#"{"src": "src", "dist": "dist", "include_files": ["a"], "directory_priorty": "track"}"#,
+        &["\"directory_priorty\"", "\"directory_priority\""],
+    );
+}
+
+#[test]
+fn dist_and_dst_together() {
+    let c = Case::new();
+    c.refused(
+        r#"{"src": "src", "dist": "dist", "dst": "dist", "include_files": ["a.txt"]}"#,
+        &["\"dist\"", "\"dst\""],
+    );
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    let c = Case::new();
+    c.refused(
+        r#"{"src": "src", "dist": "dist", "include_dirs": "x"}"#,
+        &["\"include_dirs\"", "list of strings"],
+    );
+    c.refused(
+        r#"{"src": "src", "dist": "dist", "include_dirs": ["x"], "directory_priority": 1}"#,
+        &["\"directory_priority\""],
+    );
+}
+
+#[test]
+fn invalid_glob_names_pattern_and_key() {
+    let c = Case::new();
+    c.refused(
+        r#"{"src": "src", "dist": "dist", "include_dirs": ["ok", "docs/[a-"]}"#,
+        &["invalid glob", "\"docs/[a-\"", "\"include_dirs\""],
+    );
+    c.refused(
+        r#"{"src": "src", "dist": "dist", "include_dirs": ["ok"], "exclude_files": ["*.log", "x\\"]}"#,
+        &["\"exclude_files\"", "\"x\\\\\""],
+    );
+}
+
+#[test]
+fn src_missing_or_not_a_directory() {
+    let c = Case::new();
+    c.refused(
+        r#"{"src": "nope", "dist": "dist", "include_dirs": ["x"]}"#,
+        &["src", "nope", "does not exist"],
+    );
+    c.refused(
+        r#"{"src": "src/a.txt", "dist": "dist", "include_dirs": ["x"]}"#,
+        &["a.txt", "is not a directory"],
+    );
+}
+
+#[test]
+fn src_inside_dist() {
+    let c = Case::new();
+    // dist = the case dir itself, which holds src: refuse before touching it.
+    c.refused(
+        r#"{"src": "src", "dist": ".", "include_dirs": ["x"]}"#,
+        &["lies inside dist"],
+    );
+    c.refused(
+        r#"{"src": "src", "dist": "src", "include_dirs": ["x"]}"#,
+        &["same directory"],
+    );
+}
+
+#[test]
+fn no_include_or_track_rule() {
+    let c = Case::new();
+    c.refused(
+        r#"{"src": "src", "dist": "dist", "exclude_dirs": ["tmp"]}"#,
+        &["no include or track rule"],
+    );
+}
+
+#[test]
+fn max_workers_below_one() {
+    let c = Case::new();
+    c.refused(
+        r#"{"src": "src", "dist": "dist", "include_dirs": ["x"], "max_workers": 0}"#,
+        &["\"max_workers\"", "at least 1"],
+    );
+}
+
+#[test]
+fn missing_config_file() {
+    let c = Case::new();
+    std::fs::create_dir_all(c.path("home")).unwrap();
+    let before = c.listing();
+    // Explicit path.
+    let mut cmd = Command::new(bin("backup"));
+    cmd.arg("--config").arg(c.path("absent.json"));
+    c.isolate(&mut cmd);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("no config file") && stderr.contains("absent.json"));
+    // No --config, no ./config.json, no platform config: both places are named.
+    let mut cmd = Command::new(bin("backup"));
+    c.isolate(&mut cmd);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.contains("config.json") && stderr.contains("home/.config/backup/config.json"),
+        "{stderr}"
+    );
+    assert_eq!(c.listing(), before);
+}
+
+#[test]
+fn lookup_order_finds_local_then_platform_config() {
+    // Positive control for the refusals above: the same setup with a valid profile runs.
+    let c = Case::new();
+    std::fs::create_dir_all(c.path("home/.config/backup")).unwrap();
+    std::fs::write(
+        c.path("home/.config/backup/config.json"),
+        format!(
+            r#"{{"src": {:?}, "dist": {:?}, "include_files": ["a.txt"]}}"#,
+            c.path("src"),
+            c.path("dist-platform")
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin("backup"));
+    c.isolate(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(c.path("dist-platform/mirror/a.txt").is_file());
+
+    // ./config.json wins over the platform one; relative paths resolve against its folder.
+    std::fs::write(
+        c.path("config.json"),
+        r#"{"src": "src", "dist": "dist-local", "include_files": ["a.txt"]}"#,
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin("backup"));
+    c.isolate(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(c.path("dist-local/mirror/a.txt").is_file());
+}
