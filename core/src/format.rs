@@ -128,9 +128,17 @@ impl MTime {
     fn from_json(mtime: Option<f64>, mtime_ns: Option<i64>) -> Self {
         match (mtime_ns, mtime) {
             (Some(ns), _) => MTime { ns },
-            (None, Some(f)) if f.is_finite() => MTime {
-                ns: (f * 1e9).round() as i64,
-            },
+            // Split before scaling: f * 1e9 near 1.7e18 is only exact to 256 ns. A float of
+            // seconds carries no more than microseconds, so round there.
+            (None, Some(f)) if f.is_finite() => {
+                let secs = f.floor();
+                let micros = ((f - secs) * 1e6).round() as i64;
+                MTime {
+                    ns: (secs as i64)
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(micros * 1000),
+                }
+            }
             _ => MTime { ns: 0 },
         }
     }
@@ -237,6 +245,105 @@ pub enum FormatError {
     },
     #[error("{path}: {message}")]
     Shape { path: String, message: String },
+}
+
+/// Keys already validated as paths, or problems for those that are not.
+fn check_keys(
+    file: &str,
+    entries: Vec<(String, EntryJson)>,
+    problems: &mut Vec<FormatProblem>,
+) -> Vec<(RelPath, EntryJson)> {
+    let mut out = Vec::with_capacity(entries.len());
+    for (key, e) in entries {
+        match RelPath::parse(&key) {
+            Ok(p) => out.push((p, e)),
+            Err(err) => problems.push(FormatProblem {
+                file: file.to_owned(),
+                key: Some(key),
+                message: format!("unsafe or invalid path skipped: {err}"),
+            }),
+        }
+    }
+    out
+}
+
+/// The top level of a metadata file read in one typed pass: the entries under `catalog_key`
+/// straight into [`EntryJson`], every other key as a [`Value`]. Building a `Value` tree for a
+/// thousand catalogs first is what made listing a large backup slow; when anything does not
+/// fit the typed shape (a malformed entry), callers fall back to the tolerant `Value` path, so
+/// the result is the same either way.
+struct FastTop {
+    catalog: Option<Vec<(String, EntryJson)>>,
+    rest: Map<String, Value>,
+}
+
+/// A JSON object read as a list of pairs in file order: sorting happens once, when the final
+/// map is built in bulk.
+struct EntryList(Vec<(String, EntryJson)>);
+
+impl<'de> Deserialize<'de> for EntryList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EntryList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of entries")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<EntryList, A::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0));
+                while let Some(pair) = m.next_entry::<String, EntryJson>()? {
+                    v.push(pair);
+                }
+                Ok(EntryList(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+struct FastTopSeed(&'static str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FastTopSeed {
+    type Value = FastTop;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<FastTop, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FastTopSeed {
+    type Value = FastTop;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a metadata object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<FastTop, A::Error> {
+        let mut out = FastTop {
+            catalog: None,
+            rest: Map::new(),
+        };
+        while let Some(k) = m.next_key::<String>()? {
+            if k == self.0 {
+                if out.catalog.is_some() {
+                    return Err(serde::de::Error::custom("duplicate catalog"));
+                }
+                out.catalog = Some(m.next_value::<EntryList>()?.0);
+            } else {
+                let v: Value = m.next_value()?;
+                out.rest.insert(k, v);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn parse_fast(text: &[u8], catalog_key: &'static str) -> Option<FastTop> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let top = FastTopSeed(catalog_key).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(top)
 }
 
 fn parse_entries(
@@ -597,25 +704,35 @@ impl IncrementMeta {
         file: &str,
         text: &[u8],
     ) -> Result<(IncrementMeta, Vec<FormatProblem>), FormatError> {
-        let value: Value = serde_json::from_slice(text).map_err(|source| FormatError::Json {
-            path: file.to_owned(),
-            source,
-        })?;
-        let Value::Object(mut top) = value else {
-            return Err(FormatError::Shape {
-                path: file.to_owned(),
-                message: "top level is not an object".into(),
-            });
-        };
         let mut problems = Vec::new();
         let shape = |m: &str| FormatError::Shape {
             path: file.to_owned(),
             message: m.to_owned(),
         };
-        let catalog = match top.remove("file_catalog") {
-            Some(Value::Object(m)) => m,
-            Some(_) => return Err(shape("\"file_catalog\" is not an object")),
-            None => return Err(shape("no \"file_catalog\"")),
+        let (entries, mut top) = match parse_fast(text, "file_catalog") {
+            Some(FastTop {
+                catalog: Some(c),
+                rest,
+            }) => (check_keys(file, c, &mut problems), rest),
+            _ => {
+                let value: Value =
+                    serde_json::from_slice(text).map_err(|source| FormatError::Json {
+                        path: file.to_owned(),
+                        source,
+                    })?;
+                let Value::Object(mut top) = value else {
+                    return Err(FormatError::Shape {
+                        path: file.to_owned(),
+                        message: "top level is not an object".into(),
+                    });
+                };
+                let catalog = match top.remove("file_catalog") {
+                    Some(Value::Object(m)) => m,
+                    Some(_) => return Err(shape("\"file_catalog\" is not an object")),
+                    None => return Err(shape("no \"file_catalog\"")),
+                };
+                (parse_entries(file, catalog, &mut problems), top)
+            }
         };
         let backup_name = match top.remove("backup_name") {
             Some(Value::String(s)) => s,
@@ -638,27 +755,29 @@ impl IncrementMeta {
             },
             None => IncrementSummary::default(),
         };
-        let mut file_catalog = BTreeMap::new();
-        for (path, e) in parse_entries(file, catalog, &mut problems) {
-            let category = match (e.category, e.op) {
-                (Some(c), _) => c,
-                (None, Some(Op::Deleted)) => Category::Deleted,
-                (None, _) => Category::Tracked,
-            };
-            file_catalog.insert(
-                path,
-                CatalogEntry {
-                    size: e.size,
-                    mtime: MTime::from_json(e.mtime, e.mtime_ns),
-                    category,
-                    op: e.op,
-                    kind: e.kind,
-                    mode: e.mode,
-                    hash: e.hash,
-                    version_of: e.version_of,
-                },
-            );
-        }
+        let file_catalog = entries
+            .into_iter()
+            .map(|(path, e)| {
+                let category = match (e.category, e.op) {
+                    (Some(c), _) => c,
+                    (None, Some(Op::Deleted)) => Category::Deleted,
+                    (None, _) => Category::Tracked,
+                };
+                (
+                    path,
+                    CatalogEntry {
+                        size: e.size,
+                        mtime: MTime::from_json(e.mtime, e.mtime_ns),
+                        category,
+                        op: e.op,
+                        kind: e.kind,
+                        mode: e.mode,
+                        hash: e.hash,
+                        version_of: e.version_of,
+                    },
+                )
+            })
+            .collect();
         Ok((
             IncrementMeta {
                 backup_name,

@@ -351,7 +351,7 @@ pub async fn run(
     // commit
     let mut index = Arc::try_unwrap(index).unwrap_or_else(|a| (*a).clone());
     let r = repo.clone();
-    let committed = blocking(move || {
+    let committed = match blocking(move || {
         let meta = commit::fold(&mut index, applied, increment.as_ref());
         commit::commit(
             &r,
@@ -361,7 +361,20 @@ pub async fn run(
             Some(journal),
         )
     })
-    .await??;
+    .await?
+    {
+        Ok(c) => c,
+        Err(e) => {
+            // The journal is still there: rebuild the metadata and the index from what is on
+            // disk right away, so the backup is consistent now when the disk allows it (a
+            // full disk leaves it to the next run's recovery).
+            let r = repo.clone();
+            if let Ok(Ok(Some(_))) = blocking(move || journal::recover(&r)).await {
+                summary.recovered = true;
+            }
+            return Err(e.into());
+        }
+    };
     tracing::info!(ms = t.elapsed().as_millis() as u64, "committed");
     summary.increment = committed.increment.map(|n| n.as_str().to_owned());
     summary.new = committed.new;

@@ -5,3 +5,10 @@
 
 pub mod dir;
 pub mod fs;
+pub mod rofs;
+
+#[cfg(unix)]
+pub mod fuse;
+
+#[cfg(windows)]
+pub mod winfsp;

@@ -345,3 +345,10 @@ pub fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+pub mod faultfs;
+pub mod faults;
+pub mod mount;
+pub mod mount_fixture;
+
+pub mod toolenv;

@@ -51,14 +51,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let dist = match (&cli.backup, &cli.config) {
-        (Some(p), _) => p.clone(),
-        (None, _) => {
-            eprintln!("backup-tool: name a backup folder (backup-tool /path/to/dist COMMAND)");
-            return ExitCode::from(exit::REFUSED as u8);
-        }
-    };
-    let repo = match backup_core::Repository::open(&dist) {
+    let repo = match tool::target::open(cli.backup.as_deref(), cli.config.as_deref()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("backup-tool: {e}");
@@ -81,8 +74,14 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
+            // `backup-tool ... | head` closing the pipe early is not an error.
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
             eprintln!("backup-tool: {e:#}");
-            ExitCode::from(exit::PARTIAL as u8)
+            ExitCode::from(tool::error_status(&e) as u8)
         }
     }
 }

@@ -1,8 +1,94 @@
-//! `backup-tool check`.
+//! `backup-tool check [--verify]`: consistency of mirror, index, increments and metadata.
+
+use std::io::Write;
+
+use backup_core::explore::check::{self, ProblemKind};
+
+use super::out::{self, Out};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Also re-read every stored file and compare it with its recorded blake3 hash.
+    #[arg(long)]
+    pub verify: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_repo: &backup_core::Repository, _args: &Args) -> anyhow::Result<i32> {
-    anyhow::bail!("`check` is not implemented yet")
+pub fn describe(k: &ProblemKind) -> String {
+    match k {
+        ProblemKind::Missing => "missing (recorded, not on disk)".into(),
+        ProblemKind::Extra => "extra (on disk, not recorded)".into(),
+        ProblemKind::SizeMismatch { expected, actual } => {
+            format!("size {actual} differs from recorded {expected}")
+        }
+        ProblemKind::MtimeMismatch {
+            expected_ns,
+            actual_ns,
+        } => format!(
+            "mtime {} differs from recorded {}",
+            out::date_ns(*actual_ns),
+            out::date_ns(*expected_ns)
+        ),
+        ProblemKind::KindMismatch => "file/symlink differs from recorded kind".into(),
+        ProblemKind::HashMismatch { expected, actual } => format!(
+            "content differs from recorded hash (blake3 {}… vs {}…)",
+            &actual[..12.min(actual.len())],
+            &expected[..12.min(expected.len())]
+        ),
+        ProblemKind::Unreadable { error } => format!("unreadable: {error}"),
+        ProblemKind::NoMetadata { reason } => format!(
+            "increment without readable metadata (interrupted run or damage; see `recreate`): {reason}"
+        ),
+        ProblemKind::BadMetadata { message } => format!("metadata: {message}"),
+        ProblemKind::Leftover => "left over by an interrupted run".into(),
+    }
+}
+
+pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
+    let backup = super::load(repo)?;
+    let report = check::check(&backup, args.verify);
+    let mut o = Out::new();
+    let code = if report.problems.is_empty() {
+        0
+    } else {
+        crate::exit::PARTIAL
+    };
+    if args.json {
+        o.json(&report)?;
+        return Ok(code);
+    }
+    let mut last = None;
+    for p in &report.problems {
+        if last != Some(&p.location) {
+            writeln!(o.w, "{}", o.paint("1", &p.location))?;
+            last = Some(&p.location);
+        }
+        let path = p.path.as_deref().map(out::show).unwrap_or_default();
+        writeln!(o.w, "  {} {}", o.paint("31", &path), describe(&p.kind))?;
+    }
+    writeln!(
+        o.w,
+        "{}: {} increments, {} files checked{}{}",
+        if report.problems.is_empty() {
+            o.paint("32", "OK")
+        } else {
+            o.paint("31", &format!("{} problems", report.problems.len()))
+        },
+        report.increments,
+        report.files_checked,
+        if args.verify {
+            format!(", {} re-hashed", report.files_verified)
+        } else {
+            String::new()
+        },
+        if args.verify && report.files_without_hash > 0 {
+            format!(" ({} recorded without a hash)", report.files_without_hash)
+        } else {
+            String::new()
+        }
+    )?;
+    o.w.flush()?;
+    Ok(code)
 }

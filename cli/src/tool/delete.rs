@@ -1,8 +1,63 @@
-//! `backup-tool delete`.
+//! `backup-tool delete NAME --mask GLOB...`: remove matching files from one increment.
+
+use std::io::Write;
+
+use backup_core::explore::{delete, mask::Masks};
+
+use super::out::{self, Out};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The increment.
+    pub name: String,
+    /// Files to remove (same masks as `search`). At least one.
+    #[arg(long = "mask", short = 'm', value_name = "GLOB", required = true)]
+    pub masks: Vec<String>,
+    /// Show what would be removed, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_repo: &backup_core::Repository, _args: &Args) -> anyhow::Result<i32> {
-    anyhow::bail!("`delete` is not implemented yet")
+pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
+    let masks = Masks::new(&args.masks)?;
+    let backup = super::load(repo)?;
+    let report = delete::delete(&backup, &args.name, &masks, args.dry_run)?;
+    let mut o = Out::new();
+    if args.json {
+        o.json(&report)?;
+    } else {
+        let verb = if args.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        for r in &report.removed {
+            writeln!(
+                o.w,
+                "{verb} {}/{}/{}  {}",
+                report.increment,
+                r.category.dir_name(),
+                out::rel(&r.path),
+                out::size(r.size)
+            )?;
+        }
+        for (p, e) in &report.failed {
+            eprintln!("backup-tool: {}: {e}", out::show(p));
+        }
+        writeln!(
+            o.w,
+            "{verb} {} files from {}",
+            report.removed.len(),
+            report.increment
+        )?;
+    }
+    o.w.flush()?;
+    Ok(if report.failed.is_empty() {
+        0
+    } else {
+        crate::exit::PARTIAL
+    })
 }

@@ -1,8 +1,80 @@
-//! `backup-tool list`.
+//! `backup-tool list`: increments with time, counts and sizes, and the mirror.
+
+use std::io::Write;
+
+use backup_core::explore::catalog;
+
+use super::out::{self, Out};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Also show the bytes each increment alone holds (what pruning it would free; reads
+    /// the link count of every stored file).
+    #[arg(long)]
+    pub detailed: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_repo: &backup_core::Repository, _args: &Args) -> anyhow::Result<i32> {
-    anyhow::bail!("`list` is not implemented yet")
+pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
+    let backup = super::load(repo)?;
+    let listing = catalog::list(&backup, args.detailed);
+    let mut o = Out::new();
+    if args.json {
+        o.json(&listing)?;
+        return Ok(0);
+    }
+    let head = format!(
+        "{:<28} {:<19} {:>7} {:>6} {:>7} {:>7} {:>11}{}",
+        "INCREMENT",
+        "TIME",
+        "FILES",
+        "NEW",
+        "CHANGED",
+        "DELETED",
+        "SIZE",
+        if args.detailed { "   EXCLUSIVE" } else { "" }
+    );
+    writeln!(o.w, "{}", o.paint("1", &head))?;
+    for r in &listing.increments {
+        let time = chrono::DateTime::parse_from_rfc3339(&r.time)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|_| r.time.clone());
+        write!(
+            o.w,
+            "{:<28} {:<19} {:>7} {:>6} {:>7} {:>7} {:>11}",
+            r.name,
+            time,
+            r.files,
+            r.new,
+            r.changed,
+            r.deleted,
+            out::size(r.bytes)
+        )?;
+        if let Some(x) = r.exclusive_bytes {
+            write!(o.w, " {:>11}", out::size(x))?;
+        }
+        writeln!(o.w)?;
+    }
+    for n in &listing.without_metadata {
+        let line = format!("{n:<28} (no readable metadata: run `check`, then `recreate`)");
+        writeln!(o.w, "{}", o.paint("33", &line))?;
+    }
+    let m = &listing.mirror;
+    writeln!(
+        o.w,
+        "{} {} files ({} tracked), {}{}",
+        o.paint("1", "mirror:"),
+        m.files,
+        m.tracked,
+        out::size(m.bytes),
+        m.updated
+            .as_deref()
+            .map(|u| format!(", updated {u}"))
+            .unwrap_or_default()
+    )?;
+    writeln!(o.w, "{} increments", listing.increments.len())?;
+    o.w.flush()?;
+    Ok(0)
 }

@@ -1,8 +1,137 @@
-//! `backup-tool log`.
+//! `backup-tool log PATH`: every stored version of one file, and its deletions.
+
+use std::io::Write;
+
+use backup_core::explore::parse_user_path;
+use backup_core::Holder;
+use serde::Serialize;
+
+use super::out::{self, Out};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The file, relative to the source root (`projects/a.txt`).
+    pub path: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_repo: &backup_core::Repository, _args: &Args) -> anyhow::Result<i32> {
-    anyhow::bail!("`log` is not implemented yet")
+#[derive(Serialize)]
+struct EventJson {
+    /// The increment that recorded it (empty when unknown).
+    increment: String,
+    /// `stored` (a version) or `deleted`.
+    event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mtime_ns: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash: Option<String>,
+    /// Where the version's bytes are now (`mirror` or `<increment>/<track|deleted>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held_by: Option<String>,
+}
+
+#[derive(Serialize)]
+struct MirrorJson {
+    size: u64,
+    mtime_ns: i64,
+    tracked: bool,
+}
+
+#[derive(Serialize)]
+struct LogJson {
+    path: backup_core::RelPath,
+    events: Vec<EventJson>,
+    mirror: Option<MirrorJson>,
+}
+
+pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
+    let path = parse_user_path(&args.path)?;
+    let backup = super::load(repo)?;
+    let history = backup.history_of(|p| *p == path);
+    let events: Vec<EventJson> = history
+        .events(&path)
+        .into_iter()
+        .map(|(t, v)| match v {
+            Some(v) => EventJson {
+                increment: t.to_owned(),
+                event: "stored",
+                size: Some(v.size),
+                mtime_ns: Some(v.mtime.ns),
+                hash: v.hash.map(|h| h.to_hex()),
+                held_by: Some(match &v.holder {
+                    Holder::Mirror => "mirror".to_owned(),
+                    Holder::Increment { name, category } => {
+                        format!("{name}/{}", category.dir_name())
+                    }
+                }),
+            },
+            None => EventJson {
+                increment: t.to_owned(),
+                event: "deleted",
+                size: None,
+                mtime_ns: None,
+                hash: None,
+                held_by: None,
+            },
+        })
+        .collect();
+    let mirror = backup.mirror.files.get(&path).map(|e| MirrorJson {
+        size: e.size,
+        mtime_ns: e.mtime.ns,
+        tracked: e.tracked,
+    });
+    let mut o = Out::new();
+    if events.is_empty() && mirror.is_none() {
+        eprintln!("backup-tool: {} was never backed up", out::rel(&path));
+        return Ok(crate::exit::PARTIAL);
+    }
+    if args.json {
+        o.json(&LogJson {
+            path,
+            events,
+            mirror,
+        })?;
+        return Ok(0);
+    }
+    writeln!(o.w, "{}", o.paint("1", &out::rel(&path)))?;
+    for e in &events {
+        let when = if e.increment.is_empty() {
+            "(unknown increment)"
+        } else {
+            &e.increment
+        };
+        match e.event {
+            "stored" => writeln!(
+                o.w,
+                "  {:<28} {}  {:>10}  {}  held by {}",
+                when,
+                o.status("tracked"),
+                out::size(e.size.unwrap_or(0)),
+                out::date_ns(e.mtime_ns.unwrap_or(0)),
+                e.held_by.as_deref().unwrap_or("?")
+            )?,
+            _ => writeln!(o.w, "  {:<28} {}", when, o.status("deleted"))?,
+        }
+    }
+    if let Some(m) = &mirror {
+        writeln!(
+            o.w,
+            "  {:<28} {}  {:>10}  {}{}",
+            "mirror (now)",
+            o.status("mirror"),
+            out::size(m.size),
+            out::date_ns(m.mtime_ns),
+            if m.tracked {
+                ""
+            } else {
+                "  untracked: no history is kept"
+            }
+        )?;
+    }
+    o.w.flush()?;
+    Ok(0)
 }

@@ -1,8 +1,316 @@
-//! `backup-tool mount`.
+//! `backup-tool mount DIR`: the backup as a read-only file system, in the foreground until
+//! Ctrl-C, SIGTERM or an outside unmount.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use backup_core::Repository;
+use backup_mountfs::BackupFs;
+
+use crate::exit;
+
+/// How often the backup is checked for new or removed increments.
+const POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(after_help = "\
+Layout under DIR:
+  mirror/                 the current mirror
+  increments/<name>/      each increment as stored (track/, deleted/, its .json)
+  snapshots/<name>/       every tracked file as it was right after that increment
+  snapshots/latest/       the newest snapshot
+  history/<path>/         every stored version of one file, named YYYY-MM-DD_HHMMSS_<name>
 
-pub fn run(_repo: &backup_core::Repository, _args: &Args) -> anyhow::Result<i32> {
-    anyhow::bail!("`mount` is not implemented yet")
+Examples:
+  backup-tool /media/usb/backup mount /mnt/past
+  cp -a /mnt/past/snapshots/latest/projects ~/restored")]
+pub struct Args {
+    /// Empty directory to mount on (Windows: a drive letter like `X:` or a folder that does
+    /// not exist yet).
+    pub dir: PathBuf,
+    /// Let other users read the mount (FUSE `allow_other`; needs `user_allow_other` in
+    /// /etc/fuse.conf unless run as root).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Serve every read through this process instead of kernel FUSE passthrough.
+    #[arg(long)]
+    pub no_passthrough: bool,
+    /// Say how long loading the metadata took and, at exit, how many opens went through
+    /// passthrough and how many reads this process served.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+pub fn run(repo: &Repository, args: &Args) -> anyhow::Result<i32> {
+    if let Err(e) = check_mountpoint(repo, &args.dir) {
+        eprintln!("backup-tool: {e:#}");
+        return Ok(exit::REFUSED);
+    }
+    let fs = Arc::new(BackupFs::open(repo.clone())?);
+    // The listings of the root, increments/ and snapshots/ need no parsed metadata: mount at
+    // once and parse in the background (a request that needs it waits for it).
+    let loader = Arc::clone(&fs);
+    let verbose = args.verbose;
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let problems = loader.load_metadata();
+        if verbose {
+            eprintln!(
+                "backup-tool: metadata loaded in {:.3} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        for p in &problems {
+            eprintln!("backup-tool: warning: {}: {}", p.file, p.message);
+        }
+    });
+    serve(fs, args)
+}
+
+#[cfg(unix)]
+fn serve(fs: Arc<BackupFs>, args: &Args) -> anyhow::Result<i32> {
+    use backup_platform::fuse::{mount, MountConfig};
+
+    let cfg = MountConfig {
+        fs_name: format!("backup:{}", fs.repository().root().display()),
+        allow_other: args.allow_other,
+        passthrough: !args.no_passthrough,
+        ..MountConfig::default()
+    };
+    let mounted = mount(Arc::clone(&fs), &args.dir, &cfg)
+        .with_context(|| format!("cannot mount on {}", args.dir.display()))?;
+    println!(
+        "Mounted {} read-only on {}",
+        fs.repository().root().display(),
+        args.dir.display()
+    );
+    println!(
+        "Reads: {}",
+        if mounted.stats().passthrough() {
+            "kernel FUSE passthrough"
+        } else {
+            "served by this process"
+        }
+    );
+    println!(
+        "Press Ctrl-C (or run `fusermount3 -u {}`) to unmount.",
+        args.dir.display()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal handler")?;
+    let reason = rt.block_on(wait_for_end(&fs, &mounted));
+    if args.verbose {
+        eprintln!(
+            "backup-tool: {} opens through kernel passthrough, {} reads served by this process",
+            mounted.stats().passthrough_opens(),
+            mounted.stats().daemon_reads()
+        );
+    }
+    match reason {
+        End::Signal(name) => {
+            eprintln!("backup-tool: {name}: unmounting {}", args.dir.display());
+            mounted
+                .unmount()
+                .with_context(|| format!("cannot unmount {}", args.dir.display()))?;
+        }
+        End::Unmounted => {
+            eprintln!("backup-tool: {} was unmounted", args.dir.display());
+            drop(mounted);
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+#[cfg(windows)]
+fn serve(fs: Arc<BackupFs>, args: &Args) -> anyhow::Result<i32> {
+    use backup_platform::winfsp::{mount, MountConfig};
+
+    let cfg = MountConfig {
+        volume_label: "backup".into(),
+    };
+    let mounted = mount(Arc::clone(&fs), &args.dir, &cfg)
+        .with_context(|| format!("cannot mount on {}", args.dir.display()))?;
+    println!(
+        "Mounted {} read-only on {}. Press Ctrl-C to unmount.",
+        fs.repository().root().display(),
+        args.dir.display()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal handler")?;
+    rt.block_on(async {
+        let mut tick = tokio::time::interval(POLL);
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = tick.tick() => {
+                    let f = Arc::clone(&fs);
+                    let _ = tokio::task::spawn_blocking(move || f.refresh()).await;
+                }
+            }
+        }
+    });
+    drop(mounted);
+    Ok(exit::SUCCESS)
+}
+
+#[cfg(not(any(unix, windows)))]
+fn serve(_fs: Arc<BackupFs>, _args: &Args) -> anyhow::Result<i32> {
+    bail!("mounting is not supported on this platform")
+}
+
+#[cfg(unix)]
+enum End {
+    Signal(&'static str),
+    Unmounted,
+}
+
+#[cfg(unix)]
+async fn wait_for_end(fs: &Arc<BackupFs>, mounted: &backup_platform::fuse::Mounted) -> End {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(POLL);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return End::Signal("interrupted"),
+            Some(_) = async { match term.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => return End::Signal("terminated"),
+            Some(_) = async { match hup.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => return End::Signal("hangup"),
+            _ = tick.tick() => {
+                if mounted.is_finished() {
+                    return End::Unmounted;
+                }
+                let f = Arc::clone(fs);
+                match tokio::task::spawn_blocking(move || f.refresh()).await {
+                    Ok(Ok(Some(r))) => {
+                        for n in &r.added {
+                            eprintln!("backup-tool: new increment {n}");
+                        }
+                        for n in &r.removed {
+                            eprintln!("backup-tool: increment {n} is gone");
+                        }
+                    }
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => eprintln!("backup-tool: warning: cannot reload the backup: {e}"),
+                    Err(e) => eprintln!("backup-tool: warning: reload failed: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// Refuses a mount point that would surprise: missing, not a directory, already a mount,
+/// not empty (its files would be hidden), or inside the backup itself (the tree would read
+/// through its own mount).
+fn check_mountpoint(repo: &Repository, dir: &Path) -> anyhow::Result<()> {
+    if cfg!(windows) {
+        // WinFsp wants a drive letter or a folder that does not exist yet.
+        if dir.exists() && dir.as_os_str().len() > 2 {
+            bail!(
+                "mount point {} already exists: name a drive letter (X:) or a new folder",
+                dir.display()
+            );
+        }
+        return Ok(());
+    }
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "mount point {} does not exist (create an empty directory first)",
+                dir.display()
+            )
+        }
+        Err(e) => bail!("cannot use mount point {}: {e}", dir.display()),
+    };
+    if !meta.is_dir() {
+        bail!("mount point {} is not a directory", dir.display());
+    }
+    let canon = std::fs::canonicalize(dir)
+        .with_context(|| format!("cannot resolve mount point {}", dir.display()))?;
+    if is_mount_point(&canon) {
+        bail!(
+            "mount point {} is busy: something is already mounted there (unmount it with `fusermount3 -u {}`)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let mut rd = std::fs::read_dir(&canon)
+        .with_context(|| format!("cannot list mount point {}", dir.display()))?;
+    if rd.next().is_some() {
+        bail!(
+            "mount point {} is not empty: use an empty directory",
+            dir.display()
+        );
+    }
+    if let Ok(root) = std::fs::canonicalize(repo.root()) {
+        if canon.starts_with(&root) {
+            bail!(
+                "mount point {} lies inside the backup {}: choose a directory outside it",
+                dir.display(),
+                repo.root().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// True when `dir` (canonical) is listed as a mount point in `/proc/self/mountinfo`, or sits
+/// on another device than its parent where that file is missing.
+fn is_mount_point(dir: &Path) -> bool {
+    if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+        return info.lines().any(|l| {
+            l.split(' ')
+                .nth(4)
+                .map(|m| Path::new(&unescape_mountinfo(m)) == dir)
+                .unwrap_or(false)
+        });
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(a), Some(Ok(b))) = (std::fs::metadata(dir), dir.parent().map(std::fs::metadata))
+        {
+            return a.dev() != b.dev();
+        }
+    }
+    false
+}
+
+/// Mount paths in mountinfo escape space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_paths_unescape() {
+        assert_eq!(unescape_mountinfo(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo(r"/mnt/plain"), "/mnt/plain");
+        assert_eq!(unescape_mountinfo(r"/x\"), r"/x\");
+    }
 }

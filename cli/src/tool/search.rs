@@ -1,8 +1,243 @@
-//! `backup-tool search`.
+//! `backup-tool search`: files matching masks and filters in every increment and the mirror,
+//! grouped per increment and per folder; optionally a restore script for the hits.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use backup_core::explore::mask::Masks;
+use backup_core::explore::search::{self, Hit, Location, Query, SizeRange, TimeRange};
+use backup_core::explore::{parse_user_path, Backup};
+use serde::Serialize;
+
+use super::out::{self, Out};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(after_help = "Examples:\n  \
+    backup-tool /mnt/usb/backup search --mask '*.py' --mask '*.pdf'\n  \
+    backup-tool /mnt/usb/backup search --mask report --size '>10M' --time 2024-01-01..2024-03-31\n  \
+    backup-tool /mnt/usb/backup search --mask '*.odt' --generate-script restore.sh")]
+pub struct Args {
+    /// Glob (`*.py`, `docs/*.md`, `**/x`) or, without wildcards, a substring of the name.
+    /// A mask with `/` matches the whole relative path. Repeat for several; none matches all.
+    #[arg(long = "mask", short = 'm', value_name = "GLOB")]
+    pub masks: Vec<String>,
+    /// Size filter: `>100M`, `<1G`, `10K-2M` (K, M, G, T are powers of 1024).
+    #[arg(long, allow_hyphen_values = true)]
+    pub size: Option<String>,
+    /// Modification-time filter: `2024-01-05`, `<D`, `>D`, `D..D` (local time).
+    #[arg(long, allow_hyphen_values = true)]
+    pub time: Option<String>,
+    /// Only below this folder of the source.
+    #[arg(long, value_name = "PREFIX")]
+    pub path: Option<String>,
+    /// Only the N newest increments (the mirror is searched too).
+    #[arg(long, value_name = "N")]
+    pub last_backups: Option<usize>,
+    /// Leave the mirror out.
+    #[arg(long)]
+    pub no_mirror: bool,
+    /// Print the full on-disk path of each stored file.
+    #[arg(long)]
+    pub full_paths: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Write a bash script that copies every hit to `TARGET/<increment or mirror>/<path>`
+    /// (run it as `bash FILE [TARGET]`; TARGET defaults to ./restored).
+    #[arg(long, value_name = "FILE")]
+    pub generate_script: Option<PathBuf>,
+}
 
-pub fn run(_repo: &backup_core::Repository, _args: &Args) -> anyhow::Result<i32> {
-    anyhow::bail!("`search` is not implemented yet")
+pub fn query(args: &Args) -> anyhow::Result<Query> {
+    Ok(Query {
+        masks: Masks::new(&args.masks)?,
+        size: args.size.as_deref().map(SizeRange::parse).transpose()?,
+        time: args.time.as_deref().map(TimeRange::parse).transpose()?,
+        path: args.path.as_deref().map(parse_user_path).transpose()?,
+        last_backups: args.last_backups,
+        skip_mirror: args.no_mirror,
+    })
+}
+
+#[derive(Serialize)]
+struct HitJson<'a> {
+    #[serde(flatten)]
+    hit: &'a Hit,
+    /// Where the bytes are on disk.
+    stored: String,
+}
+
+#[derive(Serialize)]
+struct SearchJson<'a> {
+    count: usize,
+    hits: Vec<HitJson<'a>>,
+}
+
+pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
+    let q = query(args)?;
+    let backup = super::load(repo)?;
+    let hits = search::search(&backup, &q);
+    if let Some(file) = &args.generate_script {
+        let dist = repo.root().canonicalize()?;
+        if backup_core::explore::restore::resolve_existing_prefix(file).starts_with(&dist) {
+            return Err(backup_core::explore::ExploreError::Refused(format!(
+                "{} lies inside the backup; write the script somewhere else",
+                file.display()
+            ))
+            .into());
+        }
+        write_script(&backup, &hits, file)?;
+        eprintln!(
+            "wrote {} ({} files); run: bash {} [TARGET]",
+            file.display(),
+            hits.len(),
+            file.display()
+        );
+    }
+    let mut o = Out::new();
+    if args.json {
+        let hits_json = hits
+            .iter()
+            .map(|h| HitJson {
+                hit: h,
+                stored: search::hit_path(&backup, h).display().to_string(),
+            })
+            .collect();
+        o.json(&SearchJson {
+            count: hits.len(),
+            hits: hits_json,
+        })?;
+        return Ok(0);
+    }
+    let mut last_loc: Option<&Location> = None;
+    let mut last_dir: Option<String> = None;
+    let mut groups = 0;
+    for h in &hits {
+        if last_loc != Some(&h.location) {
+            let label = match &h.location {
+                Location::Mirror => "mirror".to_owned(),
+                Location::Increment { name, .. } => name.clone(),
+            };
+            // Increments list track/ and deleted/ hits under one heading.
+            let same_inc = matches!((last_loc, &h.location),
+                (Some(Location::Increment { name: a, .. }), Location::Increment { name: b, .. }) if a == b);
+            if !same_inc {
+                writeln!(o.w, "{}", o.paint("1;35", &label))?;
+                groups += 1;
+                last_dir = None;
+            }
+            last_loc = Some(&h.location);
+        }
+        if args.full_paths {
+            writeln!(
+                o.w,
+                "  {}  {:>10}  {}  {}",
+                out::show(&search::hit_path(&backup, h).to_string_lossy()),
+                out::size(h.size),
+                out::date_ns(h.mtime_ns),
+                o.status(h.status)
+            )?;
+            continue;
+        }
+        let dir = out::dir_of(&h.path);
+        if last_dir.as_ref() != Some(&dir) {
+            let label = if dir.is_empty() {
+                "./".to_owned()
+            } else {
+                dir.clone()
+            };
+            writeln!(o.w, "  {}", o.paint("34;1", &label))?;
+            last_dir = Some(dir);
+        }
+        writeln!(
+            o.w,
+            "    {:<40} {:>10}  {}  {}",
+            out::name_of(&h.path),
+            out::size(h.size),
+            out::date_ns(h.mtime_ns),
+            o.status(h.status)
+        )?;
+    }
+    writeln!(o.w, "{} matches in {} places", hits.len(), groups)?;
+    o.w.flush()?;
+    Ok(0)
+}
+
+/// `'...'` quoting: every byte is literal inside single quotes except `'` itself, which is
+/// closed, escaped and reopened. Newlines, spaces, `$`, backticks and non-UTF-8 bytes are safe.
+fn sh_quote(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 2);
+    out.push(b'\'');
+    for &b in bytes {
+        if b == b'\'' {
+            out.extend_from_slice(b"'\\''");
+        } else {
+            out.push(b);
+        }
+    }
+    out.push(b'\'');
+    out
+}
+
+fn write_script(backup: &Backup, hits: &[Hit], file: &Path) -> anyhow::Result<()> {
+    let dist = backup
+        .repo
+        .root()
+        .canonicalize()
+        .unwrap_or_else(|_| backup.repo.root().to_path_buf());
+    let mut s: Vec<u8> = Vec::new();
+    s.extend_from_slice(
+        b"#!/usr/bin/env bash\n\
+# Restore script written by `backup-tool search --generate-script`.\n\
+# Copies each found file to TARGET/<increment or mirror>/<path> (TARGET: first argument,\n\
+# default ./restored), keeping mode and mtime; symlinks are copied as symlinks.\n\
+set -euo pipefail\n\
+target=\"${1:-./restored}\"\n",
+    );
+    s.extend_from_slice(format!("# backup: {}\n", out::show(&dist.to_string_lossy())).as_bytes());
+    for h in hits {
+        let src = search::hit_path(backup, h);
+        let src = if src.is_absolute() {
+            src
+        } else {
+            dist.join(src)
+        };
+        let loc = match &h.location {
+            Location::Mirror => "mirror".to_owned(),
+            Location::Increment { name, .. } => name.clone(),
+        };
+        let mut dest_rel = loc.clone().into_bytes();
+        dest_rel.push(b'/');
+        dest_rel.extend_from_slice(h.path.as_bytes());
+        let mut dir_rel = loc.into_bytes();
+        if let Some(p) = h.path.parent() {
+            dir_rel.push(b'/');
+            dir_rel.extend_from_slice(p.as_bytes());
+        }
+        s.extend_from_slice(b"mkdir -p -- \"$target\"/");
+        s.extend_from_slice(&sh_quote(&dir_rel));
+        s.extend_from_slice(b"\ncp -P -p -- ");
+        s.extend_from_slice(&sh_quote(src.as_os_str().as_encoded_bytes()));
+        s.extend_from_slice(b" \"$target\"/");
+        s.extend_from_slice(&sh_quote(&dest_rel));
+        s.push(b'\n');
+    }
+    std::fs::write(file, &s).map_err(|e| anyhow::anyhow!("write {}: {e}", file.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sh_quote;
+
+    #[test]
+    fn quoting_wraps_and_escapes_single_quotes() {
+        assert_eq!(sh_quote(b"it's"), b"'it'\\''s'".to_vec());
+        assert_eq!(sh_quote(b"-a b\nc"), b"'-a b\nc'".to_vec());
+    }
 }

@@ -1,0 +1,99 @@
+//! Shared output of the `backup-tool` commands: JSON, sizes, dates, escaped paths, colour
+//! (on a terminal only, never with `NO_COLOR` set).
+
+use std::io::{IsTerminal, Write};
+
+use backup_core::RelPath;
+use chrono::{Local, TimeZone};
+
+pub struct Out {
+    pub w: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    color: bool,
+}
+
+impl Default for Out {
+    fn default() -> Self {
+        Out::new()
+    }
+}
+
+impl Out {
+    pub fn new() -> Out {
+        let stdout = std::io::stdout();
+        let color =
+            stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        Out {
+            w: std::io::BufWriter::new(stdout.lock()),
+            color,
+        }
+    }
+
+    /// `text` in an ANSI colour (`"1"` bold, `"32"` green, ...) when colour is on.
+    pub fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    pub fn json<T: serde::Serialize>(&mut self, value: &T) -> anyhow::Result<()> {
+        serde_json::to_writer_pretty(&mut self.w, value)?;
+        writeln!(self.w)?;
+        Ok(())
+    }
+
+    pub fn status(&self, status: &str) -> String {
+        let code = match status {
+            "deleted" | "failed" => "31",
+            "tracked" | "new" | "restored" | "added" => "32",
+            "changed" | "mirror" => "36",
+            _ => "0",
+        };
+        self.paint(code, status)
+    }
+}
+
+pub fn size(n: u64) -> String {
+    humansize::format_size(n, humansize::BINARY)
+}
+
+pub fn date_ns(ns: i64) -> String {
+    Local
+        .timestamp_opt(
+            ns.div_euclid(1_000_000_000),
+            ns.rem_euclid(1_000_000_000) as u32,
+        )
+        .single()
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// A path for a terminal: lossy for non-UTF-8, control characters (newlines) escaped so
+/// every entry stays on one line.
+pub fn show(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub fn rel(p: &RelPath) -> String {
+    show(&p.display())
+}
+
+/// Folder part of a path for grouping (`""` for the top).
+pub fn dir_of(p: &RelPath) -> String {
+    p.parent()
+        .map(|d| format!("{}/", rel(&d)))
+        .unwrap_or_default()
+}
+
+pub fn name_of(p: &RelPath) -> String {
+    show(&String::from_utf8_lossy(p.file_name()))
+}

@@ -1,0 +1,156 @@
+//! The neutral read-only file-system interface that the FUSE and WinFsp adapters serve.
+//!
+//! A tree implements [`ReadOnlyFs`] with plain types (inode numbers, names as `OsStr`, errors
+//! as [`FsError`]); the adapters only translate. Inode numbers must stay stable while mounted:
+//! the same path always answers with the same number.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// An inode number. [`ROOT_INO`] is the root directory.
+pub type Ino = u64;
+
+pub const ROOT_INO: Ino = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeKind {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// Attributes of one node, as the kernel should see them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeAttr {
+    pub ino: Ino,
+    pub kind: NodeKind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    /// Permission bits only (`0o7777`).
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One entry of a directory listing (without `.` and `..`, which the adapters add).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: Ino,
+    pub kind: NodeKind,
+    pub name: OsString,
+}
+
+/// Figures for `statfs` / the volume size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FsStats {
+    pub blocks: u64,
+    pub block_size: u32,
+    pub files: u64,
+    pub name_max: u32,
+}
+
+/// Why a request failed. Each maps to one errno (and one NTSTATUS on Windows).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("read-only file system")]
+    ReadOnly,
+    #[error("not a symbolic link")]
+    NotSymlink,
+    #[error("no such attribute")]
+    NoData,
+    #[error("input/output error: {0}")]
+    Io(String),
+}
+
+impl FsError {
+    /// The errno the kernel should see.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::NotSymlink => libc::EINVAL,
+            FsError::NoData => no_data_errno(),
+            FsError::Io(_) => libc::EIO,
+        }
+    }
+
+    /// Classifies an error met while touching a backing file: a vanished file (an increment
+    /// pruned under us) is `NotFound`, anything else is an I/O error.
+    pub fn from_io(e: &std::io::Error) -> FsError {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => FsError::NotFound,
+            _ => match e.raw_os_error() {
+                Some(libc::ENOTDIR) => FsError::NotDir,
+                Some(libc::ELOOP) => FsError::NotFound,
+                _ => FsError::Io(e.to_string()),
+            },
+        }
+    }
+}
+
+#[cfg(any(target_os = "macos", target_os = "freebsd"))]
+fn no_data_errno() -> i32 {
+    libc::ENOATTR
+}
+#[cfg(not(any(target_os = "macos", target_os = "freebsd")))]
+fn no_data_errno() -> i32 {
+    libc::ENODATA
+}
+
+pub type FsResult<T> = Result<T, FsError>;
+
+/// How long the kernel may cache what a node answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// Mirrors files on disk that change behind our back: short cache.
+    Live,
+    /// Built from metadata; the tree tells the kernel itself when it changes.
+    Notified,
+}
+
+/// Tells the kernel to drop what it cached. Supplied by the adapter once mounted; calls must
+/// never come from inside a request handler (the kernel may wait on that very request).
+pub trait CacheInvalidator: Send + Sync {
+    /// Forget the name `name` in directory `parent` (and, for a directory, all below it).
+    fn inval_entry(&self, parent: Ino, name: &OsStr);
+    /// Forget the attributes and cached data of `ino`.
+    fn inval_inode(&self, ino: Ino);
+}
+
+/// A read-only tree served by a mount adapter. Every method may be called from several
+/// threads at once and must never panic: failures are `FsError`s.
+pub trait ReadOnlyFs: Send + Sync + 'static {
+    /// The child `name` of directory `parent`.
+    fn lookup(&self, parent: Ino, name: &OsStr) -> FsResult<NodeAttr>;
+    fn getattr(&self, ino: Ino) -> FsResult<NodeAttr>;
+    /// The whole listing of a directory, in a stable order. The adapters keep the listing per
+    /// open directory handle, so offsets stay valid while the tree changes.
+    fn readdir(&self, ino: Ino) -> FsResult<Vec<DirEntry>>;
+    fn readlink(&self, ino: Ino) -> FsResult<OsString>;
+    /// Opens the backing file for reading; the adapter reads from it (or hands it to the
+    /// kernel for passthrough) until the handle is released.
+    fn open(&self, ino: Ino) -> FsResult<File>;
+    fn statfs(&self) -> FsResult<FsStats>;
+    fn freshness(&self, ino: Ino) -> Freshness;
+    /// The parent of a directory (for `..`); the root is its own parent.
+    fn parent(&self, ino: Ino) -> Ino;
+    fn getxattr(&self, _ino: Ino, _name: &OsStr) -> FsResult<Vec<u8>> {
+        Err(FsError::NoData)
+    }
+    fn listxattr(&self, _ino: Ino) -> FsResult<Vec<OsString>> {
+        Ok(Vec::new())
+    }
+    /// Called once the tree is mounted, with the way to invalidate kernel caches.
+    fn attach_invalidator(&self, _inv: Arc<dyn CacheInvalidator>) {}
+}

@@ -1,0 +1,209 @@
+//! Harness of the mount tests: run `backup-tool BACKUP mount DIR` for real, wait until the
+//! kernel lists the mount, and always unmount afterwards, even when a test fails.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A generous bound for things that normally take milliseconds; never a timing assertion.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The workspace binary `name` (built on demand by the shared harness).
+pub fn binary(name: &str) -> PathBuf {
+    crate::bin(name)
+}
+
+/// True when `dir` is a mount point according to the kernel.
+pub fn is_mounted(dir: &Path) -> bool {
+    let dir = dir.to_string_lossy().replace(' ', "\\040");
+    fs::read_to_string("/proc/mounts")
+        .map(|m| m.lines().any(|l| l.split(' ').nth(1) == Some(dir.as_str())))
+        .unwrap_or(false)
+}
+
+/// Polls `cond` until it holds or [`DEADLINE`] passes.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `backup-tool mount`. Dropping it unmounts (SIGTERM, then `fusermount3 -u` /
+/// `umount -l` if the process did not manage).
+pub struct MountedBackup {
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl MountedBackup {
+    pub fn start(dist: &Path, dir: &Path) -> MountedBackup {
+        Self::start_with(dist, dir, &[])
+    }
+
+    pub fn start_with(dist: &Path, dir: &Path, extra: &[&str]) -> MountedBackup {
+        fs::create_dir_all(dir).expect("mount dir");
+        let dir = fs::canonicalize(dir).expect("canonical mount dir");
+        let child = Command::new(binary("backup-tool"))
+            .arg(dist)
+            .arg("mount")
+            .arg(&dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn backup-tool mount");
+        let mut m = MountedBackup {
+            dir,
+            child: Some(child),
+        };
+        let start = Instant::now();
+        while !is_mounted(&m.dir) {
+            if let Some(status) = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("backup-tool mount exited early: {status}");
+            }
+            assert!(start.elapsed() < DEADLINE, "mount never appeared");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits for the process to end.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Sends `sig` and waits for the process to end.
+    pub fn signal(&mut self, sig: i32) -> ExitStatus {
+        let mut child = self.child.take().expect("still running");
+        // SAFETY: signalling our own child by its pid.
+        unsafe {
+            libc::kill(child.id() as i32, sig);
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                return s;
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = child.kill();
+                return child.wait().expect("wait");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for MountedBackup {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        if is_mounted(&self.dir) {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.dir)
+                .status();
+        }
+        if is_mounted(&self.dir) {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+/// One file of a tree: bytes, mtime (ns), permission bits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeFile {
+    pub content: Vec<u8>,
+    pub mtime_ns: i64,
+    pub mode: u32,
+}
+
+/// Every regular file under `root`, by relative path.
+pub fn read_tree(root: &Path) -> BTreeMap<String, TreeFile> {
+    let mut out = BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, TreeFile>) {
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
+            .map(|e| e.expect("entry").path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let m = fs::symlink_metadata(&p).expect("lstat");
+            if m.is_dir() {
+                walk(root, &p, out);
+            } else if m.is_file() {
+                let rel = p.strip_prefix(root).expect("under root");
+                out.insert(
+                    rel.to_string_lossy().into_owned(),
+                    TreeFile {
+                        content: fs::read(&p)
+                            .unwrap_or_else(|e| panic!("read {}: {e}", p.display())),
+                        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+                        mode: m.permissions().mode() & 0o7777,
+                    },
+                );
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+/// A digest of everything under `root` that a read-only user must not change: names, kinds,
+/// bytes, sizes, modes and modification times.
+pub fn digest(root: &Path) -> String {
+    let mut lines = Vec::new();
+    fn walk(root: &Path, dir: &Path, lines: &mut Vec<String>) {
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let m = fs::symlink_metadata(&p).expect("lstat");
+            let rel = p
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
+            let content = if m.is_file() {
+                blake3::hash(&fs::read(&p).expect("read"))
+                    .to_hex()
+                    .to_string()
+            } else if m.file_type().is_symlink() {
+                fs::read_link(&p)
+                    .expect("readlink")
+                    .to_string_lossy()
+                    .into_owned()
+            } else {
+                String::new()
+            };
+            let mtime = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+            lines.push(format!(
+                "{rel}\t{:o}\t{}\t{mtime}\t{}\t{content}",
+                m.mode(),
+                m.len(),
+                m.nlink()
+            ));
+            if m.is_dir() {
+                walk(root, &p, lines);
+            }
+        }
+    }
+    walk(root, root, &mut lines);
+    lines.join("\n")
+}

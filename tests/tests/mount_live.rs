@@ -1,0 +1,142 @@
+//! A mounted backup follows the backup on disk (real `backup` runs and `backup-tool prune`
+//! while mounted), and serves many readers at once.
+
+use std::fs;
+use std::io::Read;
+use std::process::Command;
+
+use backup_tests::mount::{wait_until, MountedBackup};
+use backup_tests::{assert_same_tree, tree, TestEnv};
+
+#[test]
+fn a_backup_that_lands_while_mounted_becomes_visible_and_a_pruned_one_vanishes() {
+    let env = TestEnv::new();
+    env.config(serde_json::json!({"track_dirs": ["docs"]}));
+    env.write("docs/report.txt", b"report v1");
+    env.write("docs/keep.txt", b"keep");
+    env.backup_ok(&["-q"]);
+    env.write("docs/report.txt", b"report v2");
+    env.backup_ok(&["-q"]);
+    let first = env.increments();
+    assert_eq!(first.len(), 2);
+    let m = MountedBackup::start(&env.dist, &env.dir.path().join("mnt"));
+    let latest = m.path("snapshots/latest/docs/report.txt");
+    assert_eq!(fs::read(&latest).unwrap(), b"report v2");
+    // Warm the kernel caches, so only invalidation can make the new state visible.
+    let _ = tree(&m.path("snapshots"));
+    let _ = tree(&m.path("history"));
+
+    env.write("docs/report.txt", b"report v3 landed while mounted");
+    env.backup_ok(&["-q"]);
+    let third = env.increments().last().unwrap().clone();
+    wait_until("the new increment in snapshots/", || {
+        m.path(&format!("snapshots/{third}")).is_dir()
+    });
+    wait_until("latest to move", || {
+        fs::read(&latest).ok().as_deref() == Some(&b"report v3 landed while mounted"[..])
+    });
+    assert!(m.path(&format!("increments/{third}")).is_dir());
+    wait_until("history to list the new version", || {
+        fs::read_dir(m.path("history/docs/report.txt"))
+            .map(|d| d.count() == 3)
+            .unwrap_or(false)
+    });
+
+    // Prune the oldest increment while one of its versions is open.
+    let mut held =
+        fs::File::open(m.path(&format!("snapshots/{}/docs/report.txt", first[0]))).unwrap();
+    let out = env.tool(&[env.dist.to_str().unwrap(), "prune", "--keep-last", "2"]);
+    assert!(
+        out.status.success(),
+        "prune: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!env.dist.join(&first[0]).exists());
+    wait_until("the pruned increment to vanish", || {
+        !m.path(&format!("snapshots/{}", first[0])).exists()
+            && !m.path(&format!("increments/{}", first[0])).exists()
+    });
+    // The open file either still reads the version it opened or fails cleanly.
+    let mut v = Vec::new();
+    match held.read_to_end(&mut v) {
+        Ok(_) => assert_eq!(v, b"report v1"),
+        Err(e) => assert!(
+            matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::ENOENT)),
+            "unexpected error {e}"
+        ),
+    }
+    // The mount is alive and later views keep what other holders keep (keep.txt: the mirror).
+    let second = &first[1];
+    assert_eq!(
+        fs::read(m.path(&format!("snapshots/{second}/docs/keep.txt"))).unwrap(),
+        b"keep"
+    );
+    assert_eq!(
+        fs::read(m.path(&format!("snapshots/{second}/docs/report.txt"))).unwrap(),
+        b"report v2"
+    );
+}
+
+fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn eight_parallel_readers_copy_identical_bytes() {
+    // Kernel passthrough where the kernel offers it, then reads served by the daemon.
+    for extra in [&[][..], &["--no-passthrough"][..]] {
+        parallel_readers(extra);
+    }
+}
+
+fn parallel_readers(extra: &[&str]) {
+    let env = TestEnv::new();
+    env.config(serde_json::json!({"track_dirs": ["data"]}));
+    for i in 0..120u64 {
+        let len = match i % 4 {
+            0 => 0,
+            1 => 4096,
+            2 => 300_000 + i as usize * 17,
+            _ => 600_000 + i as usize,
+        };
+        env.write(
+            format!("data/d{}/sub{}/f{i}.bin", i % 5, i % 3),
+            &pseudo_random_bytes(i, len),
+        );
+    }
+    env.backup_ok(&["-q"]);
+    let m = MountedBackup::start_with(&env.dist, &env.dir.path().join("mnt"), extra);
+    let expected = tree(&env.src);
+    assert_eq!(expected.len(), 120);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let src = m.path("snapshots/latest");
+                let dest = env.dir.path().join(format!("copy{i}"));
+                s.spawn(move || {
+                    let st = Command::new("cp")
+                        .arg("-a")
+                        .arg(&src)
+                        .arg(&dest)
+                        .status()
+                        .unwrap();
+                    assert!(st.success(), "cp -a by reader {i}");
+                    tree(&dest)
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_same_tree(&expected, &h.join().unwrap());
+        }
+    });
+}

@@ -1,0 +1,475 @@
+//! `backup-tool restore` and `search --generate-script` through the real binary, including
+//! crafted metadata and increment trees that try to steer writes or reads outside.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use backup_tests::toolenv::{put, scenario, Env};
+
+/// Every file below `root` as (relative path bytes, content or link target, mtime ns, mode).
+fn tree(root: &Path) -> Vec<(Vec<u8>, Vec<u8>, i64, u32)> {
+    let mut v = Vec::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        if e.file_type().is_dir() {
+            continue;
+        }
+        let md = e.metadata().unwrap();
+        let data = if e.file_type().is_symlink() {
+            fs::read_link(e.path())
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec()
+        } else {
+            fs::read(e.path()).unwrap()
+        };
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
+        let mode = if e.file_type().is_symlink() {
+            0
+        } else {
+            md.mode() & 0o7777
+        };
+        v.push((
+            rel,
+            data,
+            md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            mode,
+        ));
+    }
+    v
+}
+
+#[test]
+fn restores_each_point_in_time_with_mtimes_and_modes() {
+    let mut env = Env::new();
+    env.write("projects/a.py", b"one");
+    env.write("projects/run.sh", b"#!/bin/sh\n");
+    fs::set_permissions(
+        env.src.join("projects/run.sh"),
+        fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    fs::set_permissions(
+        env.src.join("projects/a.py"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("a.py", env.src.join("projects/link")).unwrap();
+    let mut snapshots = Vec::new();
+    let i1 = env.backup().unwrap();
+    snapshots.push((i1.clone(), tree(&env.src)));
+    env.write("projects/a.py", b"two, longer");
+    env.write("docs/new.md", b"new");
+    let i2 = env.backup().unwrap();
+    snapshots.push((i2.clone(), tree(&env.src)));
+    env.remove("projects/run.sh");
+    // Names carry seconds: a later second lets a time name increment 2 but not 3.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let i3 = env.backup().unwrap();
+    snapshots.push((i3.clone(), tree(&env.src)));
+    for (name, expected) in &snapshots {
+        let to = env.tmp.path().join(format!("r-{name}"));
+        env.tool_ok(&["restore", "--at", name, "--to", to.to_str().unwrap()], 0);
+        assert_eq!(&tree(&to), expected, "restore at {name}");
+        assert!(fs::symlink_metadata(to.join("projects/link"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+    // A time resolves to the newest increment at or before it.
+    let t = backup_core::IncrementName::parse(&i2).unwrap().time();
+    let to = env.tmp.path().join("r-time");
+    let when = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    env.tool_ok(&["restore", "--at", &when, "--to", to.to_str().unwrap()], 0);
+    assert_eq!(tree(&to), snapshots[1].1);
+    // Without --at: the mirror, i.e. the current state.
+    let to = env.tmp.path().join("r-mirror");
+    env.tool_ok(&["restore", "--to", to.to_str().unwrap()], 0);
+    assert_eq!(tree(&to), tree(&env.src));
+    // Before the first increment there is nothing.
+    assert_eq!(
+        env.tool(&["restore", "--at", "2000-01-01", "--to", "x"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn selection_dry_run_and_overwrite_modes() {
+    let s = scenario();
+    let e = &s.env;
+    let to = e.tmp.path().join("r");
+    let dest = to.to_str().unwrap();
+    // Dry run: says what it would do and creates nothing.
+    let out = e.tool_ok(
+        &["restore", "--at", &s.incs[1], "--to", dest, "--dry-run"],
+        0,
+    );
+    assert!(
+        out.contains("would restore") && out.contains("b.pdf"),
+        "{out}"
+    );
+    assert!(!to.exists());
+    // A folder and a glob.
+    let v = e.tool_json(
+        &[
+            "restore",
+            "projects/sub",
+            "*.md",
+            "--at",
+            &s.incs[1],
+            "--to",
+            dest,
+        ],
+        0,
+    );
+    let restored: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(restored, vec!["docs/readme.md", "projects/sub/c.py"]);
+    assert!(!to.join("projects/a.py").exists());
+    assert_eq!(
+        fs::read(to.join("docs/readme.md")).unwrap(),
+        b"# readme v1\n"
+    );
+    // never (default): an existing file is kept.
+    fs::write(to.join("docs/readme.md"), b"local edit").unwrap();
+    e.tool_ok(
+        &[
+            "restore",
+            "docs/readme.md",
+            "--at",
+            &s.incs[1],
+            "--to",
+            dest,
+        ],
+        0,
+    );
+    assert_eq!(fs::read(to.join("docs/readme.md")).unwrap(), b"local edit");
+    // if-changed: replaced when different, skipped when already equal.
+    let v = e.tool_json(
+        &[
+            "restore",
+            "docs/readme.md",
+            "--at",
+            &s.incs[1],
+            "--to",
+            dest,
+            "--overwrite",
+            "if-changed",
+        ],
+        0,
+    );
+    assert_eq!(v["results"][0]["action"], "restored");
+    assert_eq!(
+        fs::read(to.join("docs/readme.md")).unwrap(),
+        b"# readme v1\n"
+    );
+    let v = e.tool_json(
+        &[
+            "restore",
+            "docs/readme.md",
+            "--at",
+            &s.incs[1],
+            "--to",
+            dest,
+            "--overwrite",
+            "if-changed",
+        ],
+        0,
+    );
+    assert_eq!(v["results"][0]["action"], "skipped-unchanged");
+    // always: replaced even when equal.
+    let v = e.tool_json(
+        &[
+            "restore",
+            "docs/readme.md",
+            "--at",
+            &s.incs[2],
+            "--to",
+            dest,
+            "--overwrite",
+            "always",
+        ],
+        0,
+    );
+    assert_eq!(v["results"][0]["action"], "restored");
+    assert_eq!(
+        fs::read(to.join("docs/readme.md")).unwrap(),
+        b"# readme, second edition\n"
+    );
+    // Nothing matches: status 1 and a message.
+    let out = e.tool(&["restore", "no/such", "--to", dest]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn odd_names_round_trip_through_restore_and_generated_script() {
+    let mut env = Env::new();
+    let names: Vec<&[u8]> = vec![
+        b"odd/with space.txt",
+        b"odd/it's \"quoted\".txt",
+        b"odd/new\nline.txt",
+        b"odd/-leading-dash",
+        b"odd/$(touch pwned)`x`",
+        b"odd/caf\xe9-latin1.txt",
+        b"odd/back\\slash",
+    ];
+    for (k, n) in names.iter().enumerate() {
+        let p = env.src.join(std::ffi::OsStr::from_bytes(n));
+        put(&p, format!("content {k}").as_bytes());
+    }
+    env.backup().unwrap();
+    let to = env.tmp.path().join("restored");
+    env.tool_ok(&["restore", "--to", to.to_str().unwrap()], 0);
+    assert_eq!(tree(&to), tree(&env.src));
+
+    let script = env.tmp.path().join("restore.sh");
+    env.tool_ok(
+        &[
+            "search",
+            "--mask",
+            "odd/*",
+            "--generate-script",
+            script.to_str().unwrap(),
+        ],
+        0,
+    );
+    let target = env.tmp.path().join("by-script");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&target)
+        .current_dir(env.tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !env.tmp.path().join("pwned").exists(),
+        "the script ran a name as code"
+    );
+    // Two places hold each file: the increment and the mirror.
+    let inc = env.increments()[0].clone();
+    for n in &names {
+        for place in [inc.as_str(), "mirror"] {
+            let p = target.join(place).join(std::ffi::OsStr::from_bytes(n));
+            let src = env.src.join(std::ffi::OsStr::from_bytes(n));
+            assert_eq!(fs::read(&p).unwrap(), fs::read(&src).unwrap(), "{p:?}");
+            assert_eq!(
+                fs::metadata(&p).unwrap().mtime(),
+                fs::metadata(&src).unwrap().mtime()
+            );
+        }
+    }
+}
+
+/// A backup whose single increment's metadata and tree are written by hand.
+fn crafted(catalog: serde_json::Value, setup: impl FnOnce(&Path)) -> (Env, String) {
+    let env = Env::new();
+    let name = "backup_20240105_100000".to_owned();
+    let inc = env.dist.join(&name);
+    fs::create_dir_all(inc.join("track")).unwrap();
+    fs::create_dir_all(env.dist.join("mirror")).unwrap();
+    setup(&inc);
+    let meta = serde_json::json!({
+        "version": 2, "timestamp": "2024-01-05T10:00:00", "backup_name": name,
+        "file_catalog": catalog,
+    });
+    put(
+        &inc.join(format!("{name}.json")),
+        meta.to_string().as_bytes(),
+    );
+    (env, name)
+}
+
+fn entry(size: u64) -> serde_json::Value {
+    serde_json::json!({"size": size, "mtime": 1704448800.0, "category": "tracked", "op": "new"})
+}
+
+#[test]
+fn crafted_paths_in_metadata_never_escape_the_target() {
+    let outside = tempfile::tempdir().unwrap();
+    let mut cat = serde_json::Map::new();
+    cat.insert("../escape.txt".into(), entry(1));
+    cat.insert("a/../../escape2.txt".into(), entry(1));
+    cat.insert(format!("{}/abs.txt", outside.path().display()), entry(1));
+    // "\0hex:" form of "../hex.txt".
+    cat.insert(format!("\u{0}hex:{}", hex(b"../hex.txt")), entry(1));
+    cat.insert("ok.txt".into(), entry(2));
+    let (env, name) = crafted(serde_json::Value::Object(cat), |inc| {
+        put(&inc.join("track/ok.txt"), b"ok");
+        put(&inc.join("escape.txt"), b"x");
+    });
+    let to = env.tmp.path().join("deep/target");
+    let v = env.tool_json(&["restore", "--at", &name, "--to", to.to_str().unwrap()], 0);
+    assert_eq!(v["results"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(fs::read(to.join("ok.txt")).unwrap(), b"ok");
+    assert_eq!(
+        fs::read_dir(env.tmp.path().join("deep")).unwrap().count(),
+        1,
+        "only the target inside deep/"
+    );
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    // check names the skipped entries.
+    let c = env.tool_json(&["check"], 1);
+    let bad = c["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "bad-metadata")
+        .count();
+    assert_eq!(bad, 4, "{c}");
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn symlinks_inside_increments_are_never_followed_when_reading() {
+    let outside = tempfile::tempdir().unwrap();
+    put(&outside.path().join("secret.txt"), b"SECRET");
+    let o = outside.path().to_path_buf();
+    let cat = serde_json::json!({
+        "linked/secret.txt": entry(6),
+        "plain.txt": entry(6),
+        "good.txt": entry(4),
+    });
+    let (env, name) = crafted(cat, |inc| {
+        // track/linked -> outside folder; track/plain.txt -> outside file (recorded as a file).
+        std::os::unix::fs::symlink(&o, inc.join("track/linked")).unwrap();
+        std::os::unix::fs::symlink(o.join("secret.txt"), inc.join("track/plain.txt")).unwrap();
+        put(&inc.join("track/good.txt"), b"good");
+    });
+    let to = env.tmp.path().join("target");
+    let out = env.tool(&["restore", "--at", &name, "--to", to.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "per-file failures give status 1"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("linked/secret.txt") && err.contains("plain.txt"),
+        "{err}"
+    );
+    assert_eq!(fs::read(to.join("good.txt")).unwrap(), b"good");
+    for e in walkdir::WalkDir::new(&to) {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            assert_ne!(fs::read(e.path()).unwrap(), b"SECRET", "{:?}", e.path());
+        }
+    }
+}
+
+#[test]
+fn never_writes_through_symlinks_in_the_target() {
+    let outside = tempfile::tempdir().unwrap();
+    let o = outside.path().to_path_buf();
+    put(&o.join("victim.txt"), b"victim");
+    // Increment 1 stores a symlink `link` -> outside; increment 2 a real folder's file
+    // `link/pwned.txt` (readable without following anything). The fold at increment 2 holds
+    // both, so the restore would write pwned.txt through the symlink it has just created.
+    let cat = serde_json::json!({
+        "link": {"size": 3, "mtime": 1704448800.0, "category": "tracked", "op": "new", "kind": "symlink"},
+        "dir/file.txt": entry(4),
+        "victim.txt": entry(4),
+    });
+    let (env, _) = crafted(cat, |inc| {
+        std::os::unix::fs::symlink(&o, inc.join("track/link")).unwrap();
+        put(&inc.join("track/dir/file.txt"), b"file");
+        put(&inc.join("track/victim.txt"), b"evil");
+    });
+    let second = "backup_20240106_100000";
+    let inc2 = env.dist.join(second);
+    put(&inc2.join("track/link/pwned.txt"), b"pwned");
+    let meta = serde_json::json!({
+        "version": 2, "timestamp": "2024-01-06T10:00:00", "backup_name": second,
+        "file_catalog": {"link/pwned.txt": entry(5)},
+    });
+    put(
+        &inc2.join(format!("{second}.json")),
+        meta.to_string().as_bytes(),
+    );
+    let to = env.tmp.path().join("target");
+    fs::create_dir_all(&to).unwrap();
+    // Present before the restore: dir -> outside, victim.txt -> outside/victim.txt.
+    std::os::unix::fs::symlink(&o, to.join("dir")).unwrap();
+    std::os::unix::fs::symlink(o.join("victim.txt"), to.join("victim.txt")).unwrap();
+    let out = env.tool(&[
+        "restore",
+        "--at",
+        second,
+        "--to",
+        to.to_str().unwrap(),
+        "--overwrite",
+        "always",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("link/pwned.txt") && err.contains("dir/file.txt"),
+        "{err}"
+    );
+    // The restored symlink is a symlink, and nothing went through it or through dir.
+    assert!(fs::symlink_metadata(to.join("link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(!o.join("pwned.txt").exists());
+    assert!(!o.join("file.txt").exists());
+    // victim.txt: the link itself was replaced by the restored file; its target is untouched.
+    assert_eq!(fs::read(o.join("victim.txt")).unwrap(), b"victim");
+    assert!(fs::symlink_metadata(to.join("victim.txt"))
+        .unwrap()
+        .is_file());
+    assert_eq!(fs::read(to.join("victim.txt")).unwrap(), b"evil");
+    assert_eq!(fs::read_dir(&o).unwrap().count(), 1);
+}
+
+#[test]
+fn a_target_inside_the_backup_is_refused() {
+    let s = scenario();
+    let e = &s.env;
+    let before = backup_tests::toolenv::fingerprint(&e.dist);
+    for to in [
+        e.dist.join("mirror"),
+        e.dist.join("new/folder"),
+        e.dist.clone(),
+    ] {
+        let out = e.tool(&[
+            "restore",
+            "--at",
+            &s.incs[1],
+            "--to",
+            to.to_str().unwrap(),
+            "--overwrite",
+            "always",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{to:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("inside the backup"));
+    }
+    // Also through a symlink that leads into it.
+    let link = e.tmp.path().join("sneaky");
+    std::os::unix::fs::symlink(&e.dist, &link).unwrap();
+    let to = link.join("mirror/x");
+    let out = e.tool(&["restore", "--to", to.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(backup_tests::toolenv::fingerprint(&e.dist), before);
+}
