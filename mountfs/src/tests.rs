@@ -257,6 +257,9 @@ fn refresh_sees_new_and_pruned_increments_and_invalidates() {
     assert_eq!(fs.refresh().unwrap(), None);
     let latest_file = fs.lookup_path("snapshots/latest/docs/report.txt").unwrap();
     assert_eq!(read_all(&fs, latest_file.ino), b"report v3");
+    let in_b = fs
+        .lookup_path(&format!("snapshots/{B}/docs/report.txt"))
+        .unwrap();
 
     f.backup(D, &[Change::Write("docs/report.txt", b"report v4")]);
     let r = fs.refresh().unwrap().expect("a change");
@@ -270,6 +273,8 @@ fn refresh_sees_new_and_pruned_increments_and_invalidates() {
         .unwrap()
         .contains(&(snaps, "latest".into())));
     assert!(rec.inodes.lock().unwrap().contains(&latest_file.ino));
+    // A new newest increment changes no earlier view: those stay cached.
+    assert!(!rec.inodes.lock().unwrap().contains(&in_b.ino));
 
     // Prune A while a file of its snapshot is open.
     let in_a = fs
@@ -280,6 +285,9 @@ fn refresh_sees_new_and_pruned_increments_and_invalidates() {
     let r = fs.refresh().unwrap().expect("a change");
     assert_eq!(r.removed, [A]);
     assert!(rec.entries.lock().unwrap().contains(&(snaps, A.into())));
+    // A prune may take versions out of any view.
+    assert!(rec.inodes.lock().unwrap().contains(&in_b.ino));
+    assert!(rec.entries.lock().unwrap().contains(&(snaps, B.into())));
     assert!(matches!(fs.getattr(in_a.ino), Err(FsError::NotFound)));
     assert!(matches!(fs.open(in_a.ino), Err(FsError::NotFound)));
     assert!(matches!(
