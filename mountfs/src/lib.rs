@@ -425,6 +425,8 @@ impl BackupFs {
     pub fn load_metadata(&self) -> Vec<FormatProblem> {
         let state = self.state();
         state.history();
+        // Ready before anyone enters a snapshot; nothing waits for it meanwhile.
+        state.snap_index();
         let problems = state.problems.lock().unwrap_or_else(|p| p.into_inner());
         problems.clone()
     }
@@ -770,6 +772,7 @@ impl BackupFs {
         let new = State::quick(&self.repo)?;
         // Parsed here, off the request path, before the new state is visible.
         new.history();
+        new.snap_index();
         let reload = Reload {
             added: new
                 .names

@@ -95,7 +95,9 @@ fn walk(fs: &BackupFs, ino: Ino, prefix: &str, out: &mut BTreeMap<String, ModelF
 
 fn open_fs(dir: &Path) -> BackupFs {
     let fs = BackupFs::open(Repository::open(dir).expect("repo")).expect("open");
-    let problems = fs.load_metadata();
+    // Parses the metadata but, unlike `load_metadata`, builds no snapshot index.
+    fs.state().history();
+    let problems = fs.state().problems.lock().unwrap().clone();
     assert!(problems.is_empty(), "{problems:?}");
     fs
 }
@@ -466,4 +468,21 @@ fn listings_of_root_increments_and_snapshots_parse_no_metadata() {
         ["new.txt", "report.txt"]
     );
     assert!(fs.state().history.get().is_some());
+}
+
+#[test]
+fn unreadable_metadata_is_reported_and_the_rest_still_served() {
+    let d = tempfile::tempdir().unwrap();
+    fixture(d.path());
+    std::fs::write(d.path().join(B).join(format!("{B}.json")), b"{ truncated").unwrap();
+    let fs = BackupFs::open(Repository::open(d.path()).unwrap()).unwrap();
+    let problems = fs.load_metadata();
+    assert!(problems.iter().any(|p| p.file.contains(B)), "{problems:?}");
+    assert!(fs.state().snap_index.lock().unwrap().is_some());
+    let latest = fs.lookup_path("snapshots/latest/docs/report.txt").unwrap();
+    assert_eq!(read_all(&fs, latest.ino), b"report v3");
+    let a = fs
+        .lookup_path(&format!("snapshots/{A}/docs/report.txt"))
+        .unwrap();
+    assert_eq!(read_all(&fs, a.ino), b"report v1");
 }
