@@ -68,9 +68,19 @@ impl ContentHash {
         if s.len() != 64 {
             return None;
         }
+        // Hand-rolled: this runs once per file when mirror.json is loaded.
+        fn nibble(c: u8) -> Option<u8> {
+            match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                b'A'..=b'F' => Some(c - b'A' + 10),
+                _ => None,
+            }
+        }
+        let b = s.as_bytes();
         let mut out = [0u8; 32];
         for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+            *o = (nibble(b[2 * i])? << 4) | nibble(b[2 * i + 1])?;
         }
         Some(ContentHash(out))
     }
@@ -366,6 +376,40 @@ fn parse_entries(
     out
 }
 
+/// Our `mirror.json` shape, for the one-pass typed parse.
+#[derive(Deserialize)]
+struct FastIndex {
+    schema_version: u32,
+    #[serde(default)]
+    updated: Option<String>,
+    files: TypedEntries,
+}
+
+struct TypedEntries(Vec<(String, EntryJson)>);
+
+impl<'de> Deserialize<'de> for TypedEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TypedEntries;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of entries")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0));
+                while let Some(k) = m.next_key::<String>()? {
+                    v.push((k, m.next_value::<EntryJson>()?));
+                }
+                Ok(TypedEntries(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// A JSON object read as its (key, raw value) pairs in order, without building values.
 struct MapAsVec<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
 
@@ -470,6 +514,29 @@ impl MirrorIndex {
             }
             Err(e) => return Err(json_err(e)),
         };
+        // Fast path: our own well-formed index, typed in one pass.
+        if let Ok(fast) = serde_json::from_str::<FastIndex>(text) {
+            let mut problems = Vec::new();
+            let mut files = Vec::with_capacity(fast.files.0.len());
+            for (key, e) in fast.files.0 {
+                match RelPath::parse(&key) {
+                    Ok(p) => files.push((p, index_entry(e))),
+                    Err(err) => problems.push(FormatProblem {
+                        file: file.to_owned(),
+                        key: Some(key),
+                        message: format!("unsafe or invalid path skipped: {err}"),
+                    }),
+                }
+            }
+            let _ = fast.schema_version;
+            return Ok((
+                MirrorIndex {
+                    files: files.into_iter().collect(),
+                    updated: fast.updated,
+                },
+                problems,
+            ));
+        }
         let mut problems = Vec::new();
         let mut index = MirrorIndex::default();
         let mut add = |key: &str, raw: &RawValue, problems: &mut Vec<FormatProblem>| {
@@ -695,39 +762,65 @@ impl IncrementMeta {
         ))
     }
 
+    /// Pretty JSON, written without building a JSON tree (an initial increment can list every
+    /// tracked file).
     pub fn to_json(&self) -> Vec<u8> {
-        let mut catalog = Map::new();
-        for (p, e) in &self.file_catalog {
-            let j = EntryJson {
-                size: e.size,
-                mtime: Some(e.mtime.secs_f64()),
-                mtime_ns: Some(e.mtime.ns),
-                category: Some(e.category),
-                op: Some(e.op()),
-                kind: e.kind,
-                mode: e.mode,
-                hash: e.hash,
-                version_of: e.version_of.clone(),
-                ..Default::default()
-            };
-            catalog.insert(
-                p.encode(),
-                serde_json::to_value(j).expect("entry serializes"),
-            );
+        struct Catalog<'a>(&'a BTreeMap<RelPath, CatalogEntry>);
+        impl Serialize for Catalog<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.iter().map(|(p, e)| {
+                    (
+                        p.encode(),
+                        EntryJson {
+                            size: e.size,
+                            mtime: Some(e.mtime.secs_f64()),
+                            mtime_ns: Some(e.mtime.ns),
+                            category: Some(e.category),
+                            op: Some(e.op()),
+                            kind: e.kind,
+                            mode: e.mode,
+                            hash: e.hash,
+                            version_of: e.version_of.clone(),
+                            ..Default::default()
+                        },
+                    )
+                }))
+            }
         }
-        let mut top = self.extra.clone();
-        top.insert("version".into(), self.version.clone());
-        top.insert("timestamp".into(), Value::from(self.timestamp.clone()));
-        top.insert("backup_name".into(), Value::from(self.backup_name.clone()));
-        top.insert("file_catalog".into(), Value::Object(catalog));
+        #[derive(Serialize)]
+        struct Top<'a> {
+            #[serde(flatten)]
+            extra: &'a Map<String, Value>,
+            version: &'a Value,
+            timestamp: &'a str,
+            backup_name: &'a str,
+            file_catalog: Catalog<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            summary: Option<&'a IncrementSummary>,
+        }
         // An original-tool summary kept verbatim in `extra` wins over our empty default.
-        if !top.contains_key("summary") || self.summary != IncrementSummary::default() {
-            top.insert(
-                "summary".into(),
-                serde_json::to_value(&self.summary).expect("summary serializes"),
-            );
+        let keep_theirs =
+            self.extra.contains_key("summary") && self.summary == IncrementSummary::default();
+        let mut extra = std::borrow::Cow::Borrowed(&self.extra);
+        if !keep_theirs && extra.contains_key("summary") {
+            extra.to_mut().remove("summary");
         }
-        serde_json::to_vec_pretty(&Value::Object(top)).expect("metadata serializes")
+        for k in ["version", "timestamp", "backup_name", "file_catalog"] {
+            if extra.contains_key(k) {
+                extra.to_mut().remove(k);
+            }
+        }
+        let top = Top {
+            extra: &extra,
+            version: &self.version,
+            timestamp: &self.timestamp,
+            backup_name: &self.backup_name,
+            file_catalog: Catalog(&self.file_catalog),
+            summary: (!keep_theirs).then_some(&self.summary),
+        };
+        let mut out = Vec::with_capacity(self.file_catalog.len() * 300 + 256);
+        serde_json::to_writer_pretty(&mut out, &top).expect("metadata serializes");
+        out
     }
 
     pub fn load(path: &Path) -> Result<(IncrementMeta, Vec<FormatProblem>), FormatError> {

@@ -194,9 +194,18 @@ pub fn scan_with(
         parts
     });
 
+    // The biggest share becomes the result as it is: no second copy of 100k entries.
+    let mut parts = parts;
+    parts.sort_by_key(|p| std::cmp::Reverse(p.entries.len()));
+    let total: usize = parts.iter().map(|p| p.entries.len()).sum();
     for p in parts {
         hits.merge(&p.hits);
-        out.entries.extend(p.entries);
+        if out.entries.is_empty() {
+            out.entries = p.entries;
+            out.entries.reserve_exact(total - out.entries.len());
+        } else {
+            out.entries.extend(p.entries);
+        }
         out.preserved_dirs.extend(p.preserved_dirs);
         out.notes.extend(p.notes);
         out.errors.extend(p.errors);

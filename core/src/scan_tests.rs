@@ -107,6 +107,21 @@ fn dir_globs_stay_within_components_and_doublestar_spans() {
         t.selected(r#""include_dirs": ["."], "exclude_dirs": ["work", "home"]"#),
         map(&[("notes/m", U)])
     );
+    // `dir/**` is the whole folder, files directly in it too.
+    t.file("work/top");
+    assert_eq!(
+        t.selected(r#""track_dirs": ["work/**"], "exclude_dirs": ["work/p2/**"]"#),
+        map(&[("work/p1/docs/a", T), ("work/top", T)])
+    );
+    // With a '/', an exclusion is a path from `src`, not a name: `p1/**` is not `work/p1`.
+    assert_eq!(
+        t.selected(r#""include_dirs": ["work"], "exclude_dirs": ["p1/**", "src/"]"#),
+        map(&[
+            ("work/p1/docs/a", U),
+            ("work/p2/docs/b", U),
+            ("work/top", U)
+        ])
+    );
 }
 
 #[test]

@@ -135,6 +135,43 @@ impl Backup {
             .get_or_init(|| History::build(self.increments.clone(), &self.mirror))
     }
 
+    /// The fold over only the paths `keep` accepts: each path's history is independent of the
+    /// others, so `log PATH` or a restore of one folder need not fold the whole backup.
+    pub fn history_of(&self, keep: impl Fn(&RelPath) -> bool) -> History {
+        let increments = self
+            .increments
+            .iter()
+            .map(|i| IncrementInfo {
+                name: i.name.clone(),
+                meta: crate::format::IncrementMeta {
+                    backup_name: i.meta.backup_name.clone(),
+                    timestamp: i.meta.timestamp.clone(),
+                    version: i.meta.version.clone(),
+                    file_catalog: i
+                        .meta
+                        .file_catalog
+                        .iter()
+                        .filter(|(p, _)| keep(p))
+                        .map(|(p, e)| (p.clone(), e.clone()))
+                        .collect(),
+                    summary: i.meta.summary.clone(),
+                    extra: serde_json::Map::new(),
+                },
+            })
+            .collect();
+        let mirror = MirrorIndex {
+            files: self
+                .mirror
+                .files
+                .iter()
+                .filter(|(p, _)| keep(p))
+                .map(|(p, e)| (p.clone(), e.clone()))
+                .collect(),
+            updated: self.mirror.updated.clone(),
+        };
+        History::build(increments, &mirror)
+    }
+
     pub fn increment(&self, name: &str) -> Result<&IncrementInfo, ExploreError> {
         self.increments
             .binary_search_by(|i| i.name.as_str().cmp(name))

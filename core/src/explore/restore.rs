@@ -77,7 +77,14 @@ pub fn plan(backup: &Backup, point: &Point, selection: &Selection) -> Plan {
             }
         }
         Point::Increment(name) => {
-            for (path, v) in backup.history().snapshot(name.as_str()) {
+            let filtered;
+            let history = if selection.is_all() {
+                backup.history()
+            } else {
+                filtered = backup.history_of(|p| selection.is_match(p));
+                &filtered
+            };
+            for (path, v) in history.snapshot(name.as_str()) {
                 if selection.is_match(&path) {
                     let from = match &v.holder {
                         Holder::Mirror => "mirror".to_owned(),
