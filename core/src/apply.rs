@@ -172,7 +172,7 @@ pub async fn apply(
                 }
             }
         }
-        prune_dirs(&del_stage, deleted.iter().map(|d| &d.rel));
+        errors.extend(prune_dirs(&del_stage, deleted.iter().map(|d| &d.rel)));
         for p in &preserved_dirs {
             let _ = ensure_dir(
                 &del_stage.repo.mirror_dir(),
@@ -335,6 +335,9 @@ fn increment_parent(
 /// Returns `Ok(false)` when the file was already gone from the mirror.
 fn delete_one(stage: &Stage, d: &DeleteItem) -> io::Result<bool> {
     let mirror = stage.repo.mirror_file(&d.rel);
+    fail::fail_point!("apply::remove", |_| Err(io::Error::other(
+        "injected fault at apply::remove"
+    )));
     match (&stage.increment, d.is_tracked()) {
         (Some(name), true) => {
             let dest = increment_parent(stage, name, Category::Deleted, &d.rel)?;
@@ -364,39 +367,58 @@ fn is_preserved(stage: &Stage, rel: &RelPath) -> bool {
 }
 
 /// Removes `rel` when it holds nothing but (recursively) empty, unpreserved directories. Stops
-/// at the first file it meets, so a big directory costs one short read.
-fn remove_if_empty(stage: &Stage, root: &Path, rel: &RelPath) -> bool {
+/// at the first file it meets, so a big directory costs one short read. `Ok(false)`: something
+/// is still inside; an error other than that is returned, for the run to report.
+fn remove_if_empty(stage: &Stage, root: &Path, rel: &RelPath) -> io::Result<bool> {
     if is_preserved(stage, rel) {
-        return false;
+        return Ok(false);
     }
     let path = rel.under(root);
-    match std::fs::remove_dir(&path) {
-        Ok(()) => return true,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return true,
-        Err(_) => {}
+    if let Some(done) = remove_empty_dir(&path)? {
+        return Ok(done);
     }
     let Ok(rd) = std::fs::read_dir(&path) else {
-        return false;
+        return Ok(false);
     };
     let mut subdirs = Vec::new();
     for e in rd {
-        let Ok(e) = e else { return false };
+        let Ok(e) = e else { return Ok(false) };
         match e.file_type() {
             Ok(t) if t.is_dir() => {
                 let Ok(child) = rel.join(e.file_name().as_encoded_bytes()) else {
-                    return false;
+                    return Ok(false);
                 };
                 subdirs.push(child);
             }
-            _ => return false,
+            _ => return Ok(false),
         }
     }
-    subdirs.iter().all(|d| remove_if_empty(stage, root, d)) && std::fs::remove_dir(&path).is_ok()
+    for d in &subdirs {
+        if !remove_if_empty(stage, root, d)? {
+            return Ok(false);
+        }
+    }
+    Ok(remove_empty_dir(&path)?.unwrap_or(false))
+}
+
+/// `Some(true)`: removed or already gone; `None`: not empty.
+fn remove_empty_dir(path: &Path) -> io::Result<Option<bool>> {
+    fail::fail_point!("apply::prune", |_| Err(io::Error::other(
+        "injected fault at apply::prune"
+    )));
+    match std::fs::remove_dir(path) {
+        Ok(()) => Ok(Some(true)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(true)),
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes directories of the mirror that the deletions left empty, deepest first, except
 /// selected preserved ones (and everything inside them: a `.git` keeps its empty `refs/tags`).
-fn prune_dirs<'a>(stage: &Stage, removed: impl Iterator<Item = &'a RelPath>) {
+/// Failures other than "still holds something" are reported.
+fn prune_dirs<'a>(stage: &Stage, removed: impl Iterator<Item = &'a RelPath>) -> Vec<FileError> {
+    let mut errors = Vec::new();
     let mut dirs: HashSet<RelPath> = HashSet::new();
     for rel in removed {
         let mut p = rel.parent();
@@ -411,8 +433,11 @@ fn prune_dirs<'a>(stage: &Stage, removed: impl Iterator<Item = &'a RelPath>) {
     dirs.sort_by_key(|d| std::cmp::Reverse(d.depth()));
     let root = stage.repo.mirror_dir();
     for d in dirs {
-        remove_if_empty(stage, &root, &d);
+        if let Err(e) = remove_if_empty(stage, &root, &d) {
+            errors.push(io_err(&d, "prune directory", &e).0);
+        }
     }
+    errors
 }
 
 struct Staged {
@@ -503,6 +528,10 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
             })
         }
         FileKind::File => {
+            fail::fail_point!("apply::copy", |_| Err(StageError::Io(
+                "copy",
+                io::Error::other("injected fault at apply::copy")
+            )));
             for _ in 0..COPY_ATTEMPTS {
                 let temp = temp_path(stage);
                 let mut hasher = blake3::Hasher::new();
@@ -558,6 +587,9 @@ fn store_in_increment(
     s: &Staged,
 ) -> io::Result<PathBuf> {
     let dest = increment_parent(stage, name, Category::Tracked, rel)?;
+    fail::fail_point!("apply::link", |_| Err(io::Error::other(
+        "injected fault at apply::link"
+    )));
     if !stage.copy_fallback.load(Ordering::SeqCst) {
         match std::fs::hard_link(&s.temp, &dest) {
             Ok(()) => return Ok(dest),
@@ -593,6 +625,9 @@ fn install_in_mirror(stage: &Stage, rel: &RelPath, temp: &Path) -> io::Result<()
     let root = stage.repo.mirror_dir();
     ensure_dir(&root, rel.parent().as_ref(), &stage.mirror_dirs, true)?;
     let dest = rel.under(&root);
+    fail::fail_point!("apply::rename", |_| Err(io::Error::other(
+        "injected fault at apply::rename"
+    )));
     match std::fs::rename(temp, &dest) {
         Ok(()) => Ok(()),
         Err(e) => match std::fs::symlink_metadata(&dest) {

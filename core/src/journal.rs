@@ -48,6 +48,9 @@ impl Journal {
             pid: std::process::id(),
         };
         let data = serde_json::to_vec_pretty(&j).map_err(io::Error::other)?;
+        fail::fail_point!("journal::write", |_| Err(io::Error::other(
+            "injected fault at journal::write"
+        )));
         pfs::write_atomic(&repo.journal_path(), &data)?;
         Ok(Journal { _private: () })
     }
@@ -142,7 +145,11 @@ fn walk(root: &Path) -> Vec<(RelPath, std::path::PathBuf, std::fs::Metadata)> {
     if !root.is_dir() {
         return out;
     }
-    for e in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
+    let walker = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_root_links(false)
+        .follow_links(false);
+    for e in walker {
         let Ok(e) = e else { continue };
         let ft = e.file_type();
         if !(ft.is_file() || ft.is_symlink()) {
@@ -160,8 +167,56 @@ fn walk(root: &Path) -> Vec<(RelPath, std::path::PathBuf, std::fs::Metadata)> {
     out
 }
 
+/// Removes the directories of the mirror that an interrupted run emptied but did not get to
+/// prune (deepest first). Preserved directories go too: the run that follows recovery makes
+/// them again, and it knows which they are.
+fn prune_empty_dirs(root: &Path) {
+    let walker = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .contents_first(true)
+        .follow_root_links(false)
+        .follow_links(false);
+    for e in walker.into_iter().flatten() {
+        if e.file_type().is_dir() {
+            // Fails harmlessly for a directory that holds something.
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+}
+
+/// True for the temporary sibling that [`pfs::write_atomic`] names `.<file>.tmp-<pid>`.
+fn temp_sibling_pid(name: &str) -> Option<i32> {
+    let (head, pid) = name.rsplit_once(".tmp-")?;
+    if !head.starts_with('.') || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Removes the temporary files of atomic writes that a killed process left in `dir` (a kill
+/// between creating the temporary file and renaming it). A file whose writer is still alive
+/// is left alone.
+fn remove_temp_siblings(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(temp_sibling_pid) else {
+            continue;
+        };
+        let alive = pid as u32 == std::process::id()
+            // SAFETY: signal 0 only asks whether the process exists.
+            || unsafe { libc::kill(pid, 0) } == 0;
+        if !alive && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Finishes or rolls back an interrupted run, if the journal says there was one.
 pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
+    // Killed while writing the journal, `mirror.json` or (below) the increment metadata.
+    remove_temp_siblings(repo.root());
     let jpath = repo.journal_path();
     let text = match std::fs::read(&jpath) {
         Ok(t) => t,
@@ -187,6 +242,7 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
         Default::default();
     if let Some(name) = &increment {
         let dir = repo.increment_dir(name);
+        remove_temp_siblings(&dir);
         if dir.is_dir() {
             let track = walk(&dir.join(Category::Tracked.dir_name()));
             let existing = repo.load_increment(name).ok().map(|(m, _)| m);
@@ -304,6 +360,8 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
         };
         index.files.insert(rel, entry);
     }
+
+    prune_empty_dirs(&repo.mirror_dir());
 
     let _ = pfs::sync_filesystem(repo.root());
     let mut kept_files = 0;

@@ -346,6 +346,8 @@ pub fn text(out: &Output) -> (String, String) {
     )
 }
 
+pub mod faultfs;
+pub mod faults;
 pub mod mount;
 pub mod mount_fixture;
 

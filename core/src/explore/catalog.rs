@@ -56,7 +56,8 @@ pub fn row(repo: &Repository, inc: &IncrementInfo, exclusive: bool) -> Increment
             Op::Changed => changed += 1,
             Op::Deleted => deleted += 1,
         }
-        bytes += e.size;
+        // Sizes come from metadata a user (or damage) may have changed: never overflow.
+        bytes = u64::saturating_add(bytes, e.size);
     }
     IncrementRow {
         name: inc.name.to_string(),
@@ -132,7 +133,11 @@ pub fn exclusive_bytes(repo: &Repository, name: &IncrementName) -> u64 {
 
 /// Calls `f` with the lstat metadata of every non-folder below `root`, never following links.
 fn walk_files(root: &Path, f: &mut dyn FnMut(&std::fs::Metadata)) {
-    for entry in walkdir::WalkDir::new(root).follow_links(false).into_iter() {
+    for entry in walkdir::WalkDir::new(root)
+        .follow_root_links(false)
+        .follow_links(false)
+        .into_iter()
+    {
         let Ok(entry) = entry else { continue };
         if entry.file_type().is_dir() {
             continue;

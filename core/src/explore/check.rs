@@ -257,7 +257,11 @@ fn compare_tree(
     };
     let mut on_disk: BTreeMap<RelPath, std::fs::Metadata> = BTreeMap::new();
     if root.exists() {
-        for entry in walkdir::WalkDir::new(root).follow_links(false).min_depth(1) {
+        for entry in walkdir::WalkDir::new(root)
+            .follow_root_links(false)
+            .follow_links(false)
+            .min_depth(1)
+        {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {

@@ -68,7 +68,7 @@ pub fn delete(
             Op::Changed => meta.summary.changed += 1,
             Op::Deleted => meta.summary.deleted += 1,
         }
-        meta.summary.bytes += e.size;
+        meta.summary.bytes = meta.summary.bytes.saturating_add(e.size);
     }
     let meta_path = repo.increment_meta_path(&inc.name);
     backup_platform::fs::write_atomic(&meta_path, &meta.to_json())

@@ -106,7 +106,9 @@ fn rebuild_one(
         if !root.exists() {
             continue;
         }
+        // A `track` that is a symlink (damage, or a crafted backup) must not lead outside.
         for entry in walkdir::WalkDir::new(&root)
+            .follow_root_links(false)
             .follow_links(false)
             .min_depth(1)
         {

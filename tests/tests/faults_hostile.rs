@@ -1,0 +1,541 @@
+//! Hostile backups: crafted increment metadata and `mirror.json` (`..`, absolute paths, huge
+//! sizes, wrong types, invalid UTF-8, truncated JSON, symlinks in increments pointing outside)
+//! must never make a `backup-tool` command panic or hang, nor read or write outside the backup
+//! or the restore target. Every command (list, show, search, log, diff, restore, check,
+//! recreate, delete/prune dry runs, and a mount that is listed and read) runs on every variant.
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use backup_tests::{bin, serde_json, serde_json::json, tree, TestEnv};
+
+const SECRET: &[u8] = b"VICTIM-SECRET-never-to-be-read";
+
+/// Runs a command with a deadline; returns (exit code, stdout, stderr), `None` code on timeout.
+fn run(cmd: &mut Command, limit: Duration) -> (Option<i32>, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    // Drain output on threads so a chatty command cannot block on a full pipe.
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let to = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut so, &mut v);
+        v
+    });
+    let te = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut se, &mut v);
+        v
+    });
+    let code = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st.code();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let so = String::from_utf8_lossy(&to.join().unwrap()).into_owned();
+    let se = String::from_utf8_lossy(&te.join().unwrap()).into_owned();
+    (code, so, se)
+}
+
+fn meta_path(dist: &Path, name: &str) -> PathBuf {
+    dist.join(name).join(format!("{name}.json"))
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn write_json(p: &Path, v: &serde_json::Value) {
+    std::fs::write(p, serde_json::to_vec_pretty(v).unwrap()).unwrap();
+}
+
+/// Adds catalog entries (raw JSON values) to an increment's metadata.
+fn add_entries(dist: &Path, name: &str, entries: &[(&str, serde_json::Value)]) {
+    let p = meta_path(dist, name);
+    let mut v = read_json(&p);
+    for (k, e) in entries {
+        v["file_catalog"][*k] = e.clone();
+    }
+    write_json(&p, &v);
+}
+
+fn entry(size: serde_json::Value) -> serde_json::Value {
+    json!({"size": size, "mtime": 1_700_000_000.0, "category": "tracked", "op": "new"})
+}
+
+type Variant = (&'static str, Box<dyn Fn(&Path, &[String], &Path)>);
+
+fn variants() -> Vec<Variant> {
+    vec![
+        (
+            "dot-dot and absolute catalog paths",
+            Box::new(|d: &Path, n: &[String], _o: &Path| {
+                add_entries(
+                    d,
+                    &n[0],
+                    &[
+                        ("../../../outside/victim.txt", entry(json!(30))),
+                        ("../../outside/victim.txt", entry(json!(30))),
+                        ("docs/../../../../outside/victim.txt", entry(json!(30))),
+                        ("/etc/passwd", entry(json!(30))),
+                        ("//outside", entry(json!(30))),
+                        ("docs/./a.txt", entry(json!(30))),
+                        ("", entry(json!(1))),
+                        (".", entry(json!(1))),
+                        ("docs/with\u{0}nul", entry(json!(1))),
+                        ("docs/new\nline", entry(json!(1))),
+                    ],
+                );
+            }),
+        ),
+        (
+            "huge and negative sizes and times",
+            Box::new(|d: &Path, n: &[String], _o: &Path| {
+                let mut e = entry(json!(u64::MAX));
+                e["mtime"] = json!(i64::MAX);
+                let mut neg = entry(json!(-1));
+                neg["mtime"] = json!(-1e300);
+                let mut inf = entry(json!(1e308));
+                inf["mtime"] = json!(1.7976931348623157e308);
+                add_entries(
+                    d,
+                    &n[0],
+                    &[
+                        ("docs/a.txt", e),
+                        ("docs/neg.txt", neg),
+                        ("docs/inf.txt", inf),
+                    ],
+                );
+                let p = meta_path(d, &n[1]);
+                let mut v = read_json(&p);
+                v["summary"] = json!({"new": u64::MAX, "changed": -5, "bytes": u64::MAX});
+                v["timestamp"] = json!("99999-99-99T99:99:99");
+                write_json(&p, &v);
+            }),
+        ),
+        (
+            "wrong types everywhere",
+            Box::new(|d: &Path, n: &[String], _o: &Path| {
+                add_entries(
+                    d,
+                    &n[0],
+                    &[
+                        ("docs/s.txt", entry(json!("abc"))),
+                        ("docs/t.txt", json!([1, 2, 3])),
+                        ("docs/u.txt", json!(null)),
+                        (
+                            "docs/v.txt",
+                            json!({"size": 1, "mtime": {"x": 1}, "category": 7, "op": "explode"}),
+                        ),
+                        (
+                            "docs/w.txt",
+                            json!({"size": 1, "mtime": 1, "category": "tracked", "hash": "zz", "mode": "rwx", "kind": "fifo"}),
+                        ),
+                    ],
+                );
+                let p = meta_path(d, &n[1]);
+                let mut v = read_json(&p);
+                v["file_catalog"] = json!(["not", "a", "map"]);
+                v["version"] = json!({"nested": true});
+                write_json(&p, &v);
+                let m = d.join("mirror.json");
+                let mut v = read_json(&m);
+                v["files"]["docs/a.txt"] = json!("string instead of an entry");
+                v["files"]["../../outside/victim.txt"] =
+                    json!({"size": 30, "mtime": 1, "tracked": true});
+                write_json(&m, &v);
+            }),
+        ),
+        (
+            "invalid UTF-8 bytes",
+            Box::new(|d: &Path, n: &[String], _o: &Path| {
+                let p = meta_path(d, &n[0]);
+                let mut b = std::fs::read(&p).unwrap();
+                let at = b.iter().position(|c| *c == b'"').unwrap() + 1;
+                b.splice(at..at, [0xff, 0xfe, 0xc3]);
+                std::fs::write(&p, b).unwrap();
+                let p = meta_path(d, &n[1]);
+                let b = std::fs::read(&p).unwrap();
+                let s = String::from_utf8(b)
+                    .unwrap()
+                    .replacen("docs/", "do\u{fffd}cs/", 1);
+                let mut b = s.into_bytes();
+                let i = b
+                    .windows(3)
+                    .position(|w| w == "\u{fffd}".as_bytes())
+                    .unwrap();
+                b.splice(i..i + 3, [0x80, 0x80]);
+                std::fs::write(&p, b).unwrap();
+            }),
+        ),
+        (
+            "truncated and empty JSON",
+            Box::new(|d: &Path, n: &[String], _o: &Path| {
+                let p = meta_path(d, &n[0]);
+                let b = std::fs::read(&p).unwrap();
+                std::fs::write(&p, &b[..b.len() / 2]).unwrap();
+                std::fs::write(meta_path(d, &n[1]), b"").unwrap();
+                let m = d.join("mirror.json");
+                let b = std::fs::read(&m).unwrap();
+                std::fs::write(&m, &b[..b.len() / 3]).unwrap();
+            }),
+        ),
+        (
+            "deeply nested JSON and a metadata folder",
+            Box::new(|d: &Path, n: &[String], _o: &Path| {
+                let deep = "[".repeat(100_000);
+                std::fs::write(meta_path(d, &n[0]), deep).unwrap();
+                let p = meta_path(d, &n[1]);
+                std::fs::remove_file(&p).unwrap();
+                std::fs::create_dir(&p).unwrap();
+            }),
+        ),
+        (
+            "symlinks in increments and the mirror pointing outside",
+            Box::new(|d: &Path, n: &[String], o: &Path| {
+                let victim = o.join("victim.txt");
+                // A stored file replaced by a symlink to a file outside, catalogued as a file.
+                let a = d.join(&n[0]).join("track/docs/a.txt");
+                std::fs::remove_file(&a).unwrap();
+                symlink(&victim, &a).unwrap();
+                // A whole stored folder replaced by a symlink to a folder outside.
+                let sub = d.join(&n[1]).join("track/docs/sub");
+                std::fs::remove_dir_all(&sub).unwrap();
+                symlink(o, &sub).unwrap();
+                add_entries(d, &n[1], &[("docs/sub/victim.txt", entry(json!(30)))]);
+                // The mirror's folder too.
+                let md = d.join("mirror/docs/sub");
+                std::fs::remove_dir_all(&md).unwrap();
+                symlink(o, &md).unwrap();
+                // The metadata itself a symlink to a file outside.
+                let m = d.join("mirror.json");
+                std::fs::remove_file(&m).unwrap();
+                symlink(&victim, &m).unwrap();
+            }),
+        ),
+        (
+            "increment folders that are files or symlinks out",
+            Box::new(|d: &Path, n: &[String], o: &Path| {
+                std::fs::remove_dir_all(d.join(&n[0]).join("track")).unwrap();
+                std::fs::write(d.join(&n[0]).join("track"), b"not a folder").unwrap();
+                std::fs::remove_dir_all(d.join(&n[1]).join("track")).unwrap();
+                symlink(o, d.join(&n[1]).join("track")).unwrap();
+                std::fs::write(
+                    d.join("backup_20200101_000000"),
+                    b"a file named like an increment",
+                )
+                .unwrap();
+                symlink(o, d.join("backup_20200102_000000")).unwrap();
+            }),
+        ),
+    ]
+}
+
+/// Waits until `mnt` is a mount point (or gives up).
+fn wait_mounted(mnt: &Path, child: &mut std::process::Child) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        if mounts
+            .lines()
+            .any(|l| l.split(' ').nth(1) == Some(mnt.to_str().unwrap()))
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Reads every file under `root` (bounded per file), never following symlinks; returns the
+/// concatenated contents' check for the secret.
+fn read_all_bounded(root: &Path, found_secret: &mut bool, files: &mut usize) {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in rd.flatten() {
+        // lstat, not the listing's type: a stored symlink is shown as one, and following it
+        // is the reader's choice, not the mount's.
+        let Ok(ft) = std::fs::symlink_metadata(e.path()).map(|m| m.file_type()) else {
+            continue;
+        };
+        if ft.is_dir() {
+            read_all_bounded(&e.path(), found_secret, files);
+        } else if ft.is_file() {
+            *files += 1;
+            if let Ok(f) = std::fs::File::open(e.path()) {
+                let mut buf = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut std::io::Read::take(f, 1 << 20), &mut buf);
+                if buf.windows(SECRET.len()).any(|w| w == SECRET) {
+                    eprintln!("outside bytes read through {}", e.path().display());
+                    *found_secret = true;
+                }
+            }
+        }
+    }
+}
+
+fn contains_secret(root: &Path) -> bool {
+    let mut found = false;
+    let mut n = 0;
+    read_all_bounded(root, &mut found, &mut n);
+    found
+}
+
+#[test]
+fn crafted_metadata_never_panics_nor_escapes() {
+    let env = TestEnv::new();
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("victim.txt"), SECRET).unwrap();
+    env.write("docs/a.txt", b"a1");
+    env.write("docs/sub/s.txt", b"s1");
+    env.config(json!({"track_dirs": ["docs"]}));
+    env.backup_ok(&[]);
+    std::thread::sleep(Duration::from_millis(10));
+    env.write("docs/a.txt", b"a2");
+    env.write("docs/sub/s.txt", b"s2");
+    env.write("docs/b.txt", b"b");
+    env.backup_ok(&[]);
+    let names = env.increments();
+    assert_eq!(names.len(), 2);
+    let base = env.dist.clone();
+    let outside_before = tree(&outside);
+    let tool_limit = Duration::from_secs(30);
+
+    let mut failures = Vec::new();
+    let mut commands_run = 0;
+    for (i, (what, craft)) in variants().into_iter().enumerate() {
+        let dist = env.dir.path().join(format!("dist{i}"));
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(&base)
+            .arg(&dist)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        craft(&dist, &names, &outside);
+        let scratch = env.dir.path().join(format!("scratch{i}"));
+        std::fs::create_dir(&scratch).unwrap();
+        let d = dist.to_str().unwrap().to_owned();
+        let s = |p: &str| scratch.join(p).to_str().unwrap().to_owned();
+        let (n0, n1) = (names[0].as_str(), names[1].as_str());
+        let mut cmds: Vec<Vec<String>> = vec![
+            vec!["list".into()],
+            vec!["list".into(), "--detailed".into(), "--json".into()],
+            vec!["show".into(), n0.into()],
+            vec!["show".into(), n1.into(), "--json".into()],
+            vec!["show".into(), "../../outside".into()],
+            vec!["search".into(), "--mask".into(), "*".into()],
+            vec![
+                "search".into(),
+                "--mask".into(),
+                "victim".into(),
+                "--full-paths".into(),
+                "--json".into(),
+            ],
+            vec![
+                "search".into(),
+                "--mask".into(),
+                "*".into(),
+                "--generate-script".into(),
+                s("restore.sh"),
+            ],
+            vec!["log".into(), "docs/a.txt".into()],
+            vec!["log".into(), "../../outside/victim.txt".into()],
+            vec!["diff".into(), n0.into(), n1.into()],
+            vec!["diff".into(), n0.into(), "mirror".into()],
+            vec!["check".into()],
+            vec!["check".into(), "--verify".into(), "--json".into()],
+            vec![
+                "delete".into(),
+                n0.into(),
+                "--mask".into(),
+                "*".into(),
+                "--dry-run".into(),
+            ],
+            vec![
+                "prune".into(),
+                "--keep-last".into(),
+                "1".into(),
+                "--dry-run".into(),
+            ],
+        ];
+        for (j, at) in [n0, n1, "mirror", "latest"].iter().enumerate() {
+            cmds.push(vec![
+                "restore".into(),
+                "--at".into(),
+                (*at).into(),
+                "--to".into(),
+                s(&format!("r{j}")),
+            ]);
+        }
+        cmds.push(vec![
+            "restore".into(),
+            "../../outside/victim.txt".into(),
+            "docs/sub/victim.txt".into(),
+            "--at".into(),
+            n1.into(),
+            "--to".into(),
+            s("r9"),
+        ]);
+        // recreate changes metadata: after the mount, on this copy.
+        let later: Vec<Vec<String>> = vec![
+            vec!["recreate".into()],
+            vec!["recreate".into(), "--force".into()],
+            vec!["check".into(), "--verify".into()],
+        ];
+        let tool = |args: &Vec<String>, failures: &mut Vec<String>| {
+            let (code, so, se) = run(
+                Command::new(bin("backup-tool")).arg(&d).args(args),
+                tool_limit,
+            );
+            let bad = match code {
+                None => Some("timed out".to_string()),
+                Some(101) => Some("exit 101".into()),
+                _ if se.contains("panicked") => Some("panicked".into()),
+                _ => None,
+            };
+            if let Some(why) = bad {
+                failures.push(format!(
+                    "[{what}] backup-tool {}: {why}\n{so}\n{se}",
+                    args.join(" ")
+                ));
+            }
+        };
+        for args in &cmds {
+            tool(args, &mut failures);
+        }
+        commands_run += cmds.len() + later.len() + 2;
+        // The mount: list and read everything through it.
+        let mnt = scratch.join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let mut child = Command::new(bin("backup-tool"))
+            .arg(&d)
+            .arg("mount")
+            .arg(&mnt)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if wait_mounted(&mnt, &mut child) {
+            if contains_secret(&mnt) {
+                failures.push(format!(
+                    "[{what}] the mount served the outside file's bytes"
+                ));
+            }
+            let (code, _, se) = run(Command::new("find").arg(&mnt), tool_limit);
+            if code.is_none() {
+                failures.push(format!("[{what}] find over the mount hung: {se}"));
+            }
+            // SAFETY: plain signal to our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                let _ = Command::new("umount").arg("-l").arg(&mnt).status();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+        match status {
+            None => failures.push(format!("[{what}] mount did not stop on SIGTERM")),
+            Some(st) if st.code() == Some(101) || err.contains("panicked") => {
+                failures.push(format!("[{what}] mount panicked: {err}"))
+            }
+            _ => {}
+        }
+
+        for args in &later {
+            tool(args, &mut failures);
+        }
+        // Metadata rebuilt from disk (--force) names only files inside the backup.
+        for n in [n0, n1] {
+            if let Ok(b) = std::fs::read(meta_path(&dist, n)) {
+                if String::from_utf8_lossy(&b).contains("victim") {
+                    failures.push(format!(
+                        "[{what}] recreate --force recorded a file from outside in {n}"
+                    ));
+                }
+            }
+        }
+        // After recreate, the mount must still not serve outside bytes.
+        let mnt2 = scratch.join("mnt2");
+        std::fs::create_dir(&mnt2).unwrap();
+        let mut child = Command::new(bin("backup-tool"))
+            .arg(&d)
+            .arg("mount")
+            .arg(&mnt2)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        if wait_mounted(&mnt2, &mut child) && contains_secret(&mnt2) {
+            failures.push(format!(
+                "[{what}] after recreate, the mount served the outside file's bytes"
+            ));
+        }
+        // SAFETY: plain signal to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        if child.wait().is_err() {
+            let _ = Command::new("umount").arg("-l").arg(&mnt2).status();
+        }
+
+        // Nothing outside changed, nothing of the outside was restored.
+        if tree(&outside) != outside_before {
+            failures.push(format!("[{what}] the folder outside the backup changed"));
+        }
+        for r in std::fs::read_dir(&scratch).unwrap().flatten() {
+            if !r.file_name().to_string_lossy().starts_with("mnt") && contains_secret(&r.path()) {
+                failures.push(format!(
+                    "[{what}] {} holds the outside file's bytes",
+                    r.path().display()
+                ));
+            }
+        }
+    }
+    // Nothing was created next to the backups but what the test made.
+    let mut top: Vec<String> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            !(n.starts_with("dist")
+                || n.starts_with("scratch")
+                || ["src", "outside", "config.json"].contains(&n.as_str()))
+        })
+        .collect();
+    top.sort();
+    assert!(top.is_empty(), "files appeared outside: {top:?}");
+    eprintln!("{commands_run} hostile command runs");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n---\n")
+    );
+}
