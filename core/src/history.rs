@@ -269,22 +269,6 @@ impl History {
             .unwrap_or_default()
     }
 
-    /// Every event of `path`, oldest first: `Some(version)` where a version starts, `None`
-    /// where the file was deleted; with the increment name (empty when unknown).
-    pub fn events(&self, path: &RelPath) -> Vec<(&str, Option<&Version>)> {
-        self.timelines
-            .get(path)
-            .map(|tl| {
-                tl.iter()
-                    .map(|(t, e)| match e {
-                        Event::Present(v) => (t.as_str(), Some(v)),
-                        Event::Absent => (t.as_str(), None),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     /// Every event of `path` in time order: its time (an increment name, or `""` when unknown)
     /// and the version it made present, or `None` for a deletion. Lets a caller compute when a
     /// path exists across all points at once instead of folding each point.
