@@ -162,7 +162,7 @@ fn eight_readers_while_backups_land_and_increments_are_pruned() {
             // A day of work: a quarter of the files get a new version, one is deleted and
             // comes back later.
             for i in 0..files.len() {
-                if (i as u64 + round) % 4 == 0 {
+                if (i as u64 + round).is_multiple_of(4) {
                     version[i] = round;
                     write(i, round);
                 }
@@ -174,7 +174,7 @@ fn eight_readers_while_backups_land_and_increments_are_pruned() {
             landed += 1;
             let back = round as usize % files.len();
             write(back, version[back]);
-            if round % 2 == 0 {
+            if round.is_multiple_of(2) {
                 let out = env.tool(&[env.dist.to_str().unwrap(), "prune", "--keep-last", "3"]);
                 assert!(out.status.success(), "prune: {:?}", text(&out));
                 pruned_runs += 1;
