@@ -161,9 +161,9 @@ fn eight_readers_while_backups_land_and_increments_are_pruned() {
         for round in 1..=10u64 {
             // A day of work: a quarter of the files get a new version, one is deleted and
             // comes back later.
-            for i in 0..files.len() {
+            for (i, v) in version.iter_mut().enumerate() {
                 if (i as u64 + round).is_multiple_of(4) {
-                    version[i] = round;
+                    *v = round;
                     write(i, round);
                 }
             }
