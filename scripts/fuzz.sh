@@ -1,33 +1,37 @@
 #!/usr/bin/env bash
-# Runs each cargo-fuzz target (config, selection, metadata) for a bounded time and prints the
-# executions per target. The committed seeds live in fuzz/seeds/<target>; the growing working
-# corpus in fuzz/target/corpus/<target> (not committed). A crash leaves its input in
-# fuzz/artifacts/<target>/ and makes this script exit 1.
+# Runs every cargo-fuzz target for a bounded time and reports what it found.
 #
-#   scripts/fuzz.sh [SECONDS]        (default 60 per target)
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
-# Only the stable toolchain exists here: RUSTC_BOOTSTRAP=1 lets cargo-fuzz use its nightly
-# flags. Needs `cargo install cargo-fuzz`.
+# Targets (fuzz/fuzz_targets/): config_parse (a profile's JSON text), selection_rules (random
+# rules and paths: the scan's pruning never hides a selected file), increment_meta and
+# mirror_index (any bytes as metadata: no panic, our own output round-trips).
+# Only the stable toolchain exists here, so RUSTC_BOOTSTRAP=1 lets cargo-fuzz use the
+# nightly-only sanitizer flags. Hand-made seeds live in fuzz/seeds/<target>/ (kept in git);
+# the corpus a run grows goes to fuzz/corpus/<target>/ and crashes to fuzz/artifacts/ (not kept).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-secs="${1:-60}"
-command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+
+secs=${1:-60}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(config_parse selection_rules increment_meta mirror_index)
+
+cd "$(dirname "$0")/../fuzz"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
+
 status=0
-for t in config selection metadata; do
-  work="fuzz/target/corpus/$t"
-  mkdir -p "$work"
-  cp -n fuzz/seeds/$t/* "$work"/ 2>/dev/null || true
-  log="fuzz/target/$t.log"
-  if cargo fuzz run --fuzz-dir fuzz "$t" "$work" -- -max_total_time="$secs" -rss_limit_mb=2048 \
-      >"$log" 2>&1; then
-    result=ok
-  else
-    result=CRASH; status=1
-  fi
-  execs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$log" | tail -n 1)
-  [ -n "$execs" ] || execs=$(grep -oE '^#[0-9]+' "$log" | tail -n 1 | tr -d '#' || true)
-  echo "$t: ${secs}s, ${execs:-?} executions, corpus $(ls "$work" | wc -l) inputs: $result"
-  [ "$result" = ok ] || tail -30 "$log"
+for t in "${targets[@]}"; do
+    mkdir -p "corpus/$t" "seeds/$t"
+    echo "== $t: ${secs}s"
+    if cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- \
+        -max_total_time="$secs" -max_len=8192 -print_final_stats=1 2>"corpus/$t.log"; then
+        grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "corpus/$t.log" | tr '\n' ' '
+        echo "-> no failure; corpus $(ls "corpus/$t" | wc -l) inputs"
+    else
+        status=1
+        echo "-> FAILURE, see fuzz/corpus/$t.log and fuzz/artifacts/$t/"
+        grep -E "panicked|ERROR|SUMMARY" "corpus/$t.log" | head -5
+    fi
 done
 exit $status

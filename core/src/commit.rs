@@ -42,12 +42,12 @@ pub struct Committed {
 /// Folds the applied changes into `index` (in place) and builds the increment catalog.
 pub fn fold(
     index: &mut MirrorIndex,
-    applied: &ApplyOutcome,
+    applied: ApplyOutcome,
     increment: Option<&IncrementName>,
 ) -> Option<IncrementMeta> {
     let mut meta =
         increment.map(|n| IncrementMeta::new(n.as_str(), chrono::Local::now().to_rfc3339()));
-    for d in &applied.deleted {
+    for d in applied.deleted {
         index.files.remove(&d.rel);
         if let (true, Some(meta)) = (d.stored, meta.as_mut()) {
             let p = &d.previous;
@@ -68,8 +68,7 @@ pub fn fold(
             meta.summary.bytes += p.size;
         }
     }
-    for c in &applied.copied {
-        index.files.insert(c.rel.clone(), c.entry.clone());
+    for c in applied.copied {
         if let (Some(op), Some(meta)) = (c.stored, meta.as_mut()) {
             let e = &c.entry;
             meta.file_catalog.insert(
@@ -91,6 +90,7 @@ pub fn fold(
             }
             meta.summary.bytes += e.size;
         }
+        index.files.insert(c.rel, c.entry);
     }
     meta.filter(|m| !m.file_catalog.is_empty())
 }

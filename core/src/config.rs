@@ -102,6 +102,10 @@ impl RawConfig {
     /// Parses and checks the JSON text of a profile. The error is one line without the file
     /// name (the caller adds it).
     pub fn parse(text: &str) -> Result<RawConfig, String> {
+        Self::parse_inner(text).map_err(|m| one_line(&m))
+    }
+
+    fn parse_inner(text: &str) -> Result<RawConfig, String> {
         let entries = parse_entries(text)?;
         let mut raw = RawConfig::default();
         let mut seen: Vec<&str> = Vec::new();
@@ -498,6 +502,23 @@ fn canonical_prefix(p: &Path) -> PathBuf {
     }
 }
 
+/// Escapes control characters (a newline in a pattern or in a library's message), so a
+/// refusal stays one line whatever the input.
+pub(crate) fn one_line(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// A path for a one-line message: quoted, control characters escaped.
 pub(crate) fn show(p: &Path) -> String {
     format!("{:?}", p.to_string_lossy())
@@ -715,6 +736,7 @@ mod tests {
             ("track_files", "/etc/passwd"),
             ("exclude_files", ""),
             ("include_files", "dir/"),
+            ("track_dirs", "?[?*-\n"),
         ] {
             let text = format!(
                 r#"{{"src": "src", "dist": "d", "include_dirs": ["ok"], "{key}": ["fine", {pat:?}]}}"#

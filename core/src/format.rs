@@ -68,9 +68,19 @@ impl ContentHash {
         if s.len() != 64 {
             return None;
         }
+        // Hand-rolled: this runs once per file when mirror.json is loaded.
+        fn nibble(c: u8) -> Option<u8> {
+            match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                b'A'..=b'F' => Some(c - b'A' + 10),
+                _ => None,
+            }
+        }
+        let b = s.as_bytes();
         let mut out = [0u8; 32];
         for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+            *o = (nibble(b[2 * i])? << 4) | nibble(b[2 * i + 1])?;
         }
         Some(ContentHash(out))
     }
@@ -237,6 +247,105 @@ pub enum FormatError {
     Shape { path: String, message: String },
 }
 
+/// Keys already validated as paths, or problems for those that are not.
+fn check_keys(
+    file: &str,
+    entries: Vec<(String, EntryJson)>,
+    problems: &mut Vec<FormatProblem>,
+) -> Vec<(RelPath, EntryJson)> {
+    let mut out = Vec::with_capacity(entries.len());
+    for (key, e) in entries {
+        match RelPath::parse(&key) {
+            Ok(p) => out.push((p, e)),
+            Err(err) => problems.push(FormatProblem {
+                file: file.to_owned(),
+                key: Some(key),
+                message: format!("unsafe or invalid path skipped: {err}"),
+            }),
+        }
+    }
+    out
+}
+
+/// The top level of a metadata file read in one typed pass: the entries under `catalog_key`
+/// straight into [`EntryJson`], every other key as a [`Value`]. Building a `Value` tree for a
+/// thousand catalogs first is what made listing a large backup slow; when anything does not
+/// fit the typed shape (a malformed entry), callers fall back to the tolerant `Value` path, so
+/// the result is the same either way.
+struct FastTop {
+    catalog: Option<Vec<(String, EntryJson)>>,
+    rest: Map<String, Value>,
+}
+
+/// A JSON object read as a list of pairs in file order: sorting happens once, when the final
+/// map is built in bulk.
+struct EntryList(Vec<(String, EntryJson)>);
+
+impl<'de> Deserialize<'de> for EntryList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EntryList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of entries")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<EntryList, A::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0));
+                while let Some(pair) = m.next_entry::<String, EntryJson>()? {
+                    v.push(pair);
+                }
+                Ok(EntryList(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+struct FastTopSeed(&'static str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FastTopSeed {
+    type Value = FastTop;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<FastTop, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FastTopSeed {
+    type Value = FastTop;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a metadata object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<FastTop, A::Error> {
+        let mut out = FastTop {
+            catalog: None,
+            rest: Map::new(),
+        };
+        while let Some(k) = m.next_key::<String>()? {
+            if k == self.0 {
+                if out.catalog.is_some() {
+                    return Err(serde::de::Error::custom("duplicate catalog"));
+                }
+                out.catalog = Some(m.next_value::<EntryList>()?.0);
+            } else {
+                let v: Value = m.next_value()?;
+                out.rest.insert(k, v);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn parse_fast(text: &[u8], catalog_key: &'static str) -> Option<FastTop> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let top = FastTopSeed(catalog_key).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(top)
+}
+
 fn parse_entries(
     file: &str,
     map: Map<String, Value>,
@@ -267,6 +376,110 @@ fn parse_entries(
     out
 }
 
+/// Our `mirror.json` shape, for the one-pass typed parse.
+#[derive(Deserialize)]
+struct FastIndex {
+    schema_version: u32,
+    #[serde(default)]
+    updated: Option<String>,
+    files: TypedEntries,
+}
+
+struct TypedEntries(Vec<(String, EntryJson)>);
+
+impl<'de> Deserialize<'de> for TypedEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TypedEntries;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of entries")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0));
+                while let Some(k) = m.next_key::<String>()? {
+                    v.push((k, m.next_value::<EntryJson>()?));
+                }
+                Ok(TypedEntries(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A JSON object read as its (key, raw value) pairs in order, without building values.
+struct MapAsVec<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'de> Deserialize<'de> for MapAsVec<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = MapAsVec<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0));
+                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let raw: &'de serde_json::value::RawValue = m.next_value()?;
+                    v.push((k, raw));
+                }
+                Ok(MapAsVec(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// One catalog or index entry from its raw JSON; bad ones become problems.
+fn parse_entry(
+    file: &str,
+    key: &str,
+    raw: &str,
+    problems: &mut Vec<FormatProblem>,
+) -> Option<(RelPath, EntryJson)> {
+    let path = match RelPath::parse(key) {
+        Ok(p) => p,
+        Err(e) => {
+            problems.push(FormatProblem {
+                file: file.to_owned(),
+                key: Some(key.to_owned()),
+                message: format!("unsafe or invalid path skipped: {e}"),
+            });
+            return None;
+        }
+    };
+    match serde_json::from_str::<EntryJson>(raw) {
+        Ok(e) => Some((path, e)),
+        Err(e) => {
+            problems.push(FormatProblem {
+                file: file.to_owned(),
+                key: Some(key.to_owned()),
+                message: format!("malformed entry skipped: {e}"),
+            });
+            None
+        }
+    }
+}
+
+fn index_entry(e: EntryJson) -> IndexEntry {
+    IndexEntry {
+        size: e.size,
+        mtime: MTime::from_json(e.mtime, e.mtime_ns),
+        tracked: e.tracked.unwrap_or(false),
+        kind: e.kind,
+        mode: e.mode,
+        hash: e.hash,
+        version_of: e.version_of,
+    }
+}
+
 /// `mirror.json`: the state of `mirror/` after the last successful run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MirrorIndex {
@@ -276,86 +489,137 @@ pub struct MirrorIndex {
 }
 
 impl MirrorIndex {
+    /// Parses `mirror.json` without building a JSON tree: at 100k files a `Value` tree costs
+    /// ~1 KiB per entry, the entries themselves ~200 bytes.
     pub fn from_json(
         file: &str,
         text: &[u8],
     ) -> Result<(MirrorIndex, Vec<FormatProblem>), FormatError> {
-        let value: Value = serde_json::from_slice(text).map_err(|source| FormatError::Json {
+        use serde_json::value::RawValue;
+        let json_err = |source| FormatError::Json {
             path: file.to_owned(),
             source,
-        })?;
-        let Value::Object(mut top) = value else {
-            return Err(FormatError::Shape {
-                path: file.to_owned(),
-                message: "top level is not an object".into(),
-            });
         };
-        let mut problems = Vec::new();
-        // Ours: {"schema_version": N, "files": {...}}; the original tool's: a flat map.
-        let (files, updated) = if matches!(top.get("schema_version"), Some(Value::Number(_))) {
-            let updated = top
-                .get("updated")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            match top.remove("files") {
-                Some(Value::Object(m)) => (m, updated),
-                _ => {
-                    return Err(FormatError::Shape {
-                        path: file.to_owned(),
-                        message: "\"files\" is not an object".into(),
-                    })
+        let text = std::str::from_utf8(text).map_err(|e| FormatError::Shape {
+            path: file.to_owned(),
+            message: format!("not UTF-8: {e}"),
+        })?;
+        let top: BTreeMap<std::borrow::Cow<'_, str>, &RawValue> = match serde_json::from_str(text) {
+            Ok(t) => t,
+            Err(e) if e.is_data() => {
+                return Err(FormatError::Shape {
+                    path: file.to_owned(),
+                    message: "top level is not an object".into(),
+                })
+            }
+            Err(e) => return Err(json_err(e)),
+        };
+        // Fast path: our own well-formed index, typed in one pass.
+        if let Ok(fast) = serde_json::from_str::<FastIndex>(text) {
+            let mut problems = Vec::new();
+            let mut files = Vec::with_capacity(fast.files.0.len());
+            for (key, e) in fast.files.0 {
+                match RelPath::parse(&key) {
+                    Ok(p) => files.push((p, index_entry(e))),
+                    Err(err) => problems.push(FormatProblem {
+                        file: file.to_owned(),
+                        key: Some(key),
+                        message: format!("unsafe or invalid path skipped: {err}"),
+                    }),
                 }
             }
-        } else {
-            (top, None)
-        };
-        let mut index = MirrorIndex {
-            files: BTreeMap::new(),
-            updated,
-        };
-        for (path, e) in parse_entries(file, files, &mut problems) {
-            index.files.insert(
-                path,
-                IndexEntry {
-                    size: e.size,
-                    mtime: MTime::from_json(e.mtime, e.mtime_ns),
-                    tracked: e.tracked.unwrap_or(false),
-                    kind: e.kind,
-                    mode: e.mode,
-                    hash: e.hash,
-                    version_of: e.version_of,
+            let _ = fast.schema_version;
+            return Ok((
+                MirrorIndex {
+                    files: files.into_iter().collect(),
+                    updated: fast.updated,
                 },
-            );
+                problems,
+            ));
+        }
+        let mut problems = Vec::new();
+        let mut index = MirrorIndex::default();
+        let mut add = |key: &str, raw: &RawValue, problems: &mut Vec<FormatProblem>| {
+            if let Some((path, e)) = parse_entry(file, key, raw.get(), problems) {
+                index.files.insert(path, index_entry(e));
+            }
+        };
+        // Ours: {"schema_version": N, "files": {...}}; the original tool's: a flat map.
+        let ours = top.get("schema_version").is_some_and(|v| {
+            v.get()
+                .trim_start()
+                .starts_with(|c: char| c.is_ascii_digit())
+        });
+        if ours {
+            index.updated = top
+                .get("updated")
+                .and_then(|v| serde_json::from_str::<String>(v.get()).ok());
+            let files = top.get("files").ok_or_else(|| FormatError::Shape {
+                path: file.to_owned(),
+                message: "\"files\" is not an object".into(),
+            })?;
+            let entries: Vec<(std::borrow::Cow<'_, str>, &RawValue)> =
+                match serde_json::from_str::<MapAsVec<'_>>(files.get()) {
+                    Ok(m) => m.0,
+                    Err(_) => {
+                        return Err(FormatError::Shape {
+                            path: file.to_owned(),
+                            message: "\"files\" is not an object".into(),
+                        })
+                    }
+                };
+            for (k, raw) in entries {
+                add(&k, raw, &mut problems);
+            }
+        } else {
+            for (k, raw) in &top {
+                add(k, raw, &mut problems);
+            }
         }
         Ok((index, problems))
     }
 
+    /// Serializes without building a JSON tree (see [`MirrorIndex::from_json`]).
     pub fn to_json(&self) -> Vec<u8> {
-        let mut files = Map::new();
-        for (p, e) in &self.files {
-            let j = EntryJson {
-                size: e.size,
-                mtime: Some(e.mtime.secs_f64()),
-                mtime_ns: Some(e.mtime.ns),
-                tracked: Some(e.tracked),
-                kind: e.kind,
-                mode: e.mode,
-                hash: e.hash,
-                version_of: e.version_of.clone(),
-                ..Default::default()
-            };
-            files.insert(
-                p.encode(),
-                serde_json::to_value(j).expect("entry serializes"),
-            );
+        struct Files<'a>(&'a BTreeMap<RelPath, IndexEntry>);
+        impl Serialize for Files<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.iter().map(|(p, e)| {
+                    (
+                        p.encode(),
+                        EntryJson {
+                            size: e.size,
+                            mtime: Some(e.mtime.secs_f64()),
+                            mtime_ns: Some(e.mtime.ns),
+                            tracked: Some(e.tracked),
+                            kind: e.kind,
+                            mode: e.mode,
+                            hash: e.hash,
+                            version_of: e.version_of.clone(),
+                            ..Default::default()
+                        },
+                    )
+                }))
+            }
         }
-        let mut top = Map::new();
-        top.insert("schema_version".into(), Value::from(SCHEMA_VERSION));
-        if let Some(u) = &self.updated {
-            top.insert("updated".into(), Value::from(u.clone()));
+        #[derive(Serialize)]
+        struct Top<'a> {
+            schema_version: u32,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            updated: Option<&'a str>,
+            files: Files<'a>,
         }
-        top.insert("files".into(), Value::Object(files));
-        serde_json::to_vec(&Value::Object(top)).expect("index serializes")
+        let mut out = Vec::with_capacity(self.files.len() * 200 + 64);
+        serde_json::to_writer(
+            &mut out,
+            &Top {
+                schema_version: SCHEMA_VERSION,
+                updated: self.updated.as_deref(),
+                files: Files(&self.files),
+            },
+        )
+        .expect("index serializes");
+        out
     }
 
     pub fn load(path: &Path) -> Result<(MirrorIndex, Vec<FormatProblem>), FormatError> {
@@ -411,25 +675,35 @@ impl IncrementMeta {
         file: &str,
         text: &[u8],
     ) -> Result<(IncrementMeta, Vec<FormatProblem>), FormatError> {
-        let value: Value = serde_json::from_slice(text).map_err(|source| FormatError::Json {
-            path: file.to_owned(),
-            source,
-        })?;
-        let Value::Object(mut top) = value else {
-            return Err(FormatError::Shape {
-                path: file.to_owned(),
-                message: "top level is not an object".into(),
-            });
-        };
         let mut problems = Vec::new();
         let shape = |m: &str| FormatError::Shape {
             path: file.to_owned(),
             message: m.to_owned(),
         };
-        let catalog = match top.remove("file_catalog") {
-            Some(Value::Object(m)) => m,
-            Some(_) => return Err(shape("\"file_catalog\" is not an object")),
-            None => return Err(shape("no \"file_catalog\"")),
+        let (entries, mut top) = match parse_fast(text, "file_catalog") {
+            Some(FastTop {
+                catalog: Some(c),
+                rest,
+            }) => (check_keys(file, c, &mut problems), rest),
+            _ => {
+                let value: Value =
+                    serde_json::from_slice(text).map_err(|source| FormatError::Json {
+                        path: file.to_owned(),
+                        source,
+                    })?;
+                let Value::Object(mut top) = value else {
+                    return Err(FormatError::Shape {
+                        path: file.to_owned(),
+                        message: "top level is not an object".into(),
+                    });
+                };
+                let catalog = match top.remove("file_catalog") {
+                    Some(Value::Object(m)) => m,
+                    Some(_) => return Err(shape("\"file_catalog\" is not an object")),
+                    None => return Err(shape("no \"file_catalog\"")),
+                };
+                (parse_entries(file, catalog, &mut problems), top)
+            }
         };
         let backup_name = match top.remove("backup_name") {
             Some(Value::String(s)) => s,
@@ -452,27 +726,29 @@ impl IncrementMeta {
             },
             None => IncrementSummary::default(),
         };
-        let mut file_catalog = BTreeMap::new();
-        for (path, e) in parse_entries(file, catalog, &mut problems) {
-            let category = match (e.category, e.op) {
-                (Some(c), _) => c,
-                (None, Some(Op::Deleted)) => Category::Deleted,
-                (None, _) => Category::Tracked,
-            };
-            file_catalog.insert(
-                path,
-                CatalogEntry {
-                    size: e.size,
-                    mtime: MTime::from_json(e.mtime, e.mtime_ns),
-                    category,
-                    op: e.op,
-                    kind: e.kind,
-                    mode: e.mode,
-                    hash: e.hash,
-                    version_of: e.version_of,
-                },
-            );
-        }
+        let file_catalog = entries
+            .into_iter()
+            .map(|(path, e)| {
+                let category = match (e.category, e.op) {
+                    (Some(c), _) => c,
+                    (None, Some(Op::Deleted)) => Category::Deleted,
+                    (None, _) => Category::Tracked,
+                };
+                (
+                    path,
+                    CatalogEntry {
+                        size: e.size,
+                        mtime: MTime::from_json(e.mtime, e.mtime_ns),
+                        category,
+                        op: e.op,
+                        kind: e.kind,
+                        mode: e.mode,
+                        hash: e.hash,
+                        version_of: e.version_of,
+                    },
+                )
+            })
+            .collect();
         Ok((
             IncrementMeta {
                 backup_name,
@@ -486,39 +762,65 @@ impl IncrementMeta {
         ))
     }
 
+    /// Pretty JSON, written without building a JSON tree (an initial increment can list every
+    /// tracked file).
     pub fn to_json(&self) -> Vec<u8> {
-        let mut catalog = Map::new();
-        for (p, e) in &self.file_catalog {
-            let j = EntryJson {
-                size: e.size,
-                mtime: Some(e.mtime.secs_f64()),
-                mtime_ns: Some(e.mtime.ns),
-                category: Some(e.category),
-                op: Some(e.op()),
-                kind: e.kind,
-                mode: e.mode,
-                hash: e.hash,
-                version_of: e.version_of.clone(),
-                ..Default::default()
-            };
-            catalog.insert(
-                p.encode(),
-                serde_json::to_value(j).expect("entry serializes"),
-            );
+        struct Catalog<'a>(&'a BTreeMap<RelPath, CatalogEntry>);
+        impl Serialize for Catalog<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.iter().map(|(p, e)| {
+                    (
+                        p.encode(),
+                        EntryJson {
+                            size: e.size,
+                            mtime: Some(e.mtime.secs_f64()),
+                            mtime_ns: Some(e.mtime.ns),
+                            category: Some(e.category),
+                            op: Some(e.op()),
+                            kind: e.kind,
+                            mode: e.mode,
+                            hash: e.hash,
+                            version_of: e.version_of.clone(),
+                            ..Default::default()
+                        },
+                    )
+                }))
+            }
         }
-        let mut top = self.extra.clone();
-        top.insert("version".into(), self.version.clone());
-        top.insert("timestamp".into(), Value::from(self.timestamp.clone()));
-        top.insert("backup_name".into(), Value::from(self.backup_name.clone()));
-        top.insert("file_catalog".into(), Value::Object(catalog));
+        #[derive(Serialize)]
+        struct Top<'a> {
+            #[serde(flatten)]
+            extra: &'a Map<String, Value>,
+            version: &'a Value,
+            timestamp: &'a str,
+            backup_name: &'a str,
+            file_catalog: Catalog<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            summary: Option<&'a IncrementSummary>,
+        }
         // An original-tool summary kept verbatim in `extra` wins over our empty default.
-        if !top.contains_key("summary") || self.summary != IncrementSummary::default() {
-            top.insert(
-                "summary".into(),
-                serde_json::to_value(&self.summary).expect("summary serializes"),
-            );
+        let keep_theirs =
+            self.extra.contains_key("summary") && self.summary == IncrementSummary::default();
+        let mut extra = std::borrow::Cow::Borrowed(&self.extra);
+        if !keep_theirs && extra.contains_key("summary") {
+            extra.to_mut().remove("summary");
         }
-        serde_json::to_vec_pretty(&Value::Object(top)).expect("metadata serializes")
+        for k in ["version", "timestamp", "backup_name", "file_catalog"] {
+            if extra.contains_key(k) {
+                extra.to_mut().remove(k);
+            }
+        }
+        let top = Top {
+            extra: &extra,
+            version: &self.version,
+            timestamp: &self.timestamp,
+            backup_name: &self.backup_name,
+            file_catalog: Catalog(&self.file_catalog),
+            summary: (!keep_theirs).then_some(&self.summary),
+        };
+        let mut out = Vec::with_capacity(self.file_catalog.len() * 300 + 256);
+        serde_json::to_writer_pretty(&mut out, &top).expect("metadata serializes");
+        out
     }
 
     pub fn load(path: &Path) -> Result<(IncrementMeta, Vec<FormatProblem>), FormatError> {

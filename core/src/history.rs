@@ -281,6 +281,23 @@ impl History {
             .unwrap_or_default()
     }
 
+    /// Every event of `path` in time order: its time (an increment name, or `""` when unknown)
+    /// and the version it made present, or `None` for a deletion. Lets a caller compute when a
+    /// path exists across all points at once instead of folding each point.
+    pub fn timeline(&self, path: &RelPath) -> Vec<(&str, Option<&Version>)> {
+        self.timelines
+            .get(path)
+            .map(|tl| {
+                tl.iter()
+                    .map(|(t, e)| match e {
+                        Event::Present(v) => (t.as_str(), Some(v)),
+                        Event::Absent => (t.as_str(), None),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Every tracked path that has at least one event.
     pub fn paths(&self) -> impl Iterator<Item = &RelPath> {
         self.timelines.keys()

@@ -100,18 +100,21 @@ pub async fn select(config: &Config) -> Result<ScanOutcome, EngineError> {
         .map_err(|e| EngineError::Internal(e.to_string()))
 }
 
-/// Stage 2: plan — compare the selection with the mirror index.
+/// Stage 2: plan — compare the selection (its entries are moved out of `scan`) with the
+/// mirror index.
 pub async fn plan_stage(
-    scan: Arc<ScanOutcome>,
+    scan: &mut ScanOutcome,
     index: Arc<MirrorIndex>,
     src: PathBuf,
     opts: RunOptions,
 ) -> Result<Plan, EngineError> {
+    let entries = std::mem::take(&mut scan.entries);
+    let unreadable = plan::unreadable(scan);
     tokio::task::spawn_blocking(move || {
         let mode = CompareMode {
             checksum_src: opts.checksum.then_some(src.as_path()),
         };
-        plan::plan(&scan, &index, mode)
+        plan::plan(entries, &unreadable, &index, mode)
     })
     .await
     .map_err(|e| EngineError::Internal(e.to_string()))
@@ -132,8 +135,8 @@ pub async fn preview(config: &Config, opts: RunOptions) -> Result<Preview, Engin
     } else {
         MirrorIndex::default()
     };
-    let scan = Arc::new(select(config).await?);
-    let plan = plan_stage(scan.clone(), Arc::new(index), config.src.clone(), opts).await?;
+    let mut scan = select(config).await?;
+    let plan = plan_stage(&mut scan, Arc::new(index), config.src.clone(), opts).await?;
     let increment = if plan.needs_increment() {
         Some(IncrementName::for_time(
             chrono::Local::now(),
@@ -142,7 +145,6 @@ pub async fn preview(config: &Config, opts: RunOptions) -> Result<Preview, Engin
     } else {
         None
     };
-    let scan = Arc::try_unwrap(scan).unwrap_or_default();
     Ok(Preview {
         scan,
         plan,
@@ -203,9 +205,20 @@ pub async fn run(
         );
     }
 
+    // The mirror index and the source scan are independent: load one while walking the other.
+    let t = std::time::Instant::now();
     let index_exists = repo.mirror_index_path().exists();
     let r = repo.clone();
-    let index = match blocking(move || r.load_mirror_index()).await? {
+    let index_task = blocking(move || {
+        let t = std::time::Instant::now();
+        let res = r.load_mirror_index();
+        (res, t.elapsed())
+    });
+    let scan_task = select(config);
+    let (index_res, scan_res) = tokio::join!(index_task, scan_task);
+    let (index_res, index_time) = index_res?;
+    let mut scan = scan_res?;
+    let index = match index_res {
         Ok((index, _problems)) => index,
         Err(FormatError::Json { .. }) | Err(FormatError::Shape { .. }) => {
             // A damaged mirror.json: rebuild it from the mirror itself, as after a crash.
@@ -222,9 +235,13 @@ pub async fn run(
         }
         Err(e) => return Err(e.into()),
     };
-
-    // select
-    let scan = Arc::new(select(config).await?);
+    tracing::info!(
+        files = index.files.len(),
+        index_ms = index_time.as_millis() as u64,
+        selected = scan.entries.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "mirror.json loaded and source scanned"
+    );
     events(Event::Scanned {
         files: scan.entries.len(),
     });
@@ -240,7 +257,14 @@ pub async fn run(
 
     // plan
     let index = Arc::new(index);
-    let plan = plan_stage(scan.clone(), index.clone(), config.src.clone(), opts).await?;
+    let t = std::time::Instant::now();
+    let plan = plan_stage(&mut scan, index.clone(), config.src.clone(), opts).await?;
+    tracing::info!(
+        copies = plan.copies.len(),
+        deletes = plan.deletes.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "planned"
+    );
     summary.unchanged = plan.unchanged as u64;
     if plan.kept_unreadable > 0 {
         note(
@@ -300,7 +324,14 @@ pub async fn run(
         &preserved,
         events.clone(),
     ));
+    let t = std::time::Instant::now();
     let applied = apply::apply(plan, stage, config.max_workers, preserved.clone()).await;
+    tracing::info!(
+        copied = applied.copied.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "applied"
+    );
+    let t = std::time::Instant::now();
     for n in &applied.notes {
         summary.notes.push(n.to_string());
     }
@@ -321,7 +352,7 @@ pub async fn run(
     let mut index = Arc::try_unwrap(index).unwrap_or_else(|a| (*a).clone());
     let r = repo.clone();
     let committed = match blocking(move || {
-        let meta = commit::fold(&mut index, &applied, increment.as_ref());
+        let meta = commit::fold(&mut index, applied, increment.as_ref());
         commit::commit(
             &r,
             increment.as_ref(),
@@ -344,6 +375,7 @@ pub async fn run(
             return Err(e.into());
         }
     };
+    tracing::info!(ms = t.elapsed().as_millis() as u64, "committed");
     summary.increment = committed.increment.map(|n| n.as_str().to_owned());
     summary.new = committed.new;
     summary.changed = committed.changed;

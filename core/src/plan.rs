@@ -117,15 +117,23 @@ fn source_hash(src: &Path, e: &SourceEntry) -> Option<ContentHash> {
     }
 }
 
-/// Compares the selection with the mirror index.
-pub fn plan(scan: &ScanOutcome, index: &MirrorIndex, mode: CompareMode<'_>) -> Plan {
+/// The paths a scan could not read (`None`: the root itself), below which nothing may be
+/// deleted: a read error must never look like a deletion.
+pub fn unreadable(scan: &ScanOutcome) -> Vec<Option<RelPath>> {
+    scan.errors.iter().map(|e| e.rel.clone()).collect()
+}
+
+/// Compares the selection (consumed, so a 100k-file run holds it once) with the mirror index.
+pub fn plan(
+    mut entries: Vec<SourceEntry>,
+    unreadable: &[Option<RelPath>],
+    index: &MirrorIndex,
+    mode: CompareMode<'_>,
+) -> Plan {
     let mut out = Plan::default();
-    let mut entries: Vec<&SourceEntry> = scan.entries.iter().collect();
     if !entries.windows(2).all(|w| w[0].rel <= w[1].rel) {
         entries.sort_by(|a, b| a.rel.cmp(&b.rel));
     }
-    // Unreadable directories: nothing under them may be deleted. `None` = the root itself.
-    let unreadable: Vec<Option<&RelPath>> = scan.errors.iter().map(|e| e.rel.as_ref()).collect();
     let is_unreadable = |rel: &RelPath| {
         unreadable.iter().any(|u| match u {
             None => true,
@@ -163,19 +171,16 @@ pub fn plan(scan: &ScanOutcome, index: &MirrorIndex, mode: CompareMode<'_>) -> P
             _ => None,
         };
         let same = match &previous {
-            Some(p) if metadata_matches(e, p) => match mode.checksum_src {
+            Some(p) if metadata_matches(&e, p) => match mode.checksum_src {
                 None => true,
-                Some(src) => p.hash.is_some() && source_hash(src, e) == p.hash,
+                Some(src) => p.hash.is_some() && source_hash(src, &e) == p.hash,
             },
             _ => false,
         };
         if same {
             out.unchanged += 1;
         } else {
-            out.copies.push(CopyItem {
-                entry: e.clone(),
-                previous,
-            });
+            out.copies.push(CopyItem { entry: e, previous });
         }
     }
     for (rel, prev) in idx {
@@ -246,7 +251,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let p = plan(&scan, &index, CompareMode::default());
+        let p = plan(scan.entries, &[], &index, CompareMode::default());
         assert_eq!(p.unchanged, 1);
         let ops: Vec<(String, Option<Op>)> = p
             .copies
@@ -288,7 +293,12 @@ mod tests {
             }],
             ..Default::default()
         };
-        let p = plan(&scan, &index, CompareMode::default());
+        let p = plan(
+            Vec::new(),
+            &unreadable(&scan),
+            &index,
+            CompareMode::default(),
+        );
         assert_eq!(p.kept_unreadable, 1);
         assert_eq!(p.deletes.len(), 1);
         assert_eq!(p.deletes[0].rel.display(), "open/b");
@@ -303,13 +313,14 @@ mod tests {
         let mut i = indexed(&e);
         i.hash = Some(ContentHash::of(b"old bytes"));
         index.files.insert(e.rel.clone(), i);
-        let scan = ScanOutcome {
-            entries: vec![e.clone()],
-            ..Default::default()
-        };
-        assert_eq!(plan(&scan, &index, CompareMode::default()).unchanged, 1);
+        let entries = vec![e.clone()];
+        assert_eq!(
+            plan(entries.clone(), &[], &index, CompareMode::default()).unchanged,
+            1
+        );
         let p = plan(
-            &scan,
+            entries.clone(),
+            &[],
             &index,
             CompareMode {
                 checksum_src: Some(d.path()),
@@ -318,7 +329,8 @@ mod tests {
         assert_eq!(p.copies.len(), 1);
         index.files.get_mut(&e.rel).unwrap().hash = Some(ContentHash::of(b"new bytes"));
         let p = plan(
-            &scan,
+            entries,
+            &[],
             &index,
             CompareMode {
                 checksum_src: Some(d.path()),

@@ -78,6 +78,11 @@ impl RelPath {
 
     /// Builds from a path relative to a root (as produced by a directory walk).
     pub fn from_path(p: &Path) -> Result<Self, RelPathError> {
+        // Fast path (a scan calls this per file): a clean `a/b/c` is already the encoding.
+        #[cfg(unix)]
+        if let Ok(r) = Self::from_bytes(p.as_os_str().as_encoded_bytes()) {
+            return Ok(r);
+        }
         let mut out: Vec<u8> = Vec::new();
         for comp in p.components() {
             match comp {
@@ -229,6 +234,22 @@ impl<'de> Deserialize<'de> for RelPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_path_fast_and_slow_paths_agree() {
+        for (p, want) in [
+            ("a/b/c", "a/b/c"),
+            ("./a/b", "a/b"),
+            ("a//b", "a/b"),
+            ("a/./b", "a/b"),
+            ("a/b/", "a/b"),
+        ] {
+            let got = RelPath::from_path(Path::new(p)).unwrap();
+            assert_eq!(got.as_bytes(), want.as_bytes(), "{p}");
+        }
+        assert!(RelPath::from_path(Path::new("../x")).is_err());
+        assert!(RelPath::from_path(Path::new("/abs")).is_err());
+    }
 
     #[test]
     fn refuses_escapes() {

@@ -136,9 +136,11 @@ pub fn scan_with(
         dist_rel: config
             .dist_inside_src()
             .and_then(|p| RelPath::from_path(p).ok()),
+        // Device and inode identify a directory only on Unix.
         dist_id: DirHandle::open(&config.dist)
             .and_then(|d| d.stat())
             .ok()
+            .filter(|_| cfg!(unix))
             .map(|st| (st.dev, st.ino)),
         preserved: config.preserved_dirs.iter().map(|s| s.as_bytes()).collect(),
         queue: Mutex::new(Queue {
@@ -192,9 +194,18 @@ pub fn scan_with(
         parts
     });
 
+    // The biggest share becomes the result as it is: no second copy of 100k entries.
+    let mut parts = parts;
+    parts.sort_by_key(|p| std::cmp::Reverse(p.entries.len()));
+    let total: usize = parts.iter().map(|p| p.entries.len()).sum();
     for p in parts {
         hits.merge(&p.hits);
-        out.entries.extend(p.entries);
+        if out.entries.is_empty() {
+            out.entries = p.entries;
+            out.entries.reserve_exact(total - out.entries.len());
+        } else {
+            out.entries.extend(p.entries);
+        }
         out.preserved_dirs.extend(p.preserved_dirs);
         out.notes.extend(p.notes);
         out.errors.extend(p.errors);
@@ -250,6 +261,23 @@ struct Walk<'a> {
     dirs: AtomicU64,
 }
 
+/// Marks a thread busy with a job; if the job unwinds, the mark is still cleared, so the other
+/// threads finish instead of waiting forever (the panic then surfaces at `join`).
+struct Busy<'w, 'a> {
+    walk: &'w Walk<'a>,
+    done: bool,
+}
+
+impl Drop for Busy<'_, '_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut q = self.walk.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.busy -= 1;
+            self.walk.wake.notify_all();
+        }
+    }
+}
+
 /// One thread's findings.
 struct Partial {
     entries: Vec<SourceEntry>,
@@ -270,9 +298,14 @@ impl Walk<'_> {
         };
         let mut found = Vec::new();
         while let Some(job) = self.next_job() {
+            let mut busy = Busy {
+                walk: self,
+                done: false,
+            };
             self.walk_dir(job, &mut part, &mut found);
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             q.busy -= 1;
+            busy.done = true;
             // Deepest last, so the stack pops depth-first and few handles stay open.
             q.jobs.extend(found.drain(..).rev());
             if !q.jobs.is_empty() || q.busy == 0 {
@@ -315,6 +348,16 @@ impl Walk<'_> {
                 return;
             }
         };
+        // `dist` under another spelling (a bind mount, a symlinked parent in the config): the
+        // same device and inode. One `fstat` per directory, only while `dist` exists.
+        if let Some(id) = self.dist_id {
+            if dir.stat().is_ok_and(|st| (st.dev, st.ino) == id) {
+                if let Some(rel) = rel_of_job() {
+                    part.notes.push(ScanNote::SkippedDist { rel });
+                }
+                return;
+            }
+        }
         let listed = match dir.list() {
             Ok(l) => l,
             Err(error) => {
@@ -371,17 +414,18 @@ impl Walk<'_> {
         parent: DirState,
         part: &mut Partial,
     ) -> Option<Job> {
-        if self.is_dist(dir, entry, rel) {
-            if let Ok(r) = RelPath::from_bytes(rel) {
-                part.notes.push(ScanNote::SkippedDist { rel: r });
-            }
-            return None;
-        }
         let state = self
             .selection
             .enter_dir(parent, bytes_path(rel), &mut part.hits);
         let comps: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
         if !self.selection.descend(state, &comps) {
+            return None;
+        }
+        // Said only when the rules would have walked into it.
+        if self.dist_rel.as_ref().map(|d| d.as_bytes()) == Some(rel) {
+            if let Ok(r) = RelPath::from_bytes(rel) {
+                part.notes.push(ScanNote::SkippedDist { rel: r });
+            }
             return None;
         }
         if state.selected() && self.preserved.contains(&entry.name.as_encoded_bytes()) {
@@ -395,27 +439,6 @@ impl Walk<'_> {
             rel: rel.to_vec(),
             state,
         })
-    }
-
-    /// `dist` by its path under `src`, or by identity when reached under another spelling
-    /// (a bind mount): the inode comes free with the listing, only a candidate with the same
-    /// inode is `lstat`ed for its device.
-    fn is_dist(
-        &self,
-        dir: &DirHandle,
-        entry: &backup_platform::dir::ListedEntry,
-        rel: &[u8],
-    ) -> bool {
-        if self.dist_rel.as_ref().map(|d| d.as_bytes()) == Some(rel) {
-            return true;
-        }
-        match self.dist_id {
-            Some((dev, ino)) if entry.ino == ino => dir
-                .lstat(&entry.name)
-                .map(|st| st.dev == dev && st.ino == ino)
-                .unwrap_or(false),
-            _ => false,
-        }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -107,6 +107,21 @@ fn dir_globs_stay_within_components_and_doublestar_spans() {
         t.selected(r#""include_dirs": ["."], "exclude_dirs": ["work", "home"]"#),
         map(&[("notes/m", U)])
     );
+    // `dir/**` is the whole folder, files directly in it too.
+    t.file("work/top");
+    assert_eq!(
+        t.selected(r#""track_dirs": ["work/**"], "exclude_dirs": ["work/p2/**"]"#),
+        map(&[("work/p1/docs/a", T), ("work/top", T)])
+    );
+    // With a '/', an exclusion is a path from `src`, not a name: `p1/**` is not `work/p1`.
+    assert_eq!(
+        t.selected(r#""include_dirs": ["work"], "exclude_dirs": ["p1/**", "src/"]"#),
+        map(&[
+            ("work/p1/docs/a", U),
+            ("work/p2/docs/b", U),
+            ("work/top", U)
+        ])
+    );
 }
 
 #[test]
@@ -550,4 +565,56 @@ fn paths_longer_than_path_max_are_walked() {
     assert_eq!(out.entries.len(), 1);
     assert!(out.entries[0].rel.as_bytes().len() > 5000);
     assert_eq!(out.entries[0].size, 4);
+}
+
+#[test]
+fn dist_inside_src_is_silent_when_no_rule_reaches_it() {
+    let t = Tree::new(&["data/a", "backup/mirror/data/a"]);
+    let cfg = t.config_with_dist(r#""include_dirs": ["data"]"#, "src/backup");
+    let out = scan(&cfg);
+    assert_eq!(selected_of(&out), map(&[("data/a", U)]));
+    assert!(out.notes.is_empty(), "{:?}", out.notes);
+    // Named by a rule that would enter it: skipped, and said.
+    let cfg = t.config_with_dist(r#""include_dirs": ["data", "backup"]"#, "src/backup");
+    let out = scan(&cfg);
+    assert_eq!(selected_of(&out), map(&[("data/a", U)]));
+    assert_eq!(
+        out.notes,
+        [ScanNote::SkippedDist {
+            rel: RelPath::parse("backup").unwrap()
+        }]
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn dist_reached_through_a_bind_mount_is_recognized() {
+    // Same directory under another name: `dist` is recognized by device and inode. A bind
+    // mount needs privileges; where mounting is not possible the check is skipped loudly.
+    let t = Tree::new(&["data/a"]);
+    let dist = t.dir.path().join("dist");
+    std::fs::create_dir(&dist).unwrap();
+    std::fs::write(dist.join("inside"), b"x").unwrap();
+    let target = t.src().join("bound");
+    std::fs::create_dir(&target).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["--bind"])
+        .arg(&dist)
+        .arg(&target)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("SKIPPED: cannot bind-mount here");
+        return;
+    }
+    let out = scan(&t.config(r#""include_dirs": ["."]"#));
+    let _ = std::process::Command::new("umount").arg(&target).status();
+    assert_eq!(selected_of(&out), map(&[("data/a", U)]));
+    assert_eq!(
+        out.notes,
+        [ScanNote::SkippedDist {
+            rel: RelPath::parse("bound").unwrap()
+        }]
+    );
 }

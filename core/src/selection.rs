@@ -6,7 +6,8 @@
 //! alternates. Matching is case-sensitive and byte-exact, so non-UTF-8 names work.
 //!
 //! Normalization of a pattern as written: a trailing `:rec` is removed and remembered, leading
-//! `./` is dropped, a trailing `/` is dropped from directory patterns. Empty patterns, patterns
+//! `./` is dropped, a trailing `/` or `/**` is dropped from directory patterns (`projects/**`
+//! selects `projects` recursively, files directly in it included). Empty patterns, patterns
 //! starting with `/` and file patterns ending in `/` are refused. `:rec` means "at any depth"
 //! for every key: the pattern is matched as `**/<pattern>`.
 //!
@@ -16,7 +17,7 @@
 //!   (or `**`) names `src` itself. A file under an include dir only is untracked, under a track
 //!   dir only tracked, under both: `directory_priority` decides (`track` by default).
 //! - `exclude_dirs`: a pattern without `/` matches a directory *name* at any depth; one with `/`
-//!   the path relative to `src`. An excluded directory and everything below it leave the
+//!   the path relative to `src` (a trailing `/` does not count: `cache/` is a name). An excluded directory and everything below it leave the
 //!   directory rules, even when an include/track dir pattern names it or lies below it (the
 //!   exclusion is the more specific wish).
 //! - `include_files`, `track_files`: a pattern without `/` matches a file name in the `src` root
@@ -27,7 +28,8 @@
 //! - Explicit file rules beat everything else: a file named by `include_files` is selected
 //!   untracked, one named by `track_files` tracked, whatever the directory rules say — also in
 //!   an excluded directory or when `exclude_files` names it. Named by both: untracked
-//!   ("include beats track").
+//!   ("include beats track"). So a `:rec` or `**` file rule makes the walk look inside excluded
+//!   directories too (only there is the rule's file to be found).
 //! - Only what a rule names is selected. Symlinks are matched like files (they are entries of
 //!   their own and never followed). Directories themselves are not entries; `preserved_dirs`
 //!   lists names of selected directories kept in the mirror even when empty.
@@ -191,8 +193,18 @@ fn effective_pattern(key: RuleKey, written: &str) -> Result<String, String> {
     while let Some(rest) = p.strip_prefix("./") {
         p = rest;
     }
+    // A '/' inside the pattern as written anchors it at `src` (decided before `dir/**` is
+    // shortened to `dir`, so that stays a path).
+    let mut anchored = p.contains('/');
     if key.is_dir_rule() {
         p = p.trim_end_matches('/');
+        anchored = p.contains('/');
+        // `projects/**` means "everything under projects" (as in rsync), which is what
+        // selecting `projects` recursively does; as a plain glob it would miss the files
+        // directly in `projects`.
+        while let Some(base) = p.strip_suffix("/**") {
+            p = base;
+        }
         if p.is_empty() && written.starts_with('.') {
             // "./" names `src` itself, like ".".
             p = ".";
@@ -209,7 +221,7 @@ fn effective_pattern(key: RuleKey, written: &str) -> Result<String, String> {
         return Err(format!("pattern \".\" in {name:?} names no file"));
     }
     let any_depth =
-        rec || (matches!(key, RuleKey::ExcludeDirs | RuleKey::ExcludeFiles) && !p.contains('/'));
+        rec || (matches!(key, RuleKey::ExcludeDirs | RuleKey::ExcludeFiles) && !anchored);
     Ok(
         if any_depth && p != "." && !p.starts_with("**/") && p != "**" {
             format!("**/{p}")
@@ -338,7 +350,8 @@ impl Selection {
     ) -> Result<Selection, String> {
         let mut sets: [RuleSet; 6] = Default::default();
         for (key, patterns) in rules {
-            sets[key.index()] = RuleSet::compile(*key, patterns)?;
+            sets[key.index()] =
+                RuleSet::compile(*key, patterns).map_err(|m| crate::config::one_line(&m))?;
         }
         Ok(Selection { sets, priority })
     }

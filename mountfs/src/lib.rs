@@ -10,16 +10,17 @@
 //! ```
 //!
 //! Laziness: the root, `increments/` and `snapshots/` are answered from the loaded metadata;
-//! a snapshot's tree is folded when first entered and kept in a small cache. Inode numbers
+//! the index that serves every snapshot's directories is built when a snapshot is first
+//! entered. Inode numbers
 //! are keyed by virtual location, so a path keeps its number for the whole mount.
 
 mod views;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::SystemTime;
 
 use backup_core::format::FormatProblem;
@@ -30,16 +31,13 @@ use backup_platform::rofs::{
     ReadOnlyFs, ROOT_INO,
 };
 
-use views::{HistChild, HistTree, SnapTree};
+use views::{HistChild, HistTree, SnapIndex};
 
 pub const MIRROR: &str = "mirror";
 pub const INCREMENTS: &str = "increments";
 pub const SNAPSHOTS: &str = "snapshots";
 pub const HISTORY: &str = "history";
 pub const LATEST: &str = "latest";
-
-/// How many folded snapshot trees stay in memory.
-const SNAPSHOT_CACHE: usize = 8;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum SnapKey {
@@ -168,55 +166,81 @@ fn signature(repo: &Repository) -> Signature {
 /// Everything known from the metadata at one moment. Replaced whole on a reload.
 struct State {
     signature: Signature,
-    history: History,
-    /// Increments with readable metadata, oldest first.
+    repo: Repository,
+    /// Increments whose metadata file exists, oldest first. Enough for the root,
+    /// `increments/` and `snapshots/`, so those answer before any metadata is parsed.
     names: Vec<IncrementName>,
-    snapshots: Mutex<VecDeque<(IncrementName, Arc<SnapTree>)>>,
+    /// Parsed on first need (or by [`BackupFs::load_metadata`] right after mounting).
+    history: OnceLock<History>,
+    problems: Mutex<Vec<FormatProblem>>,
+    snap_index: Mutex<Option<Arc<SnapIndex>>>,
     history_tree: Mutex<Option<Arc<HistTree>>>,
 }
 
 impl State {
-    fn load(repo: &Repository) -> Result<(State, Vec<FormatProblem>), RepoError> {
+    fn quick(repo: &Repository) -> Result<State, RepoError> {
         let signature = signature(repo);
-        let (history, problems) = History::load(repo)?;
-        let names = history
-            .increments()
-            .iter()
-            .map(|i| i.name.clone())
+        let names = repo
+            .increment_names()?
+            .into_iter()
+            .filter(|n| repo.increment_meta_path(n).is_file())
             .collect();
-        Ok((
-            State {
-                signature,
-                history,
-                names,
-                snapshots: Mutex::new(VecDeque::new()),
-                history_tree: Mutex::new(None),
-            },
-            problems,
-        ))
+        Ok(State {
+            signature,
+            repo: repo.clone(),
+            names,
+            history: OnceLock::new(),
+            problems: Mutex::new(Vec::new()),
+            snap_index: Mutex::new(None),
+            history_tree: Mutex::new(None),
+        })
     }
 
-    fn resolve_key(&self, key: &SnapKey) -> Option<&IncrementName> {
+    /// The parsed metadata; the first caller parses it while the others wait.
+    fn history(&self) -> &History {
+        self.history.get_or_init(|| {
+            let (history, problems) = match History::load(&self.repo) {
+                Ok(hp) => hp,
+                Err(e) => (
+                    History::default(),
+                    vec![FormatProblem {
+                        file: self.repo.root().display().to_string(),
+                        key: None,
+                        message: e.to_string(),
+                    }],
+                ),
+            };
+            *self.problems.lock().unwrap_or_else(|p| p.into_inner()) = problems;
+            history
+        })
+    }
+
+    /// The increment a snapshot key names, with its index (position among the names).
+    fn resolve_key(&self, key: &SnapKey) -> Option<(u32, &IncrementName)> {
         match key {
-            SnapKey::Latest => self.names.last(),
-            SnapKey::Named(n) => self.names.iter().find(|x| *x == n),
+            SnapKey::Latest => self
+                .names
+                .last()
+                .map(|n| ((self.names.len() - 1) as u32, n)),
+            SnapKey::Named(n) => self
+                .names
+                .binary_search(n)
+                .ok()
+                .map(|i| (i as u32, &self.names[i])),
         }
     }
 
-    fn snap_tree(&self, name: &IncrementName) -> Arc<SnapTree> {
-        let mut cache = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(pos) = cache.iter().position(|(n, _)| n == name) {
-            let hit = cache.remove(pos).map(|(_, t)| t);
-            if let Some(t) = hit {
-                cache.push_front((name.clone(), Arc::clone(&t)));
-                return t;
+    fn snap_index(&self) -> Arc<SnapIndex> {
+        let mut slot = self.snap_index.lock().unwrap_or_else(|p| p.into_inner());
+        match &*slot {
+            Some(t) => Arc::clone(t),
+            None => {
+                // Built under the lock so two threads never build it twice.
+                let t = Arc::new(SnapIndex::build(self.history(), &self.names));
+                *slot = Some(Arc::clone(&t));
+                t
             }
         }
-        // Folding under the lock keeps two threads from building the same tree twice.
-        let tree = Arc::new(SnapTree::build(&self.history, name.as_str()));
-        cache.push_front((name.clone(), Arc::clone(&tree)));
-        cache.truncate(SNAPSHOT_CACHE);
-        tree
     }
 
     fn hist_tree(&self) -> Arc<HistTree> {
@@ -224,7 +248,7 @@ impl State {
         match &*slot {
             Some(t) => Arc::clone(t),
             None => {
-                let t = Arc::new(HistTree::build(&self.history));
+                let t = Arc::new(HistTree::build(self.history()));
                 *slot = Some(Arc::clone(&t));
                 t
             }
@@ -232,7 +256,10 @@ impl State {
     }
 
     fn version(&self, path: &RelPath, index: usize) -> Option<Version> {
-        self.history.versions(path).get(index).map(|v| (*v).clone())
+        self.history()
+            .versions(path)
+            .get(index)
+            .map(|v| (*v).clone())
     }
 }
 
@@ -377,23 +404,29 @@ fn os_name(bytes: &[u8]) -> OsString {
 }
 
 impl BackupFs {
-    /// Loads the metadata of `repo`. Problems in it (unreadable increments, skipped entries)
-    /// are returned for the caller to show; the tree leaves those parts out.
-    pub fn open(repo: Repository) -> Result<(BackupFs, Vec<FormatProblem>), MountFsError> {
-        let (state, problems) = State::load(&repo)?;
+    /// Opens the tree of `repo`, reading only the list of increments: the metadata is parsed
+    /// on first need, or by [`BackupFs::load_metadata`].
+    pub fn open(repo: Repository) -> Result<BackupFs, MountFsError> {
+        let state = State::quick(&repo)?;
         let root_meta = std::fs::metadata(repo.root()).ok();
         let (uid, gid) = owner(root_meta.as_ref());
-        Ok((
-            BackupFs {
-                repo,
-                inodes: RwLock::new(InodeTable::new()),
-                state: RwLock::new(Arc::new(state)),
-                invalidator: Mutex::new(None),
-                uid,
-                gid,
-            },
-            problems,
-        ))
+        Ok(BackupFs {
+            repo,
+            inodes: RwLock::new(InodeTable::new()),
+            state: RwLock::new(Arc::new(state)),
+            invalidator: Mutex::new(None),
+            uid,
+            gid,
+        })
+    }
+
+    /// Parses the metadata now (if not yet done) and returns the problems found in it
+    /// (unreadable increments, skipped entries), which the tree leaves out.
+    pub fn load_metadata(&self) -> Vec<FormatProblem> {
+        let state = self.state();
+        state.history();
+        let problems = state.problems.lock().unwrap_or_else(|p| p.into_inner());
+        problems.clone()
     }
 
     pub fn repository(&self) -> &Repository {
@@ -503,12 +536,15 @@ impl BackupFs {
             }
             Loc::Snapshot(k, r) => {
                 let state = self.state();
-                let name = state.resolve_key(k).ok_or(FsError::NotFound)?.clone();
-                let tree = state.snap_tree(&name);
-                if tree.is_dir(r.as_ref()) {
+                let (idx, name) = state.resolve_key(k).ok_or(FsError::NotFound)?;
+                let Some(r) = r else {
+                    // Stat'ing every entry of snapshots/ builds nothing.
+                    return Ok(Node::VirtualDir);
+                };
+                if state.snap_index().is_dir(Some(r), idx) {
                     return Ok(Node::VirtualDir);
                 }
-                match r.as_ref().and_then(|r| tree.files.get(r)) {
+                match state.history().version_at(r, name.as_str()) {
                     Some(v) => Ok(Node::Version(v.clone())),
                     None => Err(FsError::NotFound),
                 }
@@ -540,7 +576,7 @@ impl BackupFs {
         match loc {
             Loc::Snapshot(k, _) => state
                 .resolve_key(k)
-                .map(|n| SystemTime::from(n.time()))
+                .map(|(_, n)| SystemTime::from(n.time()))
                 .unwrap_or(SystemTime::UNIX_EPOCH),
             _ => newest.unwrap_or(SystemTime::UNIX_EPOCH),
         }
@@ -674,16 +710,28 @@ impl BackupFs {
             }
             (Loc::Snapshot(k, r), _) => {
                 let state = self.state();
-                let name = state.resolve_key(k).ok_or(FsError::NotFound)?.clone();
-                let tree = state.snap_tree(&name);
+                let (idx, name) = state.resolve_key(k).ok_or(FsError::NotFound)?;
+                let index = state.snap_index();
                 let key = r.as_ref().map(RelPath::as_bytes).unwrap_or_default();
-                let children = tree.dirs.get(key).ok_or(FsError::NotFound)?;
-                for (n, kind) in children {
-                    out.push((
-                        Loc::Snapshot(k.clone(), Some(rel_join(r, n)?)),
-                        *kind,
-                        os_name(n),
-                    ));
+                let Some(dir) = index.dirs.get(key) else {
+                    return Ok(out);
+                };
+                for (n, kinds) in &dir.children {
+                    let Ok(child) = rel_join(r, n) else { continue };
+                    let kind = if kinds.dir && index.is_dir(Some(&child), idx) {
+                        NodeKind::Dir
+                    } else if kinds.file {
+                        match state.history().version_at(&child, name.as_str()) {
+                            Some(v) if v.kind == backup_core::FileKind::Symlink => {
+                                NodeKind::Symlink
+                            }
+                            Some(_) => NodeKind::File,
+                            None => continue,
+                        }
+                    } else {
+                        continue;
+                    };
+                    out.push((Loc::Snapshot(k.clone(), Some(child)), kind, os_name(n)));
                 }
             }
             (Loc::HistoryRoot | Loc::HistoryDir(_), _) => {
@@ -719,7 +767,9 @@ impl BackupFs {
         if signature(&self.repo) == old.signature {
             return Ok(None);
         }
-        let (new, _problems) = State::load(&self.repo)?;
+        let new = State::quick(&self.repo)?;
+        // Parsed here, off the request path, before the new state is visible.
+        new.history();
         let reload = Reload {
             added: new
                 .names

@@ -94,7 +94,8 @@ fn walk(fs: &BackupFs, ino: Ino, prefix: &str, out: &mut BTreeMap<String, ModelF
 }
 
 fn open_fs(dir: &Path) -> BackupFs {
-    let (fs, problems) = BackupFs::open(Repository::open(dir).expect("repo")).expect("open");
+    let fs = BackupFs::open(Repository::open(dir).expect("repo")).expect("open");
+    let problems = fs.load_metadata();
     assert!(problems.is_empty(), "{problems:?}");
     fs
 }
@@ -117,8 +118,14 @@ fn layout_lists_from_metadata() {
         names(&fs, "mirror"),
         ["bin", "deep", "docs", "untracked.txt"]
     );
-    // Nothing below snapshots/ was folded by listing it.
-    assert!(fs.state().snapshots.lock().unwrap().is_empty());
+    // Nothing below snapshots/ was folded by listing it and stat'ing every entry.
+    for n in [A, B, C, "latest"] {
+        let a = fs.lookup_path(&format!("snapshots/{n}")).unwrap();
+        assert_eq!(a.kind, NodeKind::Dir);
+    }
+    assert!(fs.state().snap_index.lock().unwrap().is_none());
+    fs.lookup_path(&format!("snapshots/{B}/docs")).unwrap();
+    assert!(fs.state().snap_index.lock().unwrap().is_some());
     assert!(matches!(
         fs.lookup_path("snapshots/backup_20200101_000000"),
         Err(FsError::NotFound)
@@ -354,4 +361,101 @@ fn attributes_are_those_of_the_stored_files() {
     assert_eq!(run.uid, disk.uid());
     let st = fs.statfs().unwrap();
     assert!(st.blocks > 0 && st.block_size > 0);
+}
+
+#[test]
+fn hostile_metadata_never_panics_or_names_a_path() {
+    let d = tempfile::tempdir().unwrap();
+    fixture(d.path());
+    // B's deletion of gone.txt claims a nonsense storing increment, and A is gone.
+    std::fs::remove_dir_all(d.path().join(A)).unwrap();
+    let meta = d.path().join(B).join(format!("{B}.json"));
+    let text = std::fs::read_to_string(&meta).unwrap();
+    let text = text.replace(
+        &format!("\"version_of\": \"{A}\""),
+        "\"version_of\": \"backup_0000/../../etc\"",
+    );
+    std::fs::write(&meta, text).unwrap();
+    let fs = open_fs(d.path());
+    assert_eq!(
+        names(&fs, "history/gone.txt"),
+        ["0000-00-00_000000_gone.txt"]
+    );
+    let v = fs
+        .lookup_path("history/gone.txt/0000-00-00_000000_gone.txt")
+        .unwrap();
+    assert_eq!(read_all(&fs, v.ino), b"short-lived");
+    for top in ["snapshots", "history", "increments", "mirror"] {
+        let mut seen = BTreeMap::new();
+        walk(&fs, fs.lookup_path(top).unwrap().ino, "", &mut seen);
+    }
+}
+
+#[test]
+fn directories_that_empty_and_return_follow_the_fold() {
+    let d = tempfile::tempdir().unwrap();
+    let mut f = FixtureBackup::new(d.path());
+    f.backup(
+        A,
+        &[
+            Change::Write("p/q/one.txt", b"1"),
+            Change::Write("top.txt", b"t"),
+        ],
+    );
+    f.backup(B, &[Change::Delete("p/q/one.txt")]);
+    f.backup(C, &[Change::Write("p/q/two.txt", b"2")]);
+    f.backup(
+        D,
+        &[
+            Change::Delete("top.txt"),
+            Change::Write("p/q/one.txt", b"1 again"),
+        ],
+    );
+    let fs = open_fs(d.path());
+    let (history, _) = History::load(fs.repository()).unwrap();
+    for (name, model) in &f.states {
+        let mut seen = BTreeMap::new();
+        walk(
+            &fs,
+            fs.lookup_path(&format!("snapshots/{name}")).unwrap().ino,
+            "",
+            &mut seen,
+        );
+        assert_eq!(&seen, model, "snapshot {name}");
+        let folded: Vec<String> = history
+            .snapshot(name)
+            .keys()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            seen.keys().cloned().collect::<Vec<_>>(),
+            folded,
+            "fold at {name}"
+        );
+    }
+    assert!(matches!(
+        fs.lookup_path(&format!("snapshots/{B}/p")),
+        Err(FsError::NotFound)
+    ));
+    assert_eq!(names(&fs, &format!("snapshots/{B}")), ["top.txt"]);
+    assert_eq!(names(&fs, &format!("snapshots/{C}/p/q")), ["two.txt"]);
+    assert_eq!(names(&fs, "snapshots/latest/p/q"), ["one.txt", "two.txt"]);
+}
+
+#[test]
+fn listings_of_root_increments_and_snapshots_parse_no_metadata() {
+    let d = tempfile::tempdir().unwrap();
+    fixture(d.path());
+    let fs = BackupFs::open(Repository::open(d.path()).unwrap()).unwrap();
+    assert_eq!(names(&fs, "snapshots"), [A, B, C, "latest"]);
+    assert_eq!(names(&fs, "increments"), [A, B, C]);
+    for n in [A, B, C, "latest"] {
+        fs.lookup_path(&format!("snapshots/{n}")).unwrap();
+    }
+    assert!(fs.state().history.get().is_none(), "metadata was parsed");
+    assert_eq!(
+        names(&fs, "snapshots/latest/docs"),
+        ["new.txt", "report.txt"]
+    );
+    assert!(fs.state().history.get().is_some());
 }

@@ -2,8 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use backup_core::{FileKind, History, RelPath, Version};
-use backup_platform::rofs::NodeKind;
+use backup_core::{History, IncrementName, RelPath, Version};
 
 /// The children of each directory of a tree, keyed by the directory's path bytes (`""` for
 /// the tree's root), sorted by name.
@@ -31,35 +30,139 @@ fn parent_key(path: &RelPath) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// The point-in-time view right after one increment: every tracked file as it was then.
-pub(crate) struct SnapTree {
-    pub files: BTreeMap<RelPath, Version>,
-    pub dirs: Dirs<NodeKind>,
-}
+/// Half-open ranges `[from, to)` of increment indexes (positions in the sorted names).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Spans(Vec<(u32, u32)>);
 
-impl SnapTree {
-    pub fn build(history: &History, at: &str) -> SnapTree {
-        let files = history.snapshot(at);
-        let mut dirs: Dirs<NodeKind> = HashMap::new();
-        dirs.entry(Vec::new()).or_default();
-        for (path, v) in &files {
-            add_ancestors(&mut dirs, path, || NodeKind::Dir);
-            let kind = match v.kind {
-                FileKind::File => NodeKind::File,
-                FileKind::Symlink => NodeKind::Symlink,
-            };
-            // A path that is both a file and a parent (messy metadata): the directory wins,
-            // so nothing below it hides.
-            let name = path.file_name().to_vec();
-            let slot = dirs.entry(parent_key(path)).or_default();
-            slot.entry(name).or_insert(kind);
-        }
-        SnapTree { files, dirs }
+impl Spans {
+    pub fn contains(&self, k: u32) -> bool {
+        let i = self.0.partition_point(|&(from, _)| from <= k);
+        i > 0 && k < self.0[i - 1].1
     }
 
-    pub fn is_dir(&self, rel: Option<&RelPath>) -> bool {
-        self.dirs
-            .contains_key(rel.map(RelPath::as_bytes).unwrap_or_default())
+    fn normalize(&mut self) {
+        self.0.sort_unstable();
+        let mut out: Vec<(u32, u32)> = Vec::with_capacity(self.0.len());
+        for &(a, b) in &self.0 {
+            match out.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        self.0 = out;
+    }
+
+    /// When a path exists, from its events: an event at time `t` holds for every increment
+    /// whose name sorts at or after `t`, until the next event.
+    fn of(timeline: &[(&str, Option<&Version>)], names: &[IncrementName]) -> Spans {
+        let n = names.len() as u32;
+        let mut steps: Vec<(u32, bool)> = Vec::with_capacity(timeline.len());
+        for (t, v) in timeline {
+            let e = names.partition_point(|x| x.as_str() < *t) as u32;
+            match steps.last_mut() {
+                Some(last) if last.0 == e => last.1 = v.is_some(),
+                _ => steps.push((e, v.is_some())),
+            }
+        }
+        let mut out = Vec::new();
+        let mut open: Option<u32> = None;
+        for (e, present) in steps {
+            if e >= n {
+                break;
+            }
+            match (present, open) {
+                (true, None) => open = Some(e),
+                (false, Some(from)) => {
+                    if e > from {
+                        out.push((from, e));
+                    }
+                    open = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(from) = open {
+            out.push((from, n));
+        }
+        Spans(out)
+    }
+}
+
+/// What a name in a snapshot directory can be (both, with messy metadata; the directory wins
+/// wherever it exists).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ChildKinds {
+    pub file: bool,
+    pub dir: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SnapDir {
+    pub children: BTreeMap<Vec<u8>, ChildKinds>,
+    /// The increments whose snapshot holds something below this directory.
+    pub spans: Spans,
+}
+
+/// One index serves every snapshot: each directory ever seen, with the increments in which it
+/// exists. A snapshot's listing then costs its children only, never a fold of the whole tree,
+/// so `find snapshots/ -maxdepth 2` over hundreds of snapshots stays cheap. A file's version at
+/// a point comes from `History::version_at`.
+pub(crate) struct SnapIndex {
+    pub dirs: HashMap<Vec<u8>, SnapDir>,
+}
+
+impl SnapIndex {
+    pub fn build(history: &History, names: &[IncrementName]) -> SnapIndex {
+        let mut dirs: HashMap<Vec<u8>, SnapDir> = HashMap::new();
+        dirs.entry(Vec::new()).or_default();
+        for path in history.paths() {
+            let spans = Spans::of(&history.timeline(path), names);
+            if spans.0.is_empty() {
+                continue;
+            }
+            dirs.entry(parent_key(path))
+                .or_default()
+                .children
+                .entry(path.file_name().to_vec())
+                .or_default()
+                .file = true;
+            let bytes = path.as_bytes();
+            let mut parent: Vec<u8> = Vec::new();
+            let mut start = 0;
+            while let Some(pos) = bytes[start..].iter().position(|&b| b == b'/') {
+                let end = start + pos;
+                let here = bytes[..end].to_vec();
+                dirs.entry(parent)
+                    .or_default()
+                    .children
+                    .entry(bytes[start..end].to_vec())
+                    .or_default()
+                    .dir = true;
+                dirs.entry(here.clone())
+                    .or_default()
+                    .spans
+                    .0
+                    .extend_from_slice(&spans.0);
+                parent = here;
+                start = end + 1;
+            }
+        }
+        for d in dirs.values_mut() {
+            d.spans.normalize();
+        }
+        SnapIndex { dirs }
+    }
+
+    /// True when `rel` (`None` = the snapshot's root) is a directory in snapshot `k`.
+    pub fn is_dir(&self, rel: Option<&RelPath>, k: u32) -> bool {
+        match rel {
+            None => true,
+            Some(r) => self
+                .dirs
+                .get(r.as_bytes())
+                .map(|d| d.spans.contains(k))
+                .unwrap_or(false),
+        }
     }
 }
 
@@ -96,7 +199,10 @@ impl HistTree {
                 let mut n = 1;
                 while own.contains_key(&name) {
                     n += 1;
-                    name = version_file_name(&format!("{}_{n:02}", v.start), path.file_name());
+                    let mut stamp = version_file_name(&v.start, b"");
+                    stamp.pop();
+                    name = format!("{}~v{n}_", String::from_utf8_lossy(&stamp)).into_bytes();
+                    name.extend_from_slice(path.file_name());
                 }
                 own.insert(
                     name,
@@ -116,9 +222,11 @@ impl HistTree {
 /// name. A version whose storing increment is
 /// unknown gets `0000-00-00_000000`, which sorts first, as the version is older than all.
 pub(crate) fn version_file_name(start: &str, file_name: &[u8]) -> Vec<u8> {
-    let mut out = match start.strip_prefix("backup_") {
-        Some(rest) if rest.len() >= 15 && rest.is_char_boundary(15) => {
-            let (stamp, suffix) = rest.split_at(15);
+    // `start` can come from untrusted metadata (`version_of`): only a valid increment name is
+    // turned into a time; anything else is "unknown", never part of a file name.
+    let mut out = match IncrementName::parse(start) {
+        Some(n) => {
+            let (stamp, suffix) = n.as_str()["backup_".len()..].split_at(15);
             let mut s = String::with_capacity(32);
             s.push_str(&stamp[0..4]);
             s.push('-');
@@ -130,13 +238,10 @@ pub(crate) fn version_file_name(start: &str, file_name: &[u8]) -> Vec<u8> {
             if let Some(n) = suffix.strip_prefix('_') {
                 s.push('~');
                 s.push_str(n);
-            } else {
-                s.push_str(suffix);
             }
             s.into_bytes()
         }
-        _ if start.is_empty() => b"0000-00-00_000000".to_vec(),
-        _ => start.as_bytes().to_vec(),
+        None => b"0000-00-00_000000".to_vec(),
     };
     out.push(b'_');
     out.extend_from_slice(file_name);
@@ -148,11 +253,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn spans_follow_events_and_merge() {
+        let names: Vec<IncrementName> = [
+            "backup_20240101_000000",
+            "backup_20240102_000000",
+            "backup_20240103_000000",
+            "backup_20240104_000000",
+        ]
+        .iter()
+        .map(|n| IncrementName::parse(n).unwrap())
+        .collect();
+        let v = Version {
+            path: RelPath::parse("x").unwrap(),
+            start: String::new(),
+            holder: backup_core::Holder::Mirror,
+            size: 0,
+            mtime: backup_core::MTime::from_ns(0),
+            mode: None,
+            kind: backup_core::FileKind::File,
+            hash: None,
+        };
+        let tl = vec![
+            ("", Some(&v)),
+            ("backup_20240102_000000", None),
+            ("backup_20240103_000000", Some(&v)),
+        ];
+        let s = Spans::of(&tl, &names);
+        assert_eq!(s, Spans(vec![(0, 1), (2, 4)]));
+        assert!(
+            s.contains(0) && !s.contains(1) && s.contains(2) && s.contains(3) && !s.contains(4)
+        );
+        let mut m = Spans(vec![(2, 4), (0, 1), (1, 2), (6, 7)]);
+        m.normalize();
+        assert_eq!(m, Spans(vec![(0, 4), (6, 7)]));
+    }
+
+    #[test]
     fn version_names_sort_by_time() {
         let a = version_file_name("backup_20240105_100000", b"r.txt");
         let b = version_file_name("backup_20240105_100000_01", b"r.txt");
         let c = version_file_name("backup_20240106_000000", b"r.txt");
         let z = version_file_name("", b"r.txt");
+        assert_eq!(
+            version_file_name("backup_é/../x_2024", b"r.txt"),
+            b"0000-00-00_000000_r.txt"
+        );
         assert_eq!(a, b"2024-01-05_100000_r.txt");
         assert_eq!(b, b"2024-01-05_100000~01_r.txt");
         assert!(z < a && a < b && b < c);

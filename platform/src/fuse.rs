@@ -64,7 +64,8 @@ struct OpenFile {
 #[derive(Default)]
 struct Handles {
     files: HashMap<u64, OpenFile>,
-    dirs: HashMap<u64, Arc<Vec<DirEntry>>>,
+    /// Per open directory: its listing, taken at the first readdir.
+    dirs: HashMap<u64, Option<Arc<Vec<DirEntry>>>>,
     /// One backing id per inode while any handle has it open: the kernel requires every
     /// passthrough open of an inode to use the same backing file.
     backing_by_ino: HashMap<Ino, Weak<BackingId>>,
@@ -247,7 +248,11 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
                     },
                 );
                 drop(h);
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+                let flags = match self.fs.freshness(ino.0) {
+                    Freshness::Notified => FopenFlags::FOPEN_KEEP_CACHE,
+                    Freshness::Live => FopenFlags::empty(),
+                };
+                reply.opened(FileHandle(fh), flags);
             }
         }
     }
@@ -320,14 +325,15 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.readdir(ino.0) {
-            Ok(list) => {
-                let fh = self.new_fh();
-                self.lock().dirs.insert(fh, Arc::new(list));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
-            }
-            Err(e) => reply.error(errno(&e)),
-        }
+        // The listing is taken on the first readdir, so a listing the kernel still has cached
+        // costs nothing. Metadata-built directories may be cached: the tree invalidates them.
+        let flags = match self.fs.freshness(ino.0) {
+            Freshness::Notified => FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            Freshness::Live => FopenFlags::empty(),
+        };
+        let fh = self.new_fh();
+        self.lock().dirs.insert(fh, None);
+        reply.opened(FileHandle(fh), flags);
     }
 
     fn readdir(
@@ -338,9 +344,26 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(list) = self.lock().dirs.get(&fh.0).cloned() else {
-            reply.error(Errno::EBADF);
-            return;
+        let cached = match self.lock().dirs.get(&fh.0) {
+            Some(l) => l.clone(),
+            None => {
+                reply.error(Errno::EBADF);
+                return;
+            }
+        };
+        let list = match cached {
+            Some(l) => l,
+            None => match self.fs.readdir(ino.0) {
+                Ok(l) => {
+                    let l = Arc::new(l);
+                    self.lock().dirs.insert(fh.0, Some(Arc::clone(&l)));
+                    l
+                }
+                Err(e) => {
+                    reply.error(errno(&e));
+                    return;
+                }
+            },
         };
         // Offsets: 1 after ".", 2 after "..", 3 + i after entry i of the listing kept at opendir.
         let mut off = offset;

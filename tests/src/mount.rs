@@ -11,20 +11,9 @@ use std::time::{Duration, Instant};
 /// A generous bound for things that normally take milliseconds; never a timing assertion.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-/// `target/<profile>/<name>`, found from the test executable (`target/<profile>/deps/...`).
+/// The workspace binary `name` (built on demand by the shared harness).
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let mut dir = exe.parent().expect("deps dir").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} not built: run `cargo build --workspace` first",
-        p.display()
-    );
-    p
+    crate::bin(name)
 }
 
 /// True when `dir` is a mount point according to the kernel.
@@ -94,10 +83,15 @@ impl MountedBackup {
 
     /// Sends SIGTERM and waits for the process to end.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Sends `sig` and waits for the process to end.
+    pub fn signal(&mut self, sig: i32) -> ExitStatus {
         let mut child = self.child.take().expect("still running");
         // SAFETY: signalling our own child by its pid.
         unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
+            libc::kill(child.id() as i32, sig);
         }
         let start = Instant::now();
         loop {

@@ -107,7 +107,7 @@ fn parallel_readers(extra: &[&str]) {
             0 => 0,
             1 => 4096,
             2 => 300_000 + i as usize * 17,
-            _ => 1_100_000 + i as usize,
+            _ => 600_000 + i as usize,
         };
         env.write(
             format!("data/d{}/sub{}/f{i}.bin", i % 5, i % 3),

@@ -154,7 +154,13 @@ fn every_write_type_operation_fails_with_erofs_and_changes_nothing() {
 }
 
 #[test]
-fn sigterm_unmounts_cleanly() {
+fn sigterm_and_ctrl_c_unmount_cleanly() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        unmounts_on(sig);
+    }
+}
+
+fn unmounts_on(sig: i32) {
     let (env, _, _) = two_backups();
     let mut m = MountedBackup::start(&env.dist, &env.dir.path().join("mnt"));
     // A reader inside the mount must not keep it from ending.
@@ -162,8 +168,8 @@ fn sigterm_unmounts_cleanly() {
         fs::read(m.path("snapshots/latest/docs/report.txt")).unwrap(),
         b"report v2"
     );
-    let status = m.terminate();
-    assert!(status.success(), "exit status {status}");
+    let status = m.signal(sig);
+    assert!(status.success(), "exit status {status} after signal {sig}");
     assert!(!is_mounted(&m.dir), "still in /proc/mounts");
     assert!(fs::read_dir(&m.dir).unwrap().next().is_none());
 }

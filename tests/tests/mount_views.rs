@@ -258,3 +258,27 @@ fn a_backup_of_the_original_python_tool_mounts() {
     );
     assert!(!m.path("snapshots/latest/notes.md").exists());
 }
+
+#[test]
+fn a_large_directory_lists_completely_across_readdir_calls() {
+    // 1000 entries need many readdir requests (one page each): offsets must resume exactly.
+    let env = TestEnv::new();
+    env.config(serde_json::json!({"track_dirs": ["big"]}));
+    let mut expected: Vec<String> = (0..1000)
+        .map(|i| format!("a-rather-long-file-name-to-fill-buffers-{i:05}.txt"))
+        .collect();
+    for n in &expected {
+        env.write(format!("big/{n}"), n.as_bytes());
+    }
+    env.backup_ok(&["-q"]);
+    let m = MountedBackup::start(&env.dist, &env.dir.path().join("mnt"));
+    expected.sort();
+    for view in ["snapshots/latest/big", "mirror/big"] {
+        assert_eq!(ls(&m.path(view)), expected, "{view}");
+    }
+    let name = &env.increments()[0];
+    assert_eq!(
+        ls(&m.path(&format!("increments/{name}/track/big"))),
+        expected
+    );
+}

@@ -61,6 +61,16 @@ fn clean_backup_checks_ok_and_verify_detects_a_flipped_byte() {
         human.contains("projects/a.py") && human.contains("content differs"),
         "{human}"
     );
+    // Restoring the damaged version says so (status 1) instead of passing it off as good.
+    let to = e.tmp.path().join("r");
+    let out = e.tool(&["restore", "--at", &s.incs[0], "--to", to.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("projects/a.py") && err.contains("recorded hash"),
+        "{err}"
+    );
+    assert!(to.join("docs/readme.md").exists());
 }
 
 #[test]

@@ -442,3 +442,34 @@ fn never_writes_through_symlinks_in_the_target() {
     assert_eq!(fs::read(to.join("victim.txt")).unwrap(), b"evil");
     assert_eq!(fs::read_dir(&o).unwrap().count(), 1);
 }
+
+#[test]
+fn a_target_inside_the_backup_is_refused() {
+    let s = scenario();
+    let e = &s.env;
+    let before = backup_tests::toolenv::fingerprint(&e.dist);
+    for to in [
+        e.dist.join("mirror"),
+        e.dist.join("new/folder"),
+        e.dist.clone(),
+    ] {
+        let out = e.tool(&[
+            "restore",
+            "--at",
+            &s.incs[1],
+            "--to",
+            to.to_str().unwrap(),
+            "--overwrite",
+            "always",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{to:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("inside the backup"));
+    }
+    // Also through a symlink that leads into it.
+    let link = e.tmp.path().join("sneaky");
+    std::os::unix::fs::symlink(&e.dist, &link).unwrap();
+    let to = link.join("mirror/x");
+    let out = e.tool(&["restore", "--to", to.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(backup_tests::toolenv::fingerprint(&e.dist), before);
+}

@@ -19,8 +19,8 @@ pub struct Args {
 
 pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     let backup = super::load(repo)?;
-    let a = point::resolve(&args.a, &backup.history)?;
-    let b = point::resolve(&args.b, &backup.history)?;
+    let a = point::resolve(&args.a, &backup.increments)?;
+    let b = point::resolve(&args.b, &backup.increments)?;
     let report = diff::diff(&backup, &a, &b);
     let mut o = Out::new();
     if args.json {

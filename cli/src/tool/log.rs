@@ -51,8 +51,8 @@ struct LogJson {
 pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     let path = parse_user_path(&args.path)?;
     let backup = super::load(repo)?;
-    let events: Vec<EventJson> = backup
-        .history
+    let history = backup.history_of(|p| *p == path);
+    let events: Vec<EventJson> = history
         .events(&path)
         .into_iter()
         .map(|(t, v)| match v {

@@ -37,8 +37,8 @@ pub struct Args {
     /// Serve every read through this process instead of kernel FUSE passthrough.
     #[arg(long)]
     pub no_passthrough: bool,
-    /// At exit, say how many opens went through passthrough and how many reads this process
-    /// served.
+    /// Say how long loading the metadata took and, at exit, how many opens went through
+    /// passthrough and how many reads this process served.
     #[arg(short, long)]
     pub verbose: bool,
 }
@@ -48,11 +48,24 @@ pub fn run(repo: &Repository, args: &Args) -> anyhow::Result<i32> {
         eprintln!("backup-tool: {e:#}");
         return Ok(exit::REFUSED);
     }
-    let (fs, problems) = BackupFs::open(repo.clone())?;
-    for p in &problems {
-        eprintln!("backup-tool: warning: {}: {}", p.file, p.message);
-    }
-    let fs = Arc::new(fs);
+    let fs = Arc::new(BackupFs::open(repo.clone())?);
+    // The listings of the root, increments/ and snapshots/ need no parsed metadata: mount at
+    // once and parse in the background (a request that needs it waits for it).
+    let loader = Arc::clone(&fs);
+    let verbose = args.verbose;
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let problems = loader.load_metadata();
+        if verbose {
+            eprintln!(
+                "backup-tool: metadata loaded in {:.3} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        for p in &problems {
+            eprintln!("backup-tool: warning: {}: {}", p.file, p.message);
+        }
+    });
     serve(fs, args)
 }
 

@@ -48,7 +48,7 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     let selection = Selection::new(&args.paths)?;
     let backup = super::load(repo)?;
     let at = match &args.at {
-        Some(a) => point::resolve(a, &backup.history)?,
+        Some(a) => point::resolve(a, &backup.increments)?,
         None => Point::Mirror,
     };
     let plan = restore::plan(&backup, &at, &selection);

@@ -78,6 +78,14 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     let backup = super::load(repo)?;
     let hits = search::search(&backup, &q);
     if let Some(file) = &args.generate_script {
+        let dist = repo.root().canonicalize()?;
+        if backup_core::explore::restore::resolve_existing_prefix(file).starts_with(&dist) {
+            return Err(backup_core::explore::ExploreError::Refused(format!(
+                "{} lies inside the backup; write the script somewhere else",
+                file.display()
+            ))
+            .into());
+        }
         write_script(&backup, &hits, file)?;
         eprintln!(
             "wrote {} ({} files); run: bash {} [TARGET]",

@@ -74,8 +74,7 @@ pub fn row(repo: &Repository, inc: &IncrementInfo, exclusive: bool) -> Increment
 
 pub fn list(backup: &Backup, detailed: bool) -> Listing {
     let increments = backup
-        .history
-        .increments()
+        .increments
         .iter()
         .map(|i| row(&backup.repo, i, detailed))
         .collect();

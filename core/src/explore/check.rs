@@ -164,7 +164,7 @@ pub fn check(backup: &Backup, verify: bool) -> CheckReport {
         );
     }
 
-    for inc in backup.history.increments() {
+    for inc in &backup.increments {
         report.increments += 1;
         let name = inc.name.to_string();
         for cat in [Category::Tracked, Category::Deleted] {
@@ -295,11 +295,10 @@ fn compare_tree(
             }
         }
     }
-    for (rel, md) in &on_disk {
+    for rel in on_disk.keys() {
         if !expected.contains_key(rel) {
             report.problems.push(problem(rel, ProblemKind::Extra));
         }
-        let _ = md;
     }
     for (rel, exp) in expected {
         report.files_checked += 1;

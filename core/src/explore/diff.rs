@@ -37,7 +37,7 @@ fn state(backup: &Backup, p: &Point, tracked_only: bool) -> BTreeMap<RelPath, St
             })
             .collect(),
         Point::Increment(n) => backup
-            .history
+            .history()
             .snapshot(n.as_str())
             .into_iter()
             .map(|(p, v)| {

@@ -116,6 +116,11 @@ impl Selection {
         Ok(Selection { items })
     }
 
+    /// No PATH/GLOB given: everything.
+    pub fn is_all(&self) -> bool {
+        self.items.is_empty()
+    }
+
     pub fn is_match(&self, rel: &RelPath) -> bool {
         self.items.is_empty()
             || self.items.iter().any(|s| match s {

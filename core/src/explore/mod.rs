@@ -66,13 +66,16 @@ impl ExploreError {
     }
 }
 
-/// A backup loaded for exploring: the history fold, the mirror index, and whatever could not be
-/// read (kept so `check` can report it and other commands can warn).
+/// A backup loaded for exploring: the increments' metadata, the mirror index, the history fold
+/// (built on first use: listing and search do not need it), and whatever could not be read
+/// (kept so `check` can report it and other commands can warn).
 #[derive(Debug)]
 pub struct Backup {
     pub repo: Repository,
-    pub history: History,
+    /// Increments with readable metadata, oldest first.
+    pub increments: Vec<IncrementInfo>,
     pub mirror: MirrorIndex,
+    history: std::sync::OnceLock<History>,
     /// Entries or files of metadata that were skipped while reading.
     pub problems: Vec<FormatProblem>,
     /// Increment folders whose metadata is missing or unreadable.
@@ -81,11 +84,13 @@ pub struct Backup {
 
 impl Backup {
     pub fn load(repo: &Repository) -> Result<Backup, ExploreError> {
+        let names = repo.increment_names()?;
+        let loaded = load_parallel(repo, &names);
         let mut problems = Vec::new();
-        let mut increments = Vec::new();
+        let mut increments = Vec::with_capacity(names.len());
         let mut without_metadata = Vec::new();
-        for name in repo.increment_names()? {
-            match repo.load_increment(&name) {
+        for (name, result) in names.into_iter().zip(loaded) {
+            match result {
                 Ok((meta, p)) => {
                     problems.extend(p);
                     increments.push(IncrementInfo { name, meta });
@@ -116,18 +121,98 @@ impl Backup {
         };
         Ok(Backup {
             repo: repo.clone(),
-            history: History::build(increments, &mirror),
+            increments,
             mirror,
+            history: std::sync::OnceLock::new(),
             problems,
             without_metadata,
         })
     }
 
-    pub fn increment(&self, name: &str) -> Result<&IncrementInfo, ExploreError> {
+    /// The point-in-time fold over every increment and the mirror.
+    pub fn history(&self) -> &History {
         self.history
-            .increment(name)
-            .ok_or_else(|| ExploreError::NoSuchIncrement(name.to_owned()))
+            .get_or_init(|| History::build(self.increments.clone(), &self.mirror))
     }
+
+    /// The fold over only the paths `keep` accepts: each path's history is independent of the
+    /// others, so `log PATH` or a restore of one folder need not fold the whole backup.
+    pub fn history_of(&self, keep: impl Fn(&RelPath) -> bool) -> History {
+        let increments = self
+            .increments
+            .iter()
+            .map(|i| IncrementInfo {
+                name: i.name.clone(),
+                meta: crate::format::IncrementMeta {
+                    backup_name: i.meta.backup_name.clone(),
+                    timestamp: i.meta.timestamp.clone(),
+                    version: i.meta.version.clone(),
+                    file_catalog: i
+                        .meta
+                        .file_catalog
+                        .iter()
+                        .filter(|(p, _)| keep(p))
+                        .map(|(p, e)| (p.clone(), e.clone()))
+                        .collect(),
+                    summary: i.meta.summary.clone(),
+                    extra: serde_json::Map::new(),
+                },
+            })
+            .collect();
+        let mirror = MirrorIndex {
+            files: self
+                .mirror
+                .files
+                .iter()
+                .filter(|(p, _)| keep(p))
+                .map(|(p, e)| (p.clone(), e.clone()))
+                .collect(),
+            updated: self.mirror.updated.clone(),
+        };
+        History::build(increments, &mirror)
+    }
+
+    pub fn increment(&self, name: &str) -> Result<&IncrementInfo, ExploreError> {
+        self.increments
+            .binary_search_by(|i| i.name.as_str().cmp(name))
+            .map(|k| &self.increments[k])
+            .map_err(|_| ExploreError::NoSuchIncrement(name.to_owned()))
+    }
+}
+
+type Loaded =
+    Result<(crate::format::IncrementMeta, Vec<FormatProblem>), crate::format::FormatError>;
+
+/// Reads and parses every increment's metadata on all cores: with a thousand increments the
+/// JSON parsing, not the disk, is what `list` and `search` wait for.
+fn load_parallel(repo: &Repository, names: &[IncrementName]) -> Vec<Loaded> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
+    if threads <= 1 || names.len() < 16 {
+        return names.iter().map(|n| repo.load_increment(n)).collect();
+    }
+    let chunk = names.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|n| repo.load_increment(n))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 /// `dist/<increment>/<category>` or `dist/mirror`: the folder a holder's files live under.

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone};
 
 use super::ExploreError;
-use crate::history::History;
+use crate::history::IncrementInfo;
 use crate::repo::IncrementName;
 
 /// A state of the backup that can be viewed, restored or compared.
@@ -78,11 +78,11 @@ pub fn parse_time(s: &str) -> Result<TimeSpec, ExploreError> {
 
 /// Resolves `mirror`, `latest`, an increment name, or a time (the newest increment whose time
 /// is at or before it; a bare date includes that whole day).
-pub fn resolve(s: &str, history: &History) -> Result<Point, ExploreError> {
+pub fn resolve(s: &str, increments: &[IncrementInfo]) -> Result<Point, ExploreError> {
     if s == "mirror" {
         return Ok(Point::Mirror);
     }
-    let incs = history.increments();
+    let incs = increments;
     if s == "latest" {
         return incs
             .last()
@@ -90,8 +90,9 @@ pub fn resolve(s: &str, history: &History) -> Result<Point, ExploreError> {
             .ok_or_else(|| ExploreError::Refused("the backup has no increments".into()));
     }
     if IncrementName::parse(s).is_some() {
-        return history
-            .increment(s)
+        return incs
+            .iter()
+            .find(|i| i.name.as_str() == s)
             .map(|i| Point::Increment(i.name.clone()))
             .ok_or_else(|| ExploreError::NoSuchIncrement(s.to_owned()));
     }

@@ -43,7 +43,7 @@ pub fn recreate(
         let keep = !force && !broken.contains(name);
         if !selected || keep {
             // Earlier increments still tell which paths existed before.
-            if let Some(inc) = backup.history.increment(name.as_str()) {
+            if let Ok(inc) = backup.increment(name.as_str()) {
                 known.extend(inc.meta.file_catalog.keys().cloned());
             }
             if selected {
@@ -51,8 +51,8 @@ pub fn recreate(
                     name: name.to_string(),
                     status: "kept",
                     files: backup
-                        .history
                         .increment(name.as_str())
+                        .ok()
                         .map_or(0, |i| i.meta.file_catalog.len() as u64),
                     error: None,
                 });
@@ -96,7 +96,7 @@ fn rebuild_one(
     known: &HashSet<RelPath>,
 ) -> Result<IncrementMeta, String> {
     let repo = &backup.repo;
-    let old = backup.history.increment(name.as_str());
+    let old = backup.increment(name.as_str()).ok();
     let mut meta = IncrementMeta::new(name.as_str(), name.time().to_rfc3339());
     if let Some(o) = old {
         meta.extra = o.meta.extra.clone();
@@ -140,7 +140,7 @@ fn rebuild_one(
             let version_of = (cat == Category::Deleted)
                 .then(|| {
                     backup
-                        .history
+                        .history()
                         .versions(&rel)
                         .into_iter()
                         .rev()

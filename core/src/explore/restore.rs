@@ -49,6 +49,9 @@ pub struct Item {
 pub struct Plan {
     pub at: String,
     pub items: Vec<Item>,
+    /// The backup's root: a target inside it is refused, so a restore never alters the backup.
+    #[serde(skip)]
+    pub dist: PathBuf,
 }
 
 /// The files of `point` selected by `selection`, sorted by path (so a folder's entries come
@@ -74,7 +77,14 @@ pub fn plan(backup: &Backup, point: &Point, selection: &Selection) -> Plan {
             }
         }
         Point::Increment(name) => {
-            for (path, v) in backup.history.snapshot(name.as_str()) {
+            let filtered;
+            let history = if selection.is_all() {
+                backup.history()
+            } else {
+                filtered = backup.history_of(|p| selection.is_match(p));
+                &filtered
+            };
+            for (path, v) in history.snapshot(name.as_str()) {
                 if selection.is_match(&path) {
                     let from = match &v.holder {
                         Holder::Mirror => "mirror".to_owned(),
@@ -99,6 +109,7 @@ pub fn plan(backup: &Backup, point: &Point, selection: &Selection) -> Plan {
     Plan {
         at: point.label(),
         items,
+        dist: backup.repo.root().to_path_buf(),
     }
 }
 
@@ -144,6 +155,17 @@ pub fn apply(
     overwrite: Overwrite,
     dry_run: bool,
 ) -> Result<Report, ExploreError> {
+    let dist = plan
+        .dist
+        .canonicalize()
+        .map_err(|e| ExploreError::io("resolve", &plan.dist, e))?;
+    if resolve_existing_prefix(to).starts_with(&dist) {
+        return Err(ExploreError::Refused(format!(
+            "{} lies inside the backup {}; restore somewhere else",
+            to.display(),
+            dist.display()
+        )));
+    }
     let root = if dry_run && !to.exists() {
         to.to_path_buf()
     } else {
@@ -176,6 +198,30 @@ pub fn apply(
         dry_run,
         results,
     })
+}
+
+/// `p` with its longest existing prefix resolved (symlinks followed), the rest appended: where
+/// a folder that does not exist yet would be created.
+pub fn resolve_existing_prefix(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut base = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = base.canonicalize() {
+            let mut out = c;
+            for r in rest.iter().rev() {
+                out.push(r);
+            }
+            return out;
+        }
+        match (base.parent(), base.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                base = parent;
+            }
+            _ => return abs,
+        }
+    }
 }
 
 fn restore_one(
@@ -223,7 +269,19 @@ fn restore_one(
             let mut tmp = tempfile::Builder::new()
                 .prefix(".restore-")
                 .tempfile_in(parent)?;
-            io::copy(&mut src, tmp.as_file_mut())?;
+            // Hash while copying: a damaged stored version is restored (better than nothing)
+            // but reported, never passed off as good.
+            let mut hasher = blake3::Hasher::new();
+            io::copy(
+                &mut HashingReader {
+                    inner: &mut src,
+                    hasher: &mut hasher,
+                },
+                tmp.as_file_mut(),
+            )?;
+            let damaged = item
+                .hash
+                .is_some_and(|want| ContentHash::from(hasher.finalize()) != want);
             let f = tmp.as_file();
             #[cfg(unix)]
             {
@@ -238,6 +296,11 @@ fn restore_one(
             let _ = md;
             f.set_modified(MTime::from_ns(item.mtime_ns).to_system_time())?;
             tmp.persist(&dest).map_err(|e| e.error)?;
+            if damaged {
+                return Ok(Outcome::Failed {
+                    error: "restored, but its content differs from the recorded hash (damaged backup? run `check --verify`)".into(),
+                });
+            }
         }
         FileKind::Symlink => {
             let md = std::fs::symlink_metadata(&source)?;
@@ -256,6 +319,19 @@ fn restore_one(
         }
     }
     Ok(Outcome::Restored)
+}
+
+struct HashingReader<'a, R> {
+    inner: &'a mut R,
+    hasher: &'a mut blake3::Hasher,
+}
+
+impl<R: io::Read> io::Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 fn same_version(md: &std::fs::Metadata, item: &Item) -> bool {

@@ -196,7 +196,7 @@ impl Query {
 
 /// Hits grouped by location: increments oldest first, then the mirror; paths sorted within.
 pub fn search(backup: &Backup, q: &Query) -> Vec<Hit> {
-    let incs = backup.history.increments();
+    let incs = &backup.increments;
     let skip = q
         .last_backups
         .map(|n| incs.len().saturating_sub(n))
