@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-FILES=20000 INCREMENTS=300 BIG_MB=256 REPEAT=5
+FILES=20000 INCREMENTS=300 BIG_MB=256 REPEAT=7
 if [ "${1:-}" = "--short" ]; then
   FILES=2000 INCREMENTS=30 BIG_MB=32 REPEAT=3
 fi
@@ -34,6 +34,17 @@ best() {
   for _ in $(seq "$REPEAT"); do
     local t0 t1 s
     t0=$(now); "$@" >/dev/null 2>&1; t1=$(now); s=$(secs "$t0" "$t1")
+    if [ -z "$b" ] || python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$s" "$b"; then b=$s; fi
+  done
+  echo "$b"
+}
+
+# Best of $REPEAT sequential reads of a file, as timed by dd itself (no process start-up).
+best_read() {
+  local b=
+  for _ in $(seq "$REPEAT"); do
+    local s
+    s=$(dd if="$1" of=/dev/null bs=1M 2>&1 | awk '/copied/ {print $(NF-3)}')
     if [ -z "$b" ] || python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$s" "$b"; then b=$s; fi
   done
   echo "$b"
@@ -94,12 +105,12 @@ t0=$(now); find "$MNT/snapshots/" -maxdepth 2 >/dev/null; LS_ALL=$(secs "$t0" "$
 BIG=$DIST/mirror/photos/big/video00.bin
 REL=${BIG#"$DIST/mirror/"}
 cat "$BIG" >/dev/null # the same page cache for both sides
-READ_DIRECT=$(best dd if="$BIG" of=/dev/null bs=1M)
-READ_MNT=$(best dd if="$MNT/snapshots/latest/$REL" of=/dev/null bs=1M)
+READ_DIRECT=$(best_read "$BIG")
+READ_MNT=$(best_read "$MNT/snapshots/latest/$REL")
 unmount_it
 
 mount_it --no-passthrough
-READ_DAEMON=$(best dd if="$MNT/snapshots/latest/$REL" of=/dev/null bs=1M)
+READ_DAEMON=$(best_read "$MNT/snapshots/latest/$REL")
 unmount_it
 
 echo
@@ -108,7 +119,7 @@ echo "|---|---|---|---|---|"
 echo "| first listing of snapshots/ after start | ${FIRST} s | | | < 1 s |"
 echo "| ls -l snapshots/ ($n_inc entries) | ${LSL} s | | | < 1 s |"
 echo "| find snapshots/ -maxdepth 2 | ${LS_ALL} s | | | |"
-echo "| find snapshots/latest/, first (folds the snapshot) | ${FIND_COLD} s | ${FIND_DISK} s (find mirror/) | $(ratio "$FIND_COLD" "$FIND_DISK")x | |"
+echo "| find snapshots/latest/, first (builds the snapshot index) | ${FIND_COLD} s | ${FIND_DISK} s (find mirror/) | $(ratio "$FIND_COLD" "$FIND_DISK")x | |"
 echo "| find snapshots/latest/, warm (best of $REPEAT) | ${FIND_MNT} s | ${FIND_DISK} s (find mirror/) | $(ratio "$FIND_MNT" "$FIND_DISK")x | <= 3x |"
 echo "| read ${BIG_MB} MiB, passthrough (best of $REPEAT) | ${READ_MNT} s | ${READ_DIRECT} s (direct) | $(ratio "$READ_DIRECT" "$READ_MNT")x speed | >= 0.8x |"
 echo "| read ${BIG_MB} MiB, --no-passthrough | ${READ_DAEMON} s | ${READ_DIRECT} s (direct) | $(ratio "$READ_DIRECT" "$READ_DAEMON")x speed | |"

@@ -108,8 +108,6 @@ impl History {
     /// Builds the history from increments (any order) and the mirror index.
     pub fn build(mut increments: Vec<IncrementInfo>, mirror: &MirrorIndex) -> History {
         increments.sort_by(|a, b| a.name.cmp(&b.name));
-        let present: std::collections::HashSet<&str> =
-            increments.iter().map(|i| i.name.as_str()).collect();
         let mut timelines: BTreeMap<RelPath, Vec<(String, Event)>> = BTreeMap::new();
         for inc in &increments {
             let name = inc.name.as_str();
@@ -128,9 +126,14 @@ impl History {
                     }
                     Category::Deleted => {
                         // The deleted/ link still holds the last version; when the increment
-                        // that stored it is gone, this link is what keeps it visible.
+                        // that stored it is gone (or its entry was deleted from it), this link
+                        // is what keeps it visible. Increments are folded oldest first, so the
+                        // storing increment's event, if any, is already in the timeline.
                         if let Some(start) = &e.version_of {
-                            if !present.contains(start.as_str()) && start.as_str() < name {
+                            let stored = tl
+                                .iter()
+                                .any(|(t, ev)| t == start && matches!(ev, Event::Present(_)));
+                            if !stored && start.as_str() < name {
                                 let holder = Holder::Increment {
                                     name: inc.name.clone(),
                                     category: Category::Deleted,
@@ -152,9 +155,10 @@ impl History {
             }
             let tl = timelines.entry(path.clone()).or_default();
             match &e.version_of {
-                Some(start) if present.contains(start.as_str()) => {}
                 Some(start) => {
-                    // Only if no later event already supersedes it (a consistent index has none).
+                    // The mirror holds the version when its storing increment (or just that
+                    // increment's entry) is gone: only then is there no event at `start`.
+                    // And only if no later event supersedes it (a consistent index has none).
                     if !tl.iter().any(|(t, _)| t.as_str() >= start.as_str()) {
                         tl.push((
                             start.clone(),
@@ -259,22 +263,6 @@ impl History {
                     .filter_map(|(_, e)| match e {
                         Event::Present(v) => Some(v),
                         Event::Absent => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Every event of `path`, oldest first: `Some(version)` where a version starts, `None`
-    /// where the file was deleted; with the increment name (empty when unknown).
-    pub fn events(&self, path: &RelPath) -> Vec<(&str, Option<&Version>)> {
-        self.timelines
-            .get(path)
-            .map(|tl| {
-                tl.iter()
-                    .map(|(t, e)| match e {
-                        Event::Present(v) => (t.as_str(), Some(v)),
-                        Event::Absent => (t.as_str(), None),
                     })
                     .collect()
             })

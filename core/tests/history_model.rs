@@ -188,27 +188,45 @@ proptest! {
     fn deleting_increments_loses_only_their_own_versions(
         steps in prop::collection::vec(step(), 0..40),
         keep in prop::collection::vec(any::<bool>(), 40),
+        // Entries removed from surviving increments (`delete NAME --mask`): a few per run.
+        drop in prop::collection::vec((0usize..40, 0..PATHS.len()), 0..4),
     ) {
         let run = play(&steps);
+        let mut dropped: BTreeSet<(String, String)> = BTreeSet::new();
         let kept: Vec<IncrementInfo> = run
             .increments
             .iter()
             .enumerate()
             .filter(|(i, _)| keep[*i % keep.len()])
-            .map(|(_, inc)| inc.clone())
+            .map(|(i, inc)| {
+                let mut inc = inc.clone();
+                for (k, p) in &drop {
+                    if *k == i {
+                        let path = RelPath::parse(PATHS[*p]).unwrap();
+                        if inc.meta.file_catalog.remove(&path).is_some() {
+                            dropped.insert((inc.name.to_string(), PATHS[*p].to_owned()));
+                        }
+                    }
+                }
+                inc
+            })
             .collect();
         let alive: BTreeSet<String> = kept.iter().map(|i| i.name.to_string()).collect();
+        // An event still recorded: its increment survives and its entry was not removed.
+        let recorded = |at: &str, p: &str| {
+            alive.contains(at) && !dropped.contains(&(at.to_owned(), p.to_owned()))
+        };
         let h = History::build(kept, &run.mirror);
 
         // Where each version's bytes survive: its own track/ link, the deleted/ link of the
         // increment that recorded its deletion, or the mirror.
         let held = |p: &str, id: u64, start: &str| -> bool {
-            alive.contains(start)
+            recorded(start, p)
                 || run.mirror_holds.get(p).is_some_and(|(m, _)| *m == id)
                 || run.events[p].iter().any(|e| {
                     e.version.is_none()
                         && e.deleted_start.as_deref() == Some(start)
-                        && alive.contains(&e.at)
+                        && recorded(&e.at, p)
                 })
         };
         for (name, state) in run.states.iter().filter(|(n, _)| alive.contains(n)) {
@@ -219,7 +237,7 @@ proptest! {
             for (p, evs) in &run.events {
                 let last = evs.iter().rev().filter(|e| e.at.as_str() <= name.as_str()).find(|e| match e.version {
                     Some(id) => held(p, id, &e.at),
-                    None => alive.contains(&e.at),
+                    None => recorded(&e.at, p),
                 });
                 if let Some(Ev { version: Some(id), .. }) = last {
                     want.insert(p.clone(), *id);
@@ -239,7 +257,7 @@ proptest! {
                 match &v.holder {
                     Holder::Mirror => prop_assert!(run.mirror_holds.get(&v.path.to_string()).is_some_and(|(m, _)| *m == v.size)),
                     Holder::Increment { name: n, category } => {
-                        prop_assert!(alive.contains(n.as_str()));
+                        prop_assert!(recorded(n.as_str(), &v.path.to_string()));
                         let inc = h.increment(n.as_str()).unwrap();
                         let e = &inc.meta.file_catalog[&v.path];
                         prop_assert_eq!(e.category, *category);

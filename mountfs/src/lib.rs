@@ -425,6 +425,8 @@ impl BackupFs {
     pub fn load_metadata(&self) -> Vec<FormatProblem> {
         let state = self.state();
         state.history();
+        // Ready before anyone enters a snapshot; nothing waits for it meanwhile.
+        state.snap_index();
         let problems = state.problems.lock().unwrap_or_else(|p| p.into_inner());
         problems.clone()
     }
@@ -770,6 +772,7 @@ impl BackupFs {
         let new = State::quick(&self.repo)?;
         // Parsed here, off the request path, before the new state is visible.
         new.history();
+        new.snap_index();
         let reload = Reload {
             added: new
                 .names
@@ -785,12 +788,19 @@ impl BackupFs {
                 .collect(),
         };
         let latest_moved = old.names.last() != new.names.last();
+        let only_appended = reload.removed.is_empty()
+            && !reload.added.is_empty()
+            && new
+                .names
+                .iter()
+                .filter(|n| !old.names.contains(n))
+                .all(|n| old.names.last().is_none_or(|last| n > last));
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
-        self.invalidate(&reload, latest_moved);
+        self.invalidate(&reload, latest_moved, only_appended);
         Ok(Some(reload))
     }
 
-    fn invalidate(&self, reload: &Reload, latest_moved: bool) {
+    fn invalidate(&self, reload: &Reload, latest_moved: bool, only_appended: bool) {
         let Some(inv) = self
             .invalidator
             .lock()
@@ -810,19 +820,29 @@ impl BackupFs {
         }
         inv.inval_inode(incs);
         inv.inval_inode(snaps);
-        inv.inval_inode(self.ino(&Loc::HistoryRoot));
-        // Every metadata-built node may now be a different version (the holder of a version
-        // can move when an increment goes), so drop them all; inodes the kernel does not hold
-        // cost one cheap refusal each.
+        // New increments after all others (the nightly case) change only `latest` and
+        // history listings; anything else (a prune, a rewritten catalog, an increment that
+        // sorts earlier) may change any view: then drop every metadata-built node. Inodes the
+        // kernel no longer holds cost one cheap refusal each.
         let inos: Vec<Ino> = {
             let t = self.inodes.read().unwrap_or_else(|p| p.into_inner());
             t.locs
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| l.freshness() == Freshness::Notified)
+                .filter(|(_, l)| match l {
+                    Loc::Snapshot(SnapKey::Latest, _) | Loc::HistoryRoot | Loc::HistoryDir(_) => {
+                        true
+                    }
+                    _ => !only_appended && l.freshness() == Freshness::Notified,
+                })
                 .map(|(i, _)| i as Ino + 1)
                 .collect()
         };
+        if !only_appended {
+            for n in &self.state().names {
+                inv.inval_entry(snaps, OsStr::new(n.as_str()));
+            }
+        }
         for i in inos {
             inv.inval_inode(i);
         }

@@ -95,7 +95,9 @@ fn walk(fs: &BackupFs, ino: Ino, prefix: &str, out: &mut BTreeMap<String, ModelF
 
 fn open_fs(dir: &Path) -> BackupFs {
     let fs = BackupFs::open(Repository::open(dir).expect("repo")).expect("open");
-    let problems = fs.load_metadata();
+    // Parses the metadata but, unlike `load_metadata`, builds no snapshot index.
+    fs.state().history();
+    let problems = fs.state().problems.lock().unwrap().clone();
     assert!(problems.is_empty(), "{problems:?}");
     fs
 }
@@ -257,6 +259,9 @@ fn refresh_sees_new_and_pruned_increments_and_invalidates() {
     assert_eq!(fs.refresh().unwrap(), None);
     let latest_file = fs.lookup_path("snapshots/latest/docs/report.txt").unwrap();
     assert_eq!(read_all(&fs, latest_file.ino), b"report v3");
+    let in_b = fs
+        .lookup_path(&format!("snapshots/{B}/docs/report.txt"))
+        .unwrap();
 
     f.backup(D, &[Change::Write("docs/report.txt", b"report v4")]);
     let r = fs.refresh().unwrap().expect("a change");
@@ -270,6 +275,8 @@ fn refresh_sees_new_and_pruned_increments_and_invalidates() {
         .unwrap()
         .contains(&(snaps, "latest".into())));
     assert!(rec.inodes.lock().unwrap().contains(&latest_file.ino));
+    // A new newest increment changes no earlier view: those stay cached.
+    assert!(!rec.inodes.lock().unwrap().contains(&in_b.ino));
 
     // Prune A while a file of its snapshot is open.
     let in_a = fs
@@ -280,6 +287,9 @@ fn refresh_sees_new_and_pruned_increments_and_invalidates() {
     let r = fs.refresh().unwrap().expect("a change");
     assert_eq!(r.removed, [A]);
     assert!(rec.entries.lock().unwrap().contains(&(snaps, A.into())));
+    // A prune may take versions out of any view.
+    assert!(rec.inodes.lock().unwrap().contains(&in_b.ino));
+    assert!(rec.entries.lock().unwrap().contains(&(snaps, B.into())));
     assert!(matches!(fs.getattr(in_a.ino), Err(FsError::NotFound)));
     assert!(matches!(fs.open(in_a.ino), Err(FsError::NotFound)));
     assert!(matches!(
@@ -458,4 +468,21 @@ fn listings_of_root_increments_and_snapshots_parse_no_metadata() {
         ["new.txt", "report.txt"]
     );
     assert!(fs.state().history.get().is_some());
+}
+
+#[test]
+fn unreadable_metadata_is_reported_and_the_rest_still_served() {
+    let d = tempfile::tempdir().unwrap();
+    fixture(d.path());
+    std::fs::write(d.path().join(B).join(format!("{B}.json")), b"{ truncated").unwrap();
+    let fs = BackupFs::open(Repository::open(d.path()).unwrap()).unwrap();
+    let problems = fs.load_metadata();
+    assert!(problems.iter().any(|p| p.file.contains(B)), "{problems:?}");
+    assert!(fs.state().snap_index.lock().unwrap().is_some());
+    let latest = fs.lookup_path("snapshots/latest/docs/report.txt").unwrap();
+    assert_eq!(read_all(&fs, latest.ino), b"report v3");
+    let a = fs
+        .lookup_path(&format!("snapshots/{A}/docs/report.txt"))
+        .unwrap();
+    assert_eq!(read_all(&fs, a.ino), b"report v1");
 }

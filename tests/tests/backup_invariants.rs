@@ -325,8 +325,11 @@ fn file_changing_during_copy_is_never_recorded_as_good() {
                 .append(true)
                 .open(&busy)
                 .unwrap();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // Bounded, so a hung run can never fill the disk.
+            let mut written = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && written < 256 << 20 {
                 f.write_all(&[b'y'; 512]).unwrap();
+                written += 512;
                 // Often enough to move the mtime during every copy, slowly enough to stay small.
                 std::thread::sleep(std::time::Duration::from_micros(500));
             }

@@ -217,3 +217,27 @@ fn missing_busy_or_non_empty_mount_points_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("inside the backup"));
     fs::remove_dir(&inside).unwrap();
 }
+
+#[test]
+fn allow_other_only_when_asked() {
+    let (env, _, _) = two_backups();
+    let options = |dir: &Path| -> String {
+        let dir = dir.to_string_lossy().into_owned();
+        fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(dir.as_str()))
+            .and_then(|l| l.split(' ').nth(3).map(str::to_owned))
+            .expect("mount listed")
+    };
+    let m = MountedBackup::start(&env.dist, &env.dir.path().join("private"));
+    let o = options(&m.dir);
+    assert!(o.split(',').any(|x| x == "ro"), "{o}");
+    assert!(!o.contains("allow_other"), "{o}");
+    let shared = MountedBackup::start_with(
+        &env.dist,
+        &env.dir.path().join("shared"),
+        &["--allow-other"],
+    );
+    assert!(options(&shared.dir).contains("allow_other"));
+}

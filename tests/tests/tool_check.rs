@@ -259,9 +259,19 @@ fn delete_removes_matching_files_from_one_increment() {
     assert!(!e.dist.join(&s.incs[1]).join("track/projects").exists());
     let v = e.tool_json(&["show", &s.incs[1]], 0);
     assert_eq!(v["files"].as_array().unwrap().len(), 0);
-    // The mirror still holds c.py: the other holders are untouched.
+    // The mirror still holds c.py: the other holders are untouched, and the view at that
+    // increment still shows the version the mirror holds.
     assert!(e.dist.join("mirror/projects/sub/c.py").exists());
     e.tool_ok(&["check", "--verify"], 0);
+    let to = e.tmp.path().join("r");
+    e.tool_ok(
+        &["restore", "--at", &s.incs[1], "--to", to.to_str().unwrap()],
+        0,
+    );
+    assert_eq!(
+        std::fs::read(to.join("projects/sub/c.py")).unwrap(),
+        b"c = 1\n"
+    );
     assert_eq!(e.tool(&["delete", &s.incs[1]]).status.code(), Some(2));
 }
 

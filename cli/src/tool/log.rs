@@ -53,7 +53,7 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     let backup = super::load(repo)?;
     let history = backup.history_of(|p| *p == path);
     let events: Vec<EventJson> = history
-        .events(&path)
+        .timeline(&path)
         .into_iter()
         .map(|(t, v)| match v {
             Some(v) => EventJson {

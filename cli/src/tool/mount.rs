@@ -175,31 +175,47 @@ async fn wait_for_end(fs: &Arc<BackupFs>, mounted: &backup_platform::fuse::Mount
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).ok();
     let mut hup = signal(SignalKind::hangup()).ok();
-    let mut tick = tokio::time::interval(POLL);
-    loop {
+    // Reloads run on their own thread, so a long one never delays a signal.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let fs = Arc::clone(fs);
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || watch(&fs, &stop))
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let end = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return End::Signal("interrupted"),
-            Some(_) = async { match term.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => return End::Signal("terminated"),
-            Some(_) = async { match hup.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => return End::Signal("hangup"),
+            _ = tokio::signal::ctrl_c() => break End::Signal("interrupted"),
+            Some(_) = async { match term.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => break End::Signal("terminated"),
+            Some(_) = async { match hup.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => break End::Signal("hangup"),
             _ = tick.tick() => {
                 if mounted.is_finished() {
-                    return End::Unmounted;
-                }
-                let f = Arc::clone(fs);
-                match tokio::task::spawn_blocking(move || f.refresh()).await {
-                    Ok(Ok(Some(r))) => {
-                        for n in &r.added {
-                            eprintln!("backup-tool: new increment {n}");
-                        }
-                        for n in &r.removed {
-                            eprintln!("backup-tool: increment {n} is gone");
-                        }
-                    }
-                    Ok(Ok(None)) => {}
-                    Ok(Err(e)) => eprintln!("backup-tool: warning: cannot reload the backup: {e}"),
-                    Err(e) => eprintln!("backup-tool: warning: reload failed: {e}"),
+                    break End::Unmounted;
                 }
             }
+        }
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(watcher);
+    end
+}
+
+/// Polls the backup for new or removed increments until `stop`.
+#[cfg(unix)]
+fn watch(fs: &BackupFs, stop: &std::sync::atomic::AtomicBool) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(POLL);
+        match fs.refresh() {
+            Ok(Some(r)) => {
+                for n in &r.added {
+                    eprintln!("backup-tool: new increment {n}");
+                }
+                for n in &r.removed {
+                    eprintln!("backup-tool: increment {n} is gone");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("backup-tool: warning: cannot reload the backup: {e}"),
         }
     }
 }

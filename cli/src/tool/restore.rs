@@ -84,7 +84,7 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
             match &r.outcome {
                 Outcome::Restored => writeln!(
                     o.w,
-                    "{} {}  {:>10}  from {}",
+                    "{} {:<40} {:>10}  from {}",
                     o.status("restored").replace("restored", verb),
                     out::rel(&r.path),
                     out::size(r.size),

@@ -102,6 +102,7 @@ pub fn exclusive_bytes(repo: &Repository, name: &IncrementName) -> u64 {
     let dir = repo.increment_dir(name);
     let mut total = 0u64;
     // (dev, ino) -> (links seen here, link count, size)
+    #[cfg_attr(not(unix), allow(unused_mut))]
     let mut seen: HashMap<(u64, u64), (u64, u64, u64)> = HashMap::new();
     for cat in [Category::Tracked, Category::Deleted] {
         walk_files(&dir.join(cat.dir_name()), &mut |md| {
