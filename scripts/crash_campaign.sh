@@ -20,6 +20,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 cargo build -q -p backup-cli --bins
+# A frozen copy of the binaries: rebuilding the workspace during a long campaign cannot change
+# what is being tested.
+bins=$(mktemp -d)
+trap 'rm -rf "$bins"' EXIT
+cp target/debug/backup target/debug/backup-tool "$bins"/
+export FAULTS_BIN_DIR="$bins"
 export CRASH_TRIALS="$trials" CRASH_FILES="$files"
 [ -n "$seed" ] && export CRASH_SEED="$seed"
-exec cargo test -q -p backup-tests --test faults_crash -- --nocapture --test-threads=1
+cargo test -q -p backup-tests --test faults_crash -- --nocapture --test-threads=1

@@ -168,8 +168,15 @@ fn unreadable_files_as_an_unprivileged_user_are_named_and_retried() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
 
+    // Copies of the binaries nobody can reach wherever the checkout lies.
+    let bins = env.dir.path().join("bin");
+    std::fs::create_dir(&bins).unwrap();
+    for b in ["backup", "backup-tool"] {
+        std::fs::copy(bin(b), bins.join(b)).unwrap();
+        std::fs::set_permissions(bins.join(b), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let run = || {
-        as_nobody(&bin("backup"))
+        as_nobody(&bins.join("backup"))
             .arg("--config")
             .arg(&env.config_path)
             .output()
@@ -194,7 +201,7 @@ fn unreadable_files_as_an_unprivileged_user_are_named_and_retried() {
     assert!(mirror.contains_key(b"docs/a.txt".as_slice()));
     assert!(mirror.contains_key(b"docs/ok/b.txt".as_slice()));
     assert!(!mirror.contains_key(b"docs/secret.txt".as_slice()));
-    let check = as_nobody(&bin("backup-tool"))
+    let check = as_nobody(&bins.join("backup-tool"))
         .arg(&env.dist)
         .arg("check")
         .output()
