@@ -35,6 +35,9 @@ pub struct Stage {
     preserved: HashSet<RelPath>,
     copy_fallback: AtomicBool,
     disk_full: AtomicBool,
+    /// Flush each new version as it is staged (small runs), instead of one `syncfs` at commit
+    /// that would also wait for every other process's dirty pages on that file system.
+    sync_each: bool,
     next_temp: AtomicU64,
     mirror_dirs: Mutex<HashSet<RelPath>>,
     increment_dirs: Mutex<HashSet<(Category, RelPath)>>,
@@ -56,11 +59,20 @@ impl Stage {
             preserved: preserved.iter().cloned().collect(),
             copy_fallback: AtomicBool::new(false),
             disk_full: AtomicBool::new(false),
+            sync_each: false,
             next_temp: AtomicU64::new(0),
             mirror_dirs: Mutex::new(HashSet::new()),
             increment_dirs: Mutex::new(HashSet::new()),
             events,
         }
+    }
+}
+
+impl Stage {
+    /// See [`Stage::sync_each`]; the commit then needs no `syncfs`.
+    pub fn with_sync_each(mut self, on: bool) -> Self {
+        self.sync_each = on;
+        self
     }
 }
 
@@ -556,6 +568,15 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                         pfs::set_mtime_nofollow(&temp, mtime.ns)
                             .map_err(|e| StageError::Io("set mtime", e))
                     });
+                let finish = finish.and_then(|_| {
+                    if stage.sync_each {
+                        std::fs::File::open(&temp)
+                            .and_then(|f| f.sync_all())
+                            .map_err(|e| StageError::Io("sync", e))
+                    } else {
+                        Ok(())
+                    }
+                });
                 if let Err(e) = finish {
                     let _ = std::fs::remove_file(&temp);
                     return Err(e);
@@ -614,6 +635,9 @@ fn store_in_increment(
             pfs::copy_new_observed(&s.temp, &dest, &mut sink)?;
             if let Some(mode) = s.entry.mode {
                 pfs::set_mode(&dest, mode)?;
+            }
+            if stage.sync_each {
+                std::fs::File::open(&dest)?.sync_all()?;
             }
         }
     }

@@ -113,12 +113,14 @@ pub fn commit(
     meta: Option<&IncrementMeta>,
     index: &mut MirrorIndex,
     journal: Option<Journal>,
+    data_synced: bool,
 ) -> Result<Committed, CommitError> {
     // Leftover temporaries of failed copies are referenced by nothing; drop them first so a
     // run stopped by a full disk still has room to record what it did.
     let _ = std::fs::remove_dir_all(repo.staging_dir());
-    // Everything the metadata is about must be on disk before the metadata says it is.
-    if journal.is_some() {
+    // Everything the metadata is about must be on disk before the metadata says it is
+    // (unless each version was flushed as it was staged).
+    if journal.is_some() && !data_synced {
         let _ = pfs::sync_filesystem(repo.root());
     }
     let mut out = Committed::default();

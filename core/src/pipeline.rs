@@ -19,6 +19,9 @@ use crate::progress::{Event, EventSink, FileError, RunNote};
 use crate::repo::{IncrementName, Repository};
 use crate::scan::{self, ScanOutcome};
 
+/// Up to this many copies, each new version is fsynced as it is staged instead of one `syncfs`.
+const SYNC_EACH_MAX: usize = 2000;
+
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunOptions {
     /// Also compare content (blake3) of files whose size and mtime match.
@@ -317,13 +320,19 @@ pub async fn run(
     })?;
 
     // apply
-    let stage = Arc::new(Stage::new(
-        repo.clone(),
-        config.src.clone(),
-        increment.clone(),
-        &preserved,
-        events.clone(),
-    ));
+    // Few copies: flush each as it is staged. Many: one syncfs at commit is far cheaper than
+    // one fsync per file.
+    let sync_each = plan.copies.len() <= SYNC_EACH_MAX;
+    let stage = Arc::new(
+        Stage::new(
+            repo.clone(),
+            config.src.clone(),
+            increment.clone(),
+            &preserved,
+            events.clone(),
+        )
+        .with_sync_each(sync_each),
+    );
     let t = std::time::Instant::now();
     let applied = apply::apply(plan, stage, config.max_workers, preserved.clone()).await;
     tracing::info!(
@@ -359,6 +368,7 @@ pub async fn run(
             meta.as_ref(),
             &mut index,
             Some(journal),
+            sync_each,
         )
     })
     .await?
