@@ -20,7 +20,7 @@ use crate::repo::{IncrementName, Repository};
 use crate::scan::{self, ScanOutcome};
 
 /// Up to this many copies, each new version is fsynced as it is staged instead of one `syncfs`.
-const SYNC_EACH_MAX: usize = 2000;
+const SYNC_EACH_MAX: usize = 64;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunOptions {
