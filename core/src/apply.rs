@@ -457,23 +457,6 @@ struct Staged {
     entry: IndexEntry,
 }
 
-fn mtime_of(m: &std::fs::Metadata) -> MTime {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        MTime::from_ns(m.mtime() * 1_000_000_000 + m.mtime_nsec())
-    }
-    #[cfg(not(unix))]
-    {
-        let d = m
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .unwrap_or_default();
-        MTime::from_ns(d.as_nanos() as i64)
-    }
-}
-
 fn mode_of(m: &std::fs::Metadata) -> u32 {
     #[cfg(unix)]
     {
@@ -520,7 +503,7 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
             let target = std::fs::read_link(&src).map_err(|e| vanished("read link", e))?;
             let temp = temp_path(stage);
             pfs::symlink(&target, &temp).map_err(|e| StageError::Io("create symlink", e))?;
-            let mtime = mtime_of(&meta);
+            let mtime = MTime::of(&meta);
             if let Err(e) = pfs::set_mtime_nofollow(&temp, mtime.ns) {
                 let _ = std::fs::remove_file(&temp);
                 return Err(StageError::Io("set mtime", e));
@@ -554,13 +537,13 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                 let (b, a) = (&out.before, &out.after);
                 let stable = b.len() == a.len()
                     && out.len == a.len()
-                    && mtime_of(b) == mtime_of(a)
+                    && MTime::of(b) == MTime::of(a)
                     && mode_of(b) == mode_of(a);
                 if !stable {
                     let _ = std::fs::remove_file(&temp);
                     continue;
                 }
-                let mtime = mtime_of(a);
+                let mtime = MTime::of(a);
                 let mode = mode_of(a);
                 let finish = pfs::set_mode(&temp, mode)
                     .map_err(|e| StageError::Io("set permissions", e))

@@ -144,6 +144,25 @@ impl MTime {
     pub fn from_ns(ns: i64) -> Self {
         MTime { ns }
     }
+    /// The exact modification time of a file (of the link itself for `symlink_metadata`).
+    pub fn of(m: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            MTime::from_ns(m.mtime() * 1_000_000_000 + m.mtime_nsec())
+        }
+        #[cfg(not(unix))]
+        {
+            let ns = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0);
+            MTime::from_ns(ns)
+        }
+    }
+
     pub fn secs_f64(self) -> f64 {
         self.ns as f64 / 1e9
     }

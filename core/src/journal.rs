@@ -102,11 +102,10 @@ struct Found {
     size: u64,
     mtime: MTime,
     mode: Option<u32>,
-    ino: (u64, u64),
+    ino: Option<(u64, u64)>,
 }
 
 fn describe(m: &std::fs::Metadata) -> Found {
-    use std::os::unix::fs::MetadataExt;
     let kind = if m.file_type().is_symlink() {
         FileKind::Symlink
     } else {
@@ -115,12 +114,12 @@ fn describe(m: &std::fs::Metadata) -> Found {
     Found {
         kind,
         size: m.len(),
-        mtime: MTime::from_ns(m.mtime() * 1_000_000_000 + m.mtime_nsec()),
+        mtime: MTime::of(m),
         mode: match kind {
-            FileKind::File => Some(m.mode() & 0o7777),
+            FileKind::File => backup_platform::fs::mode_bits(m),
             FileKind::Symlink => None,
         },
-        ino: (m.dev(), m.ino()),
+        ino: backup_platform::fs::file_id(m),
     }
 }
 
@@ -204,9 +203,7 @@ fn remove_temp_siblings(dir: &Path) {
         let Some(pid) = e.file_name().to_str().and_then(temp_sibling_pid) else {
             continue;
         };
-        let alive = pid as u32 == std::process::id()
-            // SAFETY: signal 0 only asks whether the process exists.
-            || unsafe { libc::kill(pid, 0) } == 0;
+        let alive = backup_platform::fs::process_alive(pid);
         if !alive && e.file_type().is_ok_and(|t| t.is_file()) {
             let _ = std::fs::remove_file(e.path());
         }
@@ -331,9 +328,9 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
         let Ok(hash) = hash_of(&path, f.kind) else {
             continue;
         };
-        let in_increment = track_found
-            .get(&rel)
-            .is_some_and(|(t, h)| t.ino == f.ino || (t.size == f.size && *h == Some(hash)));
+        let in_increment = track_found.get(&rel).is_some_and(|(t, h)| {
+            (t.ino.is_some() && t.ino == f.ino) || (t.size == f.size && *h == Some(hash))
+        });
         let entry = if in_increment {
             IndexEntry {
                 size: f.size,

@@ -9,7 +9,7 @@
 //! Python tool writes). Any other path is written as `"\u0000hex:<hex bytes>"`; a real file name
 //! can never contain NUL, so that form cannot collide with a genuine path.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -184,7 +184,7 @@ pub(crate) fn os_from_bytes(b: &[u8]) -> OsString {
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
-        OsStr::from_bytes(b).to_os_string()
+        std::ffi::OsStr::from_bytes(b).to_os_string()
     }
     #[cfg(not(unix))]
     {

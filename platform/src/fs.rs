@@ -51,6 +51,50 @@ pub fn write_atomic_with(
     result
 }
 
+/// Permission bits (`st_mode & 0o7777`); `None` where the platform has none (Windows).
+pub fn mode_bits(m: &std::fs::Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some(m.mode() & 0o7777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        None
+    }
+}
+
+/// `(device, inode)`: two paths with the same id are links to one file. `None` on Windows,
+/// where std exposes no stable file id.
+pub fn file_id(m: &std::fs::Metadata) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        None
+    }
+}
+
+/// Whether a process with this id exists. Where that cannot be asked (Windows), answers
+/// true, so callers keep what such a process might still own.
+pub fn process_alive(pid: i32) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 only asks whether the process exists.
+        pid as u32 == std::process::id() || unsafe { libc::kill(pid, 0) } == 0
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
 /// A hidden temporary name next to `path`, unique per process.
 pub fn temp_sibling(path: &Path) -> PathBuf {
     let name = path

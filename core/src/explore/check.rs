@@ -220,22 +220,6 @@ fn location_of_file(file: &str) -> String {
     }
 }
 
-fn mtime_of(md: &std::fs::Metadata) -> i64 {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        md.mtime() * 1_000_000_000 + md.mtime_nsec()
-    }
-    #[cfg(not(unix))]
-    {
-        md.modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0)
-    }
-}
-
 /// Recorded mtimes from float seconds (the original tool) carry rounding error; equal to the
 /// microsecond is equal.
 fn mtime_matches(expected: MTime, actual_ns: i64) -> bool {
@@ -322,7 +306,7 @@ fn compare_tree(
                 },
             ));
         }
-        let actual_ns = mtime_of(md);
+        let actual_ns = MTime::of(md).ns;
         if !mtime_matches(exp.mtime, actual_ns) {
             report.problems.push(problem(
                 rel,

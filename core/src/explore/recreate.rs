@@ -148,16 +148,7 @@ fn rebuild_one(
                         .map(|v| v.start.clone())
                 })
                 .flatten();
-            #[cfg(unix)]
-            let (mtime, mode) = {
-                use std::os::unix::fs::MetadataExt;
-                (
-                    MTime::from_ns(md.mtime() * 1_000_000_000 + md.mtime_nsec()),
-                    Some(md.mode() & 0o7777),
-                )
-            };
-            #[cfg(not(unix))]
-            let (mtime, mode) = (MTime::default(), None);
+            let (mtime, mode) = (MTime::of(&md), backup_platform::fs::mode_bits(&md));
             meta.file_catalog.insert(
                 rel,
                 CatalogEntry {
