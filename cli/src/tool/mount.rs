@@ -79,6 +79,16 @@ fn serve(fs: Arc<BackupFs>, args: &Args) -> anyhow::Result<i32> {
         passthrough: !args.no_passthrough,
         ..MountConfig::default()
     };
+    // Signal handlers exist before the mount does: a SIGTERM sent as soon as the mount
+    // appears must unmount, not kill the process with the mount left dead.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal handler")?;
+    let signals = {
+        let _guard = rt.enter();
+        Signals::install().context("cannot install the signal handlers")?
+    };
     let mounted = mount(Arc::clone(&fs), &args.dir, &cfg)
         .with_context(|| format!("cannot mount on {}", args.dir.display()))?;
     println!(
@@ -98,11 +108,7 @@ fn serve(fs: Arc<BackupFs>, args: &Args) -> anyhow::Result<i32> {
         "Press Ctrl-C (or run `fusermount3 -u {}`) to unmount.",
         args.dir.display()
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the signal handler")?;
-    let reason = rt.block_on(wait_for_end(&fs, &mounted));
+    let reason = rt.block_on(wait_for_end(&fs, &mounted, signals));
     if args.verbose {
         eprintln!(
             "backup-tool: {} opens through kernel passthrough, {} reads served by this process",
@@ -171,10 +177,31 @@ enum End {
 }
 
 #[cfg(unix)]
-async fn wait_for_end(fs: &Arc<BackupFs>, mounted: &backup_platform::fuse::Mounted) -> End {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut hup = signal(SignalKind::hangup()).ok();
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    /// Needs a tokio runtime context.
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_end(
+    fs: &Arc<BackupFs>,
+    mounted: &backup_platform::fuse::Mounted,
+    mut signals: Signals,
+) -> End {
     // Reloads run on their own thread, so a long one never delays a signal.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = {
@@ -185,9 +212,9 @@ async fn wait_for_end(fs: &Arc<BackupFs>, mounted: &backup_platform::fuse::Mount
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let end = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break End::Signal("interrupted"),
-            Some(_) = async { match term.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => break End::Signal("terminated"),
-            Some(_) = async { match hup.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => break End::Signal("hangup"),
+            Some(_) = signals.int.recv() => break End::Signal("interrupted"),
+            Some(_) = signals.term.recv() => break End::Signal("terminated"),
+            Some(_) = signals.hup.recv() => break End::Signal("hangup"),
             _ = tick.tick() => {
                 if mounted.is_finished() {
                     break End::Unmounted;
