@@ -203,20 +203,7 @@ impl History {
                 }),
             }
         }
-        let mirror = match repo.load_mirror_index() {
-            Ok((m, p)) => {
-                problems.extend(p);
-                m
-            }
-            Err(e) => {
-                problems.push(FormatProblem {
-                    file: repo.mirror_index_path().display().to_string(),
-                    key: None,
-                    message: e.to_string(),
-                });
-                MirrorIndex::default()
-            }
-        };
+        let mirror = repo.load_mirror_index_or_report(&mut problems);
         Ok((History::build(increments, &mirror), problems))
     }
 

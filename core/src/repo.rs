@@ -195,6 +195,25 @@ impl Repository {
         MirrorIndex::load(&p)
     }
 
+    /// For readers that go on without an index: an unreadable `mirror.json` becomes a problem
+    /// and an empty index.
+    pub fn load_mirror_index_or_report(&self, problems: &mut Vec<FormatProblem>) -> MirrorIndex {
+        match self.load_mirror_index() {
+            Ok((m, p)) => {
+                problems.extend(p);
+                m
+            }
+            Err(e) => {
+                problems.push(FormatProblem {
+                    file: self.mirror_index_path().display().to_string(),
+                    key: None,
+                    message: e.to_string(),
+                });
+                MirrorIndex::default()
+            }
+        }
+    }
+
     pub fn load_increment(
         &self,
         name: &IncrementName,

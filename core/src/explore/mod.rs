@@ -105,20 +105,7 @@ impl Backup {
                 }
             }
         }
-        let mirror = match repo.load_mirror_index() {
-            Ok((m, p)) => {
-                problems.extend(p);
-                m
-            }
-            Err(e) => {
-                problems.push(FormatProblem {
-                    file: repo.mirror_index_path().display().to_string(),
-                    key: None,
-                    message: e.to_string(),
-                });
-                MirrorIndex::default()
-            }
-        };
+        let mirror = repo.load_mirror_index_or_report(&mut problems);
         Ok(Backup {
             repo: repo.clone(),
             increments,
