@@ -40,6 +40,15 @@ pub struct Config {
     /// (it may lie inside `src`: the scan skips it). A relative value in the file is resolved
     /// against the config file's directory.
     pub dist: PathBuf,
+    /// What to back up, and what to track.
+    pub rules: Rules,
+    /// ≥ 1; defaults to the number of CPUs.
+    pub max_workers: usize,
+}
+
+/// The selection keys of a profile, as written (globs checked by [`RawConfig::parse`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rules {
     pub include_dirs: Vec<String>,
     pub track_dirs: Vec<String>,
     pub exclude_dirs: Vec<String>,
@@ -48,8 +57,25 @@ pub struct Config {
     pub exclude_files: Vec<String>,
     pub directory_priority: DirectoryPriority,
     pub preserved_dirs: Vec<String>,
-    /// ≥ 1; defaults to the number of CPUs.
-    pub max_workers: usize,
+}
+
+impl Rules {
+    /// The rules as (key, patterns) pairs, in the order [`Selection::compile`] expects.
+    pub fn pairs(&self) -> [(RuleKey, &[String]); 6] {
+        [
+            (RuleKey::IncludeDirs, &self.include_dirs),
+            (RuleKey::TrackDirs, &self.track_dirs),
+            (RuleKey::ExcludeDirs, &self.exclude_dirs),
+            (RuleKey::IncludeFiles, &self.include_files),
+            (RuleKey::TrackFiles, &self.track_files),
+            (RuleKey::ExcludeFiles, &self.exclude_files),
+        ]
+    }
+
+    /// The compiled selection rules.
+    pub fn selection(&self) -> Result<Selection, String> {
+        Selection::compile(&self.pairs(), self.directory_priority)
+    }
 }
 
 /// Why a configuration was refused. Each variant's message is one clear line.
@@ -87,14 +113,8 @@ pub const MAX_WORKERS_LIMIT: usize = 1024;
 pub struct RawConfig {
     pub src: String,
     pub dist: String,
-    pub include_dirs: Vec<String>,
-    pub track_dirs: Vec<String>,
-    pub exclude_dirs: Vec<String>,
-    pub include_files: Vec<String>,
-    pub track_files: Vec<String>,
-    pub exclude_files: Vec<String>,
-    pub directory_priority: DirectoryPriority,
-    pub preserved_dirs: Vec<String>,
+    /// What to back up, and what to track.
+    pub rules: Rules,
     pub max_workers: Option<usize>,
 }
 
@@ -132,15 +152,15 @@ impl RawConfig {
                     }
                     dist = Some(string(known, value)?);
                 }
-                "include_dirs" => raw.include_dirs = strings(known, value)?,
-                "track_dirs" => raw.track_dirs = strings(known, value)?,
-                "exclude_dirs" => raw.exclude_dirs = strings(known, value)?,
-                "include_files" => raw.include_files = strings(known, value)?,
-                "track_files" => raw.track_files = strings(known, value)?,
-                "exclude_files" => raw.exclude_files = strings(known, value)?,
-                "preserved_dirs" => raw.preserved_dirs = strings(known, value)?,
+                "include_dirs" => raw.rules.include_dirs = strings(known, value)?,
+                "track_dirs" => raw.rules.track_dirs = strings(known, value)?,
+                "exclude_dirs" => raw.rules.exclude_dirs = strings(known, value)?,
+                "include_files" => raw.rules.include_files = strings(known, value)?,
+                "track_files" => raw.rules.track_files = strings(known, value)?,
+                "exclude_files" => raw.rules.exclude_files = strings(known, value)?,
+                "preserved_dirs" => raw.rules.preserved_dirs = strings(known, value)?,
                 "directory_priority" => {
-                    raw.directory_priority = match string(known, value)?.as_str() {
+                    raw.rules.directory_priority = match string(known, value)?.as_str() {
                         "track" => DirectoryPriority::Track,
                         "include" => DirectoryPriority::Include,
                         other => {
@@ -162,17 +182,17 @@ impl RawConfig {
         if raw.dist.is_empty() {
             return Err("\"dist\" is empty".to_owned());
         }
-        for name in &raw.preserved_dirs {
+        for name in &raw.rules.preserved_dirs {
             if name.is_empty() || name.contains('/') || name == "." || name == ".." {
                 return Err(format!(
                     "\"preserved_dirs\" holds directory names, not paths: {name:?}"
                 ));
             }
         }
-        if raw.include_dirs.is_empty()
-            && raw.track_dirs.is_empty()
-            && raw.include_files.is_empty()
-            && raw.track_files.is_empty()
+        if raw.rules.include_dirs.is_empty()
+            && raw.rules.track_dirs.is_empty()
+            && raw.rules.include_files.is_empty()
+            && raw.rules.track_files.is_empty()
         {
             return Err(
                 "no include or track rule: set at least one of include_dirs, \
@@ -181,39 +201,9 @@ impl RawConfig {
             );
         }
         // Compiling checks every glob and names the first bad one with its key.
-        Selection::compile(&raw.rules(), raw.directory_priority)?;
+        raw.rules.selection()?;
         Ok(raw)
     }
-
-    /// The rules as (key, patterns) pairs, in the order [`Selection::compile`] expects.
-    pub fn rules(&self) -> [(RuleKey, &[String]); 6] {
-        rules_of(
-            &self.include_dirs,
-            &self.track_dirs,
-            &self.exclude_dirs,
-            &self.include_files,
-            &self.track_files,
-            &self.exclude_files,
-        )
-    }
-}
-
-fn rules_of<'a>(
-    include_dirs: &'a [String],
-    track_dirs: &'a [String],
-    exclude_dirs: &'a [String],
-    include_files: &'a [String],
-    track_files: &'a [String],
-    exclude_files: &'a [String],
-) -> [(RuleKey, &'a [String]); 6] {
-    [
-        (RuleKey::IncludeDirs, include_dirs),
-        (RuleKey::TrackDirs, track_dirs),
-        (RuleKey::ExcludeDirs, exclude_dirs),
-        (RuleKey::IncludeFiles, include_files),
-        (RuleKey::TrackFiles, track_files),
-        (RuleKey::ExcludeFiles, exclude_files),
-    ]
 }
 
 impl Config {
@@ -296,34 +286,15 @@ impl Config {
             file,
             src,
             dist,
-            include_dirs: raw.include_dirs,
-            track_dirs: raw.track_dirs,
-            exclude_dirs: raw.exclude_dirs,
-            include_files: raw.include_files,
-            track_files: raw.track_files,
-            exclude_files: raw.exclude_files,
-            directory_priority: raw.directory_priority,
-            preserved_dirs: raw.preserved_dirs,
+            rules: raw.rules,
             max_workers,
         })
-    }
-
-    /// The rules as (key, patterns) pairs, in the order [`Selection::compile`] expects.
-    pub fn rules(&self) -> [(RuleKey, &[String]); 6] {
-        rules_of(
-            &self.include_dirs,
-            &self.track_dirs,
-            &self.exclude_dirs,
-            &self.include_files,
-            &self.track_files,
-            &self.exclude_files,
-        )
     }
 
     /// The compiled selection rules. Globs were checked by [`Config::load`]; a `Config` built by
     /// hand with a bad glob gets the same one-line message here.
     pub fn selection(&self) -> Result<Selection, String> {
-        Selection::compile(&self.rules(), self.directory_priority)
+        self.rules.selection()
     }
 
     /// `dist` relative to `src` when it lies inside it (the scan leaves it out).
@@ -575,9 +546,9 @@ mod tests {
             env.dir.path().canonicalize().unwrap().join("dist")
         );
         assert!(!env.path("dist").exists(), "loading must create nothing");
-        assert_eq!(cfg.directory_priority, DirectoryPriority::Track);
+        assert_eq!(cfg.rules.directory_priority, DirectoryPriority::Track);
         assert!(cfg.max_workers >= 1);
-        assert_eq!(cfg.include_dirs, vec!["a".to_owned()]);
+        assert_eq!(cfg.rules.include_dirs, vec!["a".to_owned()]);
         assert_eq!(cfg.file, env.path("config.json"));
     }
 
@@ -592,9 +563,9 @@ mod tests {
             )
             .unwrap();
         assert!(cfg.dist.ends_with("out/nested"));
-        assert_eq!(cfg.directory_priority, DirectoryPriority::Include);
+        assert_eq!(cfg.rules.directory_priority, DirectoryPriority::Include);
         assert_eq!(cfg.max_workers, 3);
-        assert_eq!(cfg.preserved_dirs, vec![".git".to_owned()]);
+        assert_eq!(cfg.rules.preserved_dirs, vec![".git".to_owned()]);
         assert!(!env.path("out").exists());
     }
 
@@ -845,6 +816,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(raw.max_workers, Some(8));
-        assert_eq!(raw.track_dirs, vec!["projects".to_owned()]);
+        assert_eq!(raw.rules.track_dirs, vec!["projects".to_owned()]);
     }
 }

@@ -142,7 +142,12 @@ pub fn scan_with(
             .ok()
             .filter(|_| cfg!(unix))
             .map(|st| (st.dev, st.ino)),
-        preserved: config.preserved_dirs.iter().map(|s| s.as_bytes()).collect(),
+        preserved: config
+            .rules
+            .preserved_dirs
+            .iter()
+            .map(|s| s.as_bytes())
+            .collect(),
         queue: Mutex::new(Queue {
             jobs: Vec::new(),
             busy: 0,

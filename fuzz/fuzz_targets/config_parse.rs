@@ -8,11 +8,7 @@ fuzz_target!(|text: &str| {
     match RawConfig::parse(text) {
         Ok(raw) => {
             // What parsing accepted must compile into a selection (it was checked there).
-            assert!(backup_core::selection::Selection::compile(
-                &raw.rules(),
-                raw.directory_priority
-            )
-            .is_ok());
+            assert!(raw.rules.selection().is_ok());
             assert!(!raw.src.is_empty() && !raw.dist.is_empty());
             assert!(raw.max_workers.is_none_or(|n| n >= 1));
         }
