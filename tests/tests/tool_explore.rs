@@ -57,17 +57,7 @@ fn list_counts_sizes_and_exclusive_bytes() {
 fn show_lists_one_increment() {
     let s = scenario();
     let v = s.env.tool_json(&["show", &s.incs[2]], 0);
-    let files: Vec<(String, String)> = v["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["path"].as_str().unwrap().to_owned(),
-                f["op"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let files = field_pairs(&v["files"], "path", "op");
     assert_eq!(
         files,
         vec![
@@ -223,17 +213,7 @@ fn log_and_diff() {
     let s = scenario();
     let i = &s.incs;
     let v = s.env.tool_json(&["log", "projects/a.py"], 0);
-    let ev: Vec<(String, String)> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["increment"].as_str().unwrap().to_owned(),
-                e["event"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let ev = field_pairs(&v["events"], "increment", "event");
     assert_eq!(
         ev,
         vec![
@@ -250,17 +230,7 @@ fn log_and_diff() {
     assert!(human.contains("untracked"), "{human}");
 
     let d = s.env.tool_json(&["diff", &i[0], &i[2]], 0);
-    let ch: Vec<(String, String)> = d["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["path"].as_str().unwrap().to_owned(),
-                c["change"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let ch = field_pairs(&d["changes"], "path", "change");
     assert_eq!(
         ch,
         vec![
@@ -384,4 +354,17 @@ fn backup_named_by_a_config_profile() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("name a backup folder"));
+}
+
+/// `(item[a], item[b])` for each item of a JSON array of objects with string fields.
+fn field_pairs(items: &serde_json::Value, a: &str, b: &str) -> Vec<(String, String)> {
+    items
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|o| {
+            let field = |k: &str| o[k].as_str().expect("a string field").to_owned();
+            (field(a), field(b))
+        })
+        .collect()
 }
