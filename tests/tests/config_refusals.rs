@@ -25,10 +25,18 @@ impl Case {
     /// Runs `backup --config config.json [extra]` on `text`, with HOME inside the case dir.
     fn run(&self, text: &str, extra: &[&str]) -> Output {
         std::fs::write(self.path("config.json"), text).unwrap();
+        let mut args = vec![
+            std::ffi::OsString::from("--config"),
+            self.path("config.json").into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        self.backup(&args)
+    }
+
+    /// Runs `backup ARGS` isolated in the case dir.
+    fn backup(&self, args: &[std::ffi::OsString]) -> Output {
         let mut cmd = Command::new(bin("backup"));
-        cmd.arg("--config")
-            .arg(self.path("config.json"))
-            .args(extra);
+        cmd.args(args);
         self.isolate(&mut cmd);
         cmd.output().unwrap()
     }
@@ -212,18 +220,13 @@ fn missing_config_file() {
     std::fs::create_dir_all(c.path("home")).unwrap();
     let before = c.listing();
     // Explicit path.
-    let mut cmd = Command::new(bin("backup"));
-    cmd.arg("--config").arg(c.path("absent.json"));
-    c.isolate(&mut cmd);
-    let out = cmd.output().unwrap();
+    let out = c.backup(&["--config".into(), c.path("absent.json").into()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
     assert!(stderr.contains("no config file") && stderr.contains("absent.json"));
     // No --config, no ./config.json, no platform config: both places are named.
-    let mut cmd = Command::new(bin("backup"));
-    c.isolate(&mut cmd);
-    let out = cmd.output().unwrap();
+    let out = c.backup(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
@@ -248,9 +251,7 @@ fn lookup_order_finds_local_then_platform_config() {
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(bin("backup"));
-    c.isolate(&mut cmd);
-    let out = cmd.output().unwrap();
+    let out = c.backup(&[]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -265,9 +266,7 @@ fn lookup_order_finds_local_then_platform_config() {
         r#"{"src": "src", "dist": "dist-local", "include_files": ["a.txt"]}"#,
     )
     .unwrap();
-    let mut cmd = Command::new(bin("backup"));
-    c.isolate(&mut cmd);
-    let out = cmd.output().unwrap();
+    let out = c.backup(&[]);
     assert_eq!(
         out.status.code(),
         Some(0),
