@@ -160,52 +160,32 @@ fn selection_dry_run_and_overwrite_modes() {
     );
     assert_eq!(fs::read(to.join("docs/readme.md")).unwrap(), b"local edit");
     // if-changed: replaced when different, skipped when already equal.
-    let v = e.tool_json(
-        &[
-            "restore",
-            "docs/readme.md",
-            "--at",
-            &s.incs[1],
-            "--to",
-            dest,
-            "--overwrite",
-            "if-changed",
-        ],
-        0,
-    );
+    // Restores docs/readme.md at increment I with an --overwrite mode, as JSON.
+    let readme_at = |i: usize, mode: &str| {
+        e.tool_json(
+            &[
+                "restore",
+                "docs/readme.md",
+                "--at",
+                &s.incs[i],
+                "--to",
+                dest,
+                "--overwrite",
+                mode,
+            ],
+            0,
+        )
+    };
+    let v = readme_at(1, "if-changed");
     assert_eq!(v["results"][0]["action"], "restored");
     assert_eq!(
         fs::read(to.join("docs/readme.md")).unwrap(),
         b"# readme v1\n"
     );
-    let v = e.tool_json(
-        &[
-            "restore",
-            "docs/readme.md",
-            "--at",
-            &s.incs[1],
-            "--to",
-            dest,
-            "--overwrite",
-            "if-changed",
-        ],
-        0,
-    );
+    let v = readme_at(1, "if-changed");
     assert_eq!(v["results"][0]["action"], "skipped-unchanged");
     // always: replaced even when equal.
-    let v = e.tool_json(
-        &[
-            "restore",
-            "docs/readme.md",
-            "--at",
-            &s.incs[2],
-            "--to",
-            dest,
-            "--overwrite",
-            "always",
-        ],
-        0,
-    );
+    let v = readme_at(2, "always");
     assert_eq!(v["results"][0]["action"], "restored");
     assert_eq!(
         fs::read(to.join("docs/readme.md")).unwrap(),
