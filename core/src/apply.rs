@@ -262,9 +262,7 @@ fn prepare(stage: &Stage) -> Result<(), (FileError, bool)> {
     };
     mk(&stage.repo.mirror_dir(), "create mirror")?;
     mk(&stage.repo.staging_dir(), "create staging dir")?;
-    if let Some(name) = &stage.increment {
-        mk(&stage.repo.increment_dir(name), "create increment")?;
-    }
+    // The increment folder was created (exclusively) when the run named it.
     Ok(())
 }
 
@@ -689,7 +687,7 @@ fn copy_one(stage: &Stage, item: CopyItem) -> CopyResult {
         match store_in_increment(stage, name, &rel, &staged) {
             Ok(p) => {
                 stored_at = Some(p);
-                entry.version_of = Some(name.as_str().to_owned());
+                entry.version_of = Some(name.clone());
                 let _ = op;
             }
             Err(e) => {

@@ -8,6 +8,7 @@ use backup_platform::fs as pfs;
 
 use crate::apply::ApplyOutcome;
 use crate::format::{CatalogEntry, Category, IncrementMeta, MirrorIndex, Op};
+use crate::identity::timestamp_of;
 use crate::journal::Journal;
 use crate::repo::{IncrementName, Repository};
 
@@ -44,9 +45,9 @@ pub fn fold(
     index: &mut MirrorIndex,
     applied: ApplyOutcome,
     increment: Option<&IncrementName>,
+    started: chrono::DateTime<chrono::Local>,
 ) -> Option<IncrementMeta> {
-    let mut meta =
-        increment.map(|n| IncrementMeta::new(n.as_str(), chrono::Local::now().to_rfc3339()));
+    let mut meta = increment.map(|n| IncrementMeta::new(n.as_str(), timestamp_of(started)));
     for d in applied.deleted {
         index.files.remove(&d.rel);
         if let (true, Some(meta)) = (d.stored, meta.as_mut()) {

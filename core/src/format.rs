@@ -13,6 +13,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::identity::IncrementName;
 use crate::relpath::RelPath;
 
 /// Written into every metadata file we produce; the original tool wrote none or `"1.0"`.
@@ -205,7 +206,7 @@ pub struct IndexEntry {
     pub hash: Option<ContentHash>,
     /// The increment whose `track/` stored this same version (tracked files only). It lets the
     /// point-in-time fold keep showing the version after that increment is deleted.
-    pub version_of: Option<String>,
+    pub version_of: Option<IncrementName>,
 }
 
 /// One event in an increment's `file_catalog`.
@@ -220,7 +221,7 @@ pub struct CatalogEntry {
     pub mode: Option<u32>,
     pub hash: Option<ContentHash>,
     /// For `deleted` events: the increment that stored the version kept in `deleted/`.
-    pub version_of: Option<String>,
+    pub version_of: Option<IncrementName>,
 }
 
 impl CatalogEntry {
@@ -553,7 +554,7 @@ fn index_entry(e: EntryJson) -> IndexEntry {
         kind: e.kind,
         mode: e.mode,
         hash: e.hash,
-        version_of: e.version_of,
+        version_of: e.version_of.as_deref().and_then(IncrementName::parse),
     }
 }
 
@@ -653,7 +654,7 @@ impl MirrorIndex {
                             kind: e.kind,
                             mode: e.mode,
                             hash: e.hash,
-                            version_of: e.version_of.clone(),
+                            version_of: e.version_of.as_ref().map(|n| n.to_string()),
                             ..Default::default()
                         },
                     )
@@ -815,7 +816,7 @@ impl IncrementMeta {
                         kind: e.kind,
                         mode: e.mode,
                         hash: e.hash,
-                        version_of: e.version_of,
+                        version_of: e.version_of.as_deref().and_then(IncrementName::parse),
                     },
                 )
             })
@@ -851,7 +852,7 @@ impl IncrementMeta {
                             kind: e.kind,
                             mode: e.mode,
                             hash: e.hash,
-                            version_of: e.version_of.clone(),
+                            version_of: e.version_of.as_ref().map(|n| n.to_string()),
                             ..Default::default()
                         },
                     )
@@ -961,7 +962,7 @@ mod tests {
                 kind: FileKind::File,
                 mode: Some(0o644),
                 hash: Some(ContentHash::of(b"x")),
-                version_of: Some("backup_20240101_000000".into()),
+                version_of: IncrementName::parse("backup_20240101_000000"),
             },
         );
         let (back, p) = MirrorIndex::from_json("m", &idx.to_json()).unwrap();

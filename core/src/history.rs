@@ -15,6 +15,7 @@ use crate::format::{
     CatalogEntry, Category, ContentHash, FileKind, FormatProblem, IncrementMeta, IndexEntry, MTime,
     MirrorIndex,
 };
+use crate::identity::IncrementTime;
 use crate::relpath::RelPath;
 use crate::repo::{IncrementName, RepoError, Repository};
 
@@ -34,9 +35,9 @@ pub enum Holder {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
     pub path: RelPath,
-    /// Name of the increment that stored this version; empty when unknown (original-tool
-    /// backups whose storing increment is gone), which sorts before every increment.
-    pub start: String,
+    /// The increment that stored this version; `None` when unknown (original-tool backups
+    /// whose storing increment is gone), which sorts before every increment.
+    pub start: Option<IncrementName>,
     pub holder: Holder,
     pub size: u64,
     pub mtime: MTime,
@@ -59,7 +60,7 @@ impl Version {
 
 #[derive(Clone, Debug)]
 enum Event {
-    Present(Version),
+    Present(Box<Version>),
     Absent,
 }
 
@@ -67,21 +68,39 @@ enum Event {
 #[derive(Clone, Debug)]
 pub struct IncrementInfo {
     pub name: IncrementName,
+    /// From the metadata's `timestamp` ([`IncrementTime::of`]), the name only as a fallback.
+    pub time: IncrementTime,
     pub meta: IncrementMeta,
 }
+
+impl IncrementInfo {
+    pub fn new(name: IncrementName, meta: IncrementMeta) -> Self {
+        let time = IncrementTime::of(Some(&meta.timestamp), &name);
+        IncrementInfo { name, time, meta }
+    }
+}
+
+/// When an event happened in the order of increments: `None` (unknown, before everything) or
+/// the increment that recorded it.
+pub type EventAt = Option<IncrementName>;
 
 /// The history of a backup: every event of every tracked path, ordered by time.
 #[derive(Clone, Debug, Default)]
 pub struct History {
     increments: Vec<IncrementInfo>,
-    /// For each path, events sorted by time (increment name); ties keep insertion order.
-    timelines: BTreeMap<RelPath, Vec<(String, Event)>>,
+    /// For each path, events sorted by increment order; ties keep insertion order.
+    timelines: BTreeMap<RelPath, Vec<(EventAt, Event)>>,
 }
 
-fn version_from(path: &RelPath, start: &str, holder: Holder, e: &CatalogEntry) -> Version {
+fn version_from(
+    path: &RelPath,
+    start: &IncrementName,
+    holder: Holder,
+    e: &CatalogEntry,
+) -> Version {
     Version {
         path: path.clone(),
-        start: start.to_owned(),
+        start: Some(start.clone()),
         holder,
         size: e.size,
         mtime: e.mtime,
@@ -91,10 +110,10 @@ fn version_from(path: &RelPath, start: &str, holder: Holder, e: &CatalogEntry) -
     }
 }
 
-fn version_from_index(path: &RelPath, start: &str, e: &IndexEntry) -> Version {
+fn version_from_index(path: &RelPath, start: EventAt, e: &IndexEntry) -> Version {
     Version {
         path: path.clone(),
-        start: start.to_owned(),
+        start,
         holder: Holder::Mirror,
         size: e.size,
         mtime: e.mtime,
@@ -108,9 +127,9 @@ impl History {
     /// Builds the history from increments (any order) and the mirror index.
     pub fn build(mut increments: Vec<IncrementInfo>, mirror: &MirrorIndex) -> History {
         increments.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut timelines: BTreeMap<RelPath, Vec<(String, Event)>> = BTreeMap::new();
+        let mut timelines: BTreeMap<RelPath, Vec<(EventAt, Event)>> = BTreeMap::new();
         for inc in &increments {
-            let name = inc.name.as_str();
+            let name = &inc.name;
             for (path, e) in &inc.meta.file_catalog {
                 let tl = timelines.entry(path.clone()).or_default();
                 match e.category {
@@ -120,31 +139,45 @@ impl History {
                             category: Category::Tracked,
                         };
                         tl.push((
-                            name.to_owned(),
-                            Event::Present(version_from(path, name, holder, e)),
+                            Some(name.clone()),
+                            Event::Present(Box::new(version_from(path, name, holder, e))),
                         ));
                     }
                     Category::Deleted => {
                         // The deleted/ link still holds the last version; when the increment
                         // that stored it is gone (or its entry was deleted from it), this link
                         // is what keeps it visible. Increments are folded oldest first, so the
-                        // storing increment's event, if any, is already in the timeline.
-                        if let Some(start) = &e.version_of {
-                            let stored = tl
-                                .iter()
-                                .any(|(t, ev)| t == start && matches!(ev, Event::Present(_)));
-                            if !stored && start.as_str() < name {
-                                let holder = Holder::Increment {
-                                    name: inc.name.clone(),
-                                    category: Category::Deleted,
-                                };
-                                tl.push((
-                                    start.clone(),
-                                    Event::Present(version_from(path, start, holder, e)),
-                                ));
+                        // storing increment's event, if any, is already in the timeline. A
+                        // deletion that does not say who stored the version (the original
+                        // tool's, or an unusable `version_of`) keeps it from an unknown start
+                        // when nothing earlier shows it.
+                        let holder = Holder::Increment {
+                            name: inc.name.clone(),
+                            category: Category::Deleted,
+                        };
+                        match &e.version_of {
+                            Some(start) => {
+                                let stored = tl.iter().any(|(t, ev)| {
+                                    t.as_ref() == Some(start) && matches!(ev, Event::Present(_))
+                                });
+                                if !stored && start < name {
+                                    tl.push((
+                                        Some(start.clone()),
+                                        Event::Present(Box::new(version_from(
+                                            path, start, holder, e,
+                                        ))),
+                                    ));
+                                }
+                            }
+                            None => {
+                                if !tl.iter().any(|(_, ev)| matches!(ev, Event::Present(_))) {
+                                    let mut v = version_from(path, name, holder, e);
+                                    v.start = None;
+                                    tl.push((None, Event::Present(Box::new(v))));
+                                }
                             }
                         }
-                        tl.push((name.to_owned(), Event::Absent));
+                        tl.push((Some(name.clone()), Event::Absent));
                     }
                 }
             }
@@ -159,18 +192,22 @@ impl History {
                     // The mirror holds the version when its storing increment (or just that
                     // increment's entry) is gone: only then is there no event at `start`.
                     // And only if no later event supersedes it (a consistent index has none).
-                    if !tl.iter().any(|(t, _)| t.as_str() >= start.as_str()) {
+                    if !tl.iter().any(|(t, _)| t.as_ref() >= Some(start)) {
                         tl.push((
-                            start.clone(),
-                            Event::Present(version_from_index(path, start, e)),
+                            Some(start.clone()),
+                            Event::Present(Box::new(version_from_index(
+                                path,
+                                Some(start.clone()),
+                                e,
+                            ))),
                         ));
                     }
                 }
                 None => {
                     if tl.is_empty() {
                         tl.push((
-                            String::new(),
-                            Event::Present(version_from_index(path, "", e)),
+                            None,
+                            Event::Present(Box::new(version_from_index(path, None, e))),
                         ));
                     }
                 }
@@ -194,7 +231,7 @@ impl History {
             match repo.load_increment(&name) {
                 Ok((meta, p)) => {
                     problems.extend(p);
-                    increments.push(IncrementInfo { name, meta });
+                    increments.push(IncrementInfo::new(name, meta));
                 }
                 Err(e) => problems.push(FormatProblem {
                     file: repo.increment_meta_path(&name).display().to_string(),
@@ -212,13 +249,13 @@ impl History {
         &self.increments
     }
 
-    pub fn increment(&self, name: &str) -> Option<&IncrementInfo> {
-        self.increments.iter().find(|i| i.name.as_str() == name)
+    pub fn increment(&self, name: &IncrementName) -> Option<&IncrementInfo> {
+        self.increments.iter().find(|i| &i.name == name)
     }
 
     /// The tracked files as they were right after increment `at` (any name: the fold takes
-    /// every event whose time sorts at or before it).
-    pub fn snapshot(&self, at: &str) -> BTreeMap<RelPath, Version> {
+    /// every event that sorts at or before it).
+    pub fn snapshot(&self, at: &IncrementName) -> BTreeMap<RelPath, Version> {
         let mut out = BTreeMap::new();
         for (path, tl) in &self.timelines {
             if let Some(v) = Self::state_at(tl, at) {
@@ -229,12 +266,12 @@ impl History {
     }
 
     /// The version of one path right after `at`, if it existed then.
-    pub fn version_at(&self, path: &RelPath, at: &str) -> Option<&Version> {
+    pub fn version_at(&self, path: &RelPath, at: &IncrementName) -> Option<&Version> {
         Self::state_at(self.timelines.get(path)?, at)
     }
 
-    fn state_at<'a>(tl: &'a [(String, Event)], at: &str) -> Option<&'a Version> {
-        let idx = tl.partition_point(|(t, _)| t.as_str() <= at);
+    fn state_at<'a>(tl: &'a [(EventAt, Event)], at: &IncrementName) -> Option<&'a Version> {
+        let idx = tl.partition_point(|(t, _)| t.as_ref().is_none_or(|t| t <= at));
         match tl[..idx].last() {
             Some((_, Event::Present(v))) => Some(v),
             _ => None,
@@ -248,7 +285,7 @@ impl History {
             .map(|tl| {
                 tl.iter()
                     .filter_map(|(_, e)| match e {
-                        Event::Present(v) => Some(v),
+                        Event::Present(v) => Some(&**v),
                         Event::Absent => None,
                     })
                     .collect()
@@ -256,17 +293,17 @@ impl History {
             .unwrap_or_default()
     }
 
-    /// Every event of `path` in time order: its time (an increment name, or `""` when unknown)
-    /// and the version it made present, or `None` for a deletion. Lets a caller compute when a
-    /// path exists across all points at once instead of folding each point.
-    pub fn timeline(&self, path: &RelPath) -> Vec<(&str, Option<&Version>)> {
+    /// Every event of `path` in increment order: when (`None` when unknown) and the version it
+    /// made present, or `None` for a deletion. Lets a caller compute when a path exists across
+    /// all points at once instead of folding each point.
+    pub fn timeline(&self, path: &RelPath) -> Vec<(Option<&IncrementName>, Option<&Version>)> {
         self.timelines
             .get(path)
             .map(|tl| {
                 tl.iter()
                     .map(|(t, e)| match e {
-                        Event::Present(v) => (t.as_str(), Some(v)),
-                        Event::Absent => (t.as_str(), None),
+                        Event::Present(v) => (t.as_ref(), Some(&**v)),
+                        Event::Absent => (t.as_ref(), None),
                     })
                     .collect()
             })
@@ -293,7 +330,7 @@ mod tests {
             kind: FileKind::File,
             mode: Some(0o644),
             hash: None,
-            version_of: version_of.map(str::to_owned),
+            version_of: version_of.and_then(IncrementName::parse),
         }
     }
 
@@ -303,10 +340,7 @@ mod tests {
             meta.file_catalog
                 .insert(RelPath::parse(p).unwrap(), e.clone());
         }
-        IncrementInfo {
-            name: IncrementName::parse(name).unwrap(),
-            meta,
-        }
+        IncrementInfo::new(IncrementName::parse(name).unwrap(), meta)
     }
 
     const A: &str = "backup_20240101_000000";
@@ -314,7 +348,7 @@ mod tests {
     const C: &str = "backup_20240103_000000";
 
     fn sizes(h: &History, at: &str) -> Vec<(String, u64)> {
-        h.snapshot(at)
+        h.snapshot(&IncrementName::parse(at).unwrap())
             .into_iter()
             .map(|(p, v)| (p.to_string(), v.size))
             .collect()
@@ -363,7 +397,7 @@ mod tests {
                 kind: FileKind::File,
                 mode: None,
                 hash: None,
-                version_of: Some(A.into()),
+                version_of: IncrementName::parse(A),
             },
         );
         let h = History::build(incs, &mirror);
@@ -372,7 +406,12 @@ mod tests {
             vec![("x".into(), 1), ("y".into(), 2), ("z".into(), 5)]
         );
         assert_eq!(sizes(&h, C), vec![("x".into(), 1), ("z".into(), 5)]);
-        let y = h.version_at(&RelPath::parse("y").unwrap(), B).unwrap();
+        let y = h
+            .version_at(
+                &RelPath::parse("y").unwrap(),
+                &IncrementName::parse(B).unwrap(),
+            )
+            .unwrap();
         assert_eq!(
             y.holder,
             Holder::Increment {
@@ -381,9 +420,12 @@ mod tests {
             }
         );
         assert_eq!(
-            h.version_at(&RelPath::parse("x").unwrap(), B)
-                .unwrap()
-                .holder,
+            h.version_at(
+                &RelPath::parse("x").unwrap(),
+                &IncrementName::parse(B).unwrap()
+            )
+            .unwrap()
+            .holder,
             Holder::Mirror
         );
     }

@@ -23,6 +23,7 @@ use crate::format::{
     CatalogEntry, Category, ContentHash, FileKind, IncrementMeta, IndexEntry, MTime, MirrorIndex,
     Op,
 };
+use crate::identity::{timestamp_of, IncrementTime};
 use crate::relpath::RelPath;
 use crate::repo::{IncrementName, Repository};
 
@@ -34,6 +35,26 @@ struct JournalJson {
     pid: u32,
 }
 
+/// What the journal of a run in progress (or of an interrupted one) says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JournalInfo {
+    pub increment: Option<IncrementName>,
+    pub started: Option<String>,
+}
+
+/// Reads the journal, if there is one (read-only: used to describe a running backup).
+pub fn read(repo: &Repository) -> Option<JournalInfo> {
+    let text = std::fs::read(repo.journal_path()).ok()?;
+    let j = serde_json::from_slice::<JournalJson>(&text).ok();
+    Some(JournalInfo {
+        increment: j
+            .as_ref()
+            .and_then(|j| j.increment.as_deref())
+            .and_then(IncrementName::parse),
+        started: j.map(|j| j.started),
+    })
+}
+
 /// An open journal; [`Journal::close`] removes it after the commit.
 #[derive(Debug)]
 pub struct Journal {
@@ -41,10 +62,14 @@ pub struct Journal {
 }
 
 impl Journal {
-    pub fn open(repo: &Repository, increment: Option<&IncrementName>) -> io::Result<Journal> {
+    pub fn open(
+        repo: &Repository,
+        increment: Option<&IncrementName>,
+        started: chrono::DateTime<chrono::Local>,
+    ) -> io::Result<Journal> {
         let j = JournalJson {
             increment: increment.map(|n| n.as_str().to_owned()),
-            started: chrono::Local::now().to_rfc3339(),
+            started: timestamp_of(started),
             pid: std::process::id(),
         };
         let data = serde_json::to_vec_pretty(&j).map_err(io::Error::other)?;
@@ -225,8 +250,9 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
         }
         Err(e) => return Err(rio("read", &jpath)(e)),
     };
-    let increment = serde_json::from_slice::<JournalJson>(&text)
-        .ok()
+    let journal = serde_json::from_slice::<JournalJson>(&text).ok();
+    let started = journal.as_ref().map(|j| j.started.clone());
+    let increment = journal
         .and_then(|j| j.increment)
         .and_then(|n| IncrementName::parse(&n));
     let _ = std::fs::remove_dir_all(repo.staging_dir());
@@ -243,7 +269,9 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
         if dir.is_dir() {
             let track = walk(&dir.join(Category::Tracked.dir_name()));
             let existing = repo.load_increment(name).ok().map(|(m, _)| m);
-            let mut built = IncrementMeta::new(name.as_str(), chrono::Local::now().to_rfc3339());
+            // The run's own start, as a finished run would have recorded it.
+            let time = IncrementTime::of(started.as_deref(), name);
+            let mut built = IncrementMeta::new(name.as_str(), time.at.to_rfc3339());
             for (rel, path, m) in track {
                 let f = describe(&m);
                 let hash = match existing.as_ref().and_then(|x| x.file_catalog.get(&rel)) {
@@ -339,7 +367,7 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
                 kind: f.kind,
                 mode: f.mode,
                 hash: Some(hash),
-                version_of: increment.as_ref().map(|n| n.as_str().to_owned()),
+                version_of: increment.clone(),
             }
         } else if let Some(p) = prev.filter(|p| p.hash == Some(hash) && p.size == f.size) {
             // Same bytes, metadata rounded by the file system (exFAT keeps 10 ms): keep.

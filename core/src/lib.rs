@@ -9,6 +9,7 @@ pub mod config;
 pub mod explore;
 pub mod format;
 pub mod history;
+pub mod identity;
 pub mod journal;
 pub mod pipeline;
 pub mod plan;

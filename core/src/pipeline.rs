@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use backup_platform::fs::{self as pfs, FileLock};
+use backup_platform::fs as pfs;
 
 use crate::apply::{self, Stage};
 use crate::commit::{self, CommitError};
@@ -16,7 +16,7 @@ use crate::format::{FormatError, MirrorIndex};
 use crate::journal::{self, Journal, RecoveryError};
 use crate::plan::{self, CompareMode, Plan};
 use crate::progress::{Event, EventSink, FileError, RunNote};
-use crate::repo::{IncrementName, Repository};
+use crate::repo::{IncrementName, RepoError, Repository};
 use crate::scan::{self, ScanOutcome};
 
 /// Up to this many copies, each new version is fsynced as it is staged instead of one `syncfs`.
@@ -74,7 +74,7 @@ impl EngineError {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunSummary {
     /// The increment written by this run (`None`: no tracked change).
-    pub increment: Option<String>,
+    pub increment: Option<IncrementName>,
     /// Tracked events stored in the increment.
     pub new: u64,
     pub changed: u64,
@@ -141,10 +141,8 @@ pub async fn preview(config: &Config, opts: RunOptions) -> Result<Preview, Engin
     let mut scan = select(config).await?;
     let plan = plan_stage(&mut scan, Arc::new(index), config.src.clone(), opts).await?;
     let increment = if plan.needs_increment() {
-        Some(IncrementName::for_time(
-            chrono::Local::now(),
-            &repo.increment_names().unwrap_or_default(),
-        ))
+        let names = repo.increment_names().unwrap_or_default();
+        Some(IncrementName::next(chrono::Local::now(), names.last()))
     } else {
         None
     };
@@ -162,12 +160,65 @@ fn blocking<T: Send + 'static>(
     async move { h.await.map_err(|e| EngineError::Internal(e.to_string())) }
 }
 
+/// Names the run's increment (when it stores something), writes the journal that names it,
+/// then creates its folder. The folder is created exclusively: a run only ever removes or
+/// fills a folder it created itself, and a name that is somehow taken (a file of that name at
+/// `dist`) just moves on to the next name.
+fn begin_changes(
+    repo: &Repository,
+    needs_increment: bool,
+    started: chrono::DateTime<chrono::Local>,
+) -> Result<(Option<IncrementName>, Journal), EngineError> {
+    let journal_err = |source: std::io::Error| {
+        let path = repo.journal_path().display().to_string();
+        if pfs::is_disk_full(&source) {
+            EngineError::Commit(CommitError::Write { path, source })
+        } else {
+            EngineError::Dist { path, source }
+        }
+    };
+    if !needs_increment {
+        return Ok((
+            None,
+            Journal::open(repo, None, started).map_err(journal_err)?,
+        ));
+    }
+    let names = repo
+        .increment_names()
+        .map_err(|e| EngineError::Internal(e.to_string()))?;
+    let mut name = IncrementName::next(started, names.last());
+    for _ in 0..1000 {
+        let journal = Journal::open(repo, Some(&name), started).map_err(journal_err)?;
+        let dir = repo.increment_dir(&name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok((Some(name), journal)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                name = IncrementName::next(started, Some(&name));
+            }
+            Err(source) => {
+                let path = dir.display().to_string();
+                return Err(if pfs::is_disk_full(&source) {
+                    EngineError::Commit(CommitError::Write { path, source })
+                } else {
+                    EngineError::Dist { path, source }
+                });
+            }
+        }
+    }
+    Err(EngineError::Internal(format!(
+        "no free increment name after {name} in {}",
+        repo.root().display()
+    )))
+}
+
 /// A whole run.
 pub async fn run(
     config: &Config,
     opts: RunOptions,
     events: EventSink,
 ) -> Result<RunSummary, EngineError> {
+    // One instant names the increment and is recorded as its time.
+    let started = chrono::Local::now();
     let repo = Repository::at(&config.dist);
     let mut summary = RunSummary::default();
     let note = |summary: &mut RunSummary, n: RunNote| {
@@ -179,22 +230,11 @@ pub async fn run(
         path: repo.root().display().to_string(),
         source,
     })?;
-    let lock_path = repo.lock_path();
-    let _lock = match FileLock::try_acquire(&lock_path) {
-        Ok(Some(l)) => l,
-        Ok(None) => {
-            return Err(EngineError::Locked {
-                dist: repo.root().display().to_string(),
-                lock: lock_path.display().to_string(),
-            })
-        }
-        Err(source) => {
-            return Err(EngineError::Dist {
-                path: lock_path.display().to_string(),
-                source,
-            })
-        }
-    };
+    let _lock = repo.lock_for_writing().map_err(|e| match e {
+        RepoError::Locked { dist, lock } => EngineError::Locked { dist, lock },
+        RepoError::Lock { path, source } => EngineError::Dist { path, source },
+        other => EngineError::Internal(other.to_string()),
+    })?;
 
     let r = repo.clone();
     if let Some(rec) = blocking(move || journal::recover(&r)).await?? {
@@ -227,9 +267,11 @@ pub async fn run(
             // A damaged mirror.json: rebuild it from the mirror itself, as after a crash.
             let r = repo.clone();
             blocking(move || -> Result<MirrorIndex, EngineError> {
-                Journal::open(&r, None).map_err(|source| EngineError::Dist {
-                    path: r.journal_path().display().to_string(),
-                    source,
+                Journal::open(&r, None, chrono::Local::now()).map_err(|source| {
+                    EngineError::Dist {
+                        path: r.journal_path().display().to_string(),
+                        source,
+                    }
                 })?;
                 journal::recover(&r)?;
                 Ok(r.load_mirror_index()?.0)
@@ -296,28 +338,11 @@ pub async fn run(
         return Ok(summary);
     }
 
-    let increment = if plan.needs_increment() {
+    let (increment, journal) = {
         let r = repo.clone();
-        let existing = blocking(move || r.increment_names())
-            .await?
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        Some(IncrementName::for_time(chrono::Local::now(), &existing))
-    } else {
-        None
+        let needs = plan.needs_increment();
+        blocking(move || begin_changes(&r, needs, started)).await??
     };
-    let journal = Journal::open(&repo, increment.as_ref()).map_err(|source| {
-        if pfs::is_disk_full(&source) {
-            EngineError::Commit(CommitError::Write {
-                path: repo.journal_path().display().to_string(),
-                source,
-            })
-        } else {
-            EngineError::Dist {
-                path: repo.journal_path().display().to_string(),
-                source,
-            }
-        }
-    })?;
 
     // apply
     // Few copies: flush each as it is staged. Many: one syncfs at commit is far cheaper than
@@ -361,7 +386,7 @@ pub async fn run(
     let mut index = Arc::try_unwrap(index).unwrap_or_else(|a| (*a).clone());
     let r = repo.clone();
     let committed = match blocking(move || {
-        let meta = commit::fold(&mut index, applied, increment.as_ref());
+        let meta = commit::fold(&mut index, applied, increment.as_ref(), started);
         commit::commit(
             &r,
             increment.as_ref(),
@@ -386,7 +411,7 @@ pub async fn run(
         }
     };
     tracing::info!(ms = t.elapsed().as_millis() as u64, "committed");
-    summary.increment = committed.increment.map(|n| n.as_str().to_owned());
+    summary.increment = committed.increment;
     summary.new = committed.new;
     summary.changed = committed.changed;
     summary.deleted = committed.deleted;

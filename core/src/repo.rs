@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
+use backup_platform::fs::FileLock;
 
 use crate::format::{FormatError, FormatProblem, IncrementMeta, MirrorIndex};
 use crate::relpath::RelPath;
@@ -11,82 +11,18 @@ pub const MIRROR_DIR: &str = "mirror";
 pub const MIRROR_INDEX: &str = "mirror.json";
 pub const TRACK_DIR: &str = "track";
 pub const DELETED_DIR: &str = "deleted";
-pub const INCREMENT_PREFIX: &str = "backup_";
+pub use crate::identity::{IncrementName, INCREMENT_PREFIX};
 /// Files we add at `dist`. Dot-names that do not start with `backup_`, so the original tool,
 /// which looks for `backup_*` folders, ignores them.
 pub const LOCK_FILE: &str = ".backup.lock";
 pub const JOURNAL_FILE: &str = ".backup-journal.json";
 pub const STAGING_DIR: &str = ".backup-staging";
 
-/// A validated increment name: `backup_YYYYMMDD_HHMMSS` with an optional `_NN` suffix that keeps
-/// names unique (and sorted by time) when two runs start in the same second.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct IncrementName(String);
-
-impl IncrementName {
-    pub fn parse(s: &str) -> Option<Self> {
-        let rest = s.strip_prefix(INCREMENT_PREFIX)?;
-        let b = rest.as_bytes();
-        let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-        if b.len() < 15 || !digits(0..8) || b[8] != b'_' || !digits(9..15) {
-            return None;
-        }
-        if b.len() > 15 && (b[15] != b'_' || b.len() == 16 || !digits(16..b.len())) {
-            return None;
-        }
-        NaiveDateTime::parse_from_str(&rest[..15], "%Y%m%d_%H%M%S").ok()?;
-        Some(IncrementName(s.to_owned()))
-    }
-
-    /// The name for a run started at `when`, distinct from (and sorting after) every name in
-    /// `existing`.
-    pub fn for_time(when: DateTime<Local>, existing: &[IncrementName]) -> Self {
-        let base = format!("{INCREMENT_PREFIX}{}", when.format("%Y%m%d_%H%M%S"));
-        let mut name = IncrementName(base.clone());
-        let mut n = 0u32;
-        while existing.iter().any(|e| e >= &name) {
-            n += 1;
-            name = IncrementName(format!("{base}_{n:02}"));
-            if n > 9999 {
-                break;
-            }
-        }
-        // A clock that went backwards: sort after the newest name instead.
-        if let Some(last) = existing.iter().max() {
-            if &name <= last {
-                let mut n = 1u32;
-                loop {
-                    let cand = IncrementName(format!("{}_{n:02}", last.0));
-                    if !existing.contains(&cand) {
-                        return cand;
-                    }
-                    n += 1;
-                }
-            }
-        }
-        name
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The local time the name encodes.
-    pub fn time(&self) -> DateTime<Local> {
-        let naive =
-            NaiveDateTime::parse_from_str(&self.0[INCREMENT_PREFIX.len()..][..15], "%Y%m%d_%H%M%S")
-                .expect("validated at parse");
-        Local
-            .from_local_datetime(&naive)
-            .earliest()
-            .unwrap_or_else(|| Local.from_utc_datetime(&naive))
-    }
-}
-
-impl std::fmt::Display for IncrementName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Proof that this process holds the backup's writer lock: every function that changes a
+/// backup takes one, so none can run beside a `backup` (or another writer).
+#[derive(Debug)]
+pub struct WriteLock {
+    _lock: FileLock,
 }
 
 /// A backup at `dist`.
@@ -107,6 +43,16 @@ pub enum RepoError {
     },
     #[error(transparent)]
     Format(#[from] FormatError),
+    #[error(
+        "another backup is running on {dist} (lock {lock} is held); try again when it has finished"
+    )]
+    Locked { dist: String, lock: String },
+    #[error("cannot take the lock {path}: {source}")]
+    Lock {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Repository {
@@ -187,6 +133,30 @@ impl Repository {
         Ok(names)
     }
 
+    /// Takes the one lock every command that changes this backup holds (`backup`, recovery,
+    /// `recreate`, `delete`, `prune`), without waiting: a second writer is refused.
+    pub fn lock_for_writing(&self) -> Result<WriteLock, RepoError> {
+        let path = self.lock_path();
+        match FileLock::try_acquire(&path) {
+            Ok(Some(l)) => Ok(WriteLock { _lock: l }),
+            Ok(None) => Err(RepoError::Locked {
+                dist: self.root.display().to_string(),
+                lock: path.display().to_string(),
+            }),
+            Err(source) => Err(RepoError::Lock {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Whether a writer (a running `backup`, or a changing `backup-tool` command) holds the lock
+    /// right now. Read-only commands use it to describe a run in progress instead of taking its
+    /// journal and staging files for leftovers of a crash.
+    pub fn writer_running(&self) -> bool {
+        FileLock::is_held(&self.lock_path()).unwrap_or(false)
+    }
+
     pub fn load_mirror_index(&self) -> Result<(MirrorIndex, Vec<FormatProblem>), FormatError> {
         let p = self.mirror_index_path();
         if !p.exists() {
@@ -219,32 +189,5 @@ impl Repository {
         name: &IncrementName,
     ) -> Result<(IncrementMeta, Vec<FormatProblem>), FormatError> {
         IncrementMeta::load(&self.increment_meta_path(name))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_parse_and_stay_unique_and_sorted() {
-        assert!(IncrementName::parse("backup_20240105_100000").is_some());
-        assert!(IncrementName::parse("backup_20240105_100000_01").is_some());
-        assert!(IncrementName::parse("backup_20240105_1000").is_none());
-        assert!(IncrementName::parse("backup_20241305_100000").is_none());
-        assert!(IncrementName::parse("backup_20240105_100000_").is_none());
-        let t = Local.with_ymd_and_hms(2024, 1, 5, 10, 0, 0).unwrap();
-        let a = IncrementName::for_time(t, &[]);
-        let b = IncrementName::for_time(t, std::slice::from_ref(&a));
-        let c = IncrementName::for_time(t, &[a.clone(), b.clone()]);
-        assert!(a < b && b < c, "{a} {b} {c}");
-        let later = IncrementName::for_time(
-            t + chrono::Duration::seconds(1),
-            &[a.clone(), b.clone(), c.clone()],
-        );
-        assert!(later > c);
-        let earlier =
-            IncrementName::for_time(t - chrono::Duration::hours(1), std::slice::from_ref(&a));
-        assert!(earlier > a);
     }
 }

@@ -28,11 +28,16 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 /// A version is identified by a number, stored as its size, mtime and hash.
+fn n(s: &str) -> IncrementName {
+    IncrementName::parse(s).unwrap()
+}
+
 fn hash(id: u64) -> ContentHash {
     ContentHash::of(&id.to_le_bytes())
 }
 
 fn entry(id: u64, category: Category, op: Op, version_of: Option<String>) -> CatalogEntry {
+    let version_of = version_of.map(|s| n(&s));
     CatalogEntry {
         size: id,
         mtime: MTime::from_ns(id as i64),
@@ -128,10 +133,7 @@ fn play(steps: &[Step]) -> Run {
                     });
                 }
                 if !meta.file_catalog.is_empty() {
-                    run.increments.push(IncrementInfo {
-                        name: IncrementName::parse(&name).unwrap(),
-                        meta,
-                    });
+                    run.increments.push(IncrementInfo::new(n(&name), meta));
                     run.states.push((name, source.clone()));
                 }
             }
@@ -147,7 +149,7 @@ fn play(steps: &[Step]) -> Run {
                 kind: FileKind::File,
                 mode: Some(0o644),
                 hash: Some(hash(*id)),
-                version_of: Some(start.clone()),
+                version_of: Some(n(start)),
             },
         );
     }
@@ -156,7 +158,7 @@ fn play(steps: &[Step]) -> Run {
 }
 
 fn view(h: &History, at: &str) -> BTreeMap<String, u64> {
-    h.snapshot(at)
+    h.snapshot(&n(at))
         .into_iter()
         .map(|(p, v)| (p.to_string(), v.size))
         .collect()
@@ -172,7 +174,7 @@ proptest! {
         for (name, state) in &run.states {
             prop_assert_eq!(&view(&h, name), state, "view at {}", name);
             for (p, id) in state {
-                let v = h.version_at(&RelPath::parse(p).unwrap(), name).unwrap();
+                let v = h.version_at(&RelPath::parse(p).unwrap(), &n(name)).unwrap();
                 prop_assert_eq!(v.hash, Some(hash(*id)));
             }
         }
@@ -253,12 +255,12 @@ proptest! {
                 }
             }
             // Every version shown is read from a holder that still exists.
-            for v in h.snapshot(name).values() {
+            for v in h.snapshot(&n(name)).values() {
                 match &v.holder {
                     Holder::Mirror => prop_assert!(run.mirror_holds.get(&v.path.to_string()).is_some_and(|(m, _)| *m == v.size)),
                     Holder::Increment { name: n, category } => {
                         prop_assert!(recorded(n.as_str(), &v.path.to_string()));
-                        let inc = h.increment(n.as_str()).unwrap();
+                        let inc = h.increment(n).unwrap();
                         let e = &inc.meta.file_catalog[&v.path];
                         prop_assert_eq!(e.category, *category);
                         prop_assert_eq!(e.size, v.size);

@@ -58,7 +58,7 @@ fn temp_files_of_killed_atomic_writes_are_removed_by_the_next_run() {
 
     // Killed while writing the increment metadata (journal still there) ...
     let pid = dead_pid();
-    let inc = dist.join(&name);
+    let inc = dist.join(name.as_str());
     std::fs::rename(
         inc.join(format!("{name}.json")),
         inc.join(format!(".{name}.json.tmp-{pid}")),

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::SystemTime;
 
 use backup_core::format::FormatProblem;
+use backup_core::identity::IncrementTime;
 use backup_core::repo::RepoError;
 use backup_core::{History, IncrementName, RelPath, Repository, Version};
 use backup_platform::rofs::{
@@ -253,6 +254,16 @@ impl State {
                 t
             }
         }
+    }
+
+    /// An increment's time: recorded in its metadata once that is parsed; until then (the root
+    /// and `snapshots/` answer before any parsing) the name's.
+    fn time_of(&self, name: &IncrementName) -> IncrementTime {
+        self.history
+            .get()
+            .and_then(|h| h.increment(name))
+            .map(|i| i.time)
+            .unwrap_or_else(|| IncrementTime::of(None, name))
     }
 
     fn version(&self, path: &RelPath, index: usize) -> Option<Version> {
@@ -546,7 +557,7 @@ impl BackupFs {
                 if state.snap_index().is_dir(Some(r), idx) {
                     return Ok(Node::VirtualDir);
                 }
-                match state.history().version_at(r, name.as_str()) {
+                match state.history().version_at(r, name) {
                     Some(v) => Ok(Node::Version(v.clone())),
                     None => Err(FsError::NotFound),
                 }
@@ -574,14 +585,12 @@ impl BackupFs {
 
     fn dir_mtime(&self, loc: &Loc) -> SystemTime {
         let state = self.state();
-        let newest = state.names.last().map(|n| SystemTime::from(n.time()));
-        match loc {
-            Loc::Snapshot(k, _) => state
-                .resolve_key(k)
-                .map(|(_, n)| SystemTime::from(n.time()))
-                .unwrap_or(SystemTime::UNIX_EPOCH),
-            _ => newest.unwrap_or(SystemTime::UNIX_EPOCH),
-        }
+        let name = match loc {
+            Loc::Snapshot(k, _) => state.resolve_key(k).map(|(_, n)| n),
+            _ => state.names.last(),
+        };
+        name.map(|n| SystemTime::from(state.time_of(n).at))
+            .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
     fn attr(&self, ino: Ino, loc: &Loc, node: &Node) -> NodeAttr {
@@ -723,7 +732,7 @@ impl BackupFs {
                     let kind = if kinds.dir && index.is_dir(Some(&child), idx) {
                         NodeKind::Dir
                     } else if kinds.file {
-                        match state.history().version_at(&child, name.as_str()) {
+                        match state.history().version_at(&child, name) {
                             Some(v) if v.kind == backup_core::FileKind::Symlink => {
                                 NodeKind::Symlink
                             }

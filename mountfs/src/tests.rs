@@ -433,7 +433,7 @@ fn directories_that_empty_and_return_follow_the_fold() {
         );
         assert_eq!(&seen, model, "snapshot {name}");
         let folded: Vec<String> = history
-            .snapshot(name)
+            .snapshot(&backup_core::IncrementName::parse(name).unwrap())
             .keys()
             .map(|p| p.to_string())
             .collect();

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use backup_core::identity::IncrementTime;
 use backup_core::{History, IncrementName, RelPath, Version};
 
 /// The children of each directory of a tree, keyed by the directory's path bytes (`""` for
@@ -54,11 +55,17 @@ impl Spans {
 
     /// When a path exists, from its events: an event at time `t` holds for every increment
     /// whose name sorts at or after `t`, until the next event.
-    fn of(timeline: &[(&str, Option<&Version>)], names: &[IncrementName]) -> Spans {
+    fn of(
+        timeline: &[(Option<&IncrementName>, Option<&Version>)],
+        names: &[IncrementName],
+    ) -> Spans {
         let n = names.len() as u32;
         let mut steps: Vec<(u32, bool)> = Vec::with_capacity(timeline.len());
         for (t, v) in timeline {
-            let e = names.partition_point(|x| x.as_str() < *t) as u32;
+            let e = match t {
+                Some(t) => names.partition_point(|x| x < *t) as u32,
+                None => 0,
+            };
             match steps.last_mut() {
                 Some(last) if last.0 == e => last.1 = v.is_some(),
                 _ => steps.push((e, v.is_some())),
@@ -194,15 +201,17 @@ impl HistTree {
                 .insert(path.file_name().to_vec(), HistChild::Dir);
             let own = dirs.entry(path.as_bytes().to_vec()).or_default();
             for (index, v) in versions.iter().enumerate() {
-                let mut name = version_file_name(&v.start, path.file_name());
-                // Two versions stored at the same time (metadata quirks): keep both.
-                let mut n = 1;
+                let time = v.start.as_ref().map(|s| match history.increment(s) {
+                    Some(i) => i.time,
+                    None => IncrementTime::of(None, s),
+                });
+                let mut name = version_file_name(time.as_ref(), 0, path.file_name());
+                // Two versions stored in the same second (or with the same recorded time after a
+                // clock step): keep both, the later one with a `~NN` counter.
+                let mut n = 0;
                 while own.contains_key(&name) {
                     n += 1;
-                    let mut stamp = version_file_name(&v.start, b"");
-                    stamp.pop();
-                    name = format!("{}~v{n}_", String::from_utf8_lossy(&stamp)).into_bytes();
-                    name.extend_from_slice(path.file_name());
+                    name = version_file_name(time.as_ref(), n, path.file_name());
                 }
                 own.insert(
                     name,
@@ -217,32 +226,19 @@ impl HistTree {
     }
 }
 
-/// `backup_20240105_100000` + `report.txt` → `2024-01-05_100000_report.txt`; a same-second
-/// suffix becomes `~01` (`2024-01-05_100000~01_report.txt`) so it sorts after the unsuffixed
-/// name. A version whose storing increment is
-/// unknown gets `0000-00-00_000000`, which sorts first, as the version is older than all.
-pub(crate) fn version_file_name(start: &str, file_name: &[u8]) -> Vec<u8> {
-    // `start` can come from untrusted metadata (`version_of`): only a valid increment name is
-    // turned into a time; anything else is "unknown", never part of a file name.
-    let mut out = match IncrementName::parse(start) {
-        Some(n) => {
-            let (stamp, suffix) = n.as_str()["backup_".len()..].split_at(15);
-            let mut s = String::with_capacity(32);
-            s.push_str(&stamp[0..4]);
-            s.push('-');
-            s.push_str(&stamp[4..6]);
-            s.push('-');
-            s.push_str(&stamp[6..8]);
-            s.push_str(&stamp[8..]);
-            // `_01` → `~01`: `~` sorts after the `_` that follows an unsuffixed stamp.
-            if let Some(n) = suffix.strip_prefix('_') {
-                s.push('~');
-                s.push_str(n);
-            }
-            s.into_bytes()
-        }
+/// The time of the increment that stored a version (in this machine's time zone) + the file
+/// name: `2024-01-05_100000_report.txt`; the `n`th other version of the same second gets
+/// `~NN` (`2024-01-05_100000~01_report.txt`), which sorts after the plain name. A version whose
+/// storing increment is unknown gets `0000-00-00_000000`, which sorts first, as the version is
+/// older than all.
+pub(crate) fn version_file_name(time: Option<&IncrementTime>, n: u32, file_name: &[u8]) -> Vec<u8> {
+    let mut out = match time {
+        Some(t) => t.local().format("%Y-%m-%d_%H%M%S").to_string().into_bytes(),
         None => b"0000-00-00_000000".to_vec(),
     };
+    if n > 0 {
+        out.extend_from_slice(format!("~{n:02}").as_bytes());
+    }
     out.push(b'_');
     out.extend_from_slice(file_name);
     out
@@ -265,7 +261,7 @@ mod tests {
         .collect();
         let v = Version {
             path: RelPath::parse("x").unwrap(),
-            start: String::new(),
+            start: None,
             holder: backup_core::Holder::Mirror,
             size: 0,
             mtime: backup_core::MTime::from_ns(0),
@@ -274,9 +270,9 @@ mod tests {
             hash: None,
         };
         let tl = vec![
-            ("", Some(&v)),
-            ("backup_20240102_000000", None),
-            ("backup_20240103_000000", Some(&v)),
+            (None, Some(&v)),
+            (Some(&names[1]), None),
+            (Some(&names[2]), Some(&v)),
         ];
         let s = Spans::of(&tl, &names);
         assert_eq!(s, Spans(vec![(0, 1), (2, 4)]));
@@ -290,16 +286,23 @@ mod tests {
 
     #[test]
     fn version_names_sort_by_time() {
-        let a = version_file_name("backup_20240105_100000", b"r.txt");
-        let b = version_file_name("backup_20240105_100000_01", b"r.txt");
-        let c = version_file_name("backup_20240106_000000", b"r.txt");
-        let z = version_file_name("", b"r.txt");
-        assert_eq!(
-            version_file_name("backup_é/../x_2024", b"r.txt"),
-            b"0000-00-00_000000_r.txt"
-        );
+        let n = |s: &str| IncrementName::parse(s).unwrap();
+        let t = |s: &str| IncrementTime::of(None, &n(s));
+        let a = version_file_name(Some(&t("backup_20240105_100000")), 0, b"r.txt");
+        let b = version_file_name(Some(&t("backup_20240105_100000_01")), 1, b"r.txt");
+        let c = version_file_name(Some(&t("backup_20240106_000000")), 0, b"r.txt");
+        let z = version_file_name(None, 0, b"r.txt");
         assert_eq!(a, b"2024-01-05_100000_r.txt");
         assert_eq!(b, b"2024-01-05_100000~01_r.txt");
         assert!(z < a && a < b && b < c);
+        let recorded = IncrementTime::of(
+            Some("2024-01-05T10:00:00+00:00"),
+            &n("backup_20240105_100000"),
+        );
+        let local = recorded.local().format("%Y-%m-%d_%H%M%S").to_string();
+        assert_eq!(
+            version_file_name(Some(&recorded), 0, b"r"),
+            format!("{local}_r").into_bytes()
+        );
     }
 }

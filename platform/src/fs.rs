@@ -352,6 +352,37 @@ impl FileLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Whether another process holds the lock now, without taking it for longer than the
+    /// question takes and without creating the file (read-only commands must not write).
+    pub fn is_held(path: &Path) -> io::Result<bool> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // A shared lock conflicts only with the writer's exclusive one.
+            // SAFETY: the descriptor is valid for the lifetime of `file`.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+            if rc != 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                    return Ok(true);
+                }
+                return Err(e);
+            }
+            // Dropping `file` releases the shared lock.
+            Ok(false)
+        }
+        #[cfg(not(unix))]
+        {
+            drop(file);
+            Ok(false)
+        }
+    }
 }
 
 #[cfg(test)]

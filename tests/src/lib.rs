@@ -150,6 +150,28 @@ impl TestEnv {
             .expect("run backup")
     }
 
+    /// Runs `backup --config <config> ARGS` with extra environment variables (a time zone, a
+    /// faked clock: see [`clock_at`]).
+    pub fn backup_env(&self, env: &[(String, String)], args: &[&str]) -> Output {
+        Command::new(bin("backup"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run backup")
+    }
+
+    /// Runs `backup-tool DIST ARGS` with extra environment variables.
+    pub fn tool_env(&self, env: &[(String, String)], args: &[&str]) -> Output {
+        Command::new(bin("backup-tool"))
+            .arg(&self.dist)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run backup-tool")
+    }
+
     /// Runs `backup` and asserts exit status 0; returns stdout.
     pub fn backup_ok(&self, args: &[&str]) -> String {
         let out = self.backup(args);
@@ -352,3 +374,25 @@ pub mod mount;
 pub mod mount_fixture;
 
 pub mod toolenv;
+
+/// The environment that makes a process see the wall clock at `at` (`"2024-01-05 10:00:00"`,
+/// read in `tz`) and the time zone `tz`, through libfaketime (Debian package `faketime`): the
+/// real binaries see a clock stepped back or forward exactly as after an NTP step or a DST
+/// change. File times (`stat`) stay real.
+pub fn clock_at(at: &str, tz: &str) -> Vec<(String, String)> {
+    let lib = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("libfaketime (Debian package faketime) is needed for clock tests");
+    vec![
+        ("LD_PRELOAD".into(), lib.into()),
+        // `@`: start the faked clock there and let it run.
+        ("FAKETIME".into(), format!("@{at}")),
+        ("NO_FAKE_STAT".into(), "1".into()),
+        ("DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ("TZ".into(), tz.into()),
+    ]
+}

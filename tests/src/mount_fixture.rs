@@ -65,7 +65,9 @@ impl FixtureBackup {
         let iname = IncrementName::parse(name).expect("increment name");
         let inc_dir = self.dist.join(name);
         fs::create_dir_all(&inc_dir).expect("increment dir");
-        let mut meta = IncrementMeta::new(name, "2024-01-01T00:00:00+00:00".into());
+        // Recorded as a real run records it: the local time its name encodes, with the offset.
+        let time = backup_core::identity::IncrementTime::of(None, &iname);
+        let mut meta = IncrementMeta::new(name, time.at.to_rfc3339());
         for ch in changes {
             match *ch {
                 Change::Write(p, data) => self.write(&iname, &mut meta, p, data, 0o644),
@@ -89,7 +91,7 @@ impl FixtureBackup {
                             kind: FileKind::File,
                             mode: Some(file.mode),
                             hash: Some(ContentHash::of(&file.content)),
-                            version_of: Some(start),
+                            version_of: backup_core::IncrementName::parse(&start),
                         },
                     );
                     meta.summary.deleted += 1;
@@ -164,7 +166,7 @@ impl FixtureBackup {
                 kind: FileKind::File,
                 mode: Some(mode),
                 hash: Some(ContentHash::of(data)),
-                version_of: Some(name.to_string()),
+                version_of: Some(name.clone()),
             },
         );
         self.stored

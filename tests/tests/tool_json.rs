@@ -40,12 +40,12 @@ fn json_shapes_are_stable() {
         (
             vec!["list", "--detailed"],
             0,
-            "{increments:[{bytes:int,changed:int,deleted:int,exclusive_bytes:int,files:int,name:str,new:int,time:str,timestamp:str}],mirror:{bytes:int,files:int,tracked:int,updated:str},without_metadata:[]}",
+            "{increments:[{bytes:int,changed:int,deleted:int,exclusive_bytes:int,files:int,name:str,new:int,time:str,time_source:str,timestamp:str}],mirror:{bytes:int,files:int,tracked:int,updated:str},without_metadata:[]}",
         ),
         (
             vec!["show", &s.incs[2]],
             0,
-            "{files:[{category:str,hash:str,kind:str,mode:int,mtime_ns:int,op:str,path:str,size:int}],increment:{bytes:int,changed:int,deleted:int,exclusive_bytes:int,files:int,name:str,new:int,time:str,timestamp:str}}",
+            "{files:[{category:str,hash:str,kind:str,mode:int,mtime_ns:int,op:str,path:str,size:int}],increment:{bytes:int,changed:int,deleted:int,exclusive_bytes:int,files:int,name:str,new:int,time:str,time_source:str,timestamp:str}}",
         ),
         (
             vec!["search", "--mask", "*.py"],

@@ -86,7 +86,7 @@ fn restores_each_point_in_time_with_mtimes_and_modes() {
             .is_symlink());
     }
     // A time resolves to the newest increment at or before it.
-    let t = backup_core::IncrementName::parse(&i2).unwrap().time();
+    let t = backup_core::IncrementName::parse(&i2).unwrap().stamp();
     let to = env.tmp.path().join("r-time");
     let when = t.format("%Y-%m-%d %H:%M:%S").to_string();
     env.tool_ok(&["restore", "--at", &when, "--to", to.to_str().unwrap()], 0);

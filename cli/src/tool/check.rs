@@ -59,6 +59,17 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
         o.json(&report)?;
         return Ok(code);
     }
+    if let Some(r) = &report.running {
+        writeln!(
+            o.w,
+            "{} a backup is running on this backup{}: its work in progress and the mirror were not judged; run `check` again when it has finished",
+            o.paint("33", "note:"),
+            r.increment
+                .as_ref()
+                .map(|n| format!(" (writing {n})"))
+                .unwrap_or_default()
+        )?;
+    }
     let mut last = None;
     for p in &report.problems {
         if last != Some(&p.location) {

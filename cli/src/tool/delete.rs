@@ -9,7 +9,7 @@ use super::out::{self, Out};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The increment.
-    pub name: String,
+    pub name: backup_core::IncrementName,
     /// Files to remove (same masks as `search`). At least one.
     #[arg(long = "mask", short = 'm', value_name = "GLOB", required = true)]
     pub masks: Vec<String>,
@@ -23,8 +23,10 @@ pub struct Args {
 
 pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     let masks = Masks::new(&args.masks)?;
+    // Taken before loading, so what is loaded cannot change under the command.
+    let lock = super::lock_unless(repo, args.dry_run)?;
     let backup = super::load(repo)?;
-    let report = delete::delete(&backup, &args.name, &masks, args.dry_run)?;
+    let report = delete::delete(&backup, &args.name, &masks, lock.as_ref())?;
     let mut o = Out::new();
     if args.json {
         o.json(&report)?;

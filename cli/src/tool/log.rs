@@ -20,7 +20,7 @@ pub struct Args {
 #[derive(Serialize)]
 struct EventJson {
     /// The increment that recorded it (empty when unknown).
-    increment: String,
+    increment: Option<backup_core::IncrementName>,
     /// `stored` (a version) or `deleted`.
     event: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,7 +57,7 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
         .into_iter()
         .map(|(t, v)| match v {
             Some(v) => EventJson {
-                increment: t.to_owned(),
+                increment: t.cloned(),
                 event: "stored",
                 size: Some(v.size),
                 mtime_ns: Some(v.mtime.ns),
@@ -70,7 +70,7 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
                 }),
             },
             None => EventJson {
-                increment: t.to_owned(),
+                increment: t.cloned(),
                 event: "deleted",
                 size: None,
                 mtime_ns: None,
@@ -99,10 +99,9 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     }
     writeln!(o.w, "{}", o.paint("1", &out::rel(&path)))?;
     for e in &events {
-        let when = if e.increment.is_empty() {
-            "(unknown increment)"
-        } else {
-            &e.increment
+        let when = match &e.increment {
+            Some(n) => n.as_str(),
+            None => "(unknown increment)",
         };
         match e.event {
             "stored" => writeln!(

@@ -37,8 +37,9 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
         keep_weekly: args.keep_weekly,
         keep_monthly: args.keep_monthly,
     };
+    let lock = super::lock_unless(repo, args.dry_run)?;
     let backup = super::load(repo)?;
-    let report = prune::prune(&backup, &policy, args.dry_run)?;
+    let report = prune::prune(&backup, &policy, lock.as_ref())?;
     let mut o = Out::new();
     if args.json {
         o.json(&report)?;

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use backup_core::explore::recreate;
+use backup_core::explore::recreate::{self, RebuildStatus};
 
 use super::out::Out;
 
@@ -10,7 +10,7 @@ use super::out::Out;
 pub struct Args {
     /// Only this increment.
     #[arg(long, value_name = "NAME")]
-    pub backup: Option<String>,
+    pub backup: Option<backup_core::IncrementName>,
     /// Rebuild even metadata that reads fine.
     #[arg(long)]
     pub force: bool,
@@ -20,17 +20,21 @@ pub struct Args {
 }
 
 pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
+    let lock = repo.lock_for_writing()?;
     let backup = super::load(repo)?;
-    let results = recreate::recreate(&backup, args.backup.as_deref(), args.force)?;
-    let failed = results.iter().filter(|r| r.status == "failed").count();
+    let results = recreate::recreate(&backup, args.backup.as_ref(), args.force, &lock)?;
+    let failed = results
+        .iter()
+        .filter(|r| r.status == RebuildStatus::Failed)
+        .count();
     let mut o = Out::new();
     if args.json {
         o.json(&results)?;
     } else {
         for r in &results {
             match r.status {
-                "rebuilt" => writeln!(o.w, "rebuilt {} ({} files)", r.name, r.files)?,
-                "kept" => writeln!(
+                RebuildStatus::Rebuilt => writeln!(o.w, "rebuilt {} ({} files)", r.name, r.files)?,
+                RebuildStatus::Kept => writeln!(
                     o.w,
                     "kept {} (metadata reads fine; --force rebuilds it)",
                     r.name

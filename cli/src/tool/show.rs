@@ -10,7 +10,7 @@ use super::out::{self, Out};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The increment (`backup_YYYYMMDD_HHMMSS`).
-    pub name: String,
+    pub name: backup_core::IncrementName,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -62,7 +62,7 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
         })?;
         return Ok(0);
     }
-    writeln!(o.w, "{}", o.paint("1", &row.name))?;
+    writeln!(o.w, "{}", o.paint("1", row.name.as_str()))?;
     writeln!(o.w, "  time:      {}", row.time)?;
     if !row.timestamp.is_empty() {
         writeln!(o.w, "  recorded:  {}", row.timestamp)?;

@@ -9,14 +9,17 @@ use serde::Serialize;
 use super::{Backup, ExploreError};
 use crate::format::{Category, Op};
 use crate::history::IncrementInfo;
+use crate::identity::TimeSource;
 use crate::repo::{IncrementName, Repository};
 
 /// One row of `list`.
 #[derive(Clone, Debug, Serialize)]
 pub struct IncrementRow {
-    pub name: String,
-    /// RFC 3339 local time encoded by the name.
+    pub name: IncrementName,
+    /// The increment's time (RFC 3339 with the UTC offset it was recorded in).
     pub time: String,
+    /// Where that time came from: the metadata's `timestamp`, or the name as a fallback.
+    pub time_source: TimeSource,
     /// The `timestamp` its metadata records (free-form for original-tool metadata).
     pub timestamp: String,
     pub files: u64,
@@ -60,8 +63,9 @@ pub fn row(repo: &Repository, inc: &IncrementInfo, exclusive: bool) -> Increment
         bytes = u64::saturating_add(bytes, e.size);
     }
     IncrementRow {
-        name: inc.name.to_string(),
-        time: inc.name.time().to_rfc3339(),
+        name: inc.name.clone(),
+        time: inc.time.at.to_rfc3339(),
+        time_source: inc.time.source,
         timestamp: inc.meta.timestamp.clone(),
         files: inc.meta.file_catalog.len() as u64,
         new,
@@ -152,7 +156,7 @@ fn walk_files(root: &Path, f: &mut dyn FnMut(&std::fs::Metadata)) {
 /// `show NAME`: one increment's row and its catalog.
 pub fn show<'a>(
     backup: &'a Backup,
-    name: &str,
+    name: &IncrementName,
 ) -> Result<(IncrementRow, &'a IncrementInfo), ExploreError> {
     let inc = backup.increment(name)?;
     Ok((row(&backup.repo, inc, true), inc))

@@ -60,8 +60,20 @@ pub struct Problem {
     pub kind: ProblemKind,
 }
 
+/// A writer (a `backup` run, or `recreate`/`delete`/`prune`) holding the lock while `check`
+/// ran: its journal, staging files and the increment it is writing are work in progress, not
+/// damage, and the mirror may be half updated, so those are not judged.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Running {
+    /// The increment that run is writing, if its journal names one.
+    pub increment: Option<crate::repo::IncrementName>,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CheckReport {
+    /// Set when a writer held the lock: see [`Running`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<Running>,
     pub increments: u64,
     pub files_checked: u64,
     /// Files whose content was re-hashed (with `verify`).
@@ -81,6 +93,12 @@ struct Expected {
 pub fn check(backup: &Backup, verify: bool) -> CheckReport {
     let mut report = CheckReport::default();
     let repo = &backup.repo;
+    if repo.writer_running() {
+        report.running = Some(Running {
+            increment: crate::journal::read(repo).and_then(|j| j.increment),
+        });
+    }
+    let in_progress = report.running.as_ref().and_then(|r| r.increment.clone());
     let mut hashes: HashMap<(u64, u64), Result<ContentHash, String>> = HashMap::new();
 
     let meta_files: HashMap<String, &crate::repo::IncrementName> = backup
@@ -89,6 +107,9 @@ pub fn check(backup: &Backup, verify: bool) -> CheckReport {
         .map(|n| (repo.increment_meta_path(n).display().to_string(), n))
         .collect();
     for name in &backup.without_metadata {
+        if in_progress.as_ref() == Some(name) {
+            continue;
+        }
         let path = repo.increment_meta_path(name).display().to_string();
         let reason = backup
             .problems
@@ -114,8 +135,9 @@ pub fn check(backup: &Backup, verify: bool) -> CheckReport {
             },
         });
     }
+    let running = report.running.is_some();
     for leftover in [STAGING_DIR, JOURNAL_FILE] {
-        if std::fs::symlink_metadata(repo.root().join(leftover)).is_ok() {
+        if !running && std::fs::symlink_metadata(repo.root().join(leftover)).is_ok() {
             report.problems.push(Problem {
                 location: "dist".into(),
                 path: Some(leftover.into()),
@@ -127,7 +149,7 @@ pub fn check(backup: &Backup, verify: bool) -> CheckReport {
     if let Ok(rd) = std::fs::read_dir(repo.root()) {
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with(".backup-prune-") || n.contains(".tmp-") {
+            if !running && (n.starts_with(".backup-prune-") || n.contains(".tmp-")) {
                 report.problems.push(Problem {
                     location: "dist".into(),
                     path: Some(n),
@@ -153,7 +175,8 @@ pub fn check(backup: &Backup, verify: bool) -> CheckReport {
             )
         })
         .collect();
-    if repo.mirror_dir().exists() || !mirror.is_empty() {
+    // A running backup renames versions into the mirror before it records them.
+    if !running && (repo.mirror_dir().exists() || !mirror.is_empty()) {
         compare_tree(
             &repo.mirror_dir(),
             "mirror",

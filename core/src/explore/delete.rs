@@ -8,6 +8,7 @@ use super::mask::Masks;
 use super::{Backup, ExploreError};
 use crate::format::Op;
 use crate::relpath::RelPath;
+use crate::repo::{IncrementName, WriteLock};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Removed {
@@ -18,7 +19,7 @@ pub struct Removed {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct DeleteReport {
-    pub increment: String,
+    pub increment: IncrementName,
     pub dry_run: bool,
     pub removed: Vec<Removed>,
     pub failed: Vec<(String, String)>,
@@ -26,10 +27,12 @@ pub struct DeleteReport {
 
 pub fn delete(
     backup: &Backup,
-    name: &str,
+    name: &IncrementName,
     masks: &Masks,
-    dry_run: bool,
+    // `None`: a dry run, which changes nothing and needs no lock.
+    write: Option<&WriteLock>,
 ) -> Result<DeleteReport, ExploreError> {
+    let dry_run = write.is_none();
     if masks.is_empty() {
         return Err(ExploreError::Refused(
             "name at least one --mask of files to delete".into(),
@@ -50,7 +53,7 @@ pub fn delete(
         })
         .collect();
     let mut report = DeleteReport {
-        increment: name.to_owned(),
+        increment: name.clone(),
         dry_run,
         removed,
         failed: Vec::new(),

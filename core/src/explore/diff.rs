@@ -38,7 +38,7 @@ fn state(backup: &Backup, p: &Point, tracked_only: bool) -> BTreeMap<RelPath, St
             .collect(),
         Point::Increment(n) => backup
             .history()
-            .snapshot(n.as_str())
+            .snapshot(n)
             .into_iter()
             .map(|(p, v)| {
                 (

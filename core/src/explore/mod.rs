@@ -93,7 +93,7 @@ impl Backup {
             match result {
                 Ok((meta, p)) => {
                     problems.extend(p);
-                    increments.push(IncrementInfo { name, meta });
+                    increments.push(IncrementInfo::new(name, meta));
                 }
                 Err(e) => {
                     problems.push(FormatProblem {
@@ -130,6 +130,7 @@ impl Backup {
             .iter()
             .map(|i| IncrementInfo {
                 name: i.name.clone(),
+                time: i.time,
                 meta: crate::format::IncrementMeta {
                     backup_name: i.meta.backup_name.clone(),
                     timestamp: i.meta.timestamp.clone(),
@@ -159,11 +160,11 @@ impl Backup {
         History::build(increments, &mirror)
     }
 
-    pub fn increment(&self, name: &str) -> Result<&IncrementInfo, ExploreError> {
+    pub fn increment(&self, name: &IncrementName) -> Result<&IncrementInfo, ExploreError> {
         self.increments
-            .binary_search_by(|i| i.name.as_str().cmp(name))
+            .binary_search_by(|i| i.name.cmp(name))
             .map(|k| &self.increments[k])
-            .map_err(|_| ExploreError::NoSuchIncrement(name.to_owned()))
+            .map_err(|_| ExploreError::NoSuchIncrement(name.to_string()))
     }
 }
 

@@ -40,6 +40,9 @@ pub struct TimeSpec {
     pub end: DateTime<Local>,
 }
 
+/// A user-typed time covers what it names at the precision typed: a date its whole day, a
+/// minute its 60 seconds, a second that second (the increment recorded at 10:00:00.4 is "at
+/// 10:00:00"); an RFC 3339 time with a fraction is an instant.
 pub fn parse_time(s: &str) -> Result<TimeSpec, ExploreError> {
     let s = s.trim();
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
@@ -56,17 +59,25 @@ pub fn parse_time(s: &str) -> Result<TimeSpec, ExploreError> {
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         let t = t.with_timezone(&Local);
-        return Ok(TimeSpec { start: t, end: t });
+        let end = if t.timestamp_subsec_nanos() == 0 {
+            t + chrono::Duration::seconds(1)
+        } else {
+            t
+        };
+        return Ok(TimeSpec { start: t, end });
     }
-    for fmt in [
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M",
+    for (fmt, span) in [
+        ("%Y-%m-%dT%H:%M:%S", 1),
+        ("%Y-%m-%d %H:%M:%S", 1),
+        ("%Y-%m-%dT%H:%M", 60),
+        ("%Y-%m-%d %H:%M", 60),
     ] {
         if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
             let t = local(n);
-            return Ok(TimeSpec { start: t, end: t });
+            return Ok(TimeSpec {
+                start: t,
+                end: t + chrono::Duration::seconds(span),
+            });
         }
     }
     Err(ExploreError::bad(
@@ -89,22 +100,27 @@ pub fn resolve(s: &str, increments: &[IncrementInfo]) -> Result<Point, ExploreEr
             .map(|i| Point::Increment(i.name.clone()))
             .ok_or_else(|| ExploreError::Refused("the backup has no increments".into()));
     }
-    if IncrementName::parse(s).is_some() {
+    if let Some(name) = IncrementName::parse(s) {
         return incs
             .iter()
-            .find(|i| i.name.as_str() == s)
+            .find(|i| i.name == name)
             .map(|i| Point::Increment(i.name.clone()))
             .ok_or_else(|| ExploreError::NoSuchIncrement(s.to_owned()));
     }
     let t = parse_time(s)?;
-    let at = if t.start == t.end {
-        |n: &IncrementName, t: &TimeSpec| n.time() <= t.start
-    } else {
-        |n: &IncrementName, t: &TimeSpec| n.time() < t.end
+    // By recorded time, newest in increment order first: after a clock step two increments'
+    // times are out of order, and the later one (which holds the other's events too) wins.
+    let at = |i: &IncrementInfo| {
+        let when = i.time.at;
+        if t.start == t.end {
+            when <= t.start
+        } else {
+            when < t.end
+        }
     };
     incs.iter()
         .rev()
-        .find(|i| at(&i.name, &t))
+        .find(|i| at(i))
         .map(|i| Point::Increment(i.name.clone()))
         .ok_or_else(|| ExploreError::Refused(format!("no increment at or before {s}")))
 }

@@ -7,7 +7,8 @@ use chrono::Datelike;
 use serde::Serialize;
 
 use super::{Backup, ExploreError};
-use crate::repo::{IncrementName, Repository};
+use crate::identity::IncrementTime;
+use crate::repo::{IncrementName, Repository, WriteLock};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -25,49 +26,54 @@ impl Policy {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Decision {
-    pub name: String,
+    pub name: IncrementName,
     pub keep: bool,
     /// Which rules keep it (`last`, `daily`, `weekly`, `monthly`).
     pub reasons: Vec<&'static str>,
 }
 
-/// Decides for every increment folder, oldest first. Folders without metadata are judged by
-/// their name's time like the others.
-pub fn decide(names: &[IncrementName], policy: &Policy) -> Vec<Decision> {
+/// The time prune buckets an increment by: its recorded time, in this machine's calendar.
+fn bucket_time(t: &IncrementTime) -> chrono::DateTime<chrono::Local> {
+    t.local()
+}
+
+/// Decides for every increment folder, oldest first (in increment order). Folders without
+/// metadata are judged by their name's time ([`IncrementTime::of`] falls back to it).
+pub fn decide(names: &[(IncrementName, IncrementTime)], policy: &Policy) -> Vec<Decision> {
     let mut reasons: Vec<Vec<&'static str>> = vec![Vec::new(); names.len()];
     // Newest first.
     let order: Vec<usize> = (0..names.len()).rev().collect();
     for &i in order.iter().take(policy.keep_last) {
         reasons[i].push("last");
     }
-    let mut bucketed = |n: usize, label: &'static str, key: &dyn Fn(&IncrementName) -> i64| {
+    let mut bucketed = |n: usize, label: &'static str, key: &dyn Fn(&IncrementTime) -> i64| {
         let mut seen: HashSet<i64> = HashSet::new();
         for &i in &order {
             if seen.len() >= n {
                 break;
             }
-            if seen.insert(key(&names[i])) {
+            if seen.insert(key(&names[i].1)) {
                 reasons[i].push(label);
             }
         }
     };
     bucketed(policy.keep_daily, "daily", &|n| {
-        let t = n.time();
+        let t = bucket_time(n);
         t.year() as i64 * 1000 + t.ordinal() as i64
     });
     bucketed(policy.keep_weekly, "weekly", &|n| {
-        let w = n.time().iso_week();
+        let w = bucket_time(n).iso_week();
         w.year() as i64 * 100 + w.week() as i64
     });
     bucketed(policy.keep_monthly, "monthly", &|n| {
-        let t = n.time();
+        let t = bucket_time(n);
         t.year() as i64 * 100 + t.month() as i64
     });
     names
         .iter()
         .zip(reasons)
-        .map(|(n, r)| Decision {
-            name: n.to_string(),
+        .map(|((n, _), r)| Decision {
+            name: n.clone(),
             keep: !r.is_empty(),
             reasons: r,
         })
@@ -79,33 +85,50 @@ pub struct PruneReport {
     pub dry_run: bool,
     pub decisions: Vec<Decision>,
     /// Increments removed (or that would be).
-    pub removed: Vec<String>,
-    pub failed: Vec<(String, String)>,
+    pub removed: Vec<IncrementName>,
+    pub failed: Vec<(IncrementName, String)>,
 }
 
-pub fn prune(backup: &Backup, policy: &Policy, dry_run: bool) -> Result<PruneReport, ExploreError> {
+pub fn prune(
+    backup: &Backup,
+    policy: &Policy,
+    // `None`: a dry run, which changes nothing and needs no lock.
+    write: Option<&WriteLock>,
+) -> Result<PruneReport, ExploreError> {
+    let dry_run = write.is_none();
     if policy.is_empty() {
         return Err(ExploreError::Refused(
             "no retention rule given (--keep-last/--keep-daily/--keep-weekly/--keep-monthly); refusing to remove every increment".into(),
         ));
     }
-    let names = backup.repo.increment_names()?;
+    let names: Vec<(IncrementName, IncrementTime)> = backup
+        .repo
+        .increment_names()?
+        .into_iter()
+        .map(|n| {
+            let t = match backup.increment(&n) {
+                Ok(i) => i.time,
+                Err(_) => IncrementTime::of(None, &n),
+            };
+            (n, t)
+        })
+        .collect();
     let decisions = decide(&names, policy);
     let mut removed = Vec::new();
     let mut failed = Vec::new();
-    let doomed: BTreeSet<&str> = decisions
+    let doomed: BTreeSet<&IncrementName> = decisions
         .iter()
         .filter(|d| !d.keep)
-        .map(|d| d.name.as_str())
+        .map(|d| &d.name)
         .collect();
-    for name in names.iter().filter(|n| doomed.contains(n.as_str())) {
+    for (name, _) in names.iter().filter(|(n, _)| doomed.contains(n)) {
         if dry_run {
-            removed.push(name.to_string());
+            removed.push(name.clone());
             continue;
         }
         match remove_increment(&backup.repo, name) {
-            Ok(()) => removed.push(name.to_string()),
-            Err(e) => failed.push((name.to_string(), e.to_string())),
+            Ok(()) => removed.push(name.clone()),
+            Err(e) => failed.push((name.clone(), e.to_string())),
         }
     }
     Ok(PruneReport {
@@ -135,8 +158,14 @@ pub fn remove_increment(repo: &Repository, name: &IncrementName) -> Result<(), E
 mod tests {
     use super::*;
 
-    fn names(v: &[&str]) -> Vec<IncrementName> {
-        v.iter().map(|s| IncrementName::parse(s).unwrap()).collect()
+    fn names(v: &[&str]) -> Vec<(IncrementName, IncrementTime)> {
+        v.iter()
+            .map(|s| {
+                let n = IncrementName::parse(s).unwrap();
+                let t = IncrementTime::of(None, &n);
+                (n, t)
+            })
+            .collect()
     }
 
     #[test]

@@ -8,14 +8,25 @@ use serde::Serialize;
 use super::check::hash_file;
 use super::{Backup, ExploreError};
 use crate::format::{CatalogEntry, Category, ContentHash, FileKind, IncrementMeta, MTime, Op};
+use crate::identity::IncrementTime;
 use crate::relpath::RelPath;
-use crate::repo::IncrementName;
+use crate::repo::{IncrementName, WriteLock};
+
+/// What `recreate` did with one increment's metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RebuildStatus {
+    /// Rebuilt from the files on disk and written.
+    Rebuilt,
+    /// The metadata was readable and `--force` was not given.
+    Kept,
+    Failed,
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Rebuilt {
-    pub name: String,
-    /// `rebuilt`, `kept` (metadata fine and no force) or `failed`.
-    pub status: &'static str,
+    pub name: IncrementName,
+    pub status: RebuildStatus,
     pub files: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -25,33 +36,34 @@ pub struct Rebuilt {
 /// tracked file is `changed` when an earlier increment already knew the path, else `new`.
 pub fn recreate(
     backup: &Backup,
-    only: Option<&str>,
+    only: Option<&IncrementName>,
     force: bool,
+    _lock: &WriteLock,
 ) -> Result<Vec<Rebuilt>, ExploreError> {
     let repo = &backup.repo;
     let names = repo.increment_names()?;
     if let Some(o) = only {
-        if !names.iter().any(|n| n.as_str() == o) {
-            return Err(ExploreError::NoSuchIncrement(o.to_owned()));
+        if !names.contains(o) {
+            return Err(ExploreError::NoSuchIncrement(o.to_string()));
         }
     }
     let broken: HashSet<&IncrementName> = backup.without_metadata.iter().collect();
     let mut known: HashSet<RelPath> = HashSet::new();
     let mut out = Vec::new();
     for name in &names {
-        let selected = only.is_none_or(|o| o == name.as_str());
+        let selected = only.is_none_or(|o| o == name);
         let keep = !force && !broken.contains(name);
         if !selected || keep {
             // Earlier increments still tell which paths existed before.
-            if let Ok(inc) = backup.increment(name.as_str()) {
+            if let Ok(inc) = backup.increment(name) {
                 known.extend(inc.meta.file_catalog.keys().cloned());
             }
             if selected {
                 out.push(Rebuilt {
-                    name: name.to_string(),
-                    status: "kept",
+                    name: name.clone(),
+                    status: RebuildStatus::Kept,
                     files: backup
-                        .increment(name.as_str())
+                        .increment(name)
                         .ok()
                         .map_or(0, |i| i.meta.file_catalog.len() as u64),
                     error: None,
@@ -66,22 +78,22 @@ pub fn recreate(
                 let files = meta.file_catalog.len() as u64;
                 match backup_platform::fs::write_atomic(&path, &meta.to_json()) {
                     Ok(()) => out.push(Rebuilt {
-                        name: name.to_string(),
-                        status: "rebuilt",
+                        name: name.clone(),
+                        status: RebuildStatus::Rebuilt,
                         files,
                         error: None,
                     }),
                     Err(e) => out.push(Rebuilt {
-                        name: name.to_string(),
-                        status: "failed",
+                        name: name.clone(),
+                        status: RebuildStatus::Failed,
                         files,
                         error: Some(format!("write {}: {e}", path.display())),
                     }),
                 }
             }
             Err(e) => out.push(Rebuilt {
-                name: name.to_string(),
-                status: "failed",
+                name: name.clone(),
+                status: RebuildStatus::Failed,
                 files: 0,
                 error: Some(e),
             }),
@@ -96,8 +108,10 @@ fn rebuild_one(
     known: &HashSet<RelPath>,
 ) -> Result<IncrementMeta, String> {
     let repo = &backup.repo;
-    let old = backup.increment(name.as_str()).ok();
-    let mut meta = IncrementMeta::new(name.as_str(), name.time().to_rfc3339());
+    let old = backup.increment(name).ok();
+    // Keep the recorded time; without one, the name's (the best guess there is).
+    let time = IncrementTime::of(old.map(|o| o.meta.timestamp.as_str()), name);
+    let mut meta = IncrementMeta::new(name.as_str(), time.at.to_rfc3339());
     if let Some(o) = old {
         meta.extra = o.meta.extra.clone();
     }
@@ -144,8 +158,7 @@ fn rebuild_one(
                         .versions(&rel)
                         .into_iter()
                         .rev()
-                        .find(|v| v.start.as_str() < name.as_str() && !v.start.is_empty())
-                        .map(|v| v.start.clone())
+                        .find_map(|v| v.start.clone().filter(|s| s < name))
                 })
                 .flatten();
             let (mtime, mode) = (MTime::of(&md), backup_platform::fs::mode_bits(&md));

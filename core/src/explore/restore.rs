@@ -84,7 +84,7 @@ pub fn plan(backup: &Backup, point: &Point, selection: &Selection) -> Plan {
                 filtered = backup.history_of(|p| selection.is_match(p));
                 &filtered
             };
-            for (path, v) in history.snapshot(name.as_str()) {
+            for (path, v) in history.snapshot(name) {
                 if selection.is_match(&path) {
                     let from = match &v.holder {
                         Holder::Mirror => "mirror".to_owned(),
