@@ -17,10 +17,31 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const RAW_PREFIX: &str = "\u{0}hex:";
 
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct RelPath {
     /// Encoded bytes with `/` as the only separator.
     bytes: Vec<u8>,
+}
+
+/// Paths sort component by component (`a` < `a/b` < `a.b`): the order of a depth-first walk
+/// that visits each folder's entries by name. Plain byte order would put `a.b` before `a/b`
+/// (`.` < `/`), so a scan and the index would disagree on which comes first; comparing with `/`
+/// as the smallest byte (no name contains NUL) makes them agree. The index stores the same
+/// order as its key ([`RelPath::sort_key`]).
+impl Ord for RelPath {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let map = |b: u8| if b == b'/' { 0 } else { b };
+        self.bytes
+            .iter()
+            .map(|&b| map(b))
+            .cmp(other.bytes.iter().map(|&b| map(b)))
+    }
+}
+
+impl PartialOrd for RelPath {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -101,6 +122,21 @@ impl RelPath {
 
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The bytes with `/` replaced by NUL: plain byte order of these keys is the order of
+    /// [`RelPath`] (a depth-first walk), which is what the index sorts by.
+    pub fn sort_key(&self) -> Vec<u8> {
+        self.bytes
+            .iter()
+            .map(|&b| if b == b'/' { 0 } else { b })
+            .collect()
+    }
+
+    /// The inverse of [`RelPath::sort_key`].
+    pub fn from_sort_key(key: &[u8]) -> Result<Self, RelPathError> {
+        let bytes: Vec<u8> = key.iter().map(|&b| if b == 0 { b'/' } else { b }).collect();
+        Self::from_bytes(&bytes)
     }
 
     /// The string form used in JSON.
@@ -287,5 +323,18 @@ mod tests {
         assert!(!p.starts_with(&RelPath::parse("a/bc").unwrap()));
         assert_eq!(p.parent().unwrap(), RelPath::parse("a/b").unwrap());
         assert_eq!(p.file_name(), b"c");
+    }
+
+    #[test]
+    fn order_is_the_walk_order_and_matches_the_sort_key() {
+        let order = ["a", "a/b", "a/b/c", "a/b.c", "a.b", "a0", "b"];
+        let paths: Vec<RelPath> = order.iter().map(|p| RelPath::parse(p).unwrap()).collect();
+        for w in paths.windows(2) {
+            assert!(w[0] < w[1], "{} < {}", w[0].display(), w[1].display());
+            assert!(w[0].sort_key() < w[1].sort_key());
+        }
+        for p in &paths {
+            assert_eq!(&RelPath::from_sort_key(&p.sort_key()).unwrap(), p);
+        }
     }
 }
