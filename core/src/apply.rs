@@ -490,6 +490,10 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
         }
     };
     match item.entry.kind {
+        FileKind::Dir => Err(StageError::Io(
+            "copy",
+            io::Error::other("folders are not staged"),
+        )),
         FileKind::Symlink => {
             let meta = std::fs::symlink_metadata(&src).map_err(|e| vanished("stat", e))?;
             if !meta.file_type().is_symlink() {
@@ -517,6 +521,7 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                     mode: None,
                     hash: Some(ContentHash::of(bytes)),
                     version_of: None,
+                    attrs: Default::default(),
                 },
             })
         }
@@ -572,6 +577,7 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                         mode: Some(mode),
                         hash: Some(hasher.finalize().into()),
                         version_of: None,
+                        attrs: Default::default(),
                     },
                 });
             }
@@ -607,6 +613,7 @@ fn store_in_increment(
         }
     }
     match s.entry.kind {
+        FileKind::Dir => return Err(io::Error::other("folders are not stored")),
         FileKind::Symlink => {
             let target = std::fs::read_link(&s.temp)?;
             pfs::symlink(&target, &dest)?;

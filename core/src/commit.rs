@@ -63,6 +63,7 @@ pub fn fold(
                     mode: p.mode,
                     hash: p.hash,
                     version_of: p.version_of.clone(),
+                    attrs: Default::default(),
                 },
             );
             meta.summary.deleted += 1;
@@ -83,6 +84,7 @@ pub fn fold(
                     mode: e.mode,
                     hash: e.hash,
                     version_of: None,
+                    attrs: Default::default(),
                 },
             );
             match op {

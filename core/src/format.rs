@@ -52,6 +52,8 @@ pub enum FileKind {
     #[default]
     File,
     Symlink,
+    /// A folder: only in the mirror index and an increment's `folders` (never in `track/`).
+    Dir,
 }
 
 /// A blake3 content hash, hex in JSON.
@@ -194,6 +196,48 @@ impl MTime {
     }
 }
 
+/// Numeric owner and group of an entry, with their names where the system could resolve them
+/// (as restic records them). Restores apply the numbers (names are for people and for
+/// moving a backup between machines).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// One extended attribute (POSIX ACLs are the `system.posix_acl_*` attributes, raw bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Xattr {
+    pub name: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// Metadata of a version beyond its bytes, size, mtime and mode: recorded in the index and the
+/// catalogs because a `dist` on exFAT cannot hold it, and because an inode an increment shares
+/// must never be changed in place.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Attrs {
+    pub owner: Option<Owner>,
+    /// Sorted by name.
+    pub xattrs: Vec<Xattr>,
+    /// The file had holes (allocated less than its size): restores recreate holes even from a
+    /// copy that has none (a `dist` on exFAT).
+    pub sparse: bool,
+    /// Another path of the same hard-link group (the first in path order), for every member
+    /// but that first one: restores link it instead of copying.
+    pub hardlink_of: Option<RelPath>,
+}
+
+impl Attrs {
+    pub fn is_empty(&self) -> bool {
+        *self == Attrs::default()
+    }
+}
+
 /// One file in `mirror.json`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexEntry {
@@ -207,6 +251,7 @@ pub struct IndexEntry {
     /// The increment whose `track/` stored this same version (tracked files only). It lets the
     /// point-in-time fold keep showing the version after that increment is deleted.
     pub version_of: Option<IncrementName>,
+    pub attrs: Attrs,
 }
 
 /// One event in an increment's `file_catalog`.
@@ -222,6 +267,7 @@ pub struct CatalogEntry {
     pub hash: Option<ContentHash>,
     /// For `deleted` events: the increment that stored the version kept in `deleted/`.
     pub version_of: Option<IncrementName>,
+    pub attrs: Attrs,
 }
 
 impl CatalogEntry {
@@ -235,8 +281,10 @@ impl CatalogEntry {
     }
 }
 
+/// One entry of `file_catalog`, `mirror.json` or `folders` as JSON. Only an object is an entry:
+/// serde would otherwise read `[1, 2]` as size 1, mtime 2 (see [`EntryJson`]'s Deserialize).
 #[derive(Serialize, Deserialize, Default)]
-struct EntryJson {
+struct EntryFields {
     #[serde(default)]
     size: u64,
     #[serde(default)]
@@ -254,9 +302,146 @@ struct EntryJson {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     mode: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    /// Attribute name (the path encoding: UTF-8, else `\u0000hex:`) → base64 of the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    xattrs: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    sparse: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hardlink_of: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     hash: Option<ContentHash>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     version_of: Option<String>,
+}
+
+#[derive(Default)]
+struct EntryJson(EntryFields);
+
+impl Serialize for EntryJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for EntryJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EntryJson;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an entry object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<EntryJson, A::Error> {
+                EntryFields::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(EntryJson)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn encode_name(name: &[u8]) -> String {
+    match std::str::from_utf8(name) {
+        Ok(s) if !s.starts_with('\0') => s.to_owned(),
+        _ => {
+            let mut out = String::from("\u{0}hex:");
+            for b in name {
+                out.push_str(&format!("{b:02x}"));
+            }
+            out
+        }
+    }
+}
+
+fn decode_name(s: &str) -> Option<Vec<u8>> {
+    match s.strip_prefix("\u{0}hex:") {
+        Some(hex) if hex.len() % 2 == 0 => (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect(),
+        Some(_) => None,
+        None => Some(s.as_bytes().to_vec()),
+    }
+}
+
+impl EntryFields {
+    /// The [`Attrs`] this entry records; parts that cannot be decoded are left out and named.
+    fn attrs(&self) -> (Attrs, Vec<String>) {
+        use base64::Engine;
+        let mut bad = Vec::new();
+        let owner = match (self.uid, self.gid) {
+            (Some(uid), Some(gid)) => Some(Owner {
+                uid,
+                gid,
+                user: self.user.clone(),
+                group: self.group.clone(),
+            }),
+            _ => None,
+        };
+        let mut xattrs = Vec::new();
+        for (k, v) in self.xattrs.iter().flatten() {
+            match (
+                decode_name(k),
+                base64::engine::general_purpose::STANDARD.decode(v),
+            ) {
+                (Some(name), Ok(value)) => xattrs.push(Xattr { name, value }),
+                _ => bad.push(format!(
+                    "extended attribute {k:?} is not decodable; left out"
+                )),
+            }
+        }
+        xattrs.sort();
+        let hardlink_of = match self.hardlink_of.as_deref().map(RelPath::parse) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => {
+                bad.push(format!("hardlink_of left out: {e}"));
+                None
+            }
+            None => None,
+        };
+        (
+            Attrs {
+                owner,
+                xattrs,
+                sparse: self.sparse,
+                hardlink_of,
+            },
+            bad,
+        )
+    }
+
+    fn set_attrs(&mut self, a: &Attrs) {
+        use base64::Engine;
+        if let Some(o) = &a.owner {
+            self.uid = Some(o.uid);
+            self.gid = Some(o.gid);
+            self.user = o.user.clone();
+            self.group = o.group.clone();
+        }
+        if !a.xattrs.is_empty() {
+            self.xattrs = Some(
+                a.xattrs
+                    .iter()
+                    .map(|x| {
+                        (
+                            encode_name(&x.name),
+                            base64::engine::general_purpose::STANDARD.encode(&x.value),
+                        )
+                    })
+                    .collect(),
+            );
+        }
+        self.sparse = a.sparse;
+        self.hardlink_of = a.hardlink_of.as_ref().map(RelPath::encode);
+    }
 }
 
 fn is_file_kind(k: &FileKind) -> bool {
@@ -289,276 +474,252 @@ pub enum FormatError {
     Shape { path: String, message: String },
 }
 
-/// Keys already validated as paths, or problems for those that are not.
-fn check_keys(
+fn index_entry(e: &EntryFields) -> (IndexEntry, Vec<String>) {
+    let (attrs, bad) = e.attrs();
+    (
+        IndexEntry {
+            size: e.size,
+            mtime: MTime::from_json(e.mtime, e.mtime_ns),
+            tracked: e.tracked.unwrap_or(false),
+            kind: e.kind,
+            mode: e.mode,
+            hash: e.hash,
+            version_of: e.version_of.as_deref().and_then(IncrementName::parse),
+            attrs,
+        },
+        bad,
+    )
+}
+
+fn index_fields(e: &IndexEntry) -> EntryFields {
+    let mut f = EntryFields {
+        size: e.size,
+        mtime: Some(e.mtime.secs_f64()),
+        mtime_ns: Some(e.mtime.ns),
+        tracked: Some(e.tracked),
+        kind: e.kind,
+        mode: e.mode,
+        hash: e.hash,
+        version_of: e.version_of.as_ref().map(|n| n.to_string()),
+        ..Default::default()
+    };
+    f.set_attrs(&e.attrs);
+    f
+}
+
+fn catalog_entry(e: &EntryFields) -> (CatalogEntry, Vec<String>) {
+    let (attrs, bad) = e.attrs();
+    let category = match (e.category, e.op) {
+        (Some(c), _) => c,
+        (None, Some(Op::Deleted)) => Category::Deleted,
+        (None, _) => Category::Tracked,
+    };
+    (
+        CatalogEntry {
+            size: e.size,
+            mtime: MTime::from_json(e.mtime, e.mtime_ns),
+            category,
+            op: e.op,
+            kind: e.kind,
+            mode: e.mode,
+            hash: e.hash,
+            version_of: e.version_of.as_deref().and_then(IncrementName::parse),
+            attrs,
+        },
+        bad,
+    )
+}
+
+fn catalog_fields(e: &CatalogEntry) -> EntryFields {
+    let mut f = EntryFields {
+        size: e.size,
+        mtime: Some(e.mtime.secs_f64()),
+        mtime_ns: Some(e.mtime.ns),
+        category: Some(e.category),
+        op: Some(e.op()),
+        kind: e.kind,
+        mode: e.mode,
+        hash: e.hash,
+        version_of: e.version_of.as_ref().map(|n| n.to_string()),
+        ..Default::default()
+    };
+    f.set_attrs(&e.attrs);
+    f
+}
+
+/// The metadata of a folder as an increment records it (in `folders`): what a snapshot shows
+/// and a restore applies for that folder from this increment on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FolderEntry {
+    pub mtime: MTime,
+    pub mode: Option<u32>,
+    pub attrs: Attrs,
+}
+
+fn folder_entry(e: &EntryFields) -> (FolderEntry, Vec<String>) {
+    let (attrs, bad) = e.attrs();
+    (
+        FolderEntry {
+            mtime: MTime::from_json(e.mtime, e.mtime_ns),
+            mode: e.mode,
+            attrs,
+        },
+        bad,
+    )
+}
+
+fn folder_fields(e: &FolderEntry) -> EntryFields {
+    let mut f = EntryFields {
+        mtime: Some(e.mtime.secs_f64()),
+        mtime_ns: Some(e.mtime.ns),
+        mode: e.mode,
+        ..Default::default()
+    };
+    f.set_attrs(&e.attrs);
+    f
+}
+
+/// Reads one JSON object key by key, handing each `(key, raw value)` of the objects named in
+/// `maps` to `entry`, and collecting every other top-level key. Streams: a catalog of a million
+/// entries is never held whole, and one malformed entry only loses itself.
+fn read_top_streaming(
     file: &str,
-    entries: Vec<(String, EntryJson)>,
-    problems: &mut Vec<FormatProblem>,
-) -> Vec<(RelPath, EntryJson)> {
-    let mut out = Vec::with_capacity(entries.len());
-    for (key, e) in entries {
-        match RelPath::parse(&key) {
-            Ok(p) => out.push((p, e)),
-            Err(err) => problems.push(FormatProblem {
-                file: file.to_owned(),
-                key: Some(key),
-                message: format!("unsafe or invalid path skipped: {err}"),
-            }),
+    reader: impl std::io::Read,
+    maps: &[&'static str],
+    // `Some((tag, keep))`: every other top-level key except those in `keep` is an entry too,
+    // handed to `entry` under `tag` (the original tool's flat `mirror.json`).
+    rest_as: Option<(&'static str, &[&str])>,
+    entry: &mut dyn FnMut(&'static str, String, &serde_json::value::RawValue),
+) -> Result<(Map<String, Value>, Vec<&'static str>), FormatError> {
+    use serde::de::{DeserializeSeed, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    struct Inner<'a> {
+        which: &'static str,
+        entry: &'a mut dyn FnMut(&'static str, String, &RawValue),
+    }
+    impl<'de> Visitor<'de> for Inner<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an object for {:?}", self.which)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+            while let Some(k) = m.next_key::<String>()? {
+                let raw: Box<RawValue> = m.next_value()?;
+                (self.entry)(self.which, k, &raw);
+            }
+            Ok(())
         }
     }
-    out
-}
-
-/// The top level of a metadata file read in one typed pass: the entries under `catalog_key`
-/// straight into [`EntryJson`], every other key as a [`Value`]. Building a `Value` tree for a
-/// thousand catalogs first is what made listing a large backup slow; when anything does not
-/// fit the typed shape (a malformed entry), callers fall back to the tolerant `Value` path, so
-/// the result is the same either way.
-struct FastTop {
-    catalog: Option<Vec<(String, EntryJson)>>,
-    rest: Map<String, Value>,
-}
-
-/// A JSON object read as a list of pairs in file order: sorting happens once, when the final
-/// map is built in bulk.
-struct EntryList(Vec<(String, EntryJson)>);
-
-impl<'de> Deserialize<'de> for EntryList {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = EntryList;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object of entries")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> Result<EntryList, A::Error> {
-                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0));
-                while let Some(pair) = m.next_entry::<String, EntryJson>()? {
-                    v.push(pair);
-                }
-                Ok(EntryList(v))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-struct FastTopSeed(&'static str);
-
-impl<'de> serde::de::DeserializeSeed<'de> for FastTopSeed {
-    type Value = FastTop;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<FastTop, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for FastTopSeed {
-    type Value = FastTop;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a metadata object")
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<FastTop, A::Error> {
-        let mut out = FastTop {
-            catalog: None,
-            rest: Map::new(),
-        };
-        while let Some(k) = m.next_key::<String>()? {
-            if k == self.0 {
-                if out.catalog.is_some() {
-                    return Err(serde::de::Error::custom("duplicate catalog"));
-                }
-                out.catalog = Some(m.next_value::<EntryList>()?.0);
-            } else {
-                let v: Value = m.next_value()?;
-                out.rest.insert(k, v);
-            }
-        }
-        Ok(out)
-    }
-}
-
-fn parse_fast(text: &[u8], catalog_key: &'static str) -> Option<FastTop> {
-    use serde::de::DeserializeSeed;
-    let mut de = serde_json::Deserializer::from_slice(text);
-    let top = FastTopSeed(catalog_key).deserialize(&mut de).ok()?;
-    de.end().ok()?;
-    Some(top)
-}
-
-fn parse_entries(
-    file: &str,
-    map: Map<String, Value>,
-    problems: &mut Vec<FormatProblem>,
-) -> Vec<(RelPath, EntryJson)> {
-    let mut out = Vec::with_capacity(map.len());
-    for (key, value) in map {
-        let path = match RelPath::parse(&key) {
-            Ok(p) => p,
-            Err(e) => {
-                problems.push(FormatProblem {
-                    file: file.to_owned(),
-                    key: Some(key),
-                    message: format!("unsafe or invalid path skipped: {e}"),
-                });
-                continue;
-            }
-        };
-        match serde_json::from_value::<EntryJson>(value) {
-            Ok(e) => out.push((path, e)),
-            Err(e) => problems.push(FormatProblem {
-                file: file.to_owned(),
-                key: Some(key),
-                message: format!("malformed entry skipped: {e}"),
-            }),
+    impl<'de> DeserializeSeed<'de> for Inner<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
         }
     }
-    out
-}
-
-/// Our `mirror.json` shape, for the one-pass typed parse straight into the final map.
-#[derive(Deserialize)]
-struct FastIndex {
-    #[allow(dead_code)]
-    schema_version: u32,
-    #[serde(default)]
-    updated: Option<String>,
-    files: TypedEntries,
-}
-
-impl FastIndex {
-    fn finish(self, file: &str) -> (MirrorIndex, Vec<FormatProblem>) {
-        let problems = self
-            .files
-            .1
-            .into_iter()
-            .map(|(key, message)| FormatProblem {
-                file: file.to_owned(),
-                key: Some(key),
-                message,
-            })
-            .collect();
-        (
-            MirrorIndex {
-                files: self.files.0,
-                updated: self.updated,
-            },
-            problems,
-        )
+    struct Top<'a> {
+        maps: &'a [&'static str],
+        rest_as: Option<(&'static str, &'a [&'a str])>,
+        entry: &'a mut dyn FnMut(&'static str, String, &RawValue),
     }
-}
-
-/// Entries, and (key, message) of the ones skipped for an unsafe path.
-struct TypedEntries(BTreeMap<RelPath, IndexEntry>, Vec<(String, String)>);
-
-impl<'de> Deserialize<'de> for TypedEntries {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = TypedEntries;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object of entries")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut files = BTreeMap::new();
-                let mut bad = Vec::new();
-                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
-                    match RelPath::parse(&k) {
-                        Ok(p) => {
-                            files.insert(p, index_entry(m.next_value::<EntryJson>()?));
-                        }
-                        Err(e) => {
-                            m.next_value::<serde::de::IgnoredAny>()?;
-                            bad.push((
-                                k.into_owned(),
-                                format!("unsafe or invalid path skipped: {e}"),
-                            ));
-                        }
+    impl<'de> Visitor<'de> for Top<'_> {
+        type Value = (Map<String, Value>, Vec<&'static str>);
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a metadata object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut rest = Map::new();
+            let mut seen = Vec::new();
+            while let Some(k) = m.next_key::<String>()? {
+                match self.maps.iter().find(|w| **w == k) {
+                    Some(which) => {
+                        m.next_value_seed(Inner {
+                            which,
+                            entry: &mut *self.entry,
+                        })?;
+                        seen.push(*which);
                     }
+                    None => match self.rest_as {
+                        Some((tag, keep)) if !keep.contains(&k.as_str()) => {
+                            let raw: Box<RawValue> = m.next_value()?;
+                            (self.entry)(tag, k, &raw);
+                        }
+                        _ => {
+                            let v: Value = m.next_value()?;
+                            rest.insert(k, v);
+                        }
+                    },
                 }
-                Ok(TypedEntries(files, bad))
+            }
+            Ok((rest, seen))
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Top<'_> {
+        type Value = (Map<String, Value>, Vec<&'static str>);
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    let reader = std::io::BufReader::with_capacity(256 * 1024, reader);
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let top = Top {
+        maps,
+        rest_as,
+        entry,
+    }
+    .deserialize(&mut de)
+    .and_then(|t| de.end().map(|_| t))
+    .map_err(|source| {
+        if source.is_io() {
+            FormatError::Io {
+                path: file.to_owned(),
+                source: source.into(),
+            }
+        } else if source.is_data() {
+            FormatError::Shape {
+                path: file.to_owned(),
+                message: source.to_string(),
+            }
+        } else {
+            FormatError::Json {
+                path: file.to_owned(),
+                source,
             }
         }
-        d.deserialize_map(V)
-    }
+    })?;
+    Ok(top)
 }
 
-/// A JSON object read as its (key, raw value) pairs in order, without building values.
-struct MapAsVec<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
-
-impl<'de> Deserialize<'de> for MapAsVec<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = MapAsVec<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0));
-                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
-                    let raw: &'de serde_json::value::RawValue = m.next_value()?;
-                    v.push((k, raw));
-                }
-                Ok(MapAsVec(v))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-/// One catalog or index entry from its raw JSON; bad ones become problems.
-fn parse_entry(
+/// Parses one entry's raw JSON, or says why it was skipped (naming the file and the key).
+fn parse_raw_entry(
     file: &str,
     key: &str,
-    raw: &str,
-    problems: &mut Vec<FormatProblem>,
-) -> Option<(RelPath, EntryJson)> {
+    raw: &serde_json::value::RawValue,
+    problems: &mut dyn FnMut(FormatProblem),
+) -> Option<(RelPath, EntryFields)> {
+    let problem = |message: String| FormatProblem {
+        file: file.to_owned(),
+        key: Some(key.to_owned()),
+        message,
+    };
     let path = match RelPath::parse(key) {
         Ok(p) => p,
         Err(e) => {
-            problems.push(FormatProblem {
-                file: file.to_owned(),
-                key: Some(key.to_owned()),
-                message: format!("unsafe or invalid path skipped: {e}"),
-            });
+            problems(problem(format!("unsafe or invalid path skipped: {e}")));
             return None;
         }
     };
-    match serde_json::from_str::<EntryJson>(raw) {
-        Ok(e) => Some((path, e)),
+    match serde_json::from_str::<EntryJson>(raw.get()) {
+        Ok(e) => Some((path, e.0)),
         Err(e) => {
-            problems.push(FormatProblem {
-                file: file.to_owned(),
-                key: Some(key.to_owned()),
-                message: format!("malformed entry skipped: {e}"),
-            });
+            problems(problem(format!("malformed entry skipped: {e}")));
             None
         }
     }
 }
 
-fn index_entry(e: EntryJson) -> IndexEntry {
-    IndexEntry {
-        size: e.size,
-        mtime: MTime::from_json(e.mtime, e.mtime_ns),
-        tracked: e.tracked.unwrap_or(false),
-        kind: e.kind,
-        mode: e.mode,
-        hash: e.hash,
-        version_of: e.version_of.as_deref().and_then(IncrementName::parse),
-    }
-}
-
-/// `mirror.json`: the state of `mirror/` after the last successful run.
+/// `mirror.json`: the state of `mirror/` as the original tool and earlier versions of this one
+/// kept it. Today's backups keep that state in the index; this is read to import it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MirrorIndex {
     pub files: BTreeMap<RelPath, IndexEntry>,
@@ -566,117 +727,82 @@ pub struct MirrorIndex {
     pub updated: Option<String>,
 }
 
+/// Streams the entries of a `mirror.json` (ours: `{"schema_version", "files": {...}}`; the
+/// original tool's: a flat `{path: {size, mtime, tracked}}`) to `entry`. Returns the `updated`
+/// time when recorded.
+pub fn read_mirror_json(
+    file: &str,
+    reader: impl std::io::Read,
+    entry: &mut dyn FnMut(RelPath, IndexEntry),
+    problems: &mut dyn FnMut(FormatProblem),
+) -> Result<Option<String>, FormatError> {
+    // Ours keeps entries under "files" beside "schema_version" and "updated"; in the original
+    // tool's flat form every top-level key is an entry. Both stream.
+    let (rest, seen) = read_top_streaming(
+        file,
+        reader,
+        &["files"],
+        Some(("", &["schema_version", "updated"])),
+        &mut |_, k, raw| {
+            if let Some((p, f)) = parse_raw_entry(file, &k, raw, problems) {
+                let (e, bad) = index_entry(&f);
+                for b in bad {
+                    problems(FormatProblem {
+                        file: file.to_owned(),
+                        key: Some(k.clone()),
+                        message: b,
+                    });
+                }
+                entry(p, e);
+            }
+        },
+    )?;
+    let ours = rest.get("schema_version").is_some_and(Value::is_number);
+    if ours && !seen.contains(&"files") {
+        return Err(FormatError::Shape {
+            path: file.to_owned(),
+            message: "\"files\" is not an object".into(),
+        });
+    }
+    Ok(rest
+        .get("updated")
+        .and_then(Value::as_str)
+        .map(str::to_owned))
+}
+
 impl MirrorIndex {
-    /// Parses `mirror.json` without building a JSON tree: at 100k files a `Value` tree costs
-    /// ~1 KiB per entry, the entries themselves ~200 bytes.
     pub fn from_json(
         file: &str,
         text: &[u8],
     ) -> Result<(MirrorIndex, Vec<FormatProblem>), FormatError> {
-        use serde_json::value::RawValue;
-        let json_err = |source| FormatError::Json {
-            path: file.to_owned(),
-            source,
-        };
-        let text = std::str::from_utf8(text).map_err(|e| FormatError::Shape {
-            path: file.to_owned(),
-            message: format!("not UTF-8: {e}"),
-        })?;
-        let top: BTreeMap<std::borrow::Cow<'_, str>, &RawValue> = match serde_json::from_str(text) {
-            Ok(t) => t,
-            Err(e) if e.is_data() => {
-                return Err(FormatError::Shape {
-                    path: file.to_owned(),
-                    message: "top level is not an object".into(),
-                })
-            }
-            Err(e) => return Err(json_err(e)),
-        };
-        // Fast path: our own well-formed index, typed in one pass.
-        if let Ok(fast) = serde_json::from_str::<FastIndex>(text) {
-            return Ok(fast.finish(file));
-        }
-        let mut problems = Vec::new();
         let mut index = MirrorIndex::default();
-        let mut add = |key: &str, raw: &RawValue, problems: &mut Vec<FormatProblem>| {
-            if let Some((path, e)) = parse_entry(file, key, raw.get(), problems) {
-                index.files.insert(path, index_entry(e));
-            }
-        };
-        // Ours: {"schema_version": N, "files": {...}}; the original tool's: a flat map.
-        let ours = top.get("schema_version").is_some_and(|v| {
-            v.get()
-                .trim_start()
-                .starts_with(|c: char| c.is_ascii_digit())
-        });
-        if ours {
-            index.updated = top
-                .get("updated")
-                .and_then(|v| serde_json::from_str::<String>(v.get()).ok());
-            let files = top.get("files").ok_or_else(|| FormatError::Shape {
-                path: file.to_owned(),
-                message: "\"files\" is not an object".into(),
-            })?;
-            let entries: Vec<(std::borrow::Cow<'_, str>, &RawValue)> =
-                match serde_json::from_str::<MapAsVec<'_>>(files.get()) {
-                    Ok(m) => m.0,
-                    Err(_) => {
-                        return Err(FormatError::Shape {
-                            path: file.to_owned(),
-                            message: "\"files\" is not an object".into(),
-                        })
-                    }
-                };
-            for (k, raw) in entries {
-                add(&k, raw, &mut problems);
-            }
-        } else {
-            for (k, raw) in &top {
-                add(k, raw, &mut problems);
-            }
-        }
+        let mut problems = Vec::new();
+        index.updated = read_mirror_json(
+            file,
+            text,
+            &mut |p, e| {
+                index.files.insert(p, e);
+            },
+            &mut |p| problems.push(p),
+        )?;
         Ok((index, problems))
     }
 
-    /// Serializes without building a JSON tree (see [`MirrorIndex::from_json`]).
+    pub fn load(path: &Path) -> Result<(MirrorIndex, Vec<FormatProblem>), FormatError> {
+        let text = std::fs::read(path).map_err(|source| FormatError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_json(&path.display().to_string(), &text)
+    }
+
+    /// `mirror.json` in the format the original tool and earlier versions read.
     pub fn write_json(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-        struct Files<'a>(&'a BTreeMap<RelPath, IndexEntry>);
-        impl Serialize for Files<'_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_map(self.0.iter().map(|(p, e)| {
-                    (
-                        p.encode(),
-                        EntryJson {
-                            size: e.size,
-                            mtime: Some(e.mtime.secs_f64()),
-                            mtime_ns: Some(e.mtime.ns),
-                            tracked: Some(e.tracked),
-                            kind: e.kind,
-                            mode: e.mode,
-                            hash: e.hash,
-                            version_of: e.version_of.as_ref().map(|n| n.to_string()),
-                            ..Default::default()
-                        },
-                    )
-                }))
-            }
-        }
-        #[derive(Serialize)]
-        struct Top<'a> {
-            schema_version: u32,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            updated: Option<&'a str>,
-            files: Files<'a>,
-        }
-        serde_json::to_writer(
+        write_mirror_json(
             w,
-            &Top {
-                schema_version: SCHEMA_VERSION,
-                updated: self.updated.as_deref(),
-                files: Files(&self.files),
-            },
+            self.updated.as_deref(),
+            &mut self.files.iter().map(|(p, e)| Ok((p.clone(), e.clone()))),
         )
-        .map_err(std::io::Error::from)
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -684,23 +810,34 @@ impl MirrorIndex {
         self.write_json(&mut out).expect("index serializes");
         out
     }
+}
 
-    pub fn load(path: &Path) -> Result<(MirrorIndex, Vec<FormatProblem>), FormatError> {
-        let io = |source| FormatError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        // Parsed from memory: serde_json's reader-based parser is ~3x slower per byte, and a
-        // no-change run is mostly this parse and the scan. The typed pass builds the final map
-        // directly; anything unusual (the original tool's flat map, a bad entry) takes the
-        // tolerant path.
-        let text = std::fs::read(path).map_err(io)?;
-        if let Ok(fast) = serde_json::from_slice::<FastIndex>(&text) {
-            drop(text);
-            return Ok(fast.finish(&path.display().to_string()));
-        }
-        Self::from_json(&path.display().to_string(), &text)
+/// Streams a `mirror.json` (schema 2) from `entries` (in any order).
+pub fn write_mirror_json(
+    w: &mut dyn std::io::Write,
+    updated: Option<&str>,
+    entries: &mut dyn Iterator<Item = std::io::Result<(RelPath, IndexEntry)>>,
+) -> std::io::Result<()> {
+    write!(w, "{{\"schema_version\": {SCHEMA_VERSION}")?;
+    if let Some(u) = updated {
+        write!(w, ", \"updated\": {}", serde_json::to_string(u)?)?;
     }
+    w.write_all(b", \"files\": {")?;
+    let mut first = true;
+    for item in entries {
+        let (p, e) = item?;
+        if e.kind == FileKind::Dir {
+            continue;
+        }
+        if !first {
+            w.write_all(b",")?;
+        }
+        first = false;
+        serde_json::to_writer(&mut *w, &p.encode())?;
+        w.write_all(b": ")?;
+        serde_json::to_writer(&mut *w, &EntryJson(index_fields(&e)))?;
+    }
+    w.write_all(b"}}")
 }
 
 /// Counts written into an increment's `summary`.
@@ -718,7 +855,196 @@ pub struct IncrementSummary {
     pub bytes: u64,
 }
 
-/// The metadata file of one increment.
+impl IncrementSummary {
+    /// Counts one event.
+    pub fn add(&mut self, e: &CatalogEntry) {
+        match e.op() {
+            Op::New => self.new += 1,
+            Op::Changed => self.changed += 1,
+            Op::Deleted => self.deleted += 1,
+        }
+        // Sizes come from metadata a user (or damage) may have changed: never overflow.
+        self.bytes = self.bytes.saturating_add(e.size);
+    }
+}
+
+/// Everything of an increment's metadata but its catalog and folders.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IncrementHeader {
+    pub backup_name: String,
+    /// RFC 3339 with offset when we wrote it; whatever the original tool wrote otherwise.
+    pub timestamp: String,
+    pub version: Value,
+    /// What the file says; an original-tool summary of another shape is kept in `extra`.
+    pub summary: Option<IncrementSummary>,
+    /// Other top-level keys, kept so a rewrite (recreate, delete) does not drop them.
+    pub extra: Map<String, Value>,
+}
+
+impl IncrementHeader {
+    pub fn new(backup_name: &str, timestamp: String) -> Self {
+        IncrementHeader {
+            backup_name: backup_name.to_owned(),
+            timestamp,
+            version: Value::from(SCHEMA_VERSION),
+            summary: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+/// Receives an increment's metadata as it is parsed.
+pub trait CatalogSink {
+    fn entry(&mut self, path: RelPath, entry: CatalogEntry);
+    fn folder(&mut self, path: RelPath, folder: FolderEntry);
+    fn problem(&mut self, problem: FormatProblem);
+}
+
+/// Streams an increment's metadata file to `sink` and returns its header. Entries that cannot
+/// be used (an unsafe path, a non-object, a wrong type) are reported to the sink, naming the
+/// file and the key, and skipped; the rest of the file is still read.
+pub fn read_increment(
+    file: &str,
+    reader: impl std::io::Read,
+    sink: &mut dyn CatalogSink,
+) -> Result<IncrementHeader, FormatError> {
+    let (mut top, seen) = {
+        let sink = std::cell::RefCell::new(&mut *sink);
+        read_top_streaming(
+            file,
+            reader,
+            &["file_catalog", "folders"],
+            None,
+            &mut |which, k, raw| {
+                let mut problems = Vec::new();
+                let parsed = parse_raw_entry(file, &k, raw, &mut |p| problems.push(p));
+                let mut s = sink.borrow_mut();
+                if let Some((p, f)) = parsed {
+                    let bad = if which == "file_catalog" {
+                        let (e, bad) = catalog_entry(&f);
+                        s.entry(p, e);
+                        bad
+                    } else {
+                        let (e, bad) = folder_entry(&f);
+                        s.folder(p, e);
+                        bad
+                    };
+                    problems.extend(bad.into_iter().map(|message| FormatProblem {
+                        file: file.to_owned(),
+                        key: Some(k.clone()),
+                        message,
+                    }));
+                }
+                for p in problems {
+                    s.problem(p);
+                }
+            },
+        )?
+    };
+    if !seen.contains(&"file_catalog") {
+        return Err(FormatError::Shape {
+            path: file.to_owned(),
+            message: "no \"file_catalog\" object".into(),
+        });
+    }
+    let backup_name = match top.remove("backup_name") {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    };
+    let timestamp = match top.remove("timestamp") {
+        Some(Value::String(s)) => s,
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    let version = top.remove("version").unwrap_or(Value::Null);
+    let summary = match top.remove("summary") {
+        Some(v) => match serde_json::from_value::<IncrementSummary>(v.clone()) {
+            Ok(s) => Some(s),
+            Err(_) => {
+                // The original tool's summary had other fields; keep them verbatim.
+                top.insert("summary".into(), v);
+                None
+            }
+        },
+        None => None,
+    };
+    Ok(IncrementHeader {
+        backup_name,
+        timestamp,
+        version,
+        summary,
+        extra: top,
+    })
+}
+
+/// Streams an increment's metadata file: the header, then `entries` and `folders` (each in
+/// path order), then `summary` (counted from the entries when the header has none). One entry
+/// per line, so the file stays readable and diffable.
+pub fn write_increment(
+    w: &mut dyn std::io::Write,
+    header: &IncrementHeader,
+    entries: &mut dyn Iterator<Item = std::io::Result<(RelPath, CatalogEntry)>>,
+    folders: &mut dyn Iterator<Item = std::io::Result<(RelPath, FolderEntry)>>,
+) -> std::io::Result<IncrementSummary> {
+    let mut summary = IncrementSummary::default();
+    w.write_all(b"{\n")?;
+    for (k, v) in &header.extra {
+        if matches!(
+            k.as_str(),
+            "version" | "timestamp" | "backup_name" | "file_catalog" | "folders"
+        ) || (k == "summary" && header.summary.is_some())
+        {
+            continue;
+        }
+        write!(w, "  {}: ", serde_json::to_string(k)?)?;
+        serde_json::to_writer(&mut *w, v)?;
+        w.write_all(b",\n")?;
+    }
+    write!(
+        w,
+        "  \"version\": {},\n  \"timestamp\": {},\n  \"backup_name\": {},\n  \"file_catalog\": {{",
+        serde_json::to_string(&header.version)?,
+        serde_json::to_string(&header.timestamp)?,
+        serde_json::to_string(&header.backup_name)?
+    )?;
+    let mut first = true;
+    for item in entries {
+        let (p, e) = item?;
+        summary.add(&e);
+        w.write_all(if first { b"\n    " } else { b",\n    " })?;
+        first = false;
+        serde_json::to_writer(&mut *w, &p.encode())?;
+        w.write_all(b": ")?;
+        serde_json::to_writer(&mut *w, &EntryJson(catalog_fields(&e)))?;
+    }
+    w.write_all(if first { b"}" } else { b"\n  }" })?;
+    let mut first = true;
+    for item in folders {
+        let (p, e) = item?;
+        if first {
+            w.write_all(b",\n  \"folders\": {")?;
+        }
+        w.write_all(if first { b"\n    " } else { b",\n    " })?;
+        first = false;
+        serde_json::to_writer(&mut *w, &p.encode())?;
+        w.write_all(b": ")?;
+        serde_json::to_writer(&mut *w, &EntryJson(folder_fields(&e)))?;
+    }
+    if !first {
+        w.write_all(b"\n  }")?;
+    }
+    // An original-tool summary kept verbatim in `extra` (written above) stays as it was.
+    let theirs = header.summary.is_none() && header.extra.contains_key("summary");
+    if !theirs {
+        let s = header.summary.as_ref().unwrap_or(&summary);
+        write!(w, ",\n  \"summary\": {}", serde_json::to_string(s)?)?;
+    }
+    w.write_all(b"\n}\n")?;
+    Ok(summary)
+}
+
+/// The metadata file of one increment, whole in memory (small uses: `delete`, `recreate`,
+/// tests). The index and the engine use [`read_increment`] / [`write_increment`] directly.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IncrementMeta {
     pub backup_name: String,
@@ -726,6 +1052,7 @@ pub struct IncrementMeta {
     pub timestamp: String,
     pub version: Value,
     pub file_catalog: BTreeMap<RelPath, CatalogEntry>,
+    pub folders: BTreeMap<RelPath, FolderEntry>,
     pub summary: IncrementSummary,
     /// Other top-level keys, kept so a rewrite (recreate) does not drop them.
     pub extra: Map<String, Value>,
@@ -738,6 +1065,7 @@ impl IncrementMeta {
             timestamp,
             version: Value::from(SCHEMA_VERSION),
             file_catalog: BTreeMap::new(),
+            folders: BTreeMap::new(),
             summary: IncrementSummary::default(),
             extra: Map::new(),
         }
@@ -747,150 +1075,71 @@ impl IncrementMeta {
         file: &str,
         text: &[u8],
     ) -> Result<(IncrementMeta, Vec<FormatProblem>), FormatError> {
-        let mut problems = Vec::new();
-        let shape = |m: &str| FormatError::Shape {
-            path: file.to_owned(),
-            message: m.to_owned(),
-        };
-        let (entries, mut top) = match parse_fast(text, "file_catalog") {
-            Some(FastTop {
-                catalog: Some(c),
-                rest,
-            }) => (check_keys(file, c, &mut problems), rest),
-            _ => {
-                let value: Value =
-                    serde_json::from_slice(text).map_err(|source| FormatError::Json {
-                        path: file.to_owned(),
-                        source,
-                    })?;
-                let Value::Object(mut top) = value else {
-                    return Err(FormatError::Shape {
-                        path: file.to_owned(),
-                        message: "top level is not an object".into(),
-                    });
-                };
-                let catalog = match top.remove("file_catalog") {
-                    Some(Value::Object(m)) => m,
-                    Some(_) => return Err(shape("\"file_catalog\" is not an object")),
-                    None => return Err(shape("no \"file_catalog\"")),
-                };
-                (parse_entries(file, catalog, &mut problems), top)
+        #[derive(Default)]
+        struct Collect {
+            entries: BTreeMap<RelPath, CatalogEntry>,
+            folders: BTreeMap<RelPath, FolderEntry>,
+            problems: Vec<FormatProblem>,
+        }
+        impl CatalogSink for Collect {
+            fn entry(&mut self, path: RelPath, entry: CatalogEntry) {
+                self.entries.insert(path, entry);
             }
-        };
-        let backup_name = match top.remove("backup_name") {
-            Some(Value::String(s)) => s,
-            _ => String::new(),
-        };
-        let timestamp = match top.remove("timestamp") {
-            Some(Value::String(s)) => s,
-            Some(Value::Number(n)) => n.to_string(),
-            _ => String::new(),
-        };
-        let version = top.remove("version").unwrap_or(Value::Null);
-        let summary = match top.remove("summary") {
-            Some(v) => match serde_json::from_value::<IncrementSummary>(v.clone()) {
-                Ok(s) => s,
-                Err(_) => {
-                    // The original tool's summary had other fields; keep them verbatim.
-                    top.insert("summary".into(), v);
-                    IncrementSummary::default()
-                }
-            },
-            None => IncrementSummary::default(),
-        };
-        let file_catalog = entries
-            .into_iter()
-            .map(|(path, e)| {
-                let category = match (e.category, e.op) {
-                    (Some(c), _) => c,
-                    (None, Some(Op::Deleted)) => Category::Deleted,
-                    (None, _) => Category::Tracked,
-                };
-                (
-                    path,
-                    CatalogEntry {
-                        size: e.size,
-                        mtime: MTime::from_json(e.mtime, e.mtime_ns),
-                        category,
-                        op: e.op,
-                        kind: e.kind,
-                        mode: e.mode,
-                        hash: e.hash,
-                        version_of: e.version_of.as_deref().and_then(IncrementName::parse),
-                    },
-                )
-            })
-            .collect();
+            fn folder(&mut self, path: RelPath, folder: FolderEntry) {
+                self.folders.insert(path, folder);
+            }
+            fn problem(&mut self, problem: FormatProblem) {
+                self.problems.push(problem);
+            }
+        }
+        let mut c = Collect::default();
+        let h = read_increment(file, text, &mut c)?;
         Ok((
             IncrementMeta {
-                backup_name,
-                timestamp,
-                version,
-                file_catalog,
-                summary,
-                extra: top,
+                backup_name: h.backup_name,
+                timestamp: h.timestamp,
+                version: h.version,
+                file_catalog: c.entries,
+                folders: c.folders,
+                summary: h.summary.unwrap_or_default(),
+                extra: h.extra,
             },
-            problems,
+            c.problems,
         ))
     }
 
-    /// Pretty JSON, written without building a JSON tree (an initial increment can list every
-    /// tracked file).
+    /// The counts `summary` should hold for the catalog as it is.
+    pub fn recount(&mut self) {
+        let mut s = IncrementSummary::default();
+        for e in self.file_catalog.values() {
+            s.add(e);
+        }
+        self.summary = s;
+        // A rewritten catalog gets our summary, even where the original tool's stood.
+        self.extra.remove("summary");
+    }
+
     pub fn write_json(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-        struct Catalog<'a>(&'a BTreeMap<RelPath, CatalogEntry>);
-        impl Serialize for Catalog<'_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_map(self.0.iter().map(|(p, e)| {
-                    (
-                        p.encode(),
-                        EntryJson {
-                            size: e.size,
-                            mtime: Some(e.mtime.secs_f64()),
-                            mtime_ns: Some(e.mtime.ns),
-                            category: Some(e.category),
-                            op: Some(e.op()),
-                            kind: e.kind,
-                            mode: e.mode,
-                            hash: e.hash,
-                            version_of: e.version_of.as_ref().map(|n| n.to_string()),
-                            ..Default::default()
-                        },
-                    )
-                }))
-            }
-        }
-        #[derive(Serialize)]
-        struct Top<'a> {
-            #[serde(flatten)]
-            extra: &'a Map<String, Value>,
-            version: &'a Value,
-            timestamp: &'a str,
-            backup_name: &'a str,
-            file_catalog: Catalog<'a>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            summary: Option<&'a IncrementSummary>,
-        }
         // An original-tool summary kept verbatim in `extra` wins over our empty default.
-        let keep_theirs =
+        let theirs =
             self.extra.contains_key("summary") && self.summary == IncrementSummary::default();
-        let mut extra = std::borrow::Cow::Borrowed(&self.extra);
-        if !keep_theirs && extra.contains_key("summary") {
-            extra.to_mut().remove("summary");
-        }
-        for k in ["version", "timestamp", "backup_name", "file_catalog"] {
-            if extra.contains_key(k) {
-                extra.to_mut().remove(k);
-            }
-        }
-        let top = Top {
-            extra: &extra,
-            version: &self.version,
-            timestamp: &self.timestamp,
-            backup_name: &self.backup_name,
-            file_catalog: Catalog(&self.file_catalog),
-            summary: (!keep_theirs).then_some(&self.summary),
+        let header = IncrementHeader {
+            backup_name: self.backup_name.clone(),
+            timestamp: self.timestamp.clone(),
+            version: self.version.clone(),
+            summary: (!theirs).then(|| self.summary.clone()),
+            extra: self.extra.clone(),
         };
-        serde_json::to_writer_pretty(w, &top).map_err(std::io::Error::from)
+        write_increment(
+            w,
+            &header,
+            &mut self
+                .file_catalog
+                .iter()
+                .map(|(p, e)| Ok((p.clone(), e.clone()))),
+            &mut self.folders.iter().map(|(p, e)| Ok((p.clone(), e.clone()))),
+        )
+        .map(|_| ())
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -963,6 +1212,7 @@ mod tests {
                 mode: Some(0o644),
                 hash: Some(ContentHash::of(b"x")),
                 version_of: IncrementName::parse("backup_20240101_000000"),
+                attrs: Default::default(),
             },
         );
         let (back, p) = MirrorIndex::from_json("m", &idx.to_json()).unwrap();
@@ -971,5 +1221,76 @@ mod tests {
         let flat = br#"{"x.txt": {"size": 1, "mtime": 2.5, "tracked": false}}"#;
         let (f, _) = MirrorIndex::from_json("m", flat).unwrap();
         assert_eq!(f.files.len(), 1);
+    }
+
+    #[test]
+    fn a_non_object_entry_is_malformed_and_named() {
+        let text = br#"{"file_catalog": {"a": [1, 2], "b": {"size": 3, "mtime": 1.5}},
+                        "backup_name": "x", "timestamp": ""}"#;
+        let (m, problems) = IncrementMeta::from_json("inc.json", text).unwrap();
+        assert_eq!(m.file_catalog.len(), 1);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].file, "inc.json");
+        assert_eq!(problems[0].key.as_deref(), Some("a"));
+        assert!(
+            problems[0].message.contains("malformed"),
+            "{:?}",
+            problems[0]
+        );
+    }
+
+    #[test]
+    fn attributes_and_folders_round_trip() {
+        let mut m =
+            IncrementMeta::new("backup_20240101_000000", "2024-01-01T00:00:00+09:00".into());
+        let attrs = Attrs {
+            owner: Some(Owner {
+                uid: 1234,
+                gid: 5678,
+                user: Some("alice".into()),
+                group: None,
+            }),
+            xattrs: vec![
+                Xattr {
+                    name: b"system.posix_acl_access".to_vec(),
+                    value: vec![2, 0, 0, 0, 1, 0, 6, 0, 255, 255],
+                },
+                Xattr {
+                    name: b"user.\xff".to_vec(),
+                    value: b"\x00binary".to_vec(),
+                },
+            ],
+            sparse: true,
+            hardlink_of: Some(RelPath::parse("d/h1").unwrap()),
+        };
+        m.file_catalog.insert(
+            RelPath::parse("d/h2").unwrap(),
+            CatalogEntry {
+                size: 1,
+                mtime: MTime::from_ns(5),
+                category: Category::Tracked,
+                op: Some(Op::New),
+                kind: FileKind::File,
+                mode: Some(0o4755),
+                hash: None,
+                version_of: None,
+                attrs: attrs.clone(),
+            },
+        );
+        m.folders.insert(
+            RelPath::parse("d").unwrap(),
+            FolderEntry {
+                mtime: MTime::from_ns(7),
+                mode: Some(0o700),
+                attrs: Attrs {
+                    owner: attrs.owner.clone(),
+                    ..Default::default()
+                },
+            },
+        );
+        m.recount();
+        let (back, problems) = IncrementMeta::from_json("t", &m.to_json()).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(back, m);
     }
 }

@@ -331,6 +331,7 @@ mod tests {
             mode: Some(0o644),
             hash: None,
             version_of: version_of.and_then(IncrementName::parse),
+            attrs: Default::default(),
         }
     }
 
@@ -398,6 +399,7 @@ mod tests {
                 mode: None,
                 hash: None,
                 version_of: IncrementName::parse(A),
+                attrs: Default::default(),
             },
         );
         let h = History::build(incs, &mirror);

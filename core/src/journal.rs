@@ -141,7 +141,7 @@ fn describe(m: &std::fs::Metadata) -> Found {
         size: m.len(),
         mtime: MTime::of(m),
         mode: match kind {
-            FileKind::File => backup_platform::fs::mode_bits(m),
+            FileKind::File | FileKind::Dir => backup_platform::fs::mode_bits(m),
             FileKind::Symlink => None,
         },
         ino: backup_platform::fs::file_id(m),
@@ -150,6 +150,7 @@ fn describe(m: &std::fs::Metadata) -> Found {
 
 fn hash_of(path: &Path, kind: FileKind) -> io::Result<ContentHash> {
     match kind {
+        FileKind::Dir => Err(io::Error::other("a folder has no content hash")),
         FileKind::Symlink => {
             let t = std::fs::read_link(path)?;
             Ok(ContentHash::of(t.as_os_str().as_encoded_bytes()))
@@ -293,6 +294,7 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
                         mode: f.mode,
                         hash,
                         version_of: None,
+                        attrs: Default::default(),
                     },
                 );
                 match op {
@@ -319,6 +321,7 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
                         mode: f.mode,
                         hash,
                         version_of: prev.and_then(|p| p.version_of.clone()),
+                        attrs: Default::default(),
                     },
                 );
                 built.summary.deleted += 1;
@@ -368,6 +371,7 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
                 mode: f.mode,
                 hash: Some(hash),
                 version_of: increment.clone(),
+                attrs: Default::default(),
             }
         } else if let Some(p) = prev.filter(|p| p.hash == Some(hash) && p.size == f.size) {
             // Same bytes, metadata rounded by the file system (exFAT keeps 10 ms): keep.
@@ -381,6 +385,7 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
                 mode: f.mode,
                 hash: Some(hash),
                 version_of: None,
+                attrs: Default::default(),
             }
         };
         index.files.insert(rel, entry);

@@ -96,7 +96,7 @@ fn metadata_matches(e: &SourceEntry, i: &IndexEntry) -> bool {
         && e.mtime == i.mtime
         && e.tracked == i.tracked
         && match e.kind {
-            FileKind::File => i.mode == Some(e.mode),
+            FileKind::File | FileKind::Dir => i.mode == Some(e.mode),
             FileKind::Symlink => true,
         }
 }
@@ -104,6 +104,7 @@ fn metadata_matches(e: &SourceEntry, i: &IndexEntry) -> bool {
 fn source_hash(src: &Path, e: &SourceEntry) -> Option<ContentHash> {
     let path = e.rel.under(src);
     match e.kind {
+        FileKind::Dir => None,
         FileKind::File => {
             let mut h = blake3::Hasher::new();
             let f = std::fs::File::open(&path).ok()?;
@@ -216,6 +217,7 @@ mod tests {
             mode: Some(e.mode),
             hash: None,
             version_of: None,
+            attrs: Default::default(),
         }
     }
 

@@ -47,6 +47,7 @@ fn entry(id: u64, category: Category, op: Op, version_of: Option<String>) -> Cat
         mode: Some(0o644),
         hash: Some(hash(id)),
         version_of,
+        attrs: Default::default(),
     }
 }
 
@@ -150,6 +151,7 @@ fn play(steps: &[Step]) -> Run {
                 mode: Some(0o644),
                 hash: Some(hash(*id)),
                 version_of: Some(n(start)),
+                attrs: Default::default(),
             },
         );
     }

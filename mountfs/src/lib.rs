@@ -642,6 +642,7 @@ impl BackupFs {
                         kind: match v.kind {
                             backup_core::FileKind::File => NodeKind::File,
                             backup_core::FileKind::Symlink => NodeKind::Symlink,
+                            backup_core::FileKind::Dir => NodeKind::Dir,
                         },
                         size: v.size,
                         mtime: v.mtime.to_system_time(),

@@ -382,8 +382,12 @@ fn hostile_metadata_never_panics_or_names_a_path() {
     let meta = d.path().join(B).join(format!("{B}.json"));
     let text = std::fs::read_to_string(&meta).unwrap();
     let text = text.replace(
-        &format!("\"version_of\": \"{A}\""),
-        "\"version_of\": \"backup_0000/../../etc\"",
+        &format!("\"version_of\":\"{A}\""),
+        "\"version_of\":\"backup_0000/../../etc\"",
+    );
+    assert!(
+        text.contains("backup_0000/../../etc"),
+        "the fixture names A"
     );
     std::fs::write(&meta, text).unwrap();
     let fs = open_fs(d.path());

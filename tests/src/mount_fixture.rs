@@ -92,6 +92,7 @@ impl FixtureBackup {
                             mode: Some(file.mode),
                             hash: Some(ContentHash::of(&file.content)),
                             version_of: backup_core::IncrementName::parse(&start),
+                            attrs: Default::default(),
                         },
                     );
                     meta.summary.deleted += 1;
@@ -150,6 +151,7 @@ impl FixtureBackup {
                 mode: Some(mode),
                 hash: Some(ContentHash::of(data)),
                 version_of: None,
+                attrs: Default::default(),
             },
         );
         match op {
@@ -167,6 +169,7 @@ impl FixtureBackup {
                 mode: Some(mode),
                 hash: Some(ContentHash::of(data)),
                 version_of: Some(name.clone()),
+                attrs: Default::default(),
             },
         );
         self.stored
@@ -192,6 +195,7 @@ impl FixtureBackup {
                 mode: Some(0o644),
                 hash: None,
                 version_of: None,
+                attrs: Default::default(),
             },
         );
         fs::write(self.dist.join("mirror.json"), self.index.to_json()).expect("index");

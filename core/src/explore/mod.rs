@@ -144,6 +144,7 @@ impl Backup {
                         .collect(),
                     summary: i.meta.summary.clone(),
                     extra: serde_json::Map::new(),
+                    folders: Default::default(),
                 },
             })
             .collect();

@@ -177,6 +177,7 @@ fn rebuild_one(
                     mode,
                     hash,
                     version_of,
+                    attrs: Default::default(),
                 },
             );
         }

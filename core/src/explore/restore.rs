@@ -260,6 +260,7 @@ fn restore_one(
         }
     }
     match item.kind {
+        FileKind::Dir => return Err(io::Error::other("folders are restored on their own")),
         FileKind::File => {
             let (mut src, md) = open_nofollow(&source)?;
             if dry_run {
@@ -338,6 +339,7 @@ fn same_version(md: &std::fs::Metadata, item: &Item) -> bool {
     let kind_ok = match item.kind {
         FileKind::File => md.is_file(),
         FileKind::Symlink => md.file_type().is_symlink(),
+        FileKind::Dir => md.is_dir(),
     };
     let mtime_ok = md
         .modified()
