@@ -444,6 +444,48 @@ impl EntryFields {
     }
 }
 
+/// The attributes other than the numeric owner, as the compact JSON the index keeps in its
+/// `extra` column (`None` when there are none): names, xattrs, sparse, hardlink_of.
+pub(crate) fn attrs_extra(a: &Attrs) -> Option<String> {
+    let mut f = EntryFields::default();
+    f.set_attrs(a);
+    f.uid = None;
+    f.gid = None;
+    #[derive(Serialize)]
+    struct Extra<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: &'a Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: &'a Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        xattrs: &'a Option<BTreeMap<String, String>>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        sparse: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hardlink_of: &'a Option<String>,
+    }
+    let e = Extra {
+        user: &f.user,
+        group: &f.group,
+        xattrs: &f.xattrs,
+        sparse: f.sparse,
+        hardlink_of: &f.hardlink_of,
+    };
+    let empty =
+        e.user.is_none() && e.group.is_none() && e.xattrs.is_none() && !e.sparse && e.hardlink_of.is_none();
+    (!empty).then(|| serde_json::to_string(&e).unwrap_or_default())
+}
+
+/// The inverse of [`attrs_extra`], with the owner's numbers from their own columns.
+pub(crate) fn attrs_from_extra(uid: Option<u32>, gid: Option<u32>, extra: Option<&str>) -> Attrs {
+    let mut f: EntryFields = extra
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default();
+    f.uid = uid;
+    f.gid = gid;
+    f.attrs().0
+}
+
 fn is_file_kind(k: &FileKind) -> bool {
     *k == FileKind::File
 }

@@ -44,6 +44,7 @@ pub struct Version {
     pub mode: Option<u32>,
     pub kind: FileKind,
     pub hash: Option<ContentHash>,
+    pub attrs: crate::format::Attrs,
 }
 
 impl Version {
@@ -94,19 +95,20 @@ pub struct History {
 
 fn version_from(
     path: &RelPath,
-    start: &IncrementName,
+    start: Option<&IncrementName>,
     holder: Holder,
     e: &CatalogEntry,
 ) -> Version {
     Version {
         path: path.clone(),
-        start: Some(start.clone()),
+        start: start.cloned(),
         holder,
         size: e.size,
         mtime: e.mtime,
         mode: e.mode,
         kind: e.kind,
         hash: e.hash,
+        attrs: e.attrs.clone(),
     }
 }
 
@@ -120,101 +122,154 @@ fn version_from_index(path: &RelPath, start: EventAt, e: &IndexEntry) -> Version
         mode: e.mode,
         kind: e.kind,
         hash: e.hash,
+        attrs: e.attrs.clone(),
     }
+}
+
+/// One step of a path's folded timeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Folded {
+    /// Where it sorts among increments (`None`: before all).
+    pub at: EventAt,
+    /// The version made present, or `None` for a deletion.
+    pub version: Option<Version>,
+    /// True for a version the catalogs no longer show at its start (its storing increment or
+    /// entry is gone) but another holder keeps: a `deleted/` link or the mirror.
+    pub kept: bool,
+}
+
+/// The fold of one path: its catalog events (in increment order), plus the versions other
+/// holders keep. The one implementation of the point-in-time rules (SPEC "Point in time"), used
+/// by [`History`] in memory and by the index, which stores its result.
+pub fn fold_path(
+    path: &RelPath,
+    events: &[(&IncrementName, &CatalogEntry)],
+    mirror: Option<&IndexEntry>,
+) -> Vec<Folded> {
+    let mut tl: Vec<Folded> = Vec::with_capacity(events.len() + 1);
+    for (name, e) in events {
+        let name = *name;
+        match e.category {
+            Category::Tracked => {
+                let holder = Holder::Increment {
+                    name: name.clone(),
+                    category: Category::Tracked,
+                };
+                tl.push(Folded {
+                    at: Some(name.clone()),
+                    version: Some(version_from(path, Some(name), holder, e)),
+                    kept: false,
+                });
+            }
+            Category::Deleted => {
+                // The deleted/ link still holds the last version; when the increment that
+                // stored it is gone (or its entry was deleted from it), this link is what keeps
+                // it visible. Events come oldest first, so the storing increment's event, if
+                // any, is already in the timeline. A deletion that does not say who stored the
+                // version (the original tool's, or an unusable `version_of`) keeps it from an
+                // unknown start when nothing earlier shows it.
+                let holder = Holder::Increment {
+                    name: name.clone(),
+                    category: Category::Deleted,
+                };
+                match &e.version_of {
+                    Some(start) => {
+                        let stored = tl
+                            .iter()
+                            .any(|f| f.at.as_ref() == Some(start) && f.version.is_some());
+                        if !stored && start < name {
+                            tl.push(Folded {
+                                at: Some(start.clone()),
+                                version: Some(version_from(path, Some(start), holder, e)),
+                                kept: true,
+                            });
+                        }
+                    }
+                    None => {
+                        if !tl.iter().any(|f| f.version.is_some()) {
+                            tl.push(Folded {
+                                at: None,
+                                version: Some(version_from(path, None, holder, e)),
+                                kept: true,
+                            });
+                        }
+                    }
+                }
+                tl.push(Folded {
+                    at: Some(name.clone()),
+                    version: None,
+                    kept: false,
+                });
+            }
+        }
+    }
+    if let Some(e) = mirror.filter(|e| e.tracked) {
+        match &e.version_of {
+            Some(start) => {
+                // The mirror holds the version when its storing increment (or just that
+                // increment's entry) is gone: only then is there no event at `start`. And only
+                // if no later event supersedes it (a consistent index has none).
+                if !tl.iter().any(|f| f.at.as_ref() >= Some(start)) {
+                    tl.push(Folded {
+                        at: Some(start.clone()),
+                        version: Some(version_from_index(path, Some(start.clone()), e)),
+                        kept: true,
+                    });
+                }
+            }
+            None => {
+                if tl.is_empty() {
+                    tl.push(Folded {
+                        at: None,
+                        version: Some(version_from_index(path, None, e)),
+                        kept: true,
+                    });
+                }
+            }
+        }
+    }
+    // Stable: ties keep their order (a kept version before the deletion at the same point
+    // cannot happen, since a kept start sorts strictly before its deletion).
+    tl.sort_by(|a, b| a.at.cmp(&b.at));
+    tl
 }
 
 impl History {
     /// Builds the history from increments (any order) and the mirror index.
     pub fn build(mut increments: Vec<IncrementInfo>, mirror: &MirrorIndex) -> History {
         increments.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut timelines: BTreeMap<RelPath, Vec<(EventAt, Event)>> = BTreeMap::new();
+        let mut events: BTreeMap<&RelPath, Vec<(&IncrementName, &CatalogEntry)>> = BTreeMap::new();
         for inc in &increments {
-            let name = &inc.name;
             for (path, e) in &inc.meta.file_catalog {
-                let tl = timelines.entry(path.clone()).or_default();
-                match e.category {
-                    Category::Tracked => {
-                        let holder = Holder::Increment {
-                            name: inc.name.clone(),
-                            category: Category::Tracked,
-                        };
-                        tl.push((
-                            Some(name.clone()),
-                            Event::Present(Box::new(version_from(path, name, holder, e))),
-                        ));
-                    }
-                    Category::Deleted => {
-                        // The deleted/ link still holds the last version; when the increment
-                        // that stored it is gone (or its entry was deleted from it), this link
-                        // is what keeps it visible. Increments are folded oldest first, so the
-                        // storing increment's event, if any, is already in the timeline. A
-                        // deletion that does not say who stored the version (the original
-                        // tool's, or an unusable `version_of`) keeps it from an unknown start
-                        // when nothing earlier shows it.
-                        let holder = Holder::Increment {
-                            name: inc.name.clone(),
-                            category: Category::Deleted,
-                        };
-                        match &e.version_of {
-                            Some(start) => {
-                                let stored = tl.iter().any(|(t, ev)| {
-                                    t.as_ref() == Some(start) && matches!(ev, Event::Present(_))
-                                });
-                                if !stored && start < name {
-                                    tl.push((
-                                        Some(start.clone()),
-                                        Event::Present(Box::new(version_from(
-                                            path, start, holder, e,
-                                        ))),
-                                    ));
-                                }
-                            }
-                            None => {
-                                if !tl.iter().any(|(_, ev)| matches!(ev, Event::Present(_))) {
-                                    let mut v = version_from(path, name, holder, e);
-                                    v.start = None;
-                                    tl.push((None, Event::Present(Box::new(v))));
-                                }
-                            }
-                        }
-                        tl.push((Some(name.clone()), Event::Absent));
-                    }
-                }
+                events.entry(path).or_default().push((&inc.name, e));
             }
+        }
+        let mut timelines: BTreeMap<RelPath, Vec<(EventAt, Event)>> = BTreeMap::new();
+        let mut add = |path: &RelPath, evs: &[(&IncrementName, &CatalogEntry)]| {
+            let folded = fold_path(path, evs, mirror.files.get(path));
+            if !folded.is_empty() {
+                timelines.insert(
+                    path.clone(),
+                    folded
+                        .into_iter()
+                        .map(|f| {
+                            let ev = match f.version {
+                                Some(v) => Event::Present(Box::new(v)),
+                                None => Event::Absent,
+                            };
+                            (f.at, ev)
+                        })
+                        .collect(),
+                );
+            }
+        };
+        for (path, evs) in &events {
+            add(path, evs);
         }
         for (path, e) in &mirror.files {
-            if !e.tracked {
-                continue;
+            if e.tracked && !events.contains_key(path) {
+                add(path, &[]);
             }
-            let tl = timelines.entry(path.clone()).or_default();
-            match &e.version_of {
-                Some(start) => {
-                    // The mirror holds the version when its storing increment (or just that
-                    // increment's entry) is gone: only then is there no event at `start`.
-                    // And only if no later event supersedes it (a consistent index has none).
-                    if !tl.iter().any(|(t, _)| t.as_ref() >= Some(start)) {
-                        tl.push((
-                            Some(start.clone()),
-                            Event::Present(Box::new(version_from_index(
-                                path,
-                                Some(start.clone()),
-                                e,
-                            ))),
-                        ));
-                    }
-                }
-                None => {
-                    if tl.is_empty() {
-                        tl.push((
-                            None,
-                            Event::Present(Box::new(version_from_index(path, None, e))),
-                        ));
-                    }
-                }
-            }
-        }
-        for tl in timelines.values_mut() {
-            tl.sort_by(|a, b| a.0.cmp(&b.0));
         }
         History {
             increments,

@@ -268,6 +268,7 @@ mod tests {
             mode: None,
             kind: backup_core::FileKind::File,
             hash: None,
+            attrs: Default::default(),
         };
         let tl = vec![
             (None, Some(&v)),
