@@ -17,6 +17,8 @@ pub use crate::identity::{IncrementName, INCREMENT_PREFIX};
 pub const LOCK_FILE: &str = ".backup.lock";
 pub const JOURNAL_FILE: &str = ".backup-journal.json";
 pub const STAGING_DIR: &str = ".backup-staging";
+/// The index of the mirror and the catalog of all increments (SQLite; see `docs/format.md`).
+pub const INDEX_FILE: &str = ".backup-index.sqlite";
 
 /// Proof that this process holds the backup's writer lock: every function that changes a
 /// backup takes one, so none can run beside a `backup` (or another writer).
@@ -82,6 +84,9 @@ impl Repository {
     }
     pub fn mirror_index_path(&self) -> PathBuf {
         self.root.join(MIRROR_INDEX)
+    }
+    pub fn index_path(&self) -> PathBuf {
+        self.root.join(INDEX_FILE)
     }
     pub fn lock_path(&self) -> PathBuf {
         self.root.join(LOCK_FILE)
