@@ -28,8 +28,22 @@ pub fn recreate(
     only: Option<&str>,
     force: bool,
 ) -> Result<Vec<Rebuilt>, ExploreError> {
+    recreate_with_progress(backup, only, force, &|_| {})
+}
+
+/// [`recreate`], telling `progress` about each increment handled.
+pub fn recreate_with_progress(
+    backup: &Backup,
+    only: Option<&str>,
+    force: bool,
+    progress: crate::progress::WorkSink,
+) -> Result<Vec<Rebuilt>, ExploreError> {
     let repo = &backup.repo;
     let names = repo.increment_names()?;
+    progress(crate::progress::Work::Start {
+        items: names.len() as u64,
+        bytes: 0,
+    });
     if let Some(o) = only {
         if !names.iter().any(|n| n.as_str() == o) {
             return Err(ExploreError::NoSuchIncrement(o.to_owned()));
@@ -39,6 +53,7 @@ pub fn recreate(
     let mut known: HashSet<RelPath> = HashSet::new();
     let mut out = Vec::new();
     for name in &names {
+        progress(crate::progress::Work::Item { bytes: 0 });
         let selected = only.is_none_or(|o| o == name.as_str());
         let keep = !force && !broken.contains(name);
         if !selected || keep {
