@@ -338,7 +338,7 @@ mod tests {
             "backup_20240108_100000",
         ]);
         let p = Policy {
-            keep_hourly: 3,
+            keep_hourly: 4,
             ..Default::default()
         };
         assert_eq!(kept(&n, p), vec![false, true, true, true, true]);
