@@ -330,7 +330,7 @@ impl std::fmt::Display for RuleMatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {:?}", self.key.name(), self.pattern)?;
         if let Some(d) = &self.dir {
-            write!(f, " (matches {d}/)")?;
+            write!(f, " at {}/", d.trim_end_matches('/'))?;
         }
         Ok(())
     }

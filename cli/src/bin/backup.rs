@@ -500,16 +500,8 @@ async fn engine_run(cli: &Cli, config: &Config) -> Outcome {
         let done = files_done.clone();
         let total = files_total.clone();
         Arc::new(move |ev: Event| match ev {
-            Event::Scanned { files } => {
-                tracing::info!("scan: {files} files selected");
-                pb.set_message(format!("{files} files selected"))
-            }
-            Event::Planned {
-                copies,
-                bytes,
-                deletes,
-            } => {
-                tracing::info!("plan: {copies} to copy ({bytes} bytes), {deletes} to remove");
+            Event::Scanned { files } => pb.set_message(format!("{files} files selected")),
+            Event::Planned { copies, bytes, .. } => {
                 total.store(copies as u64, Ordering::Relaxed);
                 pb.set_length(bytes);
                 pb.set_message(format!("0/{copies} files"));
@@ -521,10 +513,7 @@ async fn engine_run(cli: &Cli, config: &Config) -> Outcome {
             }
             Event::Note(n) => say_note(&n),
             Event::Error(e) => term::error(&format!("error: {e}")),
-            Event::Committed => {
-                tracing::info!("committed");
-                pb.set_message("committed")
-            }
+            Event::Committed => pb.set_message("committed"),
         })
     };
     let opts = RunOptions {
@@ -764,10 +753,10 @@ fn starter_profile(src: &str, dist: &str) -> String {
   "dist": {dist},
 
   "_rules": "Only what a rule names is backed up. Globs relative to src: * and ? within a name, ** across folders; a trailing :rec means at any depth.",
-  "_include_dirs": "Folders backed up recursively, untracked: the mirror keeps their current state only.",
-  "include_dirs": ["."],
-  "_track_dirs": "Folders backed up recursively and tracked: every version that changes is kept in increments.",
-  "track_dirs": [],
+  "_track_dirs": "Folders backed up recursively and tracked: every version that changes is kept in increments. \".\" is src itself.",
+  "track_dirs": ["."],
+  "_include_dirs": "Folders backed up recursively, untracked: the mirror keeps their current state only (no history).",
+  "include_dirs": [],
   "_exclude_dirs": "Folders left out (a name without / matches at any depth).",
   "exclude_dirs": [".cache", "node_modules", "target", ".Trash-*"],
   "_include_files": "Single files (or globs) backed up untracked, even inside an excluded folder.",
