@@ -98,8 +98,14 @@ fn run_one(
     let (tx, rx) = mpsc::channel::<()>();
     let mut readers = Vec::new();
     for pipe in [
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -186,12 +192,15 @@ pub fn check_owner(config: &Config) -> Result<(), String> {
         }
         let dir = config.file.parent().unwrap_or(Path::new("/"));
         for (what, p) in [("the profile", config.file.as_path()), ("its folder", dir)] {
-            let md = std::fs::metadata(p)
-                .map_err(|e| format!("cannot check {}: {e}", p.display()))?;
+            let md =
+                std::fs::metadata(p).map_err(|e| format!("cannot check {}: {e}", p.display()))?;
             let why = if md.uid() != 0 {
                 Some(format!("is owned by uid {}", md.uid()))
             } else if md.mode() & 0o022 != 0 {
-                Some(format!("is writable by other users (mode {:o})", md.mode() & 0o7777))
+                Some(format!(
+                    "is writable by other users (mode {:o})",
+                    md.mode() & 0o7777
+                ))
             } else {
                 None
             };

@@ -12,8 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::term;
 
 /// Files, bytes, rate and ETA.
-const BYTES: &str =
-    "{spinner} {msg} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}";
+const BYTES: &str = "{spinner} {msg} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}";
 /// For work whose bytes are unknown: items, rate and ETA.
 const ITEMS: &str = "{spinner} {msg} [{wide_bar}] {pos}/{len} {per_sec} ETA {eta}";
 

@@ -572,16 +572,12 @@ fn hooks(v: &Value) -> Result<Hooks, String> {
             "before" => h.before = hook_commands(key, value)?,
             "after" => h.after = hook_commands(key, value)?,
             "on_error" => h.on_error = hook_commands(key, value)?,
-            _ => {
-                h.timeout_secs = match value.as_u64() {
-                    Some(n) if n >= 1 => n,
-                    _ => {
-                        return Err(format!(
-                            "\"hooks\".\"timeout\" must be a whole number of seconds ≥ 1, found {value}"
-                        ))
-                    }
-                }
-            }
+            _ => h.timeout_secs = match value.as_u64() {
+                Some(n) if n >= 1 => n,
+                _ => return Err(format!(
+                    "\"hooks\".\"timeout\" must be a whole number of seconds ≥ 1, found {value}"
+                )),
+            },
         }
     }
     Ok(h)
@@ -592,8 +588,7 @@ fn retention(v: &Value) -> Result<Policy, String> {
     for (key, value) in object("retention", v, RETENTION_KEYS)? {
         if key == "keep_within" {
             let text = string("keep_within", value)?;
-            p.keep_within =
-                Some(Within::parse(&text).map_err(|e| format!("\"retention\": {e}"))?);
+            p.keep_within = Some(Within::parse(&text).map_err(|e| format!("\"retention\": {e}"))?);
             continue;
         }
         let n = value.as_u64().ok_or_else(|| {

@@ -697,7 +697,10 @@ mod why_tests {
         let w = why(&s, "projects/a.txt");
         assert_eq!(w.selected, Some(true));
         let d = w.decided_by.unwrap();
-        assert_eq!((d.key, d.dir.as_deref()), (RuleKey::TrackDirs, Some("projects")));
+        assert_eq!(
+            (d.key, d.dir.as_deref()),
+            (RuleKey::TrackDirs, Some("projects"))
+        );
         assert_eq!(w.overruled[0].key, RuleKey::IncludeDirs);
 
         let w = why(&s, "a/tmp/x.txt");
@@ -717,9 +720,23 @@ mod why_tests {
 
     #[test]
     fn nothing_names_it() {
-        let s = sel(&[(RuleKey::TrackFiles, &["a.txt"])], DirectoryPriority::Track);
+        let s = sel(
+            &[(RuleKey::TrackFiles, &["a.txt"])],
+            DirectoryPriority::Track,
+        );
         let w = why(&s, "b/c.txt");
-        assert_eq!(w, Why { selected: None, decided_by: None, excluded_by: None, overruled: vec![] });
-        assert_eq!(why(&s, "a.txt").decided_by.unwrap().key, RuleKey::TrackFiles);
+        assert_eq!(
+            w,
+            Why {
+                selected: None,
+                decided_by: None,
+                excluded_by: None,
+                overruled: vec![]
+            }
+        );
+        assert_eq!(
+            why(&s, "a.txt").decided_by.unwrap().key,
+            RuleKey::TrackFiles
+        );
     }
 }

@@ -296,7 +296,12 @@ async fn dry_run(cli: &Cli, config: &Config) -> i32 {
             removed: p.deletes.len() as u64,
             unchanged: p.unchanged as u64,
             selected: (p.copies.len() + p.unchanged as usize) as u64,
-            notes: preview.scan.notes.iter().map(|n| RunNote::Scan(n.clone()).to_string()).collect(),
+            notes: preview
+                .scan
+                .notes
+                .iter()
+                .map(|n| RunNote::Scan(n.clone()).to_string())
+                .collect(),
             ..RunSummary::default()
         };
         let status = if code == exit::SUCCESS {
@@ -425,9 +430,8 @@ async fn run(cli: &Cli, config: &Config) -> i32 {
         ("BACKUP_SRC", config.src.display().to_string()),
         ("BACKUP_DIST", config.dist.display().to_string()),
     ];
-    let failures = tokio::task::block_in_place(|| {
-        hooks::run(config, hooks::Stage::Before, &before_env)
-    });
+    let failures =
+        tokio::task::block_in_place(|| hooks::run(config, hooks::Stage::Before, &before_env));
     if let Some(f) = failures.first() {
         let line = format!("backup: {f}; nothing was backed up");
         term::error(&line);
@@ -868,7 +872,11 @@ fn check_config(cli: &Cli, config: &Config) -> i32 {
         println!("hooks: none");
     } else {
         println!("hooks (timeout {} s):", h.timeout_secs);
-        for (k, v) in [("before", &h.before), ("after", &h.after), ("on_error", &h.on_error)] {
+        for (k, v) in [
+            ("before", &h.before),
+            ("after", &h.after),
+            ("on_error", &h.on_error),
+        ] {
             for c in v {
                 println!("  {k:<8} {c}");
             }
@@ -911,19 +919,14 @@ fn explain(cli: &Cli, config: &Config) -> i32 {
             ));
             continue;
         }
-        let comps: Vec<&[u8]> = rel
-            .iter()
-            .map(|c| c.as_encoded_bytes())
-            .collect();
+        let comps: Vec<&[u8]> = rel.iter().map(|c| c.as_encoded_bytes()).collect();
         let why = selection.explain_path(&comps);
         let verdict = match why.selected {
             Some(true) => "tracked",
             Some(false) => "untracked",
             None => "not backed up",
         };
-        let rule = |r: &backup_core::selection::RuleMatch| {
-            json!({"key": r.key.name(), "pattern": r.pattern, "dir": r.dir})
-        };
+        let rule = |r: &backup_core::selection::RuleMatch| json!({"key": r.key.name(), "pattern": r.pattern, "dir": r.dir});
         docs.push(json!({
             "path": shown,
             "exists": on_disk.is_some(),

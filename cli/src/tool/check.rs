@@ -87,10 +87,7 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
         if report.problems.is_empty() {
             o.paint("32", "OK")
         } else {
-            o.paint(
-                "31",
-                &plural(report.problems.len(), "problem", "problems")
-            )
+            o.paint("31", &plural(report.problems.len(), "problem", "problems"))
         },
         plural(report.increments, "increment", "increments"),
         plural(report.files_checked, "file checked", "files checked"),

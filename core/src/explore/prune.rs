@@ -377,7 +377,16 @@ mod tests {
         assert_eq!((w.months, w.hours), (14, 0));
         let w = Within::parse("2w36h").unwrap();
         assert_eq!((w.months, w.hours), (0, 14 * 24 + 36));
-        for bad in ["", "7", "d", "7x", "1d1d", "0d", "-1d", "99999999999999999999y"] {
+        for bad in [
+            "",
+            "7",
+            "d",
+            "7x",
+            "1d1d",
+            "0d",
+            "-1d",
+            "99999999999999999999y",
+        ] {
             assert!(Within::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
