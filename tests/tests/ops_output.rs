@@ -58,7 +58,10 @@ fn progress_on_a_terminal_silence_in_a_pipe() {
         .split(['\r', '\n'])
         .find(|l| l.contains("increment backup_"))
         .expect("summary line");
-    assert!(summary.trim_start().starts_with("increment"), "{summary:?}");
+    assert!(
+        strip_ansi(summary).trim_start().starts_with("increment"),
+        "{summary:?}"
+    );
 
     // restore, check --verify: bars on a terminal.
     let to = env.dir.path().join("restored");
@@ -256,7 +259,7 @@ fn json_failures_are_one_object() {
     assert_eq!(doc["schema"], 1);
     assert!(doc["error"].as_str().unwrap().contains("\"src\""), "{doc}");
 
-    // A failed run (per-file errors) is a summary with its exit and status.
+    // A run's summary has the same field names in --dry-run and real runs.
     env.config(json!({"track_dirs": ["docs"]}));
     env.write("docs/a.txt", b"a");
     let real = env.backup(&["--json"]);
