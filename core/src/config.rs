@@ -572,12 +572,16 @@ fn hooks(v: &Value) -> Result<Hooks, String> {
             "before" => h.before = hook_commands(key, value)?,
             "after" => h.after = hook_commands(key, value)?,
             "on_error" => h.on_error = hook_commands(key, value)?,
-            _ => h.timeout_secs = match value.as_u64() {
-                Some(n) if n >= 1 => n,
-                _ => return Err(format!(
+            _ => {
+                h.timeout_secs = match value.as_u64() {
+                    Some(n) if n >= 1 => n,
+                    _ => {
+                        return Err(format!(
                     "\"hooks\".\"timeout\" must be a whole number of seconds ≥ 1, found {value}"
-                )),
-            },
+                ))
+                    }
+                }
+            }
         }
     }
     Ok(h)
