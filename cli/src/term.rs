@@ -71,6 +71,11 @@ pub fn init(verbose: u8, quiet: bool, log_file: Option<&Path>) -> anyhow::Result
     QUIET.store(quiet, Ordering::Relaxed);
     VERBOSE.store(verbose, Ordering::Relaxed);
     if let Some(path) = log_file {
+        // A first run under a timer: ~/.local/state may not exist yet.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        }
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
