@@ -124,7 +124,10 @@ fn recipe_command_lines_are_valid() {
         .unwrap();
     let fields: Vec<&str> = entry.split_whitespace().collect();
     assert!(fields[5].ends_with("/backup"), "{entry}");
-    lines.push(("cron".into(), fields[6..].iter().map(|s| s.to_string()).collect()));
+    lines.push((
+        "cron".into(),
+        fields[6..].iter().map(|s| s.to_string()).collect(),
+    ));
     for (what, args) in lines {
         let out = Command::new(bin("backup"))
             .args(&args)

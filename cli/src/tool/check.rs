@@ -83,7 +83,7 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     }
     writeln!(
         o.w,
-        "{}: {} increments, {} files checked{}{}",
+        "{}: {}, {}{}{}",
         if report.problems.is_empty() {
             o.paint("32", "OK")
         } else {

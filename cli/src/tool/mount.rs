@@ -284,6 +284,16 @@ fn check_mountpoint(repo: &Repository, dir: &Path) -> anyhow::Result<()> {
     }
     let canon = std::fs::canonicalize(dir)
         .with_context(|| format!("cannot resolve mount point {}", dir.display()))?;
+    // A dead mount's root attributes may still be cached for a moment; listing it must
+    // reach the (dead) daemon.
+    #[cfg(unix)]
+    if is_mount_point(&canon)
+        && std::fs::read_dir(&canon)
+            .err()
+            .is_some_and(|e| e.raw_os_error() == Some(libc::ENOTCONN))
+    {
+        clean_dead_mount(dir)?;
+    }
     if is_mount_point(&canon) {
         bail!(
             "mount point {} is busy: something is already mounted there (unmount it with `fusermount3 -u {}`)",
