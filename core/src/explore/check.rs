@@ -95,14 +95,21 @@ pub fn check_with_progress(
                 .iter()
                 .map(|i| i.meta.file_catalog.len() as u64)
                 .sum::<u64>(),
+        // Sizes come from metadata, which may be hostile: saturate, never overflow.
         bytes: if verify {
-            backup.mirror.files.values().map(|e| e.size).sum::<u64>()
-                + backup
-                    .increments
-                    .iter()
-                    .flat_map(|i| i.meta.file_catalog.values())
-                    .map(|e| e.size)
-                    .sum::<u64>()
+            backup
+                .mirror
+                .files
+                .values()
+                .map(|e| e.size)
+                .chain(
+                    backup
+                        .increments
+                        .iter()
+                        .flat_map(|i| i.meta.file_catalog.values())
+                        .map(|e| e.size),
+                )
+                .fold(0u64, u64::saturating_add)
         } else {
             0
         },

@@ -192,7 +192,12 @@ pub fn apply_with_progress(
     let mut results = Vec::with_capacity(plan.items.len());
     progress(Work::Start {
         items: plan.items.len() as u64,
-        bytes: plan.items.iter().map(|i| i.size).sum(),
+        // Sizes come from metadata, which may be hostile: saturate, never overflow.
+        bytes: plan
+            .items
+            .iter()
+            .map(|i| i.size)
+            .fold(0u64, u64::saturating_add),
     });
     for item in &plan.items {
         let outcome = match restore_one(item, &mut reader, &mut writer, overwrite, dry_run) {
