@@ -3,7 +3,6 @@
 //! process group) after the profile's timeout.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -190,7 +189,7 @@ pub fn check_owner(config: &Config) -> Result<(), String> {
         if unsafe { libc::geteuid() } != 0 {
             return Ok(());
         }
-        let dir = config.file.parent().unwrap_or(Path::new("/"));
+        let dir = config.file.parent().unwrap_or(std::path::Path::new("/"));
         for (what, p) in [("the profile", config.file.as_path()), ("its folder", dir)] {
             let md =
                 std::fs::metadata(p).map_err(|e| format!("cannot check {}: {e}", p.display()))?;
