@@ -535,6 +535,9 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                 let mut hasher = blake3::Hasher::new();
                 let out = pfs::copy_new_observed(&src, &temp, &mut |c| {
                     hasher.update(c);
+                    (stage.events)(Event::Copying {
+                        bytes: c.len() as u64,
+                    });
                 })
                 .map_err(|e| vanished("copy", e))?;
                 let (b, a) = (&out.before, &out.after);

@@ -18,6 +18,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::de::{Deserializer as _, MapAccess, Visitor};
 use serde_json::Value;
 
+use crate::explore::prune::{Policy, Within};
 use crate::selection::{RuleKey, Selection};
 
 /// Which rule wins for a file under both an include dir and a track dir.
@@ -44,6 +45,60 @@ pub struct Config {
     pub rules: Rules,
     /// ≥ 1; defaults to the number of CPUs.
     pub max_workers: usize,
+    /// Commands run before and after a run (`backup` only).
+    pub hooks: Hooks,
+    /// The retention policy of `backup-tool prune` without flags and `backup --prune`.
+    pub retention: Option<Policy>,
+}
+
+/// One hook command: a string is run by the shell (`sh -c`, `cmd /C` on Windows), a list is
+/// the program and its arguments, run directly (no quoting to get wrong).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookCommand {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+impl std::fmt::Display for HookCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HookCommand::Shell(s) => write!(f, "{s}"),
+            HookCommand::Argv(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
+/// Default limit on one hook command's run time.
+pub const HOOK_TIMEOUT_DEFAULT: u64 = 600;
+
+/// The `"hooks"` of a profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hooks {
+    /// Before the run; one failing refuses the run (exit 2) before anything is written.
+    pub before: Vec<HookCommand>,
+    /// After every run that started (whatever its outcome).
+    pub after: Vec<HookCommand>,
+    /// After a run that failed, was partial or was refused.
+    pub on_error: Vec<HookCommand>,
+    /// Seconds one command may take before it is killed (and counts as failed).
+    pub timeout_secs: u64,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            before: Vec::new(),
+            after: Vec::new(),
+            on_error: Vec::new(),
+            timeout_secs: HOOK_TIMEOUT_DEFAULT,
+        }
+    }
+}
+
+impl Hooks {
+    pub fn is_empty(&self) -> bool {
+        self.before.is_empty() && self.after.is_empty() && self.on_error.is_empty()
+    }
 }
 
 /// The selection keys of a profile, as written (globs checked by [`RawConfig::parse`]).
@@ -101,7 +156,26 @@ pub const KEYS: &[&str] = &[
     "directory_priority",
     "preserved_dirs",
     "max_workers",
+    "hooks",
+    "retention",
 ];
+
+/// Keys of `"hooks"`.
+pub const HOOK_KEYS: &[&str] = &["before", "after", "on_error", "timeout"];
+
+/// Keys of `"retention"` (the `backup-tool prune` flags without `--`, `-` as `_`).
+pub const RETENTION_KEYS: &[&str] = &[
+    "keep_last",
+    "keep_hourly",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
+    "keep_within",
+];
+
+/// Keys starting with this are comments: accepted anywhere and ignored (JSON has no comments).
+pub const COMMENT_PREFIX: &str = "_";
 
 /// A bound far above any useful parallelism; beyond it a typo (`80000`) is more likely than
 /// intent, and the pipeline's semaphore must stay well inside its limits.
@@ -116,6 +190,8 @@ pub struct RawConfig {
     /// What to back up, and what to track.
     pub rules: Rules,
     pub max_workers: Option<usize>,
+    pub hooks: Hooks,
+    pub retention: Option<Policy>,
 }
 
 impl RawConfig {
@@ -132,10 +208,13 @@ impl RawConfig {
         let mut src = None;
         let mut dist = None;
         for (key, value) in &entries {
+            if key.starts_with(COMMENT_PREFIX) {
+                continue;
+            }
             let Some(&known) = KEYS.iter().find(|k| **k == key.as_str()) else {
                 return Err(format!(
                     "unknown key {key:?} (did you mean {:?}?)",
-                    closest_key(key)
+                    closest_key(key, KEYS)
                 ));
             };
             if seen.contains(&known) {
@@ -171,6 +250,8 @@ impl RawConfig {
                     }
                 }
                 "max_workers" => raw.max_workers = Some(max_workers(value)?),
+                "hooks" => raw.hooks = hooks(value)?,
+                "retention" => raw.retention = Some(retention(value)?),
                 _ => unreachable!("every key of KEYS is handled"),
             }
         }
@@ -288,6 +369,8 @@ impl Config {
             dist,
             rules: raw.rules,
             max_workers,
+            hooks: raw.hooks,
+            retention: raw.retention,
         })
     }
 
@@ -341,8 +424,8 @@ fn parse_entries(text: &str) -> Result<Vec<(String, Value)>, String> {
     }
 }
 
-fn closest_key(key: &str) -> &'static str {
-    KEYS.iter()
+fn closest_key(key: &str, keys: &[&'static str]) -> &'static str {
+    keys.iter()
         .filter(|k| **k != "dst")
         .map(|k| (strsim::damerau_levenshtein(key, k), *k))
         .min()
@@ -412,6 +495,124 @@ fn max_workers(v: &Value) -> Result<usize, String> {
         (Some(k), _) => Ok(k as usize),
         (None, None) => Err(format!("\"max_workers\" must be an integer ≥ 1, found {n}")),
     }
+}
+
+/// The entries of an object value (`what` names it in messages), comment keys dropped, each
+/// key checked against `keys`.
+fn object<'a>(
+    what: &str,
+    v: &'a Value,
+    keys: &[&'static str],
+) -> Result<Vec<(&'static str, &'a Value)>, String> {
+    let Value::Object(m) = v else {
+        return Err(format!(
+            "{what:?} must be an object, found {}",
+            type_name(v)
+        ));
+    };
+    let mut out = Vec::new();
+    for (k, v) in m {
+        if k.starts_with(COMMENT_PREFIX) {
+            continue;
+        }
+        match keys.iter().find(|x| **x == k.as_str()) {
+            Some(&known) => out.push((known, v)),
+            None => {
+                return Err(format!(
+                    "unknown key {k:?} in {what:?} (did you mean {:?}?)",
+                    closest_key(k, keys)
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn hook_commands(key: &str, v: &Value) -> Result<Vec<HookCommand>, String> {
+    let Value::Array(items) = v else {
+        return Err(format!(
+            "\"hooks\".{key:?} must be a list of commands, found {}",
+            type_name(v)
+        ));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(s) if !s.trim().is_empty() => Ok(HookCommand::Shell(s.clone())),
+            Value::Array(argv) if !argv.is_empty() => argv
+                .iter()
+                .map(|a| match a {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(format!(
+                        "\"hooks\".{key:?} command {}: arguments must be strings, found {}",
+                        i + 1,
+                        type_name(other)
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(HookCommand::Argv),
+            other => Err(format!(
+                "\"hooks\".{key:?} command {} must be a non-empty string (run by sh -c) or a non-empty list [program, args...], found {}",
+                i + 1,
+                match other {
+                    Value::String(_) => "an empty string",
+                    Value::Array(_) => "an empty list",
+                    o => type_name(o),
+                }
+            )),
+        })
+        .collect()
+}
+
+fn hooks(v: &Value) -> Result<Hooks, String> {
+    let mut h = Hooks::default();
+    for (key, value) in object("hooks", v, HOOK_KEYS)? {
+        match key {
+            "before" => h.before = hook_commands(key, value)?,
+            "after" => h.after = hook_commands(key, value)?,
+            "on_error" => h.on_error = hook_commands(key, value)?,
+            _ => {
+                h.timeout_secs = match value.as_u64() {
+                    Some(n) if n >= 1 => n,
+                    _ => {
+                        return Err(format!(
+                    "\"hooks\".\"timeout\" must be a whole number of seconds ≥ 1, found {value}"
+                ))
+                    }
+                }
+            }
+        }
+    }
+    Ok(h)
+}
+
+fn retention(v: &Value) -> Result<Policy, String> {
+    let mut p = Policy::default();
+    for (key, value) in object("retention", v, RETENTION_KEYS)? {
+        if key == "keep_within" {
+            let text = string("keep_within", value)?;
+            p.keep_within = Some(Within::parse(&text).map_err(|e| format!("\"retention\": {e}"))?);
+            continue;
+        }
+        let n = value.as_u64().ok_or_else(|| {
+            format!("\"retention\".{key:?} must be a whole number ≥ 0, found {value}")
+        })? as usize;
+        match key {
+            "keep_last" => p.keep_last = n,
+            "keep_hourly" => p.keep_hourly = n,
+            "keep_daily" => p.keep_daily = n,
+            "keep_weekly" => p.keep_weekly = n,
+            "keep_monthly" => p.keep_monthly = n,
+            _ => p.keep_yearly = n,
+        }
+    }
+    if p.is_empty() {
+        return Err(
+            "\"retention\" keeps nothing: set at least one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within".to_owned(),
+        );
+    }
+    Ok(p)
 }
 
 /// `~` expansion, then relative paths against `base`, then `.`/`..` folded lexically.

@@ -471,8 +471,11 @@ pub(crate) fn attrs_extra(a: &Attrs) -> Option<String> {
         sparse: f.sparse,
         hardlink_of: &f.hardlink_of,
     };
-    let empty =
-        e.user.is_none() && e.group.is_none() && e.xattrs.is_none() && !e.sparse && e.hardlink_of.is_none();
+    let empty = e.user.is_none()
+        && e.group.is_none()
+        && e.xattrs.is_none()
+        && !e.sparse
+        && e.hardlink_of.is_none();
     (!empty).then(|| serde_json::to_string(&e).unwrap_or_default())
 }
 

@@ -127,6 +127,11 @@ pub enum Event {
         bytes: u64,
         deletes: usize,
     },
+    /// Bytes of the file being copied read so far (in chunks), so a big file shows progress
+    /// before it is done; the bytes of a retried copy are sent again.
+    Copying {
+        bytes: u64,
+    },
     /// One file copied into the mirror (or failed: `ok == false`).
     FileDone {
         bytes: u64,
@@ -139,3 +144,16 @@ pub enum Event {
 
 /// Where events go. Called from worker threads.
 pub type EventSink = std::sync::Arc<dyn Fn(Event) + Send + Sync>;
+
+/// Progress of a long `backup-tool` command (restore, check --verify, recreate, prune): the
+/// work ahead, then each item (a file, or an increment for prune) as it is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    /// What lies ahead: items and their bytes (0 when unknown).
+    Start { items: u64, bytes: u64 },
+    /// One item done, with its bytes.
+    Item { bytes: u64 },
+}
+
+/// Where [`Work`] events go; `&|_| {}` for none.
+pub type WorkSink<'a> = &'a (dyn Fn(Work) + Sync);

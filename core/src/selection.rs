@@ -306,6 +306,50 @@ pub struct Selection {
     priority: DirectoryPriority,
 }
 
+/// One rule that matched a path, for explanations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleMatch {
+    pub key: RuleKey,
+    /// The pattern as written in the profile.
+    pub pattern: String,
+    /// For a directory rule, the directory it matched (relative to `src`, `.` for `src`).
+    pub dir: Option<String>,
+}
+
+impl RuleMatch {
+    fn new(key: RuleKey, pattern: &str, dir: Option<String>) -> RuleMatch {
+        RuleMatch {
+            key,
+            pattern: pattern.to_owned(),
+            dir,
+        }
+    }
+}
+
+impl std::fmt::Display for RuleMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}", self.key.name(), self.pattern)?;
+        if let Some(d) = &self.dir {
+            write!(f, " at {}/", d.trim_end_matches('/'))?;
+        }
+        Ok(())
+    }
+}
+
+/// The answer of [`Selection::explain_path`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Why {
+    /// `None`: not backed up; `Some(tracked)`.
+    pub selected: Option<bool>,
+    /// The rule that selected it.
+    pub decided_by: Option<RuleMatch>,
+    /// The exclusion that matched it: what left it out, or what a file rule beat.
+    pub excluded_by: Option<RuleMatch>,
+    /// Other rules that matched but did not decide (a losing file rule, the other kind of
+    /// directory under `directory_priority`, directory rules an exclusion cancelled).
+    pub overruled: Vec<RuleMatch>,
+}
+
 /// What the directory rules say about one directory; children inherit it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DirState {
@@ -487,6 +531,102 @@ impl Selection {
         self.classify_file(state, &path, hits)
     }
 
+    /// Why a file (or symlink) is selected or not: the verdict of [`Selection::classify_path`]
+    /// with the rules that decided it, for `backup --explain`.
+    pub fn explain_path(&self, components: &[&[u8]]) -> Why {
+        let mut hits = self.new_hits();
+        let selected = self.classify_path(components, &mut hits);
+        let mut why = Why {
+            selected,
+            decided_by: None,
+            excluded_by: None,
+            overruled: Vec::new(),
+        };
+        let Some((name, dirs)) = components.split_last() else {
+            return why;
+        };
+        // The directory rules along the way: the outermost include and track matches (the ones
+        // that selected the subtree) and the exclusion that stopped them.
+        let mut include: Option<RuleMatch> = None;
+        let mut track: Option<RuleMatch> = None;
+        for (key, slot) in [
+            (RuleKey::IncludeDirs, &mut include),
+            (RuleKey::TrackDirs, &mut track),
+        ] {
+            if let Some(r) = self.set(key).rules.iter().find(|r| r.names_root) {
+                *slot = Some(RuleMatch::new(key, &r.written, Some(".".to_owned())));
+            }
+        }
+        let mut path = std::path::PathBuf::new();
+        for comp in dirs {
+            path.push(bytes_path(comp));
+            let shown = path.to_string_lossy().into_owned();
+            let cand = Candidate::new(&path);
+            if let Some(m) = self.first_match(RuleKey::ExcludeDirs, &cand) {
+                why.excluded_by = Some(RuleMatch::new(RuleKey::ExcludeDirs, m, Some(shown)));
+                break;
+            }
+            for (key, slot) in [
+                (RuleKey::IncludeDirs, &mut include),
+                (RuleKey::TrackDirs, &mut track),
+            ] {
+                if slot.is_none() {
+                    if let Some(m) = self.first_match(key, &cand) {
+                        *slot = Some(RuleMatch::new(key, m, Some(shown.clone())));
+                    }
+                }
+            }
+        }
+        path.push(bytes_path(name));
+        let cand = Candidate::new(&path);
+        let file_rule = |key| {
+            self.first_match(key, &cand)
+                .map(|m| RuleMatch::new(key, m, None))
+        };
+        let include_file = file_rule(RuleKey::IncludeFiles);
+        let track_file = file_rule(RuleKey::TrackFiles);
+        let exclude_file = file_rule(RuleKey::ExcludeFiles);
+        let dir_rules: Vec<RuleMatch> = if why.excluded_by.is_some() {
+            Vec::new()
+        } else {
+            let (first, second) = match self.priority {
+                DirectoryPriority::Track => (track, include),
+                DirectoryPriority::Include => (include, track),
+            };
+            first.into_iter().chain(second).collect()
+        };
+        if selected.is_none() {
+            // Not selected: an exclusion, or no rule at all.
+            if why.excluded_by.is_none() && !dir_rules.is_empty() {
+                why.excluded_by = exclude_file;
+                why.overruled = dir_rules;
+            }
+            return why;
+        }
+        let mut winners = include_file.into_iter().chain(track_file).chain(dir_rules);
+        why.decided_by = winners.next();
+        why.overruled = winners.collect();
+        if why.excluded_by.is_none() {
+            why.excluded_by = exclude_file;
+        }
+        if why.excluded_by.is_some() {
+            // A file rule beat the exclusion: the directory rules never applied.
+            why.overruled.retain(|r| !r.key.is_dir_rule());
+        }
+        why
+    }
+
+    fn first_match(&self, key: RuleKey, cand: &Candidate) -> Option<&str> {
+        let set = self.set(key);
+        if set.rules.is_empty() {
+            return None;
+        }
+        set.set
+            .matches_candidate(cand)
+            .first()
+            .map(|&i| set.rules[i].written.as_str())
+    }
+
     /// The selecting patterns that matched nothing, as (key, pattern as written).
     pub fn unmatched(&self, hits: &Hits) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
@@ -513,5 +653,90 @@ impl Selection {
         ]
         .iter()
         .all(|k| self.set(*k).is_empty())
+    }
+}
+
+#[cfg(test)]
+mod why_tests {
+    use super::*;
+
+    fn sel(rules: &[(RuleKey, &[&str])], priority: DirectoryPriority) -> Selection {
+        let owned: Vec<(RuleKey, Vec<String>)> = RuleKey::ALL
+            .iter()
+            .map(|k| {
+                let pats = rules
+                    .iter()
+                    .find(|(rk, _)| rk == k)
+                    .map(|(_, p)| p.iter().map(|s| s.to_string()).collect())
+                    .unwrap_or_default();
+                (*k, pats)
+            })
+            .collect();
+        let pairs: [(RuleKey, &[String]); 6] =
+            std::array::from_fn(|i| (owned[i].0, owned[i].1.as_slice()));
+        Selection::compile(&pairs, priority).unwrap()
+    }
+
+    fn why(s: &Selection, p: &str) -> Why {
+        let comps: Vec<&[u8]> = p.split('/').map(str::as_bytes).collect();
+        s.explain_path(&comps)
+    }
+
+    #[test]
+    fn names_the_deciding_and_excluding_rules() {
+        let s = sel(
+            &[
+                (RuleKey::IncludeDirs, &["."]),
+                (RuleKey::TrackDirs, &["projects"]),
+                (RuleKey::ExcludeDirs, &["tmp"]),
+                (RuleKey::IncludeFiles, &["keep.log:rec"]),
+                (RuleKey::ExcludeFiles, &["*.log"]),
+            ],
+            DirectoryPriority::Track,
+        );
+        let w = why(&s, "projects/a.txt");
+        assert_eq!(w.selected, Some(true));
+        let d = w.decided_by.unwrap();
+        assert_eq!(
+            (d.key, d.dir.as_deref()),
+            (RuleKey::TrackDirs, Some("projects"))
+        );
+        assert_eq!(w.overruled[0].key, RuleKey::IncludeDirs);
+
+        let w = why(&s, "a/tmp/x.txt");
+        assert_eq!(w.selected, None);
+        assert_eq!(w.excluded_by.unwrap().dir.as_deref(), Some("a/tmp"));
+
+        let w = why(&s, "notes/x.log");
+        assert_eq!(w.selected, None);
+        assert_eq!(w.excluded_by.unwrap().key, RuleKey::ExcludeFiles);
+        assert_eq!(w.overruled[0].key, RuleKey::IncludeDirs);
+
+        let w = why(&s, "tmp/keep.log");
+        assert_eq!(w.selected, Some(false));
+        assert_eq!(w.decided_by.unwrap().key, RuleKey::IncludeFiles);
+        assert_eq!(w.excluded_by.unwrap().key, RuleKey::ExcludeDirs);
+    }
+
+    #[test]
+    fn nothing_names_it() {
+        let s = sel(
+            &[(RuleKey::TrackFiles, &["a.txt"])],
+            DirectoryPriority::Track,
+        );
+        let w = why(&s, "b/c.txt");
+        assert_eq!(
+            w,
+            Why {
+                selected: None,
+                decided_by: None,
+                excluded_by: None,
+                overruled: vec![]
+            }
+        );
+        assert_eq!(
+            why(&s, "a.txt").decided_by.unwrap().key,
+            RuleKey::TrackFiles
+        );
     }
 }

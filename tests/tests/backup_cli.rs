@@ -20,7 +20,7 @@ fn dry_run_prints_the_plan_and_creates_nothing() {
     let out = env.backup(&["--dry-run", "--json"]);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["new"], 1);
-    assert_eq!(plan["copies"].as_array().unwrap().len(), 2);
+    assert_eq!(plan["plan"]["copies"].as_array().unwrap().len(), 2);
     assert!(!env.dist.exists());
 
     // After a real run, the dry run of a change shows just that change.

@@ -85,7 +85,18 @@ impl Case {
                 1,
                 "{text}: not one line: {stderr:?}"
             );
-            assert!(out.stdout.is_empty(), "{text}: stdout {:?}", out.stdout);
+            if extra.contains(&"--json") {
+                // One JSON object naming the refusal, and nothing else.
+                let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+                    .unwrap_or_else(|e| panic!("{text}: stdout not one JSON object: {e}"));
+                assert_eq!(doc["exit"], 2, "{text}: {doc}");
+                assert!(
+                    doc["error"].is_string() && doc["schema"].is_number(),
+                    "{doc}"
+                );
+            } else {
+                assert!(out.stdout.is_empty(), "{text}: stdout {:?}", out.stdout);
+            }
             for n in needles {
                 assert!(stderr.contains(n), "{text}: {n:?} not in {stderr:?}");
             }

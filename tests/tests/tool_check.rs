@@ -211,7 +211,7 @@ fn recreate_rebuilds_missing_and_damaged_metadata_only() {
     let untouched = fs::read(meta(&s.incs[0])).unwrap();
     e.tool_ok(&["check"], 1);
     let v = e.tool_json(&["recreate"], 0);
-    let status: Vec<&str> = v
+    let status: Vec<&str> = v["increments"]
         .as_array()
         .unwrap()
         .iter()
@@ -234,8 +234,8 @@ fn recreate_rebuilds_missing_and_damaged_metadata_only() {
     e.tool_ok(&["check", "--verify"], 0);
     // --force --backup rewrites just that one.
     let v = e.tool_json(&["recreate", "--force", "--backup", &s.incs[0]], 0);
-    assert_eq!(v[0]["status"], "rebuilt");
-    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v["increments"][0]["status"], "rebuilt");
+    assert_eq!(v["increments"].as_array().unwrap().len(), 1);
     assert_eq!(
         e.tool(&["recreate", "--backup", "backup_19990101_000000"])
             .status

@@ -5,8 +5,13 @@ use std::io::Write;
 use backup_core::explore::check::{self, ProblemKind};
 
 use super::out::{self, Out};
+use crate::term::plural;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    backup-tool /media/usb/backup check            sizes, times and presence of every stored file\n  \
+    backup-tool -c usb.json check --verify         also re-read and re-hash every stored file\n\n\
+Exit status: 0 consistent, 1 problems found (each listed), 2 not a backup.")]
 pub struct Args {
     /// Also re-read every stored file and compare it with its recorded blake3 hash.
     #[arg(long)]
@@ -48,7 +53,15 @@ pub fn describe(k: &ProblemKind) -> String {
 
 pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     let backup = super::load(repo)?;
-    let report = check::check(&backup, args.verify);
+    let report = if args.verify {
+        let pb = crate::progress::bar("verifying");
+        let sink = crate::progress::work_sink(&pb, "files");
+        let r = check::check_with_progress(&backup, true, &sink);
+        crate::progress::finish(&pb);
+        r
+    } else {
+        check::check(&backup, false)
+    };
     let mut o = Out::new();
     let code = if report.problems.is_empty() {
         0
@@ -81,14 +94,14 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     }
     writeln!(
         o.w,
-        "{}: {} increments, {} files checked{}{}",
+        "{}: {}, {}{}{}",
         if report.problems.is_empty() {
             o.paint("32", "OK")
         } else {
-            o.paint("31", &format!("{} problems", report.problems.len()))
+            o.paint("31", &plural(report.problems.len(), "problem", "problems"))
         },
-        report.increments,
-        report.files_checked,
+        plural(report.increments, "increment", "increments"),
+        plural(report.files_checked, "file checked", "files checked"),
         if args.verify {
             format!(", {} re-hashed", report.files_verified)
         } else {

@@ -7,6 +7,9 @@ use backup_core::explore::{delete, mask::Masks};
 use super::out::{self, Out};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    backup-tool /media/usb/backup delete backup_20240105_100000 --mask '*.iso' -n\n  \
+    backup-tool /media/usb/backup delete backup_20240105_100000 --mask 'secrets/**'")]
 pub struct Args {
     /// The increment.
     pub name: backup_core::IncrementName,
@@ -14,7 +17,7 @@ pub struct Args {
     #[arg(long = "mask", short = 'm', value_name = "GLOB", required = true)]
     pub masks: Vec<String>,
     /// Show what would be removed, change nothing.
-    #[arg(long)]
+    #[arg(long, short = 'n')]
     pub dry_run: bool,
     /// Machine-readable output.
     #[arg(long)]
@@ -51,8 +54,8 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
         }
         writeln!(
             o.w,
-            "{verb} {} files from {}",
-            report.removed.len(),
+            "{verb} {} from {}",
+            crate::term::plural(report.removed.len(), "file", "files"),
             report.increment
         )?;
     }

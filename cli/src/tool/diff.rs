@@ -7,6 +7,9 @@ use backup_core::explore::{diff, point};
 use super::out::{self, Out};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    backup-tool /media/usb/backup diff backup_20240105_100000 mirror\n  \
+    backup-tool /media/usb/backup diff 2024-01-01 latest")]
 pub struct Args {
     /// Increment name, `latest`, `mirror`, or a time (the newest increment at or before it).
     pub a: String,

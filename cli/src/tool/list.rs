@@ -7,6 +7,9 @@ use backup_core::explore::catalog;
 use super::out::{self, Out};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    backup-tool /media/usb/backup list\n  \
+    backup-tool -c usb.json list --detailed      also what pruning each increment would free")]
 pub struct Args {
     /// Also show the bytes each increment alone holds (what pruning it would free; reads
     /// the link count of every stored file).
@@ -64,9 +67,9 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     let m = &listing.mirror;
     writeln!(
         o.w,
-        "{} {} files ({} tracked), {}{}",
+        "{} {} ({} tracked), {}{}",
         o.paint("1", "mirror:"),
-        m.files,
+        crate::term::plural(m.files, "file", "files"),
         m.tracked,
         out::size(m.bytes),
         m.updated
@@ -74,7 +77,11 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
             .map(|u| format!(", updated {u}"))
             .unwrap_or_default()
     )?;
-    writeln!(o.w, "{} increments", listing.increments.len())?;
+    writeln!(
+        o.w,
+        "{}",
+        crate::term::plural(listing.increments.len(), "increment", "increments")
+    )?;
     o.w.flush()?;
     Ok(0)
 }

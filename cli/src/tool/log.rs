@@ -9,8 +9,12 @@ use serde::Serialize;
 use super::out::{self, Out};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    backup-tool /media/usb/backup log projects/thesis/main.tex\n  \
+    backup-tool -c usb.json log ~/Documents/projects/thesis/main.tex   absolute, inside the profile's src")]
 pub struct Args {
-    /// The file, relative to the source root (`projects/a.txt`).
+    /// The file, relative to the source root (`projects/a.txt`), or absolute inside the
+    /// profile's src when the backup is named through its profile.
     pub path: String,
     /// Machine-readable output.
     #[arg(long)]
@@ -48,8 +52,12 @@ struct LogJson {
     mirror: Option<MirrorJson>,
 }
 
-pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
-    let path = parse_user_path(&args.path)?;
+pub fn run(
+    repo: &backup_core::Repository,
+    profile: Option<&backup_core::config::Config>,
+    args: &Args,
+) -> anyhow::Result<i32> {
+    let path = parse_user_path(&super::source_relative(&args.path, profile)?)?;
     let backup = super::load(repo)?;
     let history = backup.history_of(|p| *p == path);
     let events: Vec<EventJson> = history
@@ -86,7 +94,11 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     });
     let mut o = Out::new();
     if events.is_empty() && mirror.is_none() {
-        eprintln!("backup-tool: {} was never backed up", out::rel(&path));
+        let msg = format!("{} was never backed up", out::rel(&path));
+        eprintln!("backup-tool: {msg}");
+        if args.json {
+            println!("{}", crate::json_error(&msg, crate::exit::PARTIAL));
+        }
         return Ok(crate::exit::PARTIAL);
     }
     if args.json {

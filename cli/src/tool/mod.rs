@@ -49,3 +49,43 @@ pub fn lock_unless(
 pub fn load(repo: &backup_core::Repository) -> anyhow::Result<backup_core::explore::Backup> {
     Ok(backup_core::explore::Backup::load(repo)?)
 }
+
+/// A path argument of `log` or `restore` as the backup names it: relative to `src`. An
+/// absolute one is accepted when the backup was named through its profile (so `src` is known)
+/// and lies inside that `src`; a glob keeps its wildcards.
+pub fn source_relative(
+    arg: &str,
+    profile: Option<&backup_core::config::Config>,
+) -> anyhow::Result<String> {
+    use backup_core::explore::ExploreError;
+    let p = std::path::Path::new(arg);
+    if !p.is_absolute() {
+        return Ok(arg.to_owned());
+    }
+    let Some(config) = profile else {
+        return Err(ExploreError::Refused(format!(
+            "{arg} is absolute, but the source folder of this backup is unknown: name the backup through its profile (--config) or give the path relative to src"
+        ))
+        .into());
+    };
+    let src = &config.src;
+    // `src` is canonical; the argument may be spelt through a symlink.
+    let resolved = p
+        .parent()
+        .and_then(|d| d.canonicalize().ok())
+        .and_then(|d| p.file_name().map(|n| d.join(n)));
+    let rel = p
+        .strip_prefix(src)
+        .ok()
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| resolved.and_then(|r| r.strip_prefix(src).ok().map(|r| r.to_path_buf())));
+    match rel {
+        Some(r) if !r.as_os_str().is_empty() => Ok(r.to_string_lossy().into_owned()),
+        Some(_) => Ok(String::new()),
+        None => Err(ExploreError::Refused(format!(
+            "{arg} is not inside the profile's src {}",
+            src.display()
+        ))
+        .into()),
+    }
+}

@@ -37,10 +37,12 @@ pub struct Args {
     /// Serve every read through this process instead of kernel FUSE passthrough.
     #[arg(long)]
     pub no_passthrough: bool,
-    /// Say how long loading the metadata took and, at exit, how many opens went through
-    /// passthrough and how many reads this process served.
-    #[arg(short, long)]
-    pub verbose: bool,
+}
+
+/// `-v`: say how long loading the metadata took and, at exit, how many opens went through
+/// passthrough and how many reads this process served.
+fn verbose() -> bool {
+    crate::term::verbose() > 0
 }
 
 pub fn run(repo: &Repository, args: &Args) -> anyhow::Result<i32> {
@@ -52,7 +54,7 @@ pub fn run(repo: &Repository, args: &Args) -> anyhow::Result<i32> {
     // The listings of the root, increments/ and snapshots/ need no parsed metadata: mount at
     // once and parse in the background (a request that needs it waits for it).
     let loader = Arc::clone(&fs);
-    let verbose = args.verbose;
+    let verbose = verbose();
     std::thread::spawn(move || {
         let started = std::time::Instant::now();
         let problems = loader.load_metadata();
@@ -109,7 +111,7 @@ fn serve(fs: Arc<BackupFs>, args: &Args) -> anyhow::Result<i32> {
         args.dir.display()
     );
     let reason = rt.block_on(wait_for_end(&fs, &mounted, signals));
-    if args.verbose {
+    if verbose() {
         eprintln!(
             "backup-tool: {} opens through kernel passthrough, {} reads served by this process",
             mounted.stats().passthrough_opens(),
@@ -263,6 +265,12 @@ fn check_mountpoint(repo: &Repository, dir: &Path) -> anyhow::Result<()> {
     }
     let meta = match std::fs::metadata(dir) {
         Ok(m) => m,
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            clean_dead_mount(dir)?;
+            std::fs::metadata(dir)
+                .with_context(|| format!("cannot use mount point {}", dir.display()))?
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!(
                 "mount point {} does not exist (create an empty directory first)",
@@ -276,6 +284,16 @@ fn check_mountpoint(repo: &Repository, dir: &Path) -> anyhow::Result<()> {
     }
     let canon = std::fs::canonicalize(dir)
         .with_context(|| format!("cannot resolve mount point {}", dir.display()))?;
+    // A dead mount's root attributes may still be cached for a moment; listing it must
+    // reach the (dead) daemon.
+    #[cfg(unix)]
+    if is_mount_point(&canon)
+        && std::fs::read_dir(&canon)
+            .err()
+            .is_some_and(|e| e.raw_os_error() == Some(libc::ENOTCONN))
+    {
+        clean_dead_mount(dir)?;
+    }
     if is_mount_point(&canon) {
         bail!(
             "mount point {} is busy: something is already mounted there (unmount it with `fusermount3 -u {}`)",
@@ -301,6 +319,57 @@ fn check_mountpoint(repo: &Repository, dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A mount whose process died (killed, crashed) answers every access with ENOTCONN until it
+/// is unmounted. When it is one of ours (a FUSE mount named `backup:...`), a lazy unmount is
+/// safe — nothing can be read through it anyway — so do it and say so; otherwise say how.
+#[cfg(unix)]
+fn clean_dead_mount(dir: &Path) -> anyhow::Result<()> {
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let ours = std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|info| {
+            info.lines().any(|l| {
+                let mut halves = l.split(" - ");
+                let (Some(a), Some(b)) = (halves.next(), halves.next()) else {
+                    return false;
+                };
+                let at = a.split(' ').nth(4).map(unescape_mountinfo);
+                let mut rest = b.split(' ');
+                let fstype = rest.next().unwrap_or("");
+                let source = rest.next().map(unescape_mountinfo).unwrap_or_default();
+                at.as_deref().map(Path::new) == Some(abs.as_path())
+                    && fstype.starts_with("fuse")
+                    && source.starts_with("backup:")
+            })
+        })
+        .unwrap_or(false);
+    if !ours {
+        bail!(
+            "mount point {} is a dead mount (its process died: \"transport endpoint is not connected\"); run `fusermount3 -u {}` and try again",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let status = std::process::Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(&abs)
+        .status();
+    match status {
+        Ok(s) if s.success() => {
+            eprintln!(
+                "backup-tool: a previous mount on {} died; cleaned it up (fusermount3 -u -z {})",
+                dir.display(),
+                dir.display()
+            );
+            Ok(())
+        }
+        _ => bail!(
+            "a previous mount on {} died and could not be cleaned up; run `fusermount3 -u {}` and try again",
+            dir.display(),
+            dir.display()
+        ),
+    }
 }
 
 /// True when `dir` (canonical) is listed as a mount point in `/proc/self/mountinfo`, or sits

@@ -37,8 +37,14 @@ impl Out {
         }
     }
 
+    /// Writes `value` as a JSON document with its `"schema"` version added (every document is
+    /// an object).
     pub fn json<T: serde::Serialize>(&mut self, value: &T) -> anyhow::Result<()> {
-        serde_json::to_writer_pretty(&mut self.w, value)?;
+        let mut v = serde_json::to_value(value)?;
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("schema".into(), crate::JSON_SCHEMA.into());
+        }
+        serde_json::to_writer_pretty(&mut self.w, &v)?;
         writeln!(self.w)?;
         Ok(())
     }

@@ -7,6 +7,9 @@ use backup_core::explore::recreate::{self, RebuildStatus};
 use super::out::Out;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    backup-tool /media/usb/backup recreate                       increments whose metadata is unreadable\n  \
+    backup-tool /media/usb/backup recreate --backup backup_20240105_100000 --force")]
 pub struct Args {
     /// Only this increment.
     #[arg(long, value_name = "NAME")]
@@ -22,14 +25,19 @@ pub struct Args {
 pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     let lock = repo.lock_for_writing()?;
     let backup = super::load(repo)?;
-    let results = recreate::recreate(&backup, args.backup.as_ref(), args.force, &lock)?;
+    let pb = crate::progress::bar("recreating");
+    let sink = crate::progress::work_sink(&pb, "increments");
+    let results =
+        recreate::recreate_with_progress(&backup, args.backup.as_ref(), args.force, &lock, &sink);
+    crate::progress::finish(&pb);
+    let results = results?;
     let failed = results
         .iter()
         .filter(|r| r.status == RebuildStatus::Failed)
         .count();
     let mut o = Out::new();
     if args.json {
-        o.json(&results)?;
+        o.json(&serde_json::json!({ "increments": results }))?;
     } else {
         for r in &results {
             match r.status {

@@ -21,10 +21,15 @@ pub enum OverwriteArg {
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
+    backup-tool /mnt/usb/backup restore --to /tmp/r                  everything, as the mirror holds it now (a full restore)\n  \
     backup-tool /mnt/usb/backup restore --at backup_20240105_100000 --to /tmp/r\n  \
-    backup-tool /mnt/usb/backup restore 'projects/' '*.odt' --at 2024-01-05 --to /tmp/r --dry-run")]
+    backup-tool /mnt/usb/backup restore 'projects/' '*.odt' --at 2024-01-05 --to /tmp/r -n\n  \
+    backup-tool -c usb.json restore ~/Documents/notes/a.md --at latest --to /tmp/r\n\n\
+Without --at, files come from the mirror: every selected file, tracked or not. With --at,\n\
+from a snapshot: tracked files only (untracked files have no history).")]
 pub struct Args {
-    /// Files or folders (relative to the source root) or globs; none restores everything.
+    /// Files or folders (relative to the source root, or absolute inside the profile's src)
+    /// or globs; none restores everything.
     #[arg(value_name = "PATH|GLOB")]
     pub paths: Vec<String>,
     /// Increment name, `latest`, `mirror`, or a time: the newest increment at or before it
@@ -35,7 +40,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
     /// Show what would be restored, write nothing.
-    #[arg(long)]
+    #[arg(long, short = 'n')]
     pub dry_run: bool,
     #[arg(long, value_enum, default_value = "never")]
     pub overwrite: OverwriteArg,
@@ -44,8 +49,17 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
-    let selection = Selection::new(&args.paths)?;
+pub fn run(
+    repo: &backup_core::Repository,
+    profile: Option<&backup_core::config::Config>,
+    args: &Args,
+) -> anyhow::Result<i32> {
+    let paths = args
+        .paths
+        .iter()
+        .map(|p| super::source_relative(p, profile))
+        .collect::<Result<Vec<_>, _>>()?;
+    let selection = Selection::new(&paths)?;
     let backup = super::load(repo)?;
     let at = match &args.at {
         Some(a) => point::resolve(a, &backup.increments)?,
@@ -53,8 +67,8 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     };
     let plan = restore::plan(&backup, &at, &selection);
     if plan.items.is_empty() {
-        eprintln!(
-            "backup-tool: nothing to restore at {}{}",
+        let msg = format!(
+            "nothing to restore at {}{}",
             plan.at,
             if args.paths.is_empty() {
                 ""
@@ -62,6 +76,10 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
                 " matches those paths"
             }
         );
+        eprintln!("backup-tool: {msg}");
+        if args.json {
+            println!("{}", crate::json_error(&msg, crate::exit::PARTIAL));
+        }
         return Ok(crate::exit::PARTIAL);
     }
     let overwrite = match args.overwrite {
@@ -69,7 +87,11 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
         OverwriteArg::IfChanged => Overwrite::IfChanged,
         OverwriteArg::Never => Overwrite::Never,
     };
-    let report = restore::apply(&plan, &args.to, overwrite, args.dry_run)?;
+    let pb = crate::progress::bar("restoring");
+    let sink = crate::progress::work_sink(&pb, "files");
+    let report = restore::apply_with_progress(&plan, &args.to, overwrite, args.dry_run, &sink);
+    crate::progress::finish(&pb);
+    let report = report?;
     let failed = report.count(|o| matches!(o, Outcome::Failed { .. }));
     let mut o = Out::new();
     if args.json {
@@ -99,9 +121,9 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
         }
         writeln!(
             o.w,
-            "{} {} files at {} into {}; {} kept, {} failed",
+            "{} {} at {} into {}; {} kept, {} failed",
             verb,
-            report.count(|o| *o == Outcome::Restored),
+            crate::term::plural(report.count(|o| *o == Outcome::Restored), "file", "files"),
             report.at,
             report.to,
             report.count(|o| matches!(o, Outcome::SkippedExists | Outcome::SkippedUnchanged)),

@@ -158,7 +158,12 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
             o.status(h.status)
         )?;
     }
-    writeln!(o.w, "{} matches in {} places", hits.len(), groups)?;
+    writeln!(
+        o.w,
+        "{} in {}",
+        crate::term::plural(hits.len(), "match", "matches"),
+        crate::term::plural(groups, "place", "places")
+    )?;
     o.w.flush()?;
     Ok(0)
 }

@@ -8,9 +8,12 @@ use serde::Serialize;
 use super::out::{self, Out};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    backup-tool /media/usb/backup show latest\n  \
+    backup-tool /media/usb/backup show backup_20240105_100000 --json")]
 pub struct Args {
-    /// The increment (`backup_YYYYMMDD_HHMMSS`).
-    pub name: backup_core::IncrementName,
+    /// The increment (`backup_YYYYMMDD_HHMMSS`), or `latest` for the newest.
+    pub name: String,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -38,7 +41,22 @@ struct ShowJson<'a> {
 
 pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     let backup = super::load(repo)?;
-    let (row, inc) = catalog::show(&backup, &args.name)?;
+    let name = if args.name == "latest" {
+        match backup.increments.last() {
+            Some(i) => i.name.clone(),
+            None => {
+                return Err(backup_core::explore::ExploreError::Refused(
+                    "the backup has no increment yet (`latest` names the newest)".into(),
+                )
+                .into())
+            }
+        }
+    } else {
+        args.name
+            .parse::<backup_core::IncrementName>()
+            .map_err(|m| backup_core::explore::ExploreError::bad("increment", &args.name, m))?
+    };
+    let (row, inc) = catalog::show(&backup, &name)?;
     let mut o = Out::new();
     if args.json {
         let files = inc

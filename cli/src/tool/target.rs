@@ -53,3 +53,23 @@ pub fn open(backup: Option<&Path>, config: Option<&Path>) -> Result<Repository, 
     }
     Repository::open(&dist).map_err(|e| e.to_string())
 }
+
+/// The profile behind the backup, when there is one: the profile the backup was found
+/// through, or `--config` naming the same `dist` as an explicit backup path. Used for the
+/// profile's `"retention"` and to turn absolute source paths into relative ones.
+pub fn profile(backup: Option<&Path>, config: Option<&Path>) -> Option<Config> {
+    if backup.is_some() && config.is_none() {
+        return None;
+    }
+    let c = Config::locate(config).and_then(|p| Config::load(&p)).ok()?;
+    match backup {
+        None => Some(c),
+        Some(b) => {
+            let same = match (b.canonicalize(), c.dist.canonicalize()) {
+                (Ok(x), Ok(y)) => x == y,
+                _ => false,
+            };
+            same.then_some(c)
+        }
+    }
+}

@@ -91,6 +91,41 @@ struct Expected {
 }
 
 pub fn check(backup: &Backup, verify: bool) -> CheckReport {
+    check_with_progress(backup, verify, &|_| {})
+}
+
+/// [`check`], telling `progress` about each recorded file compared (and re-hashed).
+pub fn check_with_progress(
+    backup: &Backup,
+    verify: bool,
+    progress: crate::progress::WorkSink,
+) -> CheckReport {
+    progress(crate::progress::Work::Start {
+        items: backup.mirror.files.len() as u64
+            + backup
+                .increments
+                .iter()
+                .map(|i| i.meta.file_catalog.len() as u64)
+                .sum::<u64>(),
+        // Sizes come from metadata, which may be hostile: saturate, never overflow.
+        bytes: if verify {
+            backup
+                .mirror
+                .files
+                .values()
+                .map(|e| e.size)
+                .chain(
+                    backup
+                        .increments
+                        .iter()
+                        .flat_map(|i| i.meta.file_catalog.values())
+                        .map(|e| e.size),
+                )
+                .fold(0u64, u64::saturating_add)
+        } else {
+            0
+        },
+    });
     let mut report = CheckReport::default();
     let repo = &backup.repo;
     if repo.writer_running() {
@@ -184,6 +219,7 @@ pub fn check(backup: &Backup, verify: bool) -> CheckReport {
             verify,
             &mut hashes,
             &mut report,
+            progress,
         );
     }
 
@@ -209,7 +245,15 @@ pub fn check(backup: &Backup, verify: bool) -> CheckReport {
                 })
                 .collect();
             let dir = repo.increment_dir(&inc.name).join(cat.dir_name());
-            compare_tree(&dir, &name, &expected, verify, &mut hashes, &mut report);
+            compare_tree(
+                &dir,
+                &name,
+                &expected,
+                verify,
+                &mut hashes,
+                &mut report,
+                progress,
+            );
         }
         // Anything else in the increment folder besides track/, deleted/ and its metadata.
         if let Ok(rd) = std::fs::read_dir(repo.increment_dir(&inc.name)) {
@@ -256,6 +300,7 @@ fn compare_tree(
     verify: bool,
     hashes: &mut HashMap<(u64, u64), Result<ContentHash, String>>,
     report: &mut CheckReport,
+    progress: crate::progress::WorkSink,
 ) {
     let problem = |path: &RelPath, kind: ProblemKind| Problem {
         location: location.to_owned(),
@@ -309,6 +354,9 @@ fn compare_tree(
     }
     for (rel, exp) in expected {
         report.files_checked += 1;
+        progress(crate::progress::Work::Item {
+            bytes: if verify { exp.size } else { 0 },
+        });
         let Some(md) = on_disk.get(*rel) else {
             report.problems.push(problem(rel, ProblemKind::Missing));
             continue;

@@ -57,7 +57,7 @@ impl ExploreError {
             source,
         }
     }
-    pub(crate) fn bad(what: &'static str, value: &str, message: impl Into<String>) -> Self {
+    pub fn bad(what: &'static str, value: &str, message: impl Into<String>) -> Self {
         ExploreError::BadArgument {
             what,
             value: value.to_owned(),

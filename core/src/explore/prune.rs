@@ -1,79 +1,205 @@
-//! `prune`: remove whole increments by a retention policy over increment times (the newest
-//! increment of each of the last N days/weeks/months is kept, plus the last N increments).
+//! `prune`: remove whole increments by a retention policy over increment times, with the rules
+//! of restic and borg: the newest increment of each of the last N hours/days/ISO weeks/months/
+//! years that have one is kept, plus the last N increments, plus every increment within a
+//! duration of the newest one. An increment is kept when any rule keeps it; each decision says
+//! which rules did.
 
 use std::collections::{BTreeSet, HashSet};
 
-use chrono::Datelike;
+use chrono::{DateTime, Datelike, Local, Timelike};
 use serde::Serialize;
 
 use super::{Backup, ExploreError};
 use crate::identity::IncrementTime;
+use crate::progress::{Work, WorkSink};
 use crate::repo::{IncrementName, Repository, WriteLock};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// `--keep-within`: a span of years, months, weeks, days and hours (`7d`, `2w`, `36h`,
+/// `1y2m`), counted back from the newest increment (as restic does: a backup that stopped
+/// running is not pruned away by the passing of time).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Within {
+    /// As written, for messages and `--check-config`.
+    pub text: String,
+    pub months: u32,
+    pub hours: u64,
+}
+
+impl Within {
+    /// Parses `1y2m3w4d5h` (each unit at most once, in any order; `m` is months).
+    pub fn parse(s: &str) -> Result<Within, ExploreError> {
+        let bad = |m: &str| ExploreError::bad("duration", s, m.to_owned());
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(bad("empty; write e.g. 7d, 2w, 36h or 1y2m"));
+        }
+        let mut w = Within {
+            text: t.to_owned(),
+            ..Within::default()
+        };
+        let mut seen = String::new();
+        let mut num = String::new();
+        for c in t.chars() {
+            if c.is_ascii_digit() {
+                num.push(c);
+                continue;
+            }
+            let n: u64 = num
+                .parse()
+                .map_err(|_| bad("a unit needs a number before it (7d, 2w, 36h, 1y2m)"))?;
+            num.clear();
+            if seen.contains(c) {
+                return Err(bad(&format!("unit {c:?} appears twice")));
+            }
+            seen.push(c);
+            let too_big = || bad("too long a span");
+            match c {
+                'y' => {
+                    w.months = w
+                        .months
+                        .checked_add(u32::try_from(n * 12).map_err(|_| too_big())?)
+                        .ok_or_else(too_big)?
+                }
+                'm' => {
+                    w.months = w
+                        .months
+                        .checked_add(u32::try_from(n).map_err(|_| too_big())?)
+                        .ok_or_else(too_big)?
+                }
+                'w' => w.hours = w.hours.checked_add(n * 7 * 24).ok_or_else(too_big)?,
+                'd' => w.hours = w.hours.checked_add(n * 24).ok_or_else(too_big)?,
+                'h' => w.hours = w.hours.checked_add(n).ok_or_else(too_big)?,
+                other => {
+                    return Err(bad(&format!(
+                        "unknown unit {other:?}: use y (years), m (months), w (weeks), d (days), h (hours)"
+                    )))
+                }
+            }
+        }
+        if !num.is_empty() {
+            return Err(bad("a number needs a unit after it: y, m, w, d or h"));
+        }
+        if w.months == 0 && w.hours == 0 {
+            return Err(bad("a zero span keeps nothing"));
+        }
+        Ok(w)
+    }
+
+    /// The oldest time still within the span before `newest`.
+    fn cutoff(&self, newest: DateTime<Local>) -> DateTime<Local> {
+        let t = newest
+            .checked_sub_months(chrono::Months::new(self.months))
+            .unwrap_or(DateTime::<Local>::MIN_UTC.into());
+        t.checked_sub_signed(chrono::TimeDelta::hours(
+            i64::try_from(self.hours).unwrap_or(i64::MAX / 3_600_000),
+        ))
+        .unwrap_or(DateTime::<Local>::MIN_UTC.into())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
     pub keep_last: usize,
+    pub keep_hourly: usize,
     pub keep_daily: usize,
     pub keep_weekly: usize,
     pub keep_monthly: usize,
+    pub keep_yearly: usize,
+    pub keep_within: Option<Within>,
 }
 
 impl Policy {
     pub fn is_empty(&self) -> bool {
         *self == Policy::default()
     }
+
+    /// The rules as `--keep-...` flags, for messages (`keep-last 3, keep-within 7d`).
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = [
+            ("last", self.keep_last),
+            ("hourly", self.keep_hourly),
+            ("daily", self.keep_daily),
+            ("weekly", self.keep_weekly),
+            ("monthly", self.keep_monthly),
+            ("yearly", self.keep_yearly),
+        ]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("keep-{k} {n}"))
+        .collect();
+        if let Some(w) = &self.keep_within {
+            parts.push(format!("keep-within {}", w.text));
+        }
+        if parts.is_empty() {
+            "no rule".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Decision {
     pub name: IncrementName,
+    /// The increment's time (RFC 3339, with its UTC offset).
+    pub time: String,
     pub keep: bool,
-    /// Which rules keep it (`last`, `daily`, `weekly`, `monthly`).
+    /// Which rules keep it (`last`, `hourly`, `daily`, `weekly`, `monthly`, `yearly`,
+    /// `within`).
     pub reasons: Vec<&'static str>,
 }
 
-/// The time prune buckets an increment by: its recorded time, in this machine's calendar.
-fn bucket_time(t: &IncrementTime) -> chrono::DateTime<chrono::Local> {
-    t.local()
-}
-
-/// Decides for every increment folder, oldest first (in increment order). Folders without
-/// metadata are judged by their name's time ([`IncrementTime::of`] falls back to it).
+/// Decides for every increment folder, given oldest first in increment order with its time
+/// ([`IncrementTime::of`]: the recorded one; the name's for a folder without metadata).
+/// "Last" counts in increment order; the calendar rules bucket by time, in this machine's
+/// time zone, keeping the newest (in increment order) of each bucket.
 pub fn decide(names: &[(IncrementName, IncrementTime)], policy: &Policy) -> Vec<Decision> {
+    let times: Vec<DateTime<Local>> = names.iter().map(|(_, t)| t.local()).collect();
     let mut reasons: Vec<Vec<&'static str>> = vec![Vec::new(); names.len()];
-    // Newest first.
+    // Newest first: the order of increments, which no clock step can change.
     let order: Vec<usize> = (0..names.len()).rev().collect();
     for &i in order.iter().take(policy.keep_last) {
         reasons[i].push("last");
     }
-    let mut bucketed = |n: usize, label: &'static str, key: &dyn Fn(&IncrementTime) -> i64| {
+    let mut bucketed = |n: usize, label: &'static str, key: &dyn Fn(&DateTime<Local>) -> i64| {
         let mut seen: HashSet<i64> = HashSet::new();
         for &i in &order {
             if seen.len() >= n {
                 break;
             }
-            if seen.insert(key(&names[i].1)) {
+            if seen.insert(key(&times[i])) {
                 reasons[i].push(label);
             }
         }
     };
-    bucketed(policy.keep_daily, "daily", &|n| {
-        let t = bucket_time(n);
-        t.year() as i64 * 1000 + t.ordinal() as i64
+    let day = |t: &DateTime<Local>| t.year() as i64 * 1000 + t.ordinal() as i64;
+    bucketed(policy.keep_hourly, "hourly", &|t| {
+        day(t) * 100 + t.hour() as i64
     });
-    bucketed(policy.keep_weekly, "weekly", &|n| {
-        let w = bucket_time(n).iso_week();
+    bucketed(policy.keep_daily, "daily", &day);
+    bucketed(policy.keep_weekly, "weekly", &|t| {
+        let w = t.iso_week();
         w.year() as i64 * 100 + w.week() as i64
     });
-    bucketed(policy.keep_monthly, "monthly", &|n| {
-        let t = bucket_time(n);
+    bucketed(policy.keep_monthly, "monthly", &|t| {
         t.year() as i64 * 100 + t.month() as i64
     });
+    bucketed(policy.keep_yearly, "yearly", &|t| t.year() as i64);
+    if let (Some(w), Some(newest)) = (&policy.keep_within, times.iter().max()) {
+        let cutoff = w.cutoff(*newest);
+        for &i in &order {
+            if times[i] >= cutoff {
+                reasons[i].push("within");
+            }
+        }
+    }
     names
         .iter()
         .zip(reasons)
-        .map(|((n, _), r)| Decision {
+        .zip(&times)
+        .map(|(((n, it), r), _)| Decision {
             name: n.clone(),
+            time: it.at.to_rfc3339(),
             keep: !r.is_empty(),
             reasons: r,
         })
@@ -83,22 +209,34 @@ pub fn decide(names: &[(IncrementName, IncrementTime)], policy: &Policy) -> Vec<
 #[derive(Clone, Debug, Serialize)]
 pub struct PruneReport {
     pub dry_run: bool,
+    /// The policy applied, as flags (`keep-last 3, keep-daily 7`).
+    pub policy: String,
     pub decisions: Vec<Decision>,
     /// Increments removed (or that would be).
     pub removed: Vec<IncrementName>,
     pub failed: Vec<(IncrementName, String)>,
 }
 
+/// Applies `policy`; `write` is `None` for a dry run, which changes nothing and needs no lock.
 pub fn prune(
     backup: &Backup,
     policy: &Policy,
-    // `None`: a dry run, which changes nothing and needs no lock.
     write: Option<&WriteLock>,
+) -> Result<PruneReport, ExploreError> {
+    prune_with_progress(backup, policy, write, &|_| {})
+}
+
+/// [`prune`], telling `progress` about each increment removed.
+pub fn prune_with_progress(
+    backup: &Backup,
+    policy: &Policy,
+    write: Option<&WriteLock>,
+    progress: WorkSink,
 ) -> Result<PruneReport, ExploreError> {
     let dry_run = write.is_none();
     if policy.is_empty() {
         return Err(ExploreError::Refused(
-            "no retention rule given (--keep-last/--keep-daily/--keep-weekly/--keep-monthly); refusing to remove every increment".into(),
+            "no retention rule given (--keep-last/--keep-hourly/--keep-daily/--keep-weekly/--keep-monthly/--keep-yearly/--keep-within, or \"retention\" in the profile); refusing to remove every increment".into(),
         ));
     }
     let names: Vec<(IncrementName, IncrementTime)> = backup
@@ -121,6 +259,12 @@ pub fn prune(
         .filter(|d| !d.keep)
         .map(|d| &d.name)
         .collect();
+    if !dry_run {
+        progress(Work::Start {
+            items: doomed.len() as u64,
+            bytes: 0,
+        });
+    }
     for (name, _) in names.iter().filter(|(n, _)| doomed.contains(n)) {
         if dry_run {
             removed.push(name.clone());
@@ -130,9 +274,11 @@ pub fn prune(
             Ok(()) => removed.push(name.clone()),
             Err(e) => failed.push((name.clone(), e.to_string())),
         }
+        progress(Work::Item { bytes: 0 });
     }
     Ok(PruneReport {
         dry_run,
+        policy: policy.describe(),
         decisions,
         removed,
         failed,
@@ -168,6 +314,10 @@ mod tests {
             .collect()
     }
 
+    fn kept(n: &[(IncrementName, IncrementTime)], p: Policy) -> Vec<bool> {
+        decide(n, &p).iter().map(|d| d.keep).collect()
+    }
+
     #[test]
     fn keeps_newest_per_bucket() {
         let n = names(&[
@@ -177,24 +327,84 @@ mod tests {
             "backup_20240215_100000",
             "backup_20240216_100000",
         ]);
+        let p = Policy {
+            keep_daily: 2,
+            ..Default::default()
+        };
+        assert_eq!(kept(&n, p), vec![false, false, false, true, true]);
+        let p = Policy {
+            keep_monthly: 2,
+            keep_last: 1,
+            ..Default::default()
+        };
+        assert_eq!(kept(&n, p), vec![false, false, true, false, true]);
+        let p = Policy {
+            keep_yearly: 5,
+            ..Default::default()
+        };
+        assert_eq!(kept(&n, p), vec![false, false, false, false, true]);
+    }
+
+    #[test]
+    fn hourly_and_within() {
+        let n = names(&[
+            "backup_20240101_100000",
+            "backup_20240101_101500",
+            "backup_20240101_110000",
+            "backup_20240103_090000",
+            "backup_20240108_100000",
+        ]);
+        let p = Policy {
+            keep_hourly: 4,
+            ..Default::default()
+        };
+        assert_eq!(kept(&n, p), vec![false, true, true, true, true]);
+        // 5 days back from the newest (01-08 10:00) reaches 01-03 10:00: 01-03 09:00 is out.
+        let p = Policy {
+            keep_within: Some(Within::parse("5d").unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(kept(&n, p), vec![false, false, false, false, true]);
+        let p = Policy {
+            keep_within: Some(Within::parse("1w").unwrap()),
+            ..Default::default()
+        };
+        // The cutoff itself is within.
+        assert_eq!(kept(&n, p), vec![true, true, true, true, true]);
+        let p = Policy {
+            keep_within: Some(Within::parse("6d23h").unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(kept(&n, p), vec![false, false, true, true, true]);
         let d = decide(
             &n,
             &Policy {
-                keep_daily: 2,
-                ..Default::default()
-            },
-        );
-        let kept: Vec<bool> = d.iter().map(|d| d.keep).collect();
-        assert_eq!(kept, vec![false, false, false, true, true]);
-        let d = decide(
-            &n,
-            &Policy {
-                keep_monthly: 2,
+                keep_within: Some(Within::parse("1m").unwrap()),
                 keep_last: 1,
                 ..Default::default()
             },
         );
-        let kept: Vec<bool> = d.iter().map(|d| d.keep).collect();
-        assert_eq!(kept, vec![false, false, true, false, true]);
+        assert_eq!(d[4].reasons, vec!["last", "within"]);
+        assert_eq!(d[0].reasons, vec!["within"]);
+    }
+
+    #[test]
+    fn durations_parse_like_restic() {
+        let w = Within::parse("1y2m").unwrap();
+        assert_eq!((w.months, w.hours), (14, 0));
+        let w = Within::parse("2w36h").unwrap();
+        assert_eq!((w.months, w.hours), (0, 14 * 24 + 36));
+        for bad in [
+            "",
+            "7",
+            "d",
+            "7x",
+            "1d1d",
+            "0d",
+            "-1d",
+            "99999999999999999999y",
+        ] {
+            assert!(Within::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

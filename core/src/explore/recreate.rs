@@ -38,10 +38,25 @@ pub fn recreate(
     backup: &Backup,
     only: Option<&IncrementName>,
     force: bool,
+    lock: &WriteLock,
+) -> Result<Vec<Rebuilt>, ExploreError> {
+    recreate_with_progress(backup, only, force, lock, &|_| {})
+}
+
+/// [`recreate`], telling `progress` about each increment handled.
+pub fn recreate_with_progress(
+    backup: &Backup,
+    only: Option<&IncrementName>,
+    force: bool,
     _lock: &WriteLock,
+    progress: crate::progress::WorkSink,
 ) -> Result<Vec<Rebuilt>, ExploreError> {
     let repo = &backup.repo;
     let names = repo.increment_names()?;
+    progress(crate::progress::Work::Start {
+        items: names.len() as u64,
+        bytes: 0,
+    });
     if let Some(o) = only {
         if !names.contains(o) {
             return Err(ExploreError::NoSuchIncrement(o.to_string()));
@@ -51,6 +66,7 @@ pub fn recreate(
     let mut known: HashSet<RelPath> = HashSet::new();
     let mut out = Vec::new();
     for name in &names {
+        progress(crate::progress::Work::Item { bytes: 0 });
         let selected = only.is_none_or(|o| o == name);
         let keep = !force && !broken.contains(name);
         if !selected || keep {

@@ -155,6 +155,18 @@ pub fn apply(
     overwrite: Overwrite,
     dry_run: bool,
 ) -> Result<Report, ExploreError> {
+    apply_with_progress(plan, to, overwrite, dry_run, &|_| {})
+}
+
+/// [`apply`], telling `progress` about each file.
+pub fn apply_with_progress(
+    plan: &Plan,
+    to: &Path,
+    overwrite: Overwrite,
+    dry_run: bool,
+    progress: crate::progress::WorkSink,
+) -> Result<Report, ExploreError> {
+    use crate::progress::Work;
     let dist = plan
         .dist
         .canonicalize()
@@ -178,6 +190,15 @@ pub fn apply(
     let mut reader = SafeReader::default();
     let mut writer = SafeWriter::new(root.clone(), dry_run || !root.exists());
     let mut results = Vec::with_capacity(plan.items.len());
+    progress(Work::Start {
+        items: plan.items.len() as u64,
+        // Sizes come from metadata, which may be hostile: saturate, never overflow.
+        bytes: plan
+            .items
+            .iter()
+            .map(|i| i.size)
+            .fold(0u64, u64::saturating_add),
+    });
     for item in &plan.items {
         let outcome = match restore_one(item, &mut reader, &mut writer, overwrite, dry_run) {
             Ok(o) => o,
@@ -185,6 +206,7 @@ pub fn apply(
                 error: e.to_string(),
             },
         };
+        progress(Work::Item { bytes: item.size });
         results.push(ItemResult {
             path: item.path.clone(),
             from: item.from.clone(),
