@@ -10,6 +10,7 @@ pub mod explore;
 pub mod format;
 pub mod history;
 pub mod identity;
+pub mod index;
 pub mod journal;
 pub mod pipeline;
 pub mod plan;

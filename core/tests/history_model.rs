@@ -271,4 +271,100 @@ proptest! {
             }
         }
     }
+
+    /// The index folds the same as `History`: every snapshot (walked folder by folder), every
+    /// path's versions, and folder presence — after building it from the metadata files, and
+    /// again after increments are deleted by hand and the catalog notices.
+    #[test]
+    fn the_index_folds_like_history(
+        steps in prop::collection::vec(step(), 0..30),
+        keep in prop::collection::vec(any::<bool>(), 40),
+    ) {
+        let run = play(&steps);
+        let dist = tempfile::tempdir().unwrap();
+        let repo = backup_core::Repository::at(dist.path());
+        for inc in &run.increments {
+            let dir = dist.path().join(inc.name.as_str());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("{}.json", inc.name)), inc.meta.to_json()).unwrap();
+        }
+        let index = backup_core::index::Index::open(&repo).unwrap();
+        index.begin().unwrap();
+        for (p, e) in &run.mirror.files {
+            index.mirror_put(p, e).unwrap();
+        }
+        index.commit().unwrap();
+        index.sync_catalog(&repo).unwrap();
+        compare(&index, &History::build(run.increments.clone(), &run.mirror))?;
+
+        let kept: Vec<IncrementInfo> = run
+            .increments
+            .iter()
+            .enumerate()
+            .filter(|(i, inc)| {
+                let keep = keep[*i % keep.len()];
+                if !keep {
+                    std::fs::remove_dir_all(dist.path().join(inc.name.as_str())).unwrap();
+                }
+                keep
+            })
+            .map(|(_, inc)| inc.clone())
+            .collect();
+        index.sync_catalog(&repo).unwrap();
+        compare(&index, &History::build(kept, &run.mirror))?;
+    }
+}
+
+fn compare(index: &backup_core::index::Index, h: &History) -> Result<(), TestCaseError> {
+    let names: Vec<IncrementName> = index
+        .increments()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    let want: Vec<IncrementName> = h.increments().iter().map(|i| i.name.clone()).collect();
+    prop_assert_eq!(&names, &want);
+    for name in &names {
+        let mut got = BTreeMap::new();
+        index
+            .snapshot_walk(name, None, &mut |v| {
+                got.insert(v.path.clone(), (v.size, v.holder.clone(), v.start.clone()));
+                Ok(())
+            })
+            .unwrap();
+        let want: BTreeMap<RelPath, _> = h
+            .snapshot(name)
+            .into_iter()
+            .map(|(p, v)| (p, (v.size, v.holder.clone(), v.start.clone())))
+            .collect();
+        prop_assert_eq!(&got, &want, "snapshot {}", name);
+        // A folder exists in a snapshot exactly when something below it does.
+        for d in ["d", "d/e"] {
+            let rel = RelPath::parse(d).unwrap();
+            let has = want.keys().any(|p| p.starts_with(&rel) && *p != rel);
+            prop_assert_eq!(
+                index.snapshot_has_dir(name, Some(&rel)).unwrap(),
+                has,
+                "{} at {}",
+                d,
+                name
+            );
+        }
+    }
+    for p in PATHS {
+        let rel = RelPath::parse(p).unwrap();
+        let got: Vec<(u64, Option<IncrementName>)> = index
+            .versions(&rel)
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.size, v.start))
+            .collect();
+        let want: Vec<(u64, Option<IncrementName>)> = h
+            .versions(&rel)
+            .into_iter()
+            .map(|v| (v.size, v.start.clone()))
+            .collect();
+        prop_assert_eq!(got, want, "versions of {}", p);
+    }
+    Ok(())
 }

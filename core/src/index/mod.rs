@@ -37,7 +37,7 @@ use crate::format::{FormatError, IndexEntry};
 use crate::relpath::RelPath;
 use crate::repo::Repository;
 
-pub use catalog::{IncrementRecord, IncrementState, SyncReport};
+pub use catalog::{IncrementRecord, IncrementState, SyncReport, Touched};
 pub use query::{SnapChild, SnapNode, Spans};
 
 /// Schema of the tables below; a newer file is refused (never half understood).
@@ -61,7 +61,11 @@ pub enum IndexError {
         "index {path} was written by a newer version of this tool (schema {found}, this one \
          reads {known}); use that version, or delete the file: it is rebuilt from the backup"
     )]
-    TooNew { path: String, found: i64, known: i64 },
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("{path} is not an index of this tool (application id {found:#x})")]
     Foreign { path: String, found: i64 },
     #[error(transparent)]
@@ -212,7 +216,9 @@ impl Index {
                 // The file system cannot share memory between processes (some network
                 // shares): a rollback journal still keeps every commit atomic.
                 self.conn
-                    .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get::<_, String>(0))
+                    .query_row("PRAGMA journal_mode = DELETE", [], |r| {
+                        r.get::<_, String>(0)
+                    })
                     .map_err(self.err("set journal mode"))?;
                 self.journal = JournalMode::Delete;
             }
@@ -389,8 +395,8 @@ impl Index {
         let dir = dir.expect("the root always exists");
         let parent = self.dir_id_create(dir.parent().as_ref())?;
         self.conn
-            .prepare_cached("INSERT INTO dirs(parent, name) VALUES (?1, ?2)")
-            .and_then(|mut s| s.execute(params![parent, dir.file_name()]))
+            .prepare_cached("INSERT INTO dirs(parent, name, depth) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![parent, dir.file_name(), dir.depth() as i64]))
             .map_err(self.err("add folder"))?;
         let id = self.conn.last_insert_rowid();
         let mut c = self.dirs.borrow_mut();
@@ -441,10 +447,7 @@ impl Index {
                 "SELECT {} FROM mirror WHERE key = ?1",
                 codec::MIRROR_COLUMNS
             ))
-            .and_then(|mut s| {
-                s.query_row([rel.sort_key()], codec::mirror_row)
-                    .optional()
-            })
+            .and_then(|mut s| s.query_row([rel.sort_key()], codec::mirror_row).optional())
             .map_err(self.err("read mirror entry"))
     }
 
@@ -641,10 +644,12 @@ CREATE TABLE dirs(
     id INTEGER PRIMARY KEY,
     parent INTEGER NOT NULL,
     name BLOB NOT NULL,
+    depth INTEGER NOT NULL,        -- 0 for the root
     spans BLOB,                    -- increments (order ranges) at which something below exists
     UNIQUE(parent, name)
 );
-INSERT INTO dirs(id, parent, name) VALUES (1, 0, x'');
+CREATE INDEX dirs_by_depth ON dirs(depth);
+INSERT INTO dirs(id, parent, name, depth) VALUES (1, 0, x'', 0);
 
 CREATE TABLE events(
     dir INTEGER NOT NULL,
