@@ -63,6 +63,13 @@ pub struct EntryStat {
     pub mode: u32,
     pub dev: u64,
     pub ino: u64,
+    /// Owner and group (0 where the platform has none).
+    pub uid: u32,
+    pub gid: u32,
+    /// Hard links to the inode (files with more than one are hard-link groups).
+    pub nlink: u64,
+    /// Bytes allocated on disk (`st_blocks * 512`): less than `size` for a file with holes.
+    pub allocated: u64,
 }
 
 /// An open directory.
@@ -113,6 +120,10 @@ mod imp {
             mode: (st.st_mode as u32) & 0o7777,
             dev: st.st_dev as u64,
             ino: st.st_ino as u64,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            nlink: st.st_nlink as u64,
+            allocated: (st.st_blocks as u64).saturating_mul(512),
         }
     }
 
@@ -219,6 +230,10 @@ mod imp {
             },
             dev: 0,
             ino: 0,
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            allocated: m.len(),
         }
     }
 

@@ -112,7 +112,7 @@ impl Touched {
     /// stays bounded.
     const MAX_PATHS: usize = 100_000;
 
-    fn path(&mut self, dir: i64, name: &[u8]) {
+    pub(crate) fn path(&mut self, dir: i64, name: &[u8]) {
         if self.all {
             return;
         }
@@ -123,13 +123,13 @@ impl Touched {
         }
     }
 
-    fn dir(&mut self, dir: i64) {
+    pub(crate) fn dir(&mut self, dir: i64) {
         if !self.all {
             self.dirs.insert(dir);
         }
     }
 
-    fn everything(&mut self) {
+    pub(crate) fn everything(&mut self) {
         self.all = true;
         self.paths.clear();
         self.dirs.clear();

@@ -25,6 +25,7 @@
 
 mod catalog;
 mod codec;
+mod mirror_sync;
 mod query;
 
 use std::cell::RefCell;
@@ -38,6 +39,7 @@ use crate::relpath::RelPath;
 use crate::repo::Repository;
 
 pub use catalog::{IncrementRecord, IncrementState, SyncReport, Touched};
+pub use mirror_sync::Reconciled;
 pub use query::{SnapChild, SnapNode, Spans};
 
 /// Schema of the tables below; a newer file is refused (never half understood).
