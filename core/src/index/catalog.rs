@@ -574,10 +574,7 @@ impl Index {
     ) -> Result<()> {
         let meta = repo.increment_meta_path(name);
         let shown = meta.display().to_string();
-        let file = match stat {
-            None => None,
-            Some(_) => Some(std::fs::File::open(&meta)),
-        };
+        let file = stat.map(|_| std::fs::File::open(&meta));
         let fallback = IncrementTime::of(None, name);
         let Some(file) = file else {
             let id = self.add_increment(name, &fallback, None)?;

@@ -301,11 +301,8 @@ impl Index {
         if disk.kind == FileKind::Dir {
             return Ok(disk);
         }
-        let newest = self
-            .timeline(rel)?
-            .into_iter()
-            .filter(|f| !f.kept || f.version.is_some())
-            .next_back();
+        // The state after the newest event: a version, or a deletion (then nothing matches).
+        let newest = self.timeline(rel)?.into_iter().next_back();
         if let Some(v) = newest.and_then(|f| f.version) {
             if v.kind == disk.kind && v.size == disk.size && v.mtime == disk.mtime {
                 return Ok(IndexEntry {

@@ -26,6 +26,7 @@
 mod catalog;
 mod codec;
 mod mirror_sync;
+mod open;
 mod query;
 
 use std::cell::RefCell;
@@ -40,7 +41,8 @@ use crate::repo::Repository;
 
 pub use catalog::{IncrementRecord, IncrementState, SyncReport, Touched};
 pub use mirror_sync::Reconciled;
-pub use query::{SnapChild, SnapNode, Spans};
+pub use open::{IndexNote, Opened};
+pub use query::{HistoryChild, SnapChild, SnapNode, Spans};
 
 /// Schema of the tables below; a newer file is refused (never half understood).
 pub const SCHEMA: i64 = 1;
@@ -177,6 +179,12 @@ impl Index {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub(crate) fn set_busy_timeout(&self, t: std::time::Duration) -> Result<()> {
+        self.conn
+            .busy_timeout(t)
+            .map_err(self.err("set busy timeout"))
     }
 
     pub fn journal_mode(&self) -> JournalMode {

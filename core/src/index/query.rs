@@ -105,6 +105,10 @@ impl Spans {
     }
 }
 
+/// An entry of a `history/` folder: a name, and whether it is a folder (else a file with
+/// versions; a name can be both).
+pub type HistoryChild = (Vec<u8>, bool);
+
 /// What a name in a snapshot folder is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SnapNode {
@@ -307,11 +311,11 @@ impl Index {
         // The latest event per name: SQLite takes the bare columns from the row with max(ord).
         let rows: Vec<(Vec<u8>, EventRow)> = self
             .conn()
-            .prepare_cached(&format!(
+            .prepare_cached(
                 "SELECT name, max(ord), inc, origin, category, op, kind, size, mtime_ns, mode, uid,
                         gid, hash, version_of, extra
-                 FROM events WHERE dir = ?1 AND ord <= ?2 GROUP BY name"
-            ))
+                 FROM events WHERE dir = ?1 AND ord <= ?2 GROUP BY name",
+            )
             .and_then(|mut s| {
                 s.query_map(params![id, at_key], |r| Ok((r.get(0)?, event_row(r, 1)?)))?
                     .collect()
@@ -427,7 +431,7 @@ impl Index {
 
     /// The entries of `history/<dir>`: names of files that ever had a version there, and of
     /// folders with such files below, sorted (a name can be both).
-    pub fn history_dir(&self, dir: Option<&RelPath>) -> Result<Option<Vec<(Vec<u8>, bool)>>> {
+    pub fn history_dir(&self, dir: Option<&RelPath>) -> Result<Option<Vec<HistoryChild>>> {
         let Some(id) = self.dir_id(dir)? else {
             return Ok(None);
         };

@@ -1,0 +1,236 @@
+//! Opening the index of a backup for a command: created when missing, filled from an old
+//! `mirror.json` or from `mirror/` when its mirror table is empty, and its catalog brought in
+//! step with the increment folders. Every command, reader or writer, goes through here, so a
+//! deleted index is rebuilt by whichever runs first, and increments added or removed by hand
+//! are noticed by all.
+
+use serde::Serialize;
+
+use super::{Index, IndexError, Reconciled, Result, SyncReport, Touched};
+use crate::format::FormatProblem;
+use crate::repo::{Repository, WriteLock};
+
+/// Something the command should say once about the index it opened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "note", rename_all = "kebab-case")]
+pub enum IndexNote {
+    /// There was no index: it was created (and filled from the backup).
+    Created,
+    /// The mirror's state was imported from `mirror.json` (a backup made by the original
+    /// tool or an earlier version).
+    Imported { entries: u64 },
+    /// The mirror's state was rebuilt from `mirror/` and the catalogs (nothing stored again).
+    Rebuilt { reconciled: Reconciled },
+    /// Increments changed at `dist` since the index last saw them (added, copied or renamed in
+    /// by hand, removed, or rewritten).
+    CatalogChanged { sync: SyncReport },
+    /// The index could not be brought up to date (a backup holds it, or the drive is
+    /// read-only): what it shows may lag behind.
+    Stale { reason: String },
+    /// `dist` cannot be written: the index was built in a temporary file for this command.
+    Temporary { path: String },
+    /// Entries of `mirror.json` that could not be used.
+    Skipped { problems: Vec<FormatProblem> },
+}
+
+impl std::fmt::Display for IndexNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IndexNote::Created => write!(f, "the index was missing; it was rebuilt from the backup"),
+            IndexNote::Imported { entries } => {
+                write!(f, "imported the mirror's state ({entries} entries) from mirror.json")
+            }
+            IndexNote::Rebuilt { reconciled: r } => write!(
+                f,
+                "rebuilt the mirror's state from mirror/ ({} entries, {} recognised as stored versions; nothing stored again)",
+                r.described + r.kept,
+                r.recognised
+            ),
+            IndexNote::CatalogChanged { sync } => {
+                let list = |v: &[crate::IncrementName]| {
+                    v.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+                };
+                let mut parts = Vec::new();
+                if !sync.added.is_empty() {
+                    parts.push(format!("new: {}", list(&sync.added)));
+                }
+                if !sync.removed.is_empty() {
+                    parts.push(format!("gone: {}", list(&sync.removed)));
+                }
+                if !sync.reread.is_empty() {
+                    parts.push(format!("rewritten: {}", list(&sync.reread)));
+                }
+                write!(f, "increments changed since the index last saw them ({})", parts.join("; "))
+            }
+            IndexNote::Stale { reason } => write!(f, "the index may lag behind the backup: {reason}"),
+            IndexNote::Temporary { path } => write!(
+                f,
+                "the backup cannot be written; its index was built in the temporary file {path}"
+            ),
+            IndexNote::Skipped { problems } => {
+                write!(f, "{} entries of mirror.json could not be used", problems.len())
+            }
+        }
+    }
+}
+
+/// An index opened for one command, with what it is worth saying about it.
+pub struct Opened {
+    pub index: Index,
+    pub notes: Vec<IndexNote>,
+    /// Keeps a temporary index file alive for the command.
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Index {
+    /// Opens the index of `repo` for a command. With `lock` (a writer), the mirror table is
+    /// always made complete; without, that is done only when no writer holds the backup.
+    /// The catalog is synced in every case it can be.
+    pub fn open_for(repo: &Repository, lock: Option<&WriteLock>) -> Result<Opened> {
+        let path = repo.index_path();
+        let existed = path.exists();
+        let mut notes = Vec::new();
+        let (index, temp) = match Index::open(repo) {
+            Ok(i) => (i, None),
+            Err(e) if lock.is_none() && is_read_only(&e) => {
+                // A read-only drive: build the index where we may, from the same sources.
+                let dir = tempfile::tempdir().map_err(|source| IndexError::Io {
+                    op: "create a temporary folder for",
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let tpath = dir.path().join("index.sqlite");
+                if existed {
+                    std::fs::copy(&path, &tpath).map_err(|source| IndexError::Io {
+                        op: "copy",
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                }
+                notes.push(IndexNote::Temporary {
+                    path: tpath.display().to_string(),
+                });
+                (Index::open_at(&tpath, false)?, Some(dir))
+            }
+            Err(e) => return Err(e),
+        };
+        if !existed && temp.is_none() {
+            notes.push(IndexNote::Created);
+        }
+        // A reader does not wait for a writer's whole run to sync: it shows what is committed.
+        if lock.is_none() {
+            index.set_busy_timeout(std::time::Duration::from_millis(250))?;
+        }
+        let synced = index.sync_catalog(repo);
+        index.set_busy_timeout(std::time::Duration::from_secs(30))?;
+        match synced {
+            Ok(sync) if !sync.is_empty() && existed => {
+                notes.push(IndexNote::CatalogChanged { sync })
+            }
+            Ok(_) => {}
+            Err(e) if lock.is_none() && is_busy(&e) => notes.push(IndexNote::Stale {
+                reason: "a backup is writing it; increments it has not recorded yet are not shown"
+                    .into(),
+            }),
+            Err(e) => return Err(e),
+        }
+        // The mirror table is empty only in a new index (or a new backup): fill it, once the
+        // catalog is known, so files of the mirror are recognised as the versions they are.
+        if index.mirror_is_empty()?
+            && (repo.mirror_index_path().exists() || repo.mirror_dir().is_dir())
+        {
+            let own_lock;
+            let held = match lock {
+                Some(l) => Some(l),
+                None => match repo.lock_for_writing() {
+                    Ok(l) => {
+                        own_lock = l;
+                        Some(&own_lock)
+                    }
+                    Err(_) => None,
+                },
+            };
+            // Nothing can write to a drive whose index had to go to a temporary file.
+            match held.is_some() || temp.is_some() {
+                true => notes.extend(index.fill_mirror(repo)?),
+                false => notes.push(IndexNote::Stale {
+                    reason: "a backup is running; the mirror's state is filled in by it".into(),
+                }),
+            }
+        }
+        Ok(Opened {
+            index,
+            notes,
+            _temp: temp,
+        })
+    }
+
+    /// Fills an empty mirror table: from `mirror.json` when there is one (an old backup),
+    /// else from `mirror/` itself.
+    fn fill_mirror(&self, repo: &Repository) -> Result<Vec<IndexNote>> {
+        let mut notes = Vec::new();
+        self.begin()?;
+        let result = (|| -> Result<()> {
+            let mut touched = Touched::default();
+            touched.everything();
+            let json = repo.mirror_index_path();
+            if json.exists() {
+                let mut problems = Vec::new();
+                match self.import_mirror_json(&json, &mut problems) {
+                    Ok(entries) => {
+                        notes.push(IndexNote::Imported { entries });
+                        if !problems.is_empty() {
+                            notes.push(IndexNote::Skipped { problems });
+                        }
+                        // The old index may lag behind the folder (an interrupted run of the
+                        // old tool): make the rows true to the disk, cheaply where they are.
+                        self.reconcile_mirror(repo, &mut touched)?;
+                    }
+                    Err(IndexError::Format(_)) => {
+                        // A damaged mirror.json: rebuild from the folder instead.
+                        self.mirror_clear()?;
+                        let r = self.reconcile_mirror(repo, &mut touched)?;
+                        notes.push(IndexNote::Rebuilt { reconciled: r });
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                let r = self.reconcile_mirror(repo, &mut touched)?;
+                notes.push(IndexNote::Rebuilt { reconciled: r });
+            }
+            self.settle(&mut touched)
+        })();
+        match result {
+            Ok(()) => {
+                self.commit()?;
+                Ok(notes)
+            }
+            Err(e) => {
+                let _ = self.rollback();
+                self.forget_dirs();
+                Err(e)
+            }
+        }
+    }
+}
+
+fn sqlite_code(e: &IndexError) -> Option<rusqlite::ErrorCode> {
+    match e {
+        IndexError::Sql { source, .. } => source.sqlite_error_code(),
+        _ => None,
+    }
+}
+
+fn is_read_only(e: &IndexError) -> bool {
+    matches!(
+        sqlite_code(e),
+        Some(rusqlite::ErrorCode::ReadOnly) | Some(rusqlite::ErrorCode::CannotOpen)
+    )
+}
+
+fn is_busy(e: &IndexError) -> bool {
+    matches!(
+        sqlite_code(e),
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked)
+    ) || is_read_only(e)
+}
