@@ -133,13 +133,23 @@ fn selection_dry_run_and_overwrite_modes() {
         ],
         0,
     );
-    let restored: Vec<&str> = v["results"]
+    // Folders made on the way are listed too, each before its contents.
+    let restored: Vec<(&str, &str)> = v["results"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["path"].as_str().unwrap())
+        .map(|r| (r["path"].as_str().unwrap(), r["action"].as_str().unwrap()))
         .collect();
-    assert_eq!(restored, vec!["docs/readme.md", "projects/sub/c.py"]);
+    assert_eq!(
+        restored,
+        vec![
+            ("docs", "mkdir"),
+            ("docs/readme.md", "create"),
+            ("projects", "mkdir"),
+            ("projects/sub", "mkdir"),
+            ("projects/sub/c.py", "create")
+        ]
+    );
     assert!(!to.join("projects/a.py").exists());
     assert_eq!(
         fs::read(to.join("docs/readme.md")).unwrap(),
@@ -177,16 +187,16 @@ fn selection_dry_run_and_overwrite_modes() {
         )
     };
     let v = readme_at(1, "if-changed");
-    assert_eq!(v["results"][0]["action"], "restored");
+    assert_eq!(v["results"][0]["action"], "replace");
     assert_eq!(
         fs::read(to.join("docs/readme.md")).unwrap(),
         b"# readme v1\n"
     );
     let v = readme_at(1, "if-changed");
-    assert_eq!(v["results"][0]["action"], "skipped-unchanged");
+    assert_eq!(v["results"][0]["action"], "skip-unchanged");
     // always: replaced even when equal.
     let v = readme_at(2, "always");
-    assert_eq!(v["results"][0]["action"], "restored");
+    assert_eq!(v["results"][0]["action"], "replace");
     assert_eq!(
         fs::read(to.join("docs/readme.md")).unwrap(),
         b"# readme, second edition\n"
