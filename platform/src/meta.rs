@@ -142,7 +142,12 @@ impl Owners {
 pub use imp::{apply_fd, apply_symlink, read_at, read_fd};
 
 /// Applies `m` to an open regular file.
-pub fn apply_file(f: &std::fs::File, path: &Path, m: &Apply<'_>, may_chown: bool) -> Result<(), FsError> {
+pub fn apply_file(
+    f: &std::fs::File,
+    path: &Path,
+    m: &Apply<'_>,
+    may_chown: bool,
+) -> Result<(), FsError> {
     #[cfg(unix)]
     {
         apply_fd(f, path, m, may_chown)
@@ -151,14 +156,19 @@ pub fn apply_file(f: &std::fs::File, path: &Path, m: &Apply<'_>, may_chown: bool
     {
         let _ = may_chown;
         if let Some(mode) = m.mode {
-            let mut p = f.metadata().map_err(|e| FsError::new("stat", path, e))?.permissions();
+            let mut p = f
+                .metadata()
+                .map_err(|e| FsError::new("stat", path, e))?
+                .permissions();
             p.set_readonly(mode & 0o222 == 0);
-            f.set_permissions(p).map_err(|e| FsError::new("change mode", path, e))?;
+            f.set_permissions(p)
+                .map_err(|e| FsError::new("change mode", path, e))?;
         }
         if let Some(ns) = m.mtime_ns {
             let t = std::time::UNIX_EPOCH
                 + std::time::Duration::from_nanos(u64::try_from(ns).unwrap_or(0));
-            f.set_modified(t).map_err(|e| FsError::new("set mtime", path, e))?;
+            f.set_modified(t)
+                .map_err(|e| FsError::new("set mtime", path, e))?;
         }
         Ok(())
     }
@@ -180,7 +190,12 @@ pub fn apply_dir(d: &SafeDir, m: &Apply<'_>, may_chown: bool) -> Result<(), FsEr
 
 #[cfg(not(unix))]
 /// Symlink metadata is not restored on Windows yet.
-pub fn apply_symlink(_dir: &SafeDir, _name: &OsStr, _m: &Apply<'_>, _may_chown: bool) -> Result<(), FsError> {
+pub fn apply_symlink(
+    _dir: &SafeDir,
+    _name: &OsStr,
+    _m: &Apply<'_>,
+    _may_chown: bool,
+) -> Result<(), FsError> {
     Ok(())
 }
 

@@ -368,12 +368,18 @@ mod imp {
         /// Turns the errno of a refused `O_NOFOLLOW` open into a message that says a symlink
         /// was refused, when that is what happened.
         fn explain(&self, name: &OsStr, e: rustix::io::Errno) -> io::Error {
-            if matches!(e, rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR)
-                && matches!(self.lstat(name), Ok(s) if s.kind == EntryKind::Symlink)
-            {
-                return symlink_refused();
+            if !matches!(e, rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) {
+                return e.into();
             }
-            e.into()
+            match self.lstat(name) {
+                Ok(s) if s.kind == EntryKind::Symlink => symlink_refused(),
+                // A folder again by now: it was swapped while being opened.
+                Ok(s) if s.kind == EntryKind::Dir && e == rustix::io::Errno::NOTDIR => {
+                    io::Error::other(format!("{SYMLINK_REFUSED} (it was swapped while opening)"))
+                }
+                _ if e == rustix::io::Errno::LOOP => symlink_refused(),
+                _ => e.into(),
+            }
         }
 
         /// Opens the regular file `name` for reading, refusing a symlink, and without moving

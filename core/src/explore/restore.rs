@@ -124,7 +124,10 @@ pub struct Plan {
 /// The files of `point` selected by `selection`, sorted by path.
 pub fn plan(backup: &Backup, point: &Point, selection: &Selection) -> Plan {
     let mut items = Vec::new();
-    let item = |path: RelPath, root: PathBuf, from: String, v: (u64, i64, Option<u32>, FileKind, Option<ContentHash>)| Item {
+    let item = |path: RelPath,
+                root: PathBuf,
+                from: String,
+                v: (u64, i64, Option<u32>, FileKind, Option<ContentHash>)| Item {
         path,
         root,
         from,
@@ -297,8 +300,8 @@ pub fn apply(plan: &Plan, to: &Path, opts: &Options) -> Result<Report, ExploreEr
     if !opts.dry_run {
         run.apply_dir_metadata();
     }
-    let owners_recorded = plan.items.iter().any(|i| i.owner.is_some())
-        || plan.dirs.iter().any(|d| d.owner.is_some());
+    let owners_recorded =
+        plan.items.iter().any(|i| i.owner.is_some()) || plan.dirs.iter().any(|d| d.owner.is_some());
     Ok(Report {
         at: plan.at.clone(),
         to: shown.display().to_string(),
@@ -431,9 +434,8 @@ impl Target {
                 0 => self.root.clone(),
                 _ => self.chain[i - 1].1.clone(),
             };
-            let rel = RelPath::from_bytes(&dir[..=i].join(&b'/')).map_err(|e| {
-                FsError::new("open folder", &self.shown, std::io::Error::other(e))
-            })?;
+            let rel = RelPath::from_bytes(&dir[..=i].join(&b'/'))
+                .map_err(|e| FsError::new("open folder", &self.shown, std::io::Error::other(e)))?;
             let name = os_from_bytes(c);
             let handle = match parent {
                 None => {
@@ -633,7 +635,11 @@ impl Run<'_> {
                 if self.opts.dry_run {
                     return Ok(action);
                 }
-                if let Some(first) = item.hardlink_of.as_ref().filter(|f| self.written.contains(*f)) {
+                if let Some(first) = item
+                    .hardlink_of
+                    .as_ref()
+                    .filter(|f| self.written.contains(*f))
+                {
                     if self.link_to(first, &parent, &name)? {
                         return Ok(action);
                     }
@@ -710,7 +716,12 @@ impl Run<'_> {
 
     /// Makes `name` in `parent` a hard link of the already restored `first`. `false` when
     /// linking is not possible here (then the file is copied).
-    fn link_to(&mut self, first: &RelPath, parent: &SafeDir, name: &OsStr) -> Result<bool, FsError> {
+    fn link_to(
+        &mut self,
+        first: &RelPath,
+        parent: &SafeDir,
+        name: &OsStr,
+    ) -> Result<bool, FsError> {
         let Some(first_dir) = self.target.existing(first.parent().as_ref())? else {
             return Ok(false);
         };
@@ -726,7 +737,12 @@ impl Run<'_> {
     /// its children, and adding them did not move its mtime afterwards).
     fn apply_dir_metadata(&mut self) {
         let mut dirs: Vec<&DirItem> = self.plan.dirs.iter().collect();
-        dirs.sort_by(|a, b| b.path.depth().cmp(&a.path.depth()).then(a.path.cmp(&b.path)));
+        dirs.sort_by(|a, b| {
+            b.path
+                .depth()
+                .cmp(&a.path.depth())
+                .then(a.path.cmp(&b.path))
+        });
         // Children are done: drop the handles so nothing below holds the chain open.
         self.target.chain.clear();
         let xattrs_recorded = self.plan.xattrs_recorded;
@@ -847,5 +863,7 @@ fn same_version(st: &EntryStat, item: &Item) -> bool {
         FileKind::File => st.kind == EntryKind::File,
         FileKind::Symlink => st.kind == EntryKind::Symlink,
     };
-    kind_ok && st.mtime_ns == item.mtime_ns && (item.kind == FileKind::Symlink || st.size == item.size)
+    kind_ok
+        && st.mtime_ns == item.mtime_ns
+        && (item.kind == FileKind::Symlink || st.size == item.size)
 }
