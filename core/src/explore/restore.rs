@@ -867,3 +867,187 @@ fn same_version(st: &EntryStat, item: &Item) -> bool {
         && st.mtime_ns == item.mtime_ns
         && (item.kind == FileKind::Symlink || st.size == item.size)
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    //! The plan fields the catalog does not carry yet (folders, owners, xattrs, hard links,
+    //! sparse files), applied from hand-made plans over a real stored tree.
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        dist: PathBuf,
+        to: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let dist = tmp.path().join("dist");
+        std::fs::create_dir_all(dist.join("mirror")).unwrap();
+        let to = tmp.path().join("to");
+        Fixture {
+            dist,
+            to,
+            _tmp: tmp,
+        }
+    }
+
+    fn rp(s: &str) -> RelPath {
+        RelPath::parse(s).unwrap()
+    }
+
+    impl Fixture {
+        fn store(&self, rel: &str, data: &[u8]) -> Item {
+            let p = self.dist.join("mirror").join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, data).unwrap();
+            Item {
+                path: rp(rel),
+                root: self.dist.join("mirror"),
+                from: "mirror".into(),
+                size: data.len() as u64,
+                mtime_ns: 1_700_000_000_000_000_001,
+                mode: Some(0o644),
+                kind: FileKind::File,
+                hash: Some(ContentHash::of(data)),
+                owner: None,
+                xattrs: Vec::new(),
+                sparse: false,
+                hardlink_of: None,
+            }
+        }
+
+        fn plan(&self, items: Vec<Item>, dirs: Vec<DirItem>) -> Plan {
+            Plan {
+                at: "mirror".into(),
+                items,
+                dirs,
+                xattrs_recorded: true,
+                dist: self.dist.clone(),
+                selection: Selection::default(),
+            }
+        }
+
+        fn md(&self, rel: &str) -> std::fs::Metadata {
+            std::fs::symlink_metadata(self.to.join(rel)).unwrap()
+        }
+    }
+
+    fn dir(path: &str, mode: u32, mtime_ns: i64) -> DirItem {
+        DirItem {
+            path: rp(path),
+            mode: Some(mode),
+            owner: None,
+            mtime_ns: Some(mtime_ns),
+            xattrs: Vec::new(),
+        }
+    }
+
+    fn run(plan: &Plan, to: &Path) -> Report {
+        let r = apply(plan, to, &Options::default()).unwrap();
+        for x in &r.results {
+            assert!(!matches!(x.outcome, Outcome::Failed { .. }), "{x:?}");
+        }
+        r
+    }
+
+    #[test]
+    fn folders_get_their_mode_and_mtime_after_their_children() {
+        let f = fixture();
+        let items = vec![
+            f.store("locked/a.txt", b"a"),
+            f.store("locked/inner/b.txt", b"b"),
+            f.store("ro/c.txt", b"c"),
+        ];
+        let dirs = vec![
+            dir("locked", 0o000, 1_000_000_000_111),
+            dir("locked/inner", 0o700, 2_000_000_000_222),
+            dir("ro", 0o500, 3_000_000_000_333),
+            dir("sticky", 0o1777, 4_000_000_000_444),
+            dir("empty", 0o750, 5_000_000_000_555),
+        ];
+        let r = run(&f.plan(items, dirs), &f.to);
+        assert_eq!(r.count(Outcome::is_written), 3);
+        for (p, mode, ns) in [
+            ("locked", 0o000, 1_000_000_000_111),
+            ("locked/inner", 0o700, 2_000_000_000_222),
+            ("ro", 0o500, 3_000_000_000_333),
+            ("sticky", 0o1777, 4_000_000_000_444),
+            ("empty", 0o750, 5_000_000_000_555),
+        ] {
+            let m = f.md(p);
+            assert!(m.is_dir(), "{p}");
+            assert_eq!(m.mode() & 0o7777, mode, "{p}");
+            assert_eq!(m.mtime() * 1_000_000_000 + m.mtime_nsec(), ns, "{p}");
+        }
+        assert_eq!(
+            std::fs::read(f.to.join("locked/inner/b.txt")).unwrap(),
+            b"b"
+        );
+        // Let the temporary folder be removed.
+        std::fs::set_permissions(f.to.join("locked"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+    }
+
+    #[test]
+    fn hard_link_groups_sparse_files_owners_and_xattrs() {
+        let f = fixture();
+        let mut first = f.store("a/first", b"shared bytes");
+        first.mode = Some(0o4750);
+        first.owner = Some(Owner {
+            uid: 1234,
+            gid: 2345,
+            user: None,
+            group: None,
+        });
+        let mut second = f.store("b/second", b"shared bytes");
+        second.hardlink_of = Some(rp("a/first"));
+        // Dense on disk (as on exFAT) but recorded sparse: holes come back.
+        let mut content = vec![0u8; 8 << 20];
+        content[100] = 1;
+        let mut sparse = f.store("s/disk.img", &content);
+        sparse.sparse = true;
+        let mut tagged = f.store("x/tagged", b"t");
+        tagged.xattrs = vec![Xattr {
+            name: b"user.k".to_vec(),
+            value: b"v".to_vec(),
+        }];
+        let r = run(&f.plan(vec![first, second, sparse, tagged], vec![]), &f.to);
+        assert_eq!(r.count(Outcome::is_written), 4);
+        let (a, b) = (f.md("a/first"), f.md("b/second"));
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
+        assert_eq!(a.mode() & 0o7777, 0o4750);
+        if meta::is_root() {
+            assert_eq!((a.uid(), a.gid()), (1234, 2345));
+            assert!(!r.owners_kept);
+        } else {
+            assert!(r.owners_kept);
+        }
+        let s = f.md("s/disk.img");
+        assert_eq!(s.len(), 8 << 20);
+        assert!(s.blocks() * 512 < 1 << 20, "{} blocks", s.blocks());
+        assert_eq!(std::fs::read(f.to.join("s/disk.img")).unwrap(), content);
+        let x = SafeDir::open_root(&f.to.join("x")).unwrap();
+        let m = meta::read_at(&x, OsStr::new("tagged")).unwrap();
+        let want = vec![Xattr {
+            name: b"user.k".to_vec(),
+            value: b"v".to_vec(),
+        }];
+        assert_eq!(m.xattrs, want);
+    }
+
+    #[test]
+    fn a_hard_link_whose_first_member_was_not_written_is_a_copy() {
+        let f = fixture();
+        let first = f.store("a", b"x");
+        let mut second = f.store("b", b"x");
+        second.hardlink_of = Some(rp("a"));
+        std::fs::create_dir_all(&f.to).unwrap();
+        std::fs::write(f.to.join("a"), b"local").unwrap();
+        let r = run(&f.plan(vec![first, second], vec![]), &f.to);
+        assert_eq!(r.results[0].outcome, Outcome::SkipExists);
+        assert_eq!(std::fs::read(f.to.join("b")).unwrap(), b"x");
+        assert_eq!(f.md("b").nlink(), 1);
+    }
+}
