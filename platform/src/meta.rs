@@ -453,10 +453,7 @@ mod imp {
                         format!("{}: {}", String::from_utf8_lossy(name), io::Error::from(e)),
                     )
                 };
-                let have = match self.list() {
-                    Ok(h) => h,
-                    Err(e) => return Err(e.into()),
-                };
+                let have = self.list()?;
                 for name in &have {
                     if is_writable(name, root) && !want.iter().any(|x| &x.name == name) {
                         match self.remove(name) {

@@ -99,7 +99,10 @@ fn write_all_at(f: &File, mut buf: &[u8], mut off: u64) -> io::Result<()> {
     Ok(())
 }
 
-fn feed_zeros(observe: &mut Option<&mut dyn FnMut(&[u8])>, mut n: u64) {
+/// Sees every byte copied, in order (a hasher).
+pub type Observer<'a> = &'a mut dyn FnMut(&[u8]);
+
+fn feed_zeros(observe: &mut Option<Observer<'_>>, mut n: u64) {
     if let Some(o) = observe {
         while n > 0 {
             let k = n.min(CHUNK as u64) as usize;
@@ -125,7 +128,7 @@ pub fn copy_sparse(
     src: &File,
     dst: &File,
     holes: Holes,
-    mut observe: Option<&mut dyn FnMut(&[u8])>,
+    mut observe: Option<Observer<'_>>,
 ) -> io::Result<Copied> {
     let len = src.metadata().map_err(|e| at("stat", 0, e))?.len();
     let mut buf = vec![0u8; CHUNK];
