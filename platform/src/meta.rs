@@ -70,6 +70,7 @@ pub fn is_root() -> bool {
 }
 
 /// Names kept when reading: the namespaces restic and `rsync -X -A` carry.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn is_recorded(name: &[u8]) -> bool {
     name.starts_with(b"user.")
         || name.starts_with(b"security.")
@@ -79,6 +80,7 @@ fn is_recorded(name: &[u8]) -> bool {
 }
 
 /// Names this process may set or remove.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn is_writable(name: &[u8], root: bool) -> bool {
     if name == b"security.selinux" {
         return false;
@@ -488,7 +490,7 @@ mod imp {
 
         /// Extended attributes are read and written on Linux only for now.
         pub(super) enum Target<'a> {
-            Fd(BorrowedFd<'a>),
+            Fd(#[allow(dead_code)] BorrowedFd<'a>),
             Link,
         }
 
