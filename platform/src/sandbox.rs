@@ -406,8 +406,10 @@ mod imp {
             if rfs::FileType::from_raw_mode(st.st_mode as _) != rfs::FileType::RegularFile {
                 return Err(self.err(op, name, io::Error::other("not a regular file")));
             }
-            // Back to blocking I/O for the reads.
-            rfs::fcntl_setfl(&fd, OFlags::empty()).map_err(|e| self.err(op, name, e.into()))?;
+            // Back to blocking I/O for the reads (keeping O_NOATIME).
+            let flags = rfs::fcntl_getfl(&fd).map_err(|e| self.err(op, name, e.into()))?;
+            rfs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)
+                .map_err(|e| self.err(op, name, e.into()))?;
             Ok(File::from(fd))
         }
 

@@ -128,10 +128,25 @@ pub fn copy_sparse(
     src: &File,
     dst: &File,
     holes: Holes,
+    observe: Option<Observer<'_>>,
+) -> io::Result<Copied> {
+    BUF.with(|buf| copy_with(src, dst, holes, observe, &mut buf.borrow_mut()))
+}
+
+thread_local! {
+    // One buffer per thread: zeroing a fresh 1 MiB per file would cost more than copying a
+    // small file.
+    static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
+}
+
+fn copy_with(
+    src: &File,
+    dst: &File,
+    holes: Holes,
     mut observe: Option<Observer<'_>>,
+    buf: &mut [u8],
 ) -> io::Result<Copied> {
     let len = src.metadata().map_err(|e| at("stat", 0, e))?.len();
-    let mut buf = vec![0u8; CHUNK];
     let mut pos = 0u64;
     let mut written = 0u64;
     // The source ended before its recorded length (it shrank while copying).
