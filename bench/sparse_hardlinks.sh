@@ -87,6 +87,7 @@ echo "backup: ${t_backup}s; stored: $(alloc "$W/dist/mirror/big") bytes for the 
 
 for part in big links; do
   t=$(now); "$BIN/backup-tool" "$W/dist" restore "$part/" --to "$W/ours" > /dev/null; t_o=$(elapsed "$t")
+  mkdir -p "$W/rsync"
   t=$(now); rsync -aHS "$SRC/$part/" "$W/rsync/$part/"; t_r=$(elapsed "$t")
   a_o=$(alloc "$W/ours/$part"); a_r=$(alloc "$W/rsync/$part")
   i_o=$(inodes "$W/ours/$part"); i_r=$(inodes "$W/rsync/$part")
