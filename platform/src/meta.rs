@@ -310,14 +310,8 @@ mod imp {
             ));
         }
         if let (Some((uid, gid)), true) = (m.owner, may_chown) {
-            rfs::chownat(
-                dir,
-                name,
-                Some(rfs::Uid::from_raw(uid)),
-                Some(rfs::Gid::from_raw(gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| FsError::new("change owner", &path, e.into()))?;
+            chown_symlink(dir, name, uid, gid)
+                .map_err(|e| FsError::new("change owner", &path, e))?;
         }
         if let Some(x) = m.xattrs {
             xattr::Target::at(dir, name)
@@ -328,6 +322,43 @@ mod imp {
             rfs::utimensat(dir, name, &timestamps(ns), AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| FsError::new("set mtime", &path, e.into()))?;
         }
+        Ok(())
+    }
+
+    /// `lchown` of exactly the symlink that was checked: on Linux through an `O_PATH` handle
+    /// (`fchownat(fd, "", AT_EMPTY_PATH)`), so an entry swapped in after the check — say a hard
+    /// link to a file of someone else — is never given away.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn chown_symlink(dir: &SafeDir, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
+        let fd = rfs::openat(
+            dir,
+            name,
+            rfs::OFlags::PATH | rfs::OFlags::NOFOLLOW | rfs::OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = rfs::fstat(&fd)?;
+        if rfs::FileType::from_raw_mode(st.st_mode as _) != rfs::FileType::Symlink {
+            return Err(io::Error::other("not a symlink"));
+        }
+        rfs::chownat(
+            &fd,
+            "",
+            Some(rfs::Uid::from_raw(uid)),
+            Some(rfs::Gid::from_raw(gid)),
+            AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        Ok(())
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn chown_symlink(dir: &SafeDir, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
+        rfs::chownat(
+            dir,
+            name,
+            Some(rfs::Uid::from_raw(uid)),
+            Some(rfs::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
         Ok(())
     }
 

@@ -180,14 +180,27 @@ impl SafeDir {
     /// Creates (or replaces) the symlink `name` → `target`: made at a temporary name, then
     /// renamed over `name`, so an existing entry there is replaced, never followed.
     pub fn replace_symlink(&self, target: &Path, name: &OsStr) -> Result<(), FsError> {
+        self.replace_symlink_with(target, name, |_, _| Ok(()))
+    }
+
+    /// [`SafeDir::replace_symlink`], calling `prepare(self, temporary name)` before the rename:
+    /// the symlink's own metadata is set while nobody else knows where it is (rename keeps it).
+    pub fn replace_symlink_with(
+        &self,
+        target: &Path,
+        name: &OsStr,
+        prepare: impl FnOnce(&SafeDir, &OsStr) -> Result<(), FsError>,
+    ) -> Result<(), FsError> {
         check_name(name).map_err(|e| self.err("create symlink", name, e))?;
         for _ in 0..100 {
             let tmp = temp_name(".restore-link-");
             match self.symlink(target, &tmp) {
                 Ok(()) => {
-                    return self.rename(&tmp, self, name).inspect_err(|_| {
-                        let _ = self.unlink(&tmp);
-                    })
+                    return prepare(self, &tmp)
+                        .and_then(|()| self.rename(&tmp, self, name))
+                        .inspect_err(|_| {
+                            let _ = self.unlink(&tmp);
+                        })
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),

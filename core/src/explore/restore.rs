@@ -697,18 +697,16 @@ impl Run<'_> {
                 if self.opts.dry_run {
                     return Ok(action);
                 }
-                parent.replace_symlink(&link, &name)?;
-                meta::apply_symlink(
-                    &parent,
-                    &name,
-                    &Apply {
-                        mode: None,
-                        owner: owner_ids(&item.owner),
-                        mtime_ns: Some(item.mtime_ns),
-                        xattrs,
-                    },
-                    self.may_chown,
-                )?;
+                let want = Apply {
+                    mode: None,
+                    owner: owner_ids(&item.owner),
+                    mtime_ns: Some(item.mtime_ns),
+                    xattrs,
+                };
+                // Metadata on the temporary name, before anyone can swap it: rename keeps it.
+                parent.replace_symlink_with(&link, &name, |dir, tmp| {
+                    meta::apply_symlink(dir, tmp, &want, self.may_chown)
+                })?;
             }
         }
         Ok(action)
@@ -1013,8 +1011,30 @@ mod tests {
             name: b"user.k".to_vec(),
             value: b"v".to_vec(),
         }];
-        let r = run(&f.plan(vec![first, second, sparse, tagged], vec![]), &f.to);
-        assert_eq!(r.count(Outcome::is_written), 4);
+        std::os::unix::fs::symlink("../a/first", f.dist.join("mirror/x/link")).unwrap();
+        let mut link = f.store("x/unused", b"");
+        link.path = rp("x/link");
+        link.kind = FileKind::Symlink;
+        link.owner = Some(Owner {
+            uid: 1234,
+            gid: 2345,
+            user: None,
+            group: None,
+        });
+        let r = run(
+            &f.plan(vec![first, second, sparse, tagged, link], vec![]),
+            &f.to,
+        );
+        assert_eq!(r.count(Outcome::is_written), 5);
+        let l = f.md("x/link");
+        assert!(l.file_type().is_symlink());
+        assert_eq!(
+            l.mtime() * 1_000_000_000 + l.mtime_nsec(),
+            1_700_000_000_000_000_001
+        );
+        if meta::is_root() {
+            assert_eq!((l.uid(), l.gid()), (1234, 2345));
+        }
         let (a, b) = (f.md("a/first"), f.md("b/second"));
         assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
         assert_eq!(a.mode() & 0o7777, 0o4750);
