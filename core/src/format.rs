@@ -209,12 +209,9 @@ pub struct Owner {
     pub group: Option<String>,
 }
 
-/// One extended attribute (POSIX ACLs are the `system.posix_acl_*` attributes, raw bytes).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Xattr {
-    pub name: Vec<u8>,
-    pub value: Vec<u8>,
-}
+/// One extended attribute (POSIX ACLs are the `system.posix_acl_*` attributes, raw bytes):
+/// the platform's type, so what is read from a file is what is recorded and applied.
+pub use backup_platform::meta::Xattr;
 
 /// Metadata of a version beyond its bytes, size, mtime and mode: recorded in the index and the
 /// catalogs because a `dist` on exFAT cannot hold it, and because an inode an increment shares

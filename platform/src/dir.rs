@@ -94,7 +94,7 @@ mod imp {
         .union(OFlags::CLOEXEC)
         .union(OFlags::NOCTTY);
 
-    fn kind(ft: FileType) -> EntryKind {
+    pub(crate) fn kind(ft: FileType) -> EntryKind {
         match ft {
             FileType::RegularFile => EntryKind::File,
             FileType::Directory => EntryKind::Dir,
@@ -107,7 +107,7 @@ mod imp {
         }
     }
 
-    fn stat_of(st: &rfs::Stat) -> EntryStat {
+    pub(crate) fn stat_of(st: &rfs::Stat) -> EntryStat {
         #[allow(clippy::unnecessary_cast)]
         let mtime_ns = (st.st_mtime as i64)
             .saturating_mul(1_000_000_000)
@@ -196,6 +196,11 @@ mod imp {
 }
 
 #[cfg(not(unix))]
+pub(crate) use imp::stat_of as stat_of_metadata;
+#[cfg(unix)]
+pub(crate) use imp::{kind as kind_of, stat_of};
+
+#[cfg(not(unix))]
 mod imp {
     use super::*;
 
@@ -211,7 +216,7 @@ mod imp {
         }
     }
 
-    fn stat_of(m: &std::fs::Metadata) -> EntryStat {
+    pub(crate) fn stat_of(m: &std::fs::Metadata) -> EntryStat {
         let mtime_ns = match m.modified() {
             Ok(t) => match t.duration_since(std::time::UNIX_EPOCH) {
                 Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),

@@ -5,7 +5,10 @@
 
 pub mod dir;
 pub mod fs;
+pub mod meta;
 pub mod rofs;
+pub mod sandbox;
+pub mod sparse;
 
 #[cfg(unix)]
 pub mod fuse;

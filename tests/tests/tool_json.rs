@@ -70,7 +70,7 @@ fn json_shapes_are_stable() {
         (
             vec!["restore", "--at", &s.incs[1], "--to", to, "--dry-run"],
             0,
-            "{at:str,dry_run:bool,results:[{action:str,from:str,path:str,size:int}],schema:int,to:str}",
+            "{at:str,dry_run:bool,owners_kept:bool,results:[{action:str,from:str,kind:str,path:str,size:int}],schema:int,to:str}",
         ),
         (
             vec!["check", "--verify"],

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use backup_core::explore::mask::Selection;
 use backup_core::explore::point::{self, Point};
-use backup_core::explore::restore::{self, Outcome, Overwrite};
+use backup_core::explore::restore::{self, Outcome, Overwrite, ResultKind};
 
 use super::out::{self, Out};
 
@@ -15,6 +15,8 @@ pub enum OverwriteArg {
     Always,
     /// Replace existing files unless size and mtime already match.
     IfChanged,
+    /// Replace existing files only when the version's mtime is newer.
+    IfNewer,
     /// Keep existing files (the default).
     Never,
 }
@@ -24,6 +26,7 @@ pub enum OverwriteArg {
     backup-tool /mnt/usb/backup restore --to /tmp/r                  everything, as the mirror holds it now (a full restore)\n  \
     backup-tool /mnt/usb/backup restore --at backup_20240105_100000 --to /tmp/r\n  \
     backup-tool /mnt/usb/backup restore 'projects/' '*.odt' --at 2024-01-05 --to /tmp/r -n\n  \
+    backup-tool /mnt/usb/backup restore projects/ --to ~/projects --overwrite if-newer --delete -n\n  \
     backup-tool -c usb.json restore ~/Documents/notes/a.md --at latest --to /tmp/r\n\n\
 Without --at, files come from the mirror: every selected file, tracked or not. With --at,\n\
 from a snapshot: tracked files only (untracked files have no history).")]
@@ -39,11 +42,17 @@ pub struct Args {
     /// Target folder (created if missing). Nothing is ever written outside it.
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
-    /// Show what would be restored, write nothing.
+    /// List what would be done (create, replace, skip, delete, mkdir), change nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    /// What to do with files that already exist in DIR.
     #[arg(long, value_enum, default_value = "never")]
     pub overwrite: OverwriteArg,
+    /// Make each restored folder equal to the version: remove, inside DIR only, the files and
+    /// folders it does not have (of those the PATH|GLOB arguments select). Symlinks are
+    /// removed themselves, never followed.
+    #[arg(long)]
+    pub delete: bool,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -82,51 +91,82 @@ pub fn run(
         }
         return Ok(crate::exit::PARTIAL);
     }
-    let overwrite = match args.overwrite {
-        OverwriteArg::Always => Overwrite::Always,
-        OverwriteArg::IfChanged => Overwrite::IfChanged,
-        OverwriteArg::Never => Overwrite::Never,
+    let opts = restore::Options {
+        overwrite: match args.overwrite {
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::IfNewer => Overwrite::IfNewer,
+            OverwriteArg::Never => Overwrite::Never,
+        },
+        dry_run: args.dry_run,
+        delete: args.delete,
     };
     let pb = crate::progress::bar("restoring");
     let sink = crate::progress::work_sink(&pb, "files");
-    let report = restore::apply_with_progress(&plan, &args.to, overwrite, args.dry_run, &sink);
+    let report = restore::apply_with_progress(&plan, &args.to, &opts, &sink);
     crate::progress::finish(&pb);
     let report = report?;
     let failed = report.count(|o| matches!(o, Outcome::Failed { .. }));
+    if report.owners_kept {
+        eprintln!(
+            "backup-tool: not running as root: restored files keep your own user and group, not the recorded owners"
+        );
+    }
     let mut o = Out::new();
     if args.json {
         o.json(&report)?;
     } else {
-        let verb = if args.dry_run {
-            "would restore"
-        } else {
-            "restored"
-        };
+        let would = if args.dry_run { "would " } else { "" };
         for r in &report.results {
-            match &r.outcome {
-                Outcome::Restored => writeln!(
+            let (word, color) = match &r.outcome {
+                Outcome::Create => ("create", "restored"),
+                Outcome::Replace => ("replace", "restored"),
+                Outcome::SkipExists => ("skip (exists)", ""),
+                Outcome::SkipUnchanged => ("skip (unchanged)", ""),
+                Outcome::Delete => ("delete", "deleted"),
+                Outcome::Mkdir => ("mkdir", ""),
+                Outcome::Failed { error } => {
+                    eprintln!("backup-tool: {}: {error}", out::rel(&r.path));
+                    continue;
+                }
+            };
+            let word = format!("{would}{word}");
+            let word = if color.is_empty() {
+                word
+            } else {
+                o.status(color).replace(color, &word)
+            };
+            let path = match r.kind {
+                ResultKind::Folder => format!("{}/", out::rel(&r.path)),
+                _ => out::rel(&r.path),
+            };
+            if r.outcome.is_written() {
+                writeln!(
                     o.w,
-                    "{} {:<40} {:>10}  from {}",
-                    o.status("restored").replace("restored", verb),
-                    out::rel(&r.path),
+                    "{word} {path:<40} {:>10}  from {}",
                     out::size(r.size),
                     r.from
-                )?,
-                Outcome::SkippedExists => writeln!(o.w, "kept existing {}", out::rel(&r.path))?,
-                Outcome::SkippedUnchanged => writeln!(o.w, "unchanged {}", out::rel(&r.path))?,
-                Outcome::Failed { error } => {
-                    eprintln!("backup-tool: {}: {error}", out::rel(&r.path))
-                }
+                )?;
+            } else {
+                writeln!(o.w, "{word} {path}")?;
             }
         }
         writeln!(
             o.w,
-            "{} {} at {} into {}; {} kept, {} failed",
-            verb,
-            crate::term::plural(report.count(|o| *o == Outcome::Restored), "file", "files"),
+            "{} {} at {} into {}; {} kept, {}{} failed",
+            if args.dry_run {
+                "would restore"
+            } else {
+                "restored"
+            },
+            crate::term::plural(report.count(Outcome::is_written), "file", "files"),
             report.at,
             report.to,
-            report.count(|o| matches!(o, Outcome::SkippedExists | Outcome::SkippedUnchanged)),
+            report.count(|o| matches!(o, Outcome::SkipExists | Outcome::SkipUnchanged)),
+            match report.count(|o| *o == Outcome::Delete) {
+                0 => String::new(),
+                n => format!("{n} deleted, "),
+            },
             failed
         )?;
     }
