@@ -136,9 +136,12 @@ impl Index {
         }
         // The mirror table is empty only in a new index (or a new backup): fill it, once the
         // catalog is known, so files of the mirror are recognised as the versions they are.
-        if index.mirror_is_empty()?
-            && (repo.mirror_index_path().exists() || repo.mirror_dir().is_dir())
-        {
+        // A `mirror.json` written after the last import (the original tool ran on this backup
+        // again) is imported again: it describes the mirror as that run left it.
+        let json = json_stat(repo);
+        let json_changed = json.is_some() && index.setting(MIRROR_JSON_IMPORTED)? != json;
+        let empty = index.mirror_is_empty()?;
+        if (empty && (json.is_some() || repo.mirror_dir().is_dir())) || json_changed {
             let own_lock;
             let held = match lock {
                 Some(l) => Some(l),
@@ -178,6 +181,9 @@ impl Index {
                 let mut problems = Vec::new();
                 match self.import_mirror_json(&json, &mut problems) {
                     Ok(entries) => {
+                        if let Some(stat) = json_stat(repo) {
+                            self.set_setting(MIRROR_JSON_IMPORTED, &stat)?;
+                        }
                         notes.push(IndexNote::Imported { entries });
                         if !problems.is_empty() {
                             notes.push(IndexNote::Skipped { problems });
@@ -212,6 +218,14 @@ impl Index {
             }
         }
     }
+}
+
+/// The setting that remembers which `mirror.json` (size and mtime) was imported last.
+const MIRROR_JSON_IMPORTED: &str = "mirror_json_imported";
+
+fn json_stat(repo: &Repository) -> Option<String> {
+    let m = std::fs::metadata(repo.mirror_index_path()).ok()?;
+    Some(format!("{} {}", m.len(), crate::format::MTime::of(&m).ns))
 }
 
 fn sqlite_code(e: &IndexError) -> Option<rusqlite::ErrorCode> {
