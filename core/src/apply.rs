@@ -522,6 +522,7 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                     hash: Some(ContentHash::of(bytes)),
                     version_of: None,
                     attrs: Default::default(),
+                    ctime_ns: Default::default(),
                 },
             })
         }
@@ -581,6 +582,7 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                         hash: Some(hasher.finalize().into()),
                         version_of: None,
                         attrs: Default::default(),
+                        ctime_ns: Default::default(),
                     },
                 });
             }

@@ -249,6 +249,10 @@ pub struct IndexEntry {
     /// point-in-time fold keep showing the version after that increment is deleted.
     pub version_of: Option<IncrementName>,
     pub attrs: Attrs,
+    /// The source's inode change time when this entry was recorded: while it stays the same,
+    /// no chmod, chown or xattr change happened (so a run need not read xattrs again). Not
+    /// part of the version; kept in the index only.
+    pub ctime_ns: Option<i64>,
 }
 
 /// One event in an increment's `file_catalog`.
@@ -528,6 +532,7 @@ fn index_entry(e: &EntryFields) -> (IndexEntry, Vec<String>) {
             hash: e.hash,
             version_of: e.version_of.as_deref().and_then(IncrementName::parse),
             attrs,
+            ctime_ns: Default::default(),
         },
         bad,
     )
@@ -1255,6 +1260,7 @@ mod tests {
                 hash: Some(ContentHash::of(b"x")),
                 version_of: IncrementName::parse("backup_20240101_000000"),
                 attrs: Default::default(),
+                ctime_ns: Default::default(),
             },
         );
         let (back, p) = MirrorIndex::from_json("m", &idx.to_json()).unwrap();

@@ -455,6 +455,7 @@ mod tests {
                 hash: None,
                 version_of: IncrementName::parse(A),
                 attrs: Default::default(),
+                ctime_ns: Default::default(),
             },
         );
         let h = History::build(incs, &mirror);

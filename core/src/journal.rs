@@ -372,6 +372,7 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
                 hash: Some(hash),
                 version_of: increment.clone(),
                 attrs: Default::default(),
+                ctime_ns: Default::default(),
             }
         } else if let Some(p) = prev.filter(|p| p.hash == Some(hash) && p.size == f.size) {
             // Same bytes, metadata rounded by the file system (exFAT keeps 10 ms): keep.
@@ -386,6 +387,7 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
                 hash: Some(hash),
                 version_of: None,
                 attrs: Default::default(),
+                ctime_ns: Default::default(),
             }
         };
         index.files.insert(rel, entry);

@@ -205,6 +205,13 @@ mod tests {
             mtime: MTime::from_ns(ns),
             mode: 0o644,
             symlink_target: None,
+            uid: 0,
+            gid: 0,
+            ctime_ns: ns,
+            nlink: 1,
+            dev: 0,
+            ino: 0,
+            allocated: size,
         }
     }
 
@@ -218,6 +225,7 @@ mod tests {
             hash: None,
             version_of: None,
             attrs: Default::default(),
+            ctime_ns: Default::default(),
         }
     }
 

@@ -1,23 +1,24 @@
-//! Scan: walk `src` by the selection rules and return what is selected, with the metadata the
-//! plan compares against `mirror.json`.
+//! Scan: walk `src` by the selection rules and hand out what is selected, in walk order, with
+//! the metadata the plan compares against the index.
 //!
 //! The walk works on open directory handles ([`backup_platform::dir`]): each directory is
 //! listed once, its children are `lstat`ed by name relative to it and entered with `openat`
-//! without following symlinks. Measured on a 100k-file tree this costs about half of a
-//! `walkdir` walk with full-path `lstat`s, and far less than an async walker that pays a
-//! thread-pool round trip per `stat` (figures in `docs/scan.md`). It is blocking: call it from
-//! `spawn_blocking`. Directories are handed out to a few threads (work-sharing stack); results
-//! are sorted at the end, so the outcome does not depend on thread timing.
+//! without following symlinks (figures in `docs/scan.md`). It is one depth-first walk that
+//! visits each folder's entries by name, so what it hands out is already in the order of
+//! [`RelPath`] and of the index's keys: the plan merges the two streams in one pass and
+//! nothing holds every entry at once. Folders are handed out just before the first selected
+//! entry below them (a folder the mirror will hold), or on their own when preserved.
 //!
 //! The walk only descends where the rules can still select something ([`Selection::descend`]),
 //! takes the type of each entry from the listing, and `lstat`s only entries that are selected.
 //! Symlinks are entries (never followed, never descended); FIFOs, sockets and devices are
-//! skipped with a note; `dist` inside `src` is left out with a note.
+//! skipped with a note; `dist` inside `src` is left out with a note. A folder that cannot be
+//! read is handed out as [`ScanItem::Unreadable`] at its place, so the plan never takes its
+//! silence for deletions.
 
 use std::ffi::OsString;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 
 use backup_platform::dir::{DirHandle, EntryKind, EntryStat};
 
@@ -38,6 +39,49 @@ pub struct SourceEntry {
     pub mode: u32,
     /// For symlinks: the link target as stored (never followed).
     pub symlink_target: Option<PathBuf>,
+    pub uid: u32,
+    pub gid: u32,
+    /// Inode change time: unchanged means no chmod, chown or xattr change since (the plan
+    /// reads xattrs only where it moved).
+    pub ctime_ns: i64,
+    /// Hard links to the inode, and its identity: names of one inode form a link group.
+    pub nlink: u64,
+    pub dev: u64,
+    pub ino: u64,
+    /// Bytes allocated: less than `size` by a block or more for a file with holes.
+    pub allocated: u64,
+}
+
+impl SourceEntry {
+    /// The file has holes worth keeping (at least one unallocated block).
+    pub fn sparse(&self) -> bool {
+        self.kind == FileKind::File && self.allocated.saturating_add(4096) <= self.size
+    }
+}
+
+/// A folder that the mirror holds (it has selected entries below it, or is preserved).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceFolder {
+    pub rel: RelPath,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: MTime,
+    pub ctime_ns: i64,
+    /// Selected and named in `preserved_dirs`: kept in the mirror even when empty.
+    pub preserved: bool,
+    /// Under a tracked folder rule (its metadata goes into increments' `folders`).
+    pub tracked: bool,
+}
+
+/// What the scan hands out, in walk order.
+#[derive(Debug)]
+pub enum ScanItem {
+    Folder(SourceFolder),
+    Entry(SourceEntry),
+    /// This folder could not be read (`None`: `src` itself): nothing below it may be taken
+    /// for deleted.
+    Unreadable(Option<RelPath>),
 }
 
 /// Something the user should hear about once, not an error.
@@ -68,10 +112,13 @@ impl std::fmt::Display for ScanError {
     }
 }
 
+/// Everything a scan found, collected (for tests and small tools; the engine streams).
 #[derive(Debug, Default)]
 pub struct ScanOutcome {
-    /// Selected files and symlinks, sorted by `rel`.
+    /// Selected files and symlinks, in walk order.
     pub entries: Vec<SourceEntry>,
+    /// Selected folders the mirror holds, in walk order.
+    pub folders: Vec<SourceFolder>,
     /// Selected directories whose name is in `preserved_dirs`: kept in the mirror even empty.
     pub preserved_dirs: Vec<RelPath>,
     pub notes: Vec<ScanNote>,
@@ -94,44 +141,64 @@ pub struct ScanProgress {
 /// How many entries between two progress reports.
 const PROGRESS_EVERY: u64 = 4096;
 
-/// Walker threads at most. Listing and `lstat` are cheap syscalls; beyond a few threads they
-/// contend on the same directory locks in the kernel.
-const MAX_SCAN_THREADS: usize = 4;
+/// What a streaming scan says at the end (its items went to the sink).
+#[derive(Debug, Default)]
+pub struct ScanSummary {
+    pub notes: Vec<ScanNote>,
+    pub errors: Vec<ScanError>,
+    pub progress: ScanProgress,
+    /// The sink asked to stop.
+    pub stopped: bool,
+}
 
-/// Walks `config.src` (blocking: call it from `spawn_blocking`).
+/// Walks `config.src` (blocking) and collects everything.
 pub fn scan(config: &Config) -> ScanOutcome {
     scan_with_progress(config, &mut |_| {})
 }
 
 /// [`scan`], reporting [`ScanProgress`] every few thousand entries and once at the end.
 pub fn scan_with_progress(config: &Config, progress: &mut dyn FnMut(ScanProgress)) -> ScanOutcome {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(config.max_workers.max(1))
-        .min(MAX_SCAN_THREADS);
-    scan_with(config, threads, progress)
+    let mut out = ScanOutcome::default();
+    let summary = scan_stream(config, progress, &mut |item| {
+        match item {
+            ScanItem::Entry(e) => out.entries.push(e),
+            ScanItem::Folder(f) => {
+                if f.preserved {
+                    out.preserved_dirs.push(f.rel.clone());
+                }
+                out.folders.push(f);
+            }
+            ScanItem::Unreadable(_) => {}
+        }
+        ControlFlow::Continue(())
+    });
+    out.notes = summary.notes;
+    out.errors = summary.errors;
+    out
 }
 
-/// [`scan_with_progress`] on exactly `threads` walker threads (the calling one included).
-pub fn scan_with(
+/// Walks `config.src` (blocking: run it on its own thread), handing each item to `sink` in
+/// walk order; `sink` may stop the walk. Notes and errors come back at the end (errors are
+/// also handed out in place as [`ScanItem::Unreadable`] where they hide a folder).
+pub fn scan_stream(
     config: &Config,
-    threads: usize,
     progress: &mut dyn FnMut(ScanProgress),
-) -> ScanOutcome {
-    let mut out = ScanOutcome::default();
+    sink: &mut dyn FnMut(ScanItem) -> ControlFlow<()>,
+) -> ScanSummary {
+    let mut summary = ScanSummary::default();
     let selection = match config.selection() {
         Ok(s) => s,
         Err(msg) => {
-            out.errors.push(ScanError {
+            summary.errors.push(ScanError {
                 rel: None,
                 error: std::io::Error::new(std::io::ErrorKind::InvalidInput, msg),
             });
-            return out;
+            return summary;
         }
     };
     let mut hits = selection.new_hits();
     let root_state = selection.root_state(&mut hits);
-    let walk = Walk {
+    let mut walk = Walk {
         selection: &selection,
         dist_rel: config
             .dist_inside_src()
@@ -148,234 +215,97 @@ pub fn scan_with(
             .iter()
             .map(|s| s.as_bytes())
             .collect(),
-        queue: Mutex::new(Queue {
-            jobs: Vec::new(),
-            busy: 0,
-        }),
-        wake: Condvar::new(),
-        entries: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-        dirs: AtomicU64::new(0),
+        hits,
+        summary: &mut summary,
+        pending: Vec::new(),
+        sink,
+        progress,
+        last_report: 0,
     };
     if selection.descend(root_state, &[]) {
-        walk.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .jobs
-            .push(Job {
-                parent: None,
-                name: config.src.clone().into_os_string(),
-                rel: Vec::new(),
-                state: root_state,
-            });
-    }
-    let totals = |w: &Walk| ScanProgress {
-        entries: w.entries.load(Ordering::Relaxed),
-        bytes: w.bytes.load(Ordering::Relaxed),
-        dirs: w.dirs.load(Ordering::Relaxed),
-        done: false,
-    };
-
-    let parts: Vec<Partial> = std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads.max(1))
-            .map(|_| scope.spawn(|| walk.work(&mut |_| {})))
-            .collect();
-        // The calling thread walks too, and is the one that reports progress.
-        let mut last = 0u64;
-        let mine = walk.work(&mut |w| {
-            let now = w.entries.load(Ordering::Relaxed);
-            if now - last >= PROGRESS_EVERY {
-                last = now;
-                progress(totals(w));
+        match DirHandle::open(&config.src) {
+            Ok(root) => {
+                let _ = walk.walk_dir(root, Vec::new(), root_state);
             }
-        });
-        let mut parts = vec![mine];
-        for h in helpers {
-            match h.join() {
-                Ok(p) => parts.push(p),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+            Err(error) => walk.unreadable(None, error),
         }
-        parts
-    });
-
-    // The biggest share becomes the result as it is: no second copy of 100k entries.
-    let mut parts = parts;
-    parts.sort_by_key(|p| std::cmp::Reverse(p.entries.len()));
-    let total: usize = parts.iter().map(|p| p.entries.len()).sum();
-    for p in parts {
-        hits.merge(&p.hits);
-        if out.entries.is_empty() {
-            out.entries = p.entries;
-            out.entries.reserve_exact(total - out.entries.len());
-        } else {
-            out.entries.extend(p.entries);
-        }
-        out.preserved_dirs.extend(p.preserved_dirs);
-        out.notes.extend(p.notes);
-        out.errors.extend(p.errors);
     }
-    out.entries.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
-    out.preserved_dirs.sort_unstable();
-    out.notes.sort_by(note_order);
-    out.errors.sort_by(|a, b| a.rel.cmp(&b.rel));
+    let hits = std::mem::replace(&mut walk.hits, selection.new_hits());
+    drop(walk);
     for (key, pattern) in selection.unmatched(&hits) {
-        out.notes.push(ScanNote::UnmatchedRule { key, pattern });
+        summary.notes.push(ScanNote::UnmatchedRule { key, pattern });
     }
-    let mut last = totals(&walk);
-    last.done = true;
-    progress(last);
-    out
+    summary.progress.done = true;
+    progress(summary.progress);
+    summary
 }
 
-fn note_order(a: &ScanNote, b: &ScanNote) -> std::cmp::Ordering {
-    let rel = |n: &ScanNote| match n {
-        ScanNote::SkippedDist { rel } | ScanNote::SkippedSpecial { rel, .. } => Some(rel.clone()),
-        ScanNote::UnmatchedRule { .. } => None,
-    };
-    rel(a).cmp(&rel(b))
+/// A folder on the way down, not handed out yet (it is, just before its first selected entry).
+struct Pending {
+    folder: SourceFolder,
+    sent: bool,
 }
 
-/// A directory waiting to be walked. It holds its parent open (not itself), so the number of
-/// open descriptors follows the depth of the walk, not the width of the tree.
-struct Job {
-    /// `None`: `name` is the path of `src`.
-    parent: Option<Arc<DirHandle>>,
-    name: OsString,
-    /// Encoded bytes relative to `src`, `/`-separated; empty for `src`.
-    rel: Vec<u8>,
-    state: DirState,
-}
-
-struct Queue {
-    jobs: Vec<Job>,
-    /// Threads processing a job right now (they may push more).
-    busy: usize,
-}
-
-/// What is shared by the walker threads.
-struct Walk<'a> {
+struct Walk<'a, 's> {
     selection: &'a Selection,
     dist_rel: Option<RelPath>,
     dist_id: Option<(u64, u64)>,
     preserved: Vec<&'a [u8]>,
-    queue: Mutex<Queue>,
-    wake: Condvar,
-    entries: AtomicU64,
-    bytes: AtomicU64,
-    dirs: AtomicU64,
-}
-
-/// Marks a thread busy with a job; if the job unwinds, the mark is still cleared, so the other
-/// threads finish instead of waiting forever (the panic then surfaces at `join`).
-struct Busy<'w, 'a> {
-    walk: &'w Walk<'a>,
-    done: bool,
-}
-
-impl Drop for Busy<'_, '_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let mut q = self.walk.queue.lock().unwrap_or_else(|e| e.into_inner());
-            q.busy -= 1;
-            self.walk.wake.notify_all();
-        }
-    }
-}
-
-/// One thread's findings.
-struct Partial {
-    entries: Vec<SourceEntry>,
-    preserved_dirs: Vec<RelPath>,
-    notes: Vec<ScanNote>,
-    errors: Vec<ScanError>,
     hits: Hits,
+    summary: &'s mut ScanSummary,
+    pending: Vec<Pending>,
+    sink: &'s mut dyn FnMut(ScanItem) -> ControlFlow<()>,
+    progress: &'s mut dyn FnMut(ScanProgress),
+    last_report: u64,
 }
 
-impl Walk<'_> {
-    fn work(&self, tick: &mut dyn FnMut(&Walk)) -> Partial {
-        let mut part = Partial {
-            entries: Vec::new(),
-            preserved_dirs: Vec::new(),
-            notes: Vec::new(),
-            errors: Vec::new(),
-            hits: self.selection.new_hits(),
-        };
-        let mut found = Vec::new();
-        while let Some(job) = self.next_job() {
-            let mut busy = Busy {
-                walk: self,
-                done: false,
-            };
-            self.walk_dir(job, &mut part, &mut found);
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            q.busy -= 1;
-            busy.done = true;
-            // Deepest last, so the stack pops depth-first and few handles stay open.
-            q.jobs.extend(found.drain(..).rev());
-            if !q.jobs.is_empty() || q.busy == 0 {
-                self.wake.notify_all();
+impl Walk<'_, '_> {
+    fn send(&mut self, item: ScanItem) -> ControlFlow<()> {
+        if matches!(item, ScanItem::Entry(_)) {
+            // Its folders first, outermost first: they exist in the mirror before it.
+            for i in 0..self.pending.len() {
+                if !self.pending[i].sent {
+                    self.pending[i].sent = true;
+                    let f = self.pending[i].folder.clone();
+                    (self.sink)(ScanItem::Folder(f))?;
+                }
             }
-            drop(q);
-            tick(self);
         }
-        part
+        let r = (self.sink)(item);
+        if r.is_break() {
+            self.summary.stopped = true;
+        }
+        r
     }
 
-    /// The next directory to walk, or `None` when every thread is idle and nothing is left.
-    fn next_job(&self) -> Option<Job> {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(job) = q.jobs.pop() {
-                q.busy += 1;
-                return Some(job);
-            }
-            if q.busy == 0 {
-                return None;
-            }
-            q = self.wake.wait(q).unwrap_or_else(|e| e.into_inner());
-        }
+    fn unreadable(&mut self, rel: Option<RelPath>, error: std::io::Error) {
+        let _ = (self.sink)(ScanItem::Unreadable(rel.clone()));
+        self.summary.errors.push(ScanError { rel, error });
     }
 
-    fn walk_dir(&self, job: Job, part: &mut Partial, found: &mut Vec<Job>) {
-        let rel_of_job = || RelPath::from_bytes(&job.rel).ok();
-        let opened = match &job.parent {
-            Some(parent) => parent.open_child(&job.name),
-            None => DirHandle::open(std::path::Path::new(&job.name)),
-        };
-        let mut dir = match opened {
-            Ok(d) => d,
-            Err(error) => {
-                part.errors.push(ScanError {
-                    rel: rel_of_job(),
-                    error,
-                });
-                return;
-            }
-        };
+    fn walk_dir(&mut self, mut dir: DirHandle, rel: Vec<u8>, state: DirState) -> ControlFlow<()> {
+        let rel_path = || RelPath::from_bytes(&rel).ok();
         // `dist` under another spelling (a bind mount, a symlinked parent in the config): the
         // same device and inode. One `fstat` per directory, only while `dist` exists.
         if let Some(id) = self.dist_id {
             if dir.stat().is_ok_and(|st| (st.dev, st.ino) == id) {
-                if let Some(rel) = rel_of_job() {
-                    part.notes.push(ScanNote::SkippedDist { rel });
+                if let Some(rel) = rel_path() {
+                    self.summary.notes.push(ScanNote::SkippedDist { rel });
                 }
-                return;
+                return ControlFlow::Continue(());
             }
         }
-        let listed = match dir.list() {
+        let mut listed = match dir.list() {
             Ok(l) => l,
             Err(error) => {
-                part.errors.push(ScanError {
-                    rel: rel_of_job(),
-                    error,
-                });
-                return;
+                self.unreadable(rel_path(), error);
+                return ControlFlow::Continue(());
             }
         };
-        self.dirs.fetch_add(1, Ordering::Relaxed);
-        let dir = Arc::new(dir);
-        let mut buf = job.rel.clone();
+        self.summary.progress.dirs += 1;
+        // By name bytes: the walk order of the whole tree (and of the index).
+        listed.sort_unstable_by(|a, b| a.name.as_encoded_bytes().cmp(b.name.as_encoded_bytes()));
+        let mut buf = rel.clone();
         if !buf.is_empty() {
             buf.push(b'/');
         }
@@ -392,7 +322,7 @@ impl Walk<'_> {
                         stat = Some(st);
                     }
                     Err(error) => {
-                        part.errors.push(ScanError {
+                        self.summary.errors.push(ScanError {
                             rel: RelPath::from_bytes(&buf).ok(),
                             error,
                         });
@@ -401,93 +331,127 @@ impl Walk<'_> {
                 }
             }
             if kind == EntryKind::Dir {
-                if let Some(child) = self.enter(&dir, &entry, &buf, job.state, part) {
-                    found.push(child);
-                }
+                self.enter(&dir, &entry.name, &buf.clone(), state)?;
             } else {
-                self.file(&dir, &entry.name, &buf, kind, stat, job.state, part);
+                self.file(&dir, &entry.name, &buf.clone(), kind, stat, state)?;
             }
         }
+        ControlFlow::Continue(())
     }
 
-    /// A subdirectory: skipped (dist, pruned) or returned as a job.
+    /// A subdirectory: skipped (dist, pruned) or walked.
     fn enter(
-        &self,
-        dir: &Arc<DirHandle>,
-        entry: &backup_platform::dir::ListedEntry,
+        &mut self,
+        dir: &DirHandle,
+        name: &OsString,
         rel: &[u8],
         parent: DirState,
-        part: &mut Partial,
-    ) -> Option<Job> {
+    ) -> ControlFlow<()> {
         let state = self
             .selection
-            .enter_dir(parent, bytes_path(rel), &mut part.hits);
+            .enter_dir(parent, bytes_path(rel), &mut self.hits);
         let comps: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
         if !self.selection.descend(state, &comps) {
-            return None;
+            return ControlFlow::Continue(());
         }
         // Said only when the rules would have walked into it.
         if self.dist_rel.as_ref().map(|d| d.as_bytes()) == Some(rel) {
             if let Ok(r) = RelPath::from_bytes(rel) {
-                part.notes.push(ScanNote::SkippedDist { rel: r });
+                self.summary.notes.push(ScanNote::SkippedDist { rel: r });
             }
-            return None;
+            return ControlFlow::Continue(());
         }
-        if state.selected() && self.preserved.contains(&entry.name.as_encoded_bytes()) {
-            if let Ok(r) = RelPath::from_bytes(rel) {
-                part.preserved_dirs.push(r);
+        let Ok(rel_path) = RelPath::from_bytes(rel) else {
+            return ControlFlow::Continue(());
+        };
+        let child = match dir.open_child(name) {
+            Ok(c) => c,
+            Err(error) => {
+                self.unreadable(Some(rel_path), error);
+                return ControlFlow::Continue(());
+            }
+        };
+        let st = match child.stat() {
+            Ok(st) => st,
+            Err(error) => {
+                self.unreadable(Some(rel_path), error);
+                return ControlFlow::Continue(());
+            }
+        };
+        let preserved = state.selected() && self.preserved.contains(&name.as_encoded_bytes());
+        self.pending.push(Pending {
+            folder: SourceFolder {
+                rel: rel_path,
+                mode: st.mode,
+                uid: st.uid,
+                gid: st.gid,
+                mtime: MTime::from_ns(st.mtime_ns),
+                ctime_ns: st.ctime_ns,
+                preserved,
+                tracked: state.track,
+            },
+            sent: false,
+        });
+        let r = self.walk_dir(child, rel.to_vec(), state);
+        let done = self.pending.pop();
+        r?;
+        // A preserved folder with nothing selected inside is still kept (in walk order: nothing
+        // below it was handed out).
+        if let Some(p) = done {
+            if !p.sent && p.folder.preserved {
+                for i in 0..self.pending.len() {
+                    if !self.pending[i].sent {
+                        self.pending[i].sent = true;
+                        let f = self.pending[i].folder.clone();
+                        (self.sink)(ScanItem::Folder(f))?;
+                    }
+                }
+                (self.sink)(ScanItem::Folder(p.folder))?;
             }
         }
-        Some(Job {
-            parent: Some(Arc::clone(dir)),
-            name: entry.name.clone(),
-            rel: rel.to_vec(),
-            state,
-        })
+        ControlFlow::Continue(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn file(
-        &self,
+        &mut self,
         dir: &DirHandle,
         name: &std::ffi::OsStr,
         rel: &[u8],
         listed: EntryKind,
         stat: Option<EntryStat>,
         parent: DirState,
-        part: &mut Partial,
-    ) {
+    ) -> ControlFlow<()> {
         let Some(tracked) = self
             .selection
-            .classify_file(parent, bytes_path(rel), &mut part.hits)
+            .classify_file(parent, bytes_path(rel), &mut self.hits)
         else {
-            return;
+            return ControlFlow::Continue(());
         };
         let rel = match RelPath::from_bytes(rel) {
             Ok(r) => r,
             Err(e) => {
-                part.errors.push(ScanError {
+                self.summary.errors.push(ScanError {
                     rel: None,
                     error: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
                 });
-                return;
+                return ControlFlow::Continue(());
             }
         };
         if !matches!(listed, EntryKind::File | EntryKind::Symlink) {
-            part.notes.push(ScanNote::SkippedSpecial {
+            self.summary.notes.push(ScanNote::SkippedSpecial {
                 rel,
                 what: listed.describe(),
             });
-            return;
+            return ControlFlow::Continue(());
         }
         let st = match stat.map_or_else(|| dir.lstat(name), Ok) {
             Ok(st) => st,
             Err(error) => {
-                part.errors.push(ScanError {
+                self.summary.errors.push(ScanError {
                     rel: Some(rel),
                     error,
                 });
-                return;
+                return ControlFlow::Continue(());
             }
         };
         let (kind, symlink_target) = match st.kind {
@@ -495,32 +459,38 @@ impl Walk<'_> {
             EntryKind::Symlink => match dir.read_link(name) {
                 Ok(t) => (FileKind::Symlink, Some(t)),
                 Err(error) => {
-                    part.errors.push(ScanError {
+                    self.summary.errors.push(ScanError {
                         rel: Some(rel),
                         error,
                     });
-                    return;
+                    return ControlFlow::Continue(());
                 }
             },
             EntryKind::Dir => {
                 // Replaced by a directory since the listing; the next run will see it.
-                part.errors.push(ScanError {
+                self.summary.errors.push(ScanError {
                     rel: Some(rel),
                     error: std::io::Error::other("changed into a directory while scanning"),
                 });
-                return;
+                return ControlFlow::Continue(());
             }
             other => {
-                part.notes.push(ScanNote::SkippedSpecial {
+                self.summary.notes.push(ScanNote::SkippedSpecial {
                     rel,
                     what: other.describe(),
                 });
-                return;
+                return ControlFlow::Continue(());
             }
         };
-        self.entries.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(st.size, Ordering::Relaxed);
-        part.entries.push(SourceEntry {
+        let p = &mut self.summary.progress;
+        p.entries += 1;
+        p.bytes += st.size;
+        if p.entries - self.last_report >= PROGRESS_EVERY {
+            self.last_report = p.entries;
+            let now = *p;
+            (self.progress)(now);
+        }
+        self.send(ScanItem::Entry(SourceEntry {
             rel,
             kind,
             tracked,
@@ -528,7 +498,14 @@ impl Walk<'_> {
             mtime: MTime::from_ns(st.mtime_ns),
             mode: st.mode,
             symlink_target,
-        });
+            uid: st.uid,
+            gid: st.gid,
+            ctime_ns: st.ctime_ns,
+            nlink: st.nlink,
+            dev: st.dev,
+            ino: st.ino,
+            allocated: st.allocated,
+        }))
     }
 }
 

@@ -495,7 +495,7 @@ mod pruning {
 }
 
 #[test]
-fn thread_count_does_not_change_the_outcome() {
+fn items_come_in_walk_order_with_their_folders_first() {
     let mut files = Vec::new();
     for d in 0..12 {
         for f in 0..15 {
@@ -506,22 +506,52 @@ fn thread_count_does_not_change_the_outcome() {
     }
     let refs: Vec<&str> = files.iter().map(String::as_str).collect();
     let t = Tree::new(&refs);
+    t.mkdir("p/d3/.git/refs/tags");
     let cfg = t.config(
         r#""include_dirs": ["p"], "track_dirs": ["p/d1*"], "exclude_dirs": ["cache"],
-           "include_files": ["nothing-here"], "preserved_dirs": [".git"]"#,
+           "include_files": ["nothing-here"], "preserved_dirs": [".git", "tags"]"#,
     );
-    let one = scan_with(&cfg, 1, &mut |_| {});
-    assert_eq!(one.entries.len(), 12 * 16);
-    assert_eq!(one.preserved_dirs.len(), 12);
-    for threads in [2, 4, 8] {
-        let many = scan_with(&cfg, threads, &mut |_| {});
-        assert_eq!(many.entries, one.entries, "{threads} threads");
-        assert_eq!(many.preserved_dirs, one.preserved_dirs);
-        assert_eq!(many.notes, one.notes);
-        assert!(many.errors.is_empty());
+    let mut items: Vec<(RelPath, bool)> = Vec::new();
+    let summary = scan_stream(&cfg, &mut |_| {}, &mut |i| {
+        match i {
+            ScanItem::Entry(e) => items.push((e.rel, false)),
+            ScanItem::Folder(f) => items.push((f.rel, true)),
+            ScanItem::Unreadable(r) => panic!("unreadable {r:?}"),
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    assert!(summary.errors.is_empty());
+    for w in items.windows(2) {
+        assert!(
+            w[0].0 < w[1].0,
+            "{} then {}",
+            w[0].0.display(),
+            w[1].0.display()
+        );
     }
+    // Every entry's folders came before it.
+    let folders: std::collections::HashSet<&RelPath> =
+        items.iter().filter(|(_, d)| *d).map(|(r, _)| r).collect();
+    for (r, d) in &items {
+        if !d {
+            let mut p = r.parent();
+            while let Some(q) = p {
+                assert!(
+                    folders.contains(&q),
+                    "{} without {}",
+                    r.display(),
+                    q.display()
+                );
+                p = q.parent();
+            }
+        }
+    }
+    assert_eq!(items.iter().filter(|(_, d)| !d).count(), 12 * 16);
+    // Preserved folders are kept even when empty (".git/refs/tags" of d3).
+    assert!(folders.contains(&RelPath::parse("p/d3/.git/refs/tags").unwrap()));
+    assert!(!folders.iter().any(|f| f.display().contains("cache")));
     assert_eq!(
-        one.notes,
+        summary.notes,
         [ScanNote::UnmatchedRule {
             key: "include_files",
             pattern: "nothing-here".into()

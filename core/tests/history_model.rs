@@ -152,6 +152,7 @@ fn play(steps: &[Step]) -> Run {
                 hash: Some(hash(*id)),
                 version_of: Some(n(start)),
                 attrs: Default::default(),
+                ctime_ns: Default::default(),
             },
         );
     }

@@ -70,6 +70,8 @@ pub struct EntryStat {
     pub nlink: u64,
     /// Bytes allocated on disk (`st_blocks * 512`): less than `size` for a file with holes.
     pub allocated: u64,
+    /// Inode change time (chmod, chown, xattrs, link count), nanoseconds since the epoch.
+    pub ctime_ns: i64,
 }
 
 /// An open directory.
@@ -124,6 +126,9 @@ mod imp {
             gid: st.st_gid as u32,
             nlink: st.st_nlink as u64,
             allocated: (st.st_blocks as u64).saturating_mul(512),
+            ctime_ns: (st.st_ctime as i64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_ctime_nsec as i64),
         }
     }
 
@@ -239,6 +244,7 @@ mod imp {
             gid: 0,
             nlink: 1,
             allocated: m.len(),
+            ctime_ns: mtime_ns,
         }
     }
 

@@ -170,6 +170,7 @@ impl FixtureBackup {
                 hash: Some(ContentHash::of(data)),
                 version_of: Some(name.clone()),
                 attrs: Default::default(),
+                ctime_ns: Default::default(),
             },
         );
         self.stored
@@ -196,6 +197,7 @@ impl FixtureBackup {
                 hash: None,
                 version_of: None,
                 attrs: Default::default(),
+                ctime_ns: Default::default(),
             },
         );
         fs::write(self.dist.join("mirror.json"), self.index.to_json()).expect("index");

@@ -67,7 +67,7 @@ fn u32_of(v: Option<i64>) -> Option<u32> {
 
 /// The value columns of `mirror`, in the order [`MirrorValues`] binds them.
 pub(crate) const MIRROR_COLUMNS: &str =
-    "kind, size, mtime_ns, mode, uid, gid, tracked, hash, version_of, extra";
+    "kind, size, mtime_ns, mode, uid, gid, tracked, hash, version_of, extra, ctime_ns";
 
 pub(crate) struct MirrorValues {
     pub kind: i64,
@@ -80,6 +80,7 @@ pub(crate) struct MirrorValues {
     pub hash: Option<Vec<u8>>,
     pub version_of: Option<String>,
     pub extra: Option<String>,
+    pub ctime_ns: Option<i64>,
 }
 
 impl MirrorValues {
@@ -96,6 +97,7 @@ impl MirrorValues {
             hash: e.hash.map(|h| h.0.to_vec()),
             version_of: e.version_of.as_ref().map(|n| n.to_string()),
             extra: attrs_extra(&e.attrs),
+            ctime_ns: e.ctime_ns,
         }
     }
 }
@@ -117,6 +119,7 @@ pub(crate) fn mirror_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<IndexEnt
             .as_deref()
             .and_then(IncrementName::parse),
         attrs: attrs_from_extra(u32_of(uid), u32_of(gid), extra.as_deref()),
+        ctime_ns: r.get(at + 10)?,
     })
 }
 

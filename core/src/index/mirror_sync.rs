@@ -159,6 +159,7 @@ fn describe(w: &Walked, kind: FileKind) -> IndexEntry {
             sparse: kind == FileKind::File && w.stat.allocated < w.stat.size,
             ..Default::default()
         },
+        ctime_ns: Default::default(),
     }
 }
 

@@ -507,7 +507,7 @@ impl Index {
     /// Records `rel` in the mirror (replacing what was there).
     pub fn mirror_put(&self, rel: &RelPath, e: &IndexEntry) -> Result<()> {
         let sql = format!(
-            "INSERT OR REPLACE INTO mirror(key, {}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT OR REPLACE INTO mirror(key, {}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             codec::MIRROR_COLUMNS
         );
         let v = codec::MirrorValues::of(e);
@@ -525,7 +525,8 @@ impl Index {
                     v.tracked,
                     v.hash,
                     v.version_of,
-                    v.extra
+                    v.extra,
+                    v.ctime_ns
                 ])
             })
             .map(|_| ())
@@ -627,7 +628,8 @@ CREATE TABLE mirror(
     tracked INTEGER NOT NULL,
     hash BLOB,                     -- blake3 of the content (of the target for a symlink)
     version_of TEXT,               -- the increment whose track/ holds this same version
-    extra TEXT                     -- JSON: user, group, xattrs, sparse, hardlink_of
+    extra TEXT,                    -- JSON: user, group, xattrs, sparse, hardlink_of
+    ctime_ns INTEGER               -- the source's ctime when recorded (not part of a version)
 ) WITHOUT ROWID;
 
 CREATE TABLE increments(
