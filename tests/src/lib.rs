@@ -346,6 +346,7 @@ pub fn text(out: &Output) -> (String, String) {
     )
 }
 
+pub mod capability;
 pub mod faultfs;
 pub mod faults;
 pub mod mount;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use backup_tests::capability::{require, Tmpfs};
 use backup_tests::{assert_same_tree, bin, text, tree, Node, TestEnv};
 use serde_json::json;
 
@@ -218,31 +219,13 @@ fn second_run_is_refused_while_the_lock_is_held() {
     env.backup_ok(&[]);
 }
 
-struct Mount(PathBuf);
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn full_disk_stops_cleanly_and_the_next_run_converges() {
     let env = TestEnv::new();
     let mnt = env.dir.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs"])
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    if !st.status.success() {
-        eprintln!(
-            "SKIPPED: cannot mount a tmpfs here: {}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+    let Some(_tmpfs) = require("tmpfs mount (mount -t tmpfs)", Tmpfs::mount(&mnt, "40m")) else {
         return;
-    }
-    let _guard = Mount(mnt.clone());
+    };
     let env = TestEnv {
         dist: mnt.join("dist"),
         ..env
