@@ -284,10 +284,21 @@ pub fn contents(root: &Path) -> BTreeMap<Vec<u8>, [u8; 32]> {
 
 /// Asserts two trees are equal, naming the first differences.
 pub fn assert_same_tree(expected: &BTreeMap<Vec<u8>, Node>, actual: &BTreeMap<Vec<u8>, Node>) {
-    if expected == actual {
-        return;
+    let diffs = tree_differences(expected, actual);
+    if !diffs.is_empty() {
+        panic!("trees differ:\n{}", diffs.join("\n"));
     }
+}
+
+/// The first 20 differences between two trees (missing, differing, unexpected entries).
+pub fn tree_differences(
+    expected: &BTreeMap<Vec<u8>, Node>,
+    actual: &BTreeMap<Vec<u8>, Node>,
+) -> Vec<String> {
     let mut diffs = Vec::new();
+    if expected == actual {
+        return diffs;
+    }
     for (k, v) in expected {
         match actual.get(k) {
             None => diffs.push(format!("missing {:?}", String::from_utf8_lossy(k))),
@@ -304,7 +315,7 @@ pub fn assert_same_tree(expected: &BTreeMap<Vec<u8>, Node>, actual: &BTreeMap<Ve
         }
     }
     diffs.truncate(20);
-    panic!("trees differ:\n{}", diffs.join("\n"));
+    diffs
 }
 
 /// Every byte under `dir` (files, symlinks, and directories by name), for "nothing changed"
