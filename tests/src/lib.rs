@@ -324,29 +324,11 @@ pub fn hash_dist(dir: &Path) -> BTreeMap<Vec<u8>, Node> {
     tree(dir)
 }
 
-/// Sets a file's mtime (seconds + ns) without following symlinks.
+/// Sets a file's times (seconds + ns) without following symlinks.
 pub fn set_mtime(path: &Path, secs: i64, nsec: i64) {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    let t = [
-        libc::timespec {
-            tv_sec: secs as libc::time_t,
-            tv_nsec: nsec as _,
-        },
-        libc::timespec {
-            tv_sec: secs as libc::time_t,
-            tv_nsec: nsec as _,
-        },
-    ];
-    // SAFETY: valid C string and two timespecs.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            t.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(rc, 0, "utimensat {}", path.display());
+    let t = filetime::FileTime::from_unix_time(secs, nsec as u32);
+    filetime::set_symlink_file_times(path, t, t)
+        .unwrap_or_else(|e| panic!("set times of {}: {e}", path.display()));
 }
 
 /// Output as text, for assertions and failure messages.

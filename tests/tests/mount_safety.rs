@@ -172,6 +172,7 @@ fn every_write_type_operation_fails_with_erofs_and_changes_nothing() {
 #[test]
 fn without_the_kernel_read_only_flag_the_adapter_itself_refuses_every_write() {
     use backup_mountfs::BackupFs;
+    use backup_platform::fs::volume_stats;
     use backup_platform::fuse::{mount, MountConfig};
     use std::sync::Arc;
 
@@ -191,6 +192,13 @@ fn without_the_kernel_read_only_flag_the_adapter_itself_refuses_every_write() {
     let options = mount_options(&dir);
     assert!(options.split(',').any(|o| o == "rw"), "{options}");
     assert_every_write_is_erofs(&dir, &a, &b);
+    // statfs: the size of the disk holding the backup, nothing free (nobody can write here).
+    let (on_mount, on_disk) = (volume_stats(&dir).unwrap(), volume_stats(&dist).unwrap());
+    assert_eq!(
+        (on_mount.total_bytes, on_mount.block_size, on_mount.files),
+        (on_disk.total_bytes, on_disk.block_size, on_disk.files),
+    );
+    assert_eq!((on_mount.free_bytes, on_mount.available_bytes), (0, 0));
     mounted.unmount().unwrap();
     assert_eq!(
         digest(&dist),

@@ -157,34 +157,7 @@ impl SafeWriter {
     }
 }
 
-/// Sets a symlink's own mtime (never its target's).
-#[cfg(unix)]
+/// Sets a symlink's own times (never its target's).
 pub(crate) fn set_symlink_mtime(path: &Path, ns: i64) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| refuse("NUL in path".into()))?;
-    let t = libc::timespec {
-        tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
-        tv_nsec: ns.rem_euclid(1_000_000_000) as _,
-    };
-    let times = [t, t];
-    // SAFETY: c is a valid NUL-terminated path and times points to two timespecs.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(unix))]
-pub(crate) fn set_symlink_mtime(_path: &Path, _ns: i64) -> io::Result<()> {
-    Ok(())
+    backup_platform::fs::set_times_nofollow(path, ns)
 }
