@@ -28,13 +28,14 @@ cases=(
   "backup-tests|faults_disk|disk_full_at_any_moment_loses_nothing_and_the_next_run_converges|tmpfs mount"
   "backup-tests|backup_crash|full_disk_stops_cleanly_and_the_next_run_converges|tmpfs mount"
   "backup-tests|faults_source|unreadable_files_as_an_unprivileged_user_are_named_and_retried|setpriv --reuid=nobody"
+  "backup-tests|scan_unreadable|unreadable_dir_and_file_are_named_and_the_rest_is_kept|setpriv --reuid=65534"
   "backup-core|--lib|scan::tests::dist_reached_through_a_bind_mount_is_recognized|bind mount (mount --bind)"
 )
 
 # Build first, with the real PATH and without CI, so only the tests see the stubs.
 cargo build -q -p backup-cli --bins
 cargo test -q -p backup-tests --no-run --test backup_exfat --test faults_disk \
-  --test backup_crash --test faults_source 2>/dev/null
+  --test backup_crash --test faults_source --test scan_unreadable 2>/dev/null
 cargo test -q -p backup-core --lib --no-run 2>/dev/null
 
 run_case() { # ci package target name -> output in $log, status in $rc
