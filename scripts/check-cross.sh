@@ -9,7 +9,10 @@
 #                     the Linux C compiler cannot build for Apple targets.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-rustup target add x86_64-pc-windows-gnu x86_64-apple-darwin >/dev/null 2>&1
+if ! rustup target add x86_64-pc-windows-gnu x86_64-apple-darwin >/dev/null; then
+  echo "cross checks cannot run: rustup could not add the windows-gnu/apple-darwin targets" >&2
+  exit 1
+fi
 failed=()
 
 step() {

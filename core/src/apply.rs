@@ -345,9 +345,10 @@ fn increment_parent(
 /// Returns `Ok(false)` when the file was already gone from the mirror.
 fn delete_one(stage: &Stage, d: &DeleteItem) -> io::Result<bool> {
     let mirror = stage.repo.mirror_file(&d.rel);
-    fail::fail_point!("apply::remove", |_| Err(io::Error::other(
-        "injected fault at apply::remove"
-    )));
+    fail::fail_point!("apply::remove", |_| Err(io::Error::other(format!(
+        "injected fault at apply::remove: remove {}",
+        mirror.display()
+    ))));
     match (&stage.increment, d.is_tracked()) {
         (Some(name), true) => {
             let dest = increment_parent(stage, name, Category::Deleted, &d.rel)?;
@@ -413,9 +414,10 @@ fn remove_if_empty(stage: &Stage, root: &Path, rel: &RelPath) -> io::Result<bool
 
 /// `Some(true)`: removed or already gone; `None`: not empty.
 fn remove_empty_dir(path: &Path) -> io::Result<Option<bool>> {
-    fail::fail_point!("apply::prune", |_| Err(io::Error::other(
-        "injected fault at apply::prune"
-    )));
+    fail::fail_point!("apply::prune", |_| Err(io::Error::other(format!(
+        "injected fault at apply::prune: remove empty folder {}",
+        path.display()
+    ))));
     match std::fs::remove_dir(path) {
         Ok(()) => Ok(Some(true)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(true)),
@@ -529,7 +531,10 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
         FileKind::File => {
             fail::fail_point!("apply::copy", |_| Err(StageError::Io(
                 "copy",
-                io::Error::other("injected fault at apply::copy")
+                io::Error::other(format!(
+                    "injected fault at apply::copy: copy {}",
+                    src.display()
+                ))
             )));
             for _ in 0..COPY_ATTEMPTS {
                 let temp = temp_path(stage);
@@ -600,9 +605,10 @@ fn store_in_increment(
     s: &Staged,
 ) -> io::Result<PathBuf> {
     let dest = increment_parent(stage, name, Category::Tracked, rel)?;
-    fail::fail_point!("apply::link", |_| Err(io::Error::other(
-        "injected fault at apply::link"
-    )));
+    fail::fail_point!("apply::link", |_| Err(io::Error::other(format!(
+        "injected fault at apply::link: hard link {}",
+        dest.display()
+    ))));
     if !stage.copy_fallback.load(Ordering::SeqCst) {
         match std::fs::hard_link(&s.temp, &dest) {
             Ok(()) => return Ok(dest),
@@ -642,9 +648,10 @@ fn install_in_mirror(stage: &Stage, rel: &RelPath, temp: &Path) -> io::Result<()
     let root = stage.repo.mirror_dir();
     ensure_dir(&root, rel.parent().as_ref(), &stage.mirror_dirs, true)?;
     let dest = rel.under(&root);
-    fail::fail_point!("apply::rename", |_| Err(io::Error::other(
-        "injected fault at apply::rename"
-    )));
+    fail::fail_point!("apply::rename", |_| Err(io::Error::other(format!(
+        "injected fault at apply::rename: rename into {}",
+        dest.display()
+    ))));
     match std::fs::rename(temp, &dest) {
         Ok(()) => Ok(()),
         Err(e) => match std::fs::symlink_metadata(&dest) {

@@ -131,7 +131,10 @@ pub fn commit(
         (Some(name), Some(meta)) => {
             fail::fail_point!("commit::increment_meta", |_| Err(CommitError::Write {
                 path: repo.increment_meta_path(name).display().to_string(),
-                source: io::Error::other("injected fault at commit::increment_meta"),
+                source: io::Error::other(format!(
+                    "injected fault at commit::increment_meta: write {}",
+                    repo.increment_meta_path(name).display()
+                )),
             }));
             write(&repo.increment_meta_path(name), |w| meta.write_json(w))?;
             out.increment = Some(name.clone());
@@ -148,7 +151,10 @@ pub fn commit(
     index.updated = Some(chrono::Local::now().to_rfc3339());
     fail::fail_point!("commit::mirror_index", |_| Err(CommitError::Write {
         path: repo.mirror_index_path().display().to_string(),
-        source: io::Error::other("injected fault at commit::mirror_index"),
+        source: io::Error::other(format!(
+            "injected fault at commit::mirror_index: write {}",
+            repo.mirror_index_path().display()
+        )),
     }));
     write(&repo.mirror_index_path(), |w| index.write_json(w))?;
     if let Some(j) = journal {

@@ -65,37 +65,16 @@ impl ContentHash {
         ContentHash(*blake3::hash(data).as_bytes())
     }
     pub fn to_hex(&self) -> String {
-        String::from_utf8_lossy(&self.hex_bytes()).into_owned()
+        self.hex().to_string()
     }
-    /// Lowercase hex on the stack: serializing 100k index entries must not allocate per hash.
-    fn hex_bytes(&self) -> [u8; 64] {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut out = [0u8; 64];
-        for (i, b) in self.0.iter().enumerate() {
-            out[2 * i] = DIGITS[(b >> 4) as usize];
-            out[2 * i + 1] = DIGITS[(b & 15) as usize];
-        }
-        out
+    /// Lowercase hex on the stack (blake3's own encoding): serializing 100k index entries must
+    /// not allocate per hash.
+    fn hex(&self) -> impl std::ops::Deref<Target = str> {
+        blake3::Hash::from_bytes(self.0).to_hex()
     }
+    /// 64 hex digits, either case.
     pub fn from_hex(s: &str) -> Option<Self> {
-        if s.len() != 64 {
-            return None;
-        }
-        // Hand-rolled: this runs once per file when mirror.json is loaded.
-        fn nibble(c: u8) -> Option<u8> {
-            match c {
-                b'0'..=b'9' => Some(c - b'0'),
-                b'a'..=b'f' => Some(c - b'a' + 10),
-                b'A'..=b'F' => Some(c - b'A' + 10),
-                _ => None,
-            }
-        }
-        let b = s.as_bytes();
-        let mut out = [0u8; 32];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = (nibble(b[2 * i])? << 4) | nibble(b[2 * i + 1])?;
-        }
-        Some(ContentHash(out))
+        blake3::Hash::from_hex(s).ok().map(ContentHash::from)
     }
 }
 
@@ -107,15 +86,13 @@ impl From<blake3::Hash> for ContentHash {
 
 impl fmt::Debug for ContentHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        f.write_str(&self.hex())
     }
 }
 
 impl Serialize for ContentHash {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let hex = self.hex_bytes();
-        // Only ASCII hex digits were written above.
-        s.serialize_str(std::str::from_utf8(&hex).unwrap_or_default())
+        s.serialize_str(&self.hex())
     }
 }
 

@@ -73,9 +73,10 @@ impl Journal {
             pid: std::process::id(),
         };
         let data = serde_json::to_vec_pretty(&j).map_err(io::Error::other)?;
-        fail::fail_point!("journal::write", |_| Err(io::Error::other(
-            "injected fault at journal::write"
-        )));
+        fail::fail_point!("journal::write", |_| Err(io::Error::other(format!(
+            "injected fault at journal::write: write {}",
+            repo.journal_path().display()
+        ))));
         pfs::write_atomic(&repo.journal_path(), &data)?;
         Ok(Journal { _private: () })
     }

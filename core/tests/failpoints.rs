@@ -208,9 +208,20 @@ fn fault_once(step: &str, action: &str) {
             .collect::<Vec<_>>()
             .join("\n"),
     };
+    // The error names the step, the operation and the path it was working on.
+    let (operation, root) = match step {
+        "apply::copy" => ("copy", &fx.src),
+        "apply::link" => ("hard link", &fx.dist),
+        "apply::rename" => ("rename into", &fx.dist),
+        "apply::remove" => ("remove", &fx.dist),
+        "apply::prune" => ("remove empty folder", &fx.dist),
+        "commit::increment_meta" | "commit::mirror_index" | "journal::write" => ("write", &fx.dist),
+        other => panic!("no expectation for step {other}"),
+    };
+    let said = format!("injected fault at {step}: {operation} {}/", root.display());
     assert!(
-        reported.contains(&format!("injected fault at {step}")),
-        "{step}: the run did not report the fault: {faulty:?}"
+        reported.contains(&said),
+        "{step}: the run did not report the fault as {said:?}...: {faulty:?}"
     );
     let when = format!("after a fault at {step} ({action})");
     assert_kept(&before, &fx.stored(), &when);

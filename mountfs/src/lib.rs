@@ -925,33 +925,14 @@ impl ReadOnlyFs for BackupFs {
     }
 
     fn statfs(&self) -> FsResult<FsStats> {
-        #[cfg(unix)]
-        {
-            use std::os::unix::ffi::OsStrExt;
-            let c = std::ffi::CString::new(self.repo.root().as_os_str().as_bytes())
-                .map_err(|_| FsError::Io("backup path has a NUL byte".into()))?;
-            // SAFETY: `c` is a valid NUL-terminated path and `st` is written by statvfs.
-            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-            if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-                return Err(FsError::from_io(&std::io::Error::last_os_error()));
-            }
-            #[allow(clippy::unnecessary_cast)]
-            Ok(FsStats {
-                blocks: st.f_blocks as u64,
-                block_size: st.f_frsize as u32,
-                files: st.f_files as u64,
-                name_max: st.f_namemax as u32,
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(FsStats {
-                blocks: 0,
-                block_size: 4096,
-                files: 0,
-                name_max: 255,
-            })
-        }
+        let v = backup_platform::fs::volume_stats(self.repo.root())
+            .map_err(|e| FsError::from_io(&e))?;
+        Ok(FsStats {
+            blocks: v.blocks(),
+            block_size: v.block_size,
+            files: v.files.unwrap_or(0),
+            name_max: v.name_max,
+        })
     }
 
     fn freshness(&self, ino: Ino) -> Freshness {

@@ -80,18 +80,133 @@ pub fn file_id(m: &std::fs::Metadata) -> Option<(u64, u64)> {
     }
 }
 
-/// Whether a process with this id exists. Where that cannot be asked (Windows), answers
-/// true, so callers keep what such a process might still own.
+/// Whether a process with this id exists. In doubt (it exists but may not be queried), true,
+/// so callers keep what such a process might still own.
 pub fn process_alive(pid: i32) -> bool {
+    if pid as u32 == std::process::id() {
+        return true;
+    }
     #[cfg(unix)]
     {
         // SAFETY: signal 0 only asks whether the process exists.
-        pid as u32 == std::process::id() || unsafe { libc::kill(pid, 0) } == 0
+        unsafe { libc::kill(pid, 0) == 0 }
+    }
+    #[cfg(windows)]
+    {
+        liveness(windows_probe(pid))
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        true
+    }
+}
+
+/// What asking Windows about a process id found (`OpenProcess`, `GetExitCodeProcess`).
+#[cfg_attr(not(windows), allow(dead_code))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ProcessProbe {
+    /// Opened; its exit code (`STILL_ACTIVE` = 259 while it runs).
+    ExitCode(u32),
+    /// It exists, but this user may not open it.
+    AccessDenied,
+    /// No process has this id (`ERROR_INVALID_PARAMETER`), or the id is not one.
+    NoSuchProcess,
+}
+
+#[cfg_attr(not(windows), allow(dead_code))]
+const STILL_ACTIVE: u32 = 259;
+
+#[cfg_attr(not(windows), allow(dead_code))]
+fn liveness(p: ProcessProbe) -> bool {
+    match p {
+        // A process that really exited with 259 is taken for alive: keeping its temporary
+        // files a little longer is the safe mistake.
+        ProcessProbe::ExitCode(code) => code == STILL_ACTIVE,
+        ProcessProbe::AccessDenied => true,
+        ProcessProbe::NoSuchProcess => false,
+    }
+}
+
+#[cfg(windows)]
+fn windows_probe(pid: i32) -> ProcessProbe {
+    use windows_sys::Win32::Foundation::{CloseHandle, GetLastError, ERROR_ACCESS_DENIED};
+    use windows_sys::Win32::System::Threading::{
+        GetExitCodeProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
+    };
+    let Ok(pid) = u32::try_from(pid) else {
+        return ProcessProbe::NoSuchProcess;
+    };
+    // SAFETY: OpenProcess takes plain values; a non-null handle is closed below.
+    let h = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if h.is_null() {
+        // SAFETY: reads this thread's last error.
+        return match unsafe { GetLastError() } {
+            ERROR_ACCESS_DENIED => ProcessProbe::AccessDenied,
+            _ => ProcessProbe::NoSuchProcess,
+        };
+    }
+    let mut code = 0u32;
+    // SAFETY: `h` is a valid process handle and `code` a writable u32.
+    let ok = unsafe { GetExitCodeProcess(h, &mut code) } != 0;
+    // SAFETY: `h` was opened above and is closed once.
+    unsafe { CloseHandle(h) };
+    if ok {
+        ProcessProbe::ExitCode(code)
+    } else {
+        ProcessProbe::AccessDenied
+    }
+}
+
+/// Size figures of the file system holding a path (for a mount's `statfs` / volume size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VolumeStats {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    /// Free for this user (quotas, reserved blocks).
+    pub available_bytes: u64,
+    /// Allocation unit: fragment size on Unix, cluster size on Windows.
+    pub block_size: u32,
+    /// Inode count, where the platform has one.
+    pub files: Option<u64>,
+    pub name_max: u32,
+}
+
+impl VolumeStats {
+    /// Whole blocks of [`VolumeStats::block_size`] in the volume.
+    pub fn blocks(&self) -> u64 {
+        self.total_bytes / u64::from(self.block_size.max(1))
+    }
+}
+
+/// The size figures of the file system holding `path`: `statvfs` on Unix, the volume's
+/// cluster size and `GetDiskFreeSpaceExW` figures on Windows (through `fs4`).
+pub fn volume_stats(path: &Path) -> io::Result<VolumeStats> {
+    #[cfg(unix)]
+    {
+        let s = rustix::fs::statvfs(path)?;
+        #[allow(clippy::unnecessary_cast)]
+        let frsize = s.f_frsize as u64;
+        Ok(VolumeStats {
+            total_bytes: frsize.saturating_mul(s.f_blocks as u64),
+            free_bytes: frsize.saturating_mul(s.f_bfree as u64),
+            available_bytes: frsize.saturating_mul(s.f_bavail as u64),
+            block_size: u32::try_from(frsize).unwrap_or(u32::MAX),
+            files: Some(s.f_files as u64),
+            name_max: u32::try_from(s.f_namemax).unwrap_or(u32::MAX),
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = pid;
-        true
+        let s = fs4::statvfs(path)?;
+        Ok(VolumeStats {
+            total_bytes: s.total_space(),
+            free_bytes: s.free_space(),
+            available_bytes: s.available_space(),
+            block_size: u32::try_from(s.allocation_granularity()).unwrap_or(4096),
+            files: None,
+            // NTFS and exFAT: 255 UTF-16 units per name.
+            name_max: 255,
+        })
     }
 }
 
@@ -192,41 +307,21 @@ pub fn copy_new_observed(
 
 /// Sets the modification time of `path` itself (a symlink is not followed), leaving atime.
 pub fn set_mtime_nofollow(path: &Path, mtime_ns: i64) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-        let times = [
-            libc::timespec {
-                tv_sec: 0,
-                tv_nsec: libc::UTIME_OMIT,
-            },
-            libc::timespec {
-                tv_sec: mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
-                tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
-            },
-        ];
-        // SAFETY: `c` is a valid NUL-terminated path and `times` holds two timespecs.
-        let rc = unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                times.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (path, mtime_ns);
-        Ok(())
-    }
+    let atime = filetime::FileTime::from_last_access_time(&fs::symlink_metadata(path)?);
+    filetime::set_symlink_file_times(path, atime, file_time(mtime_ns))
+}
+
+/// Sets both times of `path` itself (a symlink is not followed) to `ns`.
+pub fn set_times_nofollow(path: &Path, ns: i64) -> io::Result<()> {
+    filetime::set_symlink_file_times(path, file_time(ns), file_time(ns))
+}
+
+/// Nanoseconds since the epoch (negative before it) as a `FileTime`.
+fn file_time(ns: i64) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000) as u32,
+    )
 }
 
 /// Sets permission bits (`mode & 0o7777`) of a file (not for symlinks).
@@ -308,8 +403,9 @@ pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// An exclusive advisory lock on a file, held until dropped. The kernel releases it when the
-/// process dies (even by kill -9), so a stale lock file never blocks a later run.
+/// An exclusive lock on a file, held until dropped. The kernel releases it when the process
+/// dies (even by kill -9), so a stale lock file never blocks a later run. `flock` on Unix,
+/// `LockFileEx` on Windows (through `fs4`); never waited for.
 #[derive(Debug)]
 pub struct FileLock {
     _file: File,
@@ -325,20 +421,14 @@ impl FileLock {
             .create(true)
             .truncate(false)
             .open(path)?;
-        #[cfg(unix)]
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: the descriptor is valid for the lifetime of `file`.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc != 0 {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                    return Ok(None);
-                }
-                // Some FUSE file systems have no flock; an O_EXCL pid file would need manual
-                // staleness checks, so refuse to pretend and report the error.
-                return Err(e);
-            }
+        // The trait's name, not method syntax: std's own `File::try_lock` (newer than the
+        // declared rust-version) would be picked where it exists.
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => {}
+            Err(fs4::TryLockError::WouldBlock) => return Ok(None),
+            // Some FUSE file systems have no flock; an O_EXCL pid file would need manual
+            // staleness checks, so refuse to pretend and report the error.
+            Err(fs4::TryLockError::Error(e)) => return Err(e),
         }
         // Who holds it, for people looking at the file; the lock itself is the flock.
         let _ = file.set_len(0);
@@ -426,6 +516,100 @@ mod tests {
         let lm = fs::symlink_metadata(&link).unwrap();
         assert_eq!((lm.mtime(), lm.mtime_nsec()), (1, 123));
         assert_ne!(fs::metadata(&target).unwrap().mtime(), 1);
+    }
+
+    #[test]
+    fn mtime_leaves_atime_and_handles_times_before_1970() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        fs::write(&f, b"x").unwrap();
+        set_times_nofollow(&f, 5_000_000_007).unwrap();
+        set_mtime_nofollow(&f, -1_500_000_000).unwrap();
+        let m = fs::symlink_metadata(&f).unwrap();
+        let mtime = filetime::FileTime::from_last_modification_time(&m);
+        let atime = filetime::FileTime::from_last_access_time(&m);
+        assert_eq!(
+            (mtime.unix_seconds(), mtime.nanoseconds()),
+            (-2, 500_000_000)
+        );
+        assert_eq!((atime.unix_seconds(), atime.nanoseconds()), (5, 7));
+    }
+
+    #[test]
+    fn process_liveness_from_what_windows_answers() {
+        assert!(liveness(ProcessProbe::ExitCode(STILL_ACTIVE)));
+        assert!(!liveness(ProcessProbe::ExitCode(0)));
+        assert!(!liveness(ProcessProbe::ExitCode(1)));
+        assert!(liveness(ProcessProbe::AccessDenied));
+        assert!(!liveness(ProcessProbe::NoSuchProcess));
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_reaped_child_is_not() {
+        assert!(process_alive(std::process::id() as i32));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        child.wait().unwrap();
+        assert!(!process_alive(pid));
+    }
+
+    #[test]
+    fn volume_stats_agree_with_statvfs() {
+        let d = tempfile::tempdir().unwrap();
+        let v = volume_stats(d.path()).unwrap();
+        let s = rustix::fs::statvfs(d.path()).unwrap();
+        assert_eq!(v.block_size as u64, s.f_frsize);
+        assert_eq!(v.blocks(), s.f_blocks);
+        assert_eq!(v.files, Some(s.f_files));
+        assert!(v.total_bytes >= v.free_bytes && v.free_bytes >= v.available_bytes);
+        assert!(volume_stats(&d.path().join("missing")).is_err());
+        let cluster = VolumeStats {
+            total_bytes: 10 * 4096 + 100,
+            free_bytes: 0,
+            available_bytes: 0,
+            block_size: 4096,
+            files: None,
+            name_max: 255,
+        };
+        assert_eq!(cluster.blocks(), 10);
+        assert_eq!(
+            VolumeStats {
+                block_size: 0,
+                ..cluster
+            }
+            .blocks(),
+            cluster.total_bytes
+        );
+    }
+
+    #[test]
+    fn a_lock_held_by_another_process_is_refused_and_freed_when_it_dies() {
+        use std::io::BufRead;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("lock");
+        // A shell takes the lock with flock(1), says so, and becomes `sleep` (same process,
+        // same descriptor): killing it is the holder dying.
+        let mut holder = std::process::Command::new("sh")
+            .args([
+                "-c",
+                r#"exec 9>>"$0"; flock -x -n 9 && echo locked && exec sleep 600"#,
+            ])
+            .arg(&p)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line, "locked\n",
+            "flock(1) (util-linux) could not take the lock"
+        );
+        assert!(FileLock::try_acquire(&p).unwrap().is_none());
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        assert!(FileLock::try_acquire(&p).unwrap().is_some());
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct MountConfig {
     pub passthrough: bool,
     /// Request-handling threads.
     pub threads: usize,
+    /// Testing only, never false in the product: `false` mounts without the kernel's
+    /// read-only flag, so a write-type call reaches this adapter and meets its own `EROFS`
+    /// (tests/tests/mount_safety.rs) instead of the kernel's.
+    pub kernel_read_only: bool,
 }
 
 impl Default for MountConfig {
@@ -51,6 +55,7 @@ impl Default for MountConfig {
             allow_other: false,
             passthrough: true,
             threads: 4,
+            kernel_read_only: true,
         }
     }
 }
@@ -710,8 +715,7 @@ pub fn mount<F: ReadOnlyFs>(
     mountpoint: &Path,
     cfg: &MountConfig,
 ) -> io::Result<Mounted> {
-    let options = vec![
-        MountOption::RO,
+    let mut options = vec![
         MountOption::FSName(cfg.fs_name.clone()),
         MountOption::Subtype("backup".into()),
         MountOption::DefaultPermissions,
@@ -719,6 +723,9 @@ pub fn mount<F: ReadOnlyFs>(
         MountOption::NoSuid,
         MountOption::NoAtime,
     ];
+    if cfg.kernel_read_only {
+        options.push(MountOption::RO);
+    }
     let mut config = Config::default();
     config.acl = if cfg.allow_other {
         SessionACL::All

@@ -1,12 +1,15 @@
 //! A tiny FUSE file system for fault tests: serves a directory read-through and answers `EIO`
 //! for the files named in its fault set (on `read`, or already on `open`), like a disk with bad
-//! sectors. The set can change while mounted, so a test can "repair the disk" and run again.
+//! sectors, or holds their reads until the fault is lifted (a source that hangs, so a test
+//! knows a run is busy without guessing how long it takes). The set can change while mounted,
+//! so a test can "repair the disk" and run again.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -22,6 +25,8 @@ pub enum FailAt {
     Open,
     /// Reads past the first 4 KiB fail: the copy has started when the error comes.
     Read,
+    /// Every read waits until the fault is lifted (`set_fault(rel, None)`), then succeeds.
+    Stall,
 }
 
 /// Relative paths (as in the served tree) that fail, shared with the test.
@@ -40,6 +45,8 @@ struct FaultFs {
     next_fh: Mutex<u64>,
     /// Every faulty read or open answered with EIO (for the test's assertions).
     served_errors: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Reads held by a `Stall` fault right now.
+    stalled: Arc<AtomicUsize>,
 }
 
 const TTL: Duration = Duration::ZERO;
@@ -180,16 +187,26 @@ impl Filesystem for FaultFs {
             self.served(&rel);
             return reply.error(Errno::EIO);
         }
-        let mut buf = vec![0u8; size as usize];
-        let mut filled = 0;
-        while filled < buf.len() {
-            match file.read_at(&mut buf[filled..], offset + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) => return reply.error(errno_of(&e)),
-            }
+        if self.fault(&rel) == Some(FailAt::Stall) {
+            // Answered from another thread: the session keeps serving every other request.
+            let (faults, stalled) = (self.faults.clone(), self.stalled.clone());
+            stalled.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let held = || {
+                    faults
+                        .lock()
+                        .map(|f| f.get(&rel) == Some(&FailAt::Stall))
+                        .unwrap_or(false)
+                };
+                while held() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                stalled.fetch_sub(1, Ordering::SeqCst);
+                read_reply(&file, offset, size, reply);
+            });
+            return;
         }
-        reply.data(&buf[..filled])
+        read_reply(&file, offset, size, reply);
     }
 
     fn release(
@@ -250,6 +267,19 @@ impl Filesystem for FaultFs {
     }
 }
 
+fn read_reply(file: &File, offset: u64, size: u32, reply: ReplyData) {
+    let mut buf = vec![0u8; size as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) => return reply.error(errno_of(&e)),
+        }
+    }
+    reply.data(&buf[..filled])
+}
+
 fn file_len(f: &File) -> u64 {
     f.metadata().map(|m| m.len()).unwrap_or(0)
 }
@@ -260,6 +290,7 @@ pub struct Mounted {
     pub mountpoint: PathBuf,
     pub faults: FaultSet,
     served_errors: Arc<Mutex<HashSet<PathBuf>>>,
+    stalled: Arc<AtomicUsize>,
 }
 
 impl Mounted {
@@ -270,6 +301,10 @@ impl Mounted {
             Some(a) => f.insert(rel.as_ref().to_path_buf(), a),
             None => f.remove(rel.as_ref()),
         };
+    }
+    /// Reads held by a `Stall` fault right now.
+    pub fn stalled_reads(&self) -> usize {
+        self.stalled.load(Ordering::SeqCst)
     }
     /// The files for which an EIO was actually served.
     pub fn served_errors(&self) -> HashSet<PathBuf> {
@@ -282,6 +317,10 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
+        // Held reads first: a reader stuck in one would keep the unmount from finishing.
+        if let Ok(mut f) = self.faults.lock() {
+            f.clear();
+        }
         if let Some(s) = self.session.take() {
             if s.umount_and_join().is_err() {
                 let _ = std::process::Command::new("umount")
@@ -297,6 +336,7 @@ impl Drop for Mounted {
 pub fn mount(root: &Path, mountpoint: &Path) -> std::io::Result<Mounted> {
     let faults: FaultSet = Arc::default();
     let served_errors: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
+    let stalled: Arc<AtomicUsize> = Arc::default();
     let fs = FaultFs {
         root: root.to_path_buf(),
         faults: faults.clone(),
@@ -307,6 +347,7 @@ pub fn mount(root: &Path, mountpoint: &Path) -> std::io::Result<Mounted> {
         files: Mutex::default(),
         next_fh: Mutex::new(0),
         served_errors: served_errors.clone(),
+        stalled: stalled.clone(),
     };
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -321,5 +362,6 @@ pub fn mount(root: &Path, mountpoint: &Path) -> std::io::Result<Mounted> {
         mountpoint: mountpoint.to_path_buf(),
         faults,
         served_errors,
+        stalled,
     })
 }

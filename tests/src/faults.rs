@@ -112,6 +112,20 @@ pub fn assert_versions_kept(
     recorded: &BTreeMap<String, BTreeMap<Vec<u8>, Node>>,
     when: &str,
 ) {
+    let bad = versions_changed(dist, recorded);
+    assert!(
+        bad.is_empty(),
+        "{when}: stored versions changed:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// The first 20 ways the recorded increments differ from what `dist` holds now: an increment
+/// (or its metadata) gone, a version lost, changed or added.
+pub fn versions_changed(
+    dist: &Path,
+    recorded: &BTreeMap<String, BTreeMap<Vec<u8>, Node>>,
+) -> Vec<String> {
     let now = committed_versions(dist);
     let mut bad = Vec::new();
     for (name, files) in recorded {
@@ -138,11 +152,7 @@ pub fn assert_versions_kept(
         }
     }
     bad.truncate(20);
-    assert!(
-        bad.is_empty(),
-        "{when}: stored versions changed:\n{}",
-        bad.join("\n")
-    );
+    bad
 }
 
 /// The part of `tree(src)` the campaign's config selects: everything under the given top-level
@@ -159,17 +169,25 @@ pub fn selected(src: &Path, top: &[&str]) -> BTreeMap<Vec<u8>, Node> {
 
 /// `backup-tool DIST check`: exit 0 or panic with its report.
 pub fn assert_check_clean(dist: &Path, when: &str) {
+    if let Some(report) = check_problems(dist) {
+        panic!("{when}: {report}");
+    }
+}
+
+/// `None` when `backup-tool DIST check` exits 0, else its exit status and report.
+pub fn check_problems(dist: &Path) -> Option<String> {
     let out = Command::new(tool_bin("backup-tool"))
         .arg(dist)
         .arg("check")
         .output()
         .expect("run backup-tool check");
-    assert!(
-        out.status.success(),
-        "{when}: backup-tool check failed ({:?}):\n{:?}",
-        out.status.code(),
-        text(&out)
-    );
+    (!out.status.success()).then(|| {
+        format!(
+            "backup-tool check failed ({:?}):\n{:?}",
+            out.status.code(),
+            text(&out)
+        )
+    })
 }
 
 /// Directories under `root` that hold no file (at any depth): a run that converged prunes them.
@@ -197,15 +215,63 @@ pub fn empty_dirs(root: &Path) -> Vec<String> {
 }
 
 pub fn assert_no_orphan_increment(dist: &Path, when: &str) {
-    let orphans: Vec<String> = increment_dirs(dist)
-        .into_iter()
-        .filter(|(_, has)| !has)
-        .map(|(n, _)| n)
-        .collect();
+    let orphans = orphan_increments(dist);
     assert!(
         orphans.is_empty(),
         "{when}: increment folders without metadata: {orphans:?}"
     );
+}
+
+/// Increment folders without metadata.
+pub fn orphan_increments(dist: &Path) -> Vec<String> {
+    increment_dirs(dist)
+        .into_iter()
+        .filter(|(_, has)| !has)
+        .map(|(n, _)| n)
+        .collect()
+}
+
+/// What a campaign checks right after a kill: every increment committed earlier (`recorded`:
+/// before the trial, `before`: just before this kill) is still there, byte for byte. Returns
+/// the problems found (empty: none).
+pub fn verify_after_kill(
+    dist: &Path,
+    recorded: &BTreeMap<String, BTreeMap<Vec<u8>, Node>>,
+    before: &BTreeMap<String, BTreeMap<Vec<u8>, Node>>,
+) -> Vec<String> {
+    let mut problems = versions_changed(dist, recorded);
+    problems.extend(versions_changed(dist, before));
+    problems.dedup();
+    problems
+}
+
+/// What a campaign checks after the run that follows the kills: nothing committed earlier
+/// changed, the mirror equals the selection of `src` (the top-level folders `top`) with no
+/// empty folder left, `check` is clean and no increment lacks metadata. Returns the problems.
+pub fn verify_converged(
+    src: &Path,
+    top: &[&str],
+    dist: &Path,
+    recorded: &BTreeMap<String, BTreeMap<Vec<u8>, Node>>,
+    before: &BTreeMap<String, BTreeMap<Vec<u8>, Node>>,
+) -> Vec<String> {
+    let mut problems = verify_after_kill(dist, recorded, before);
+    let mirror = tree(&dist.join("mirror"));
+    problems.extend(
+        crate::tree_differences(&selected(src, top), &mirror)
+            .into_iter()
+            .map(|d| format!("mirror != selection: {d}")),
+    );
+    let empty = empty_dirs(&dist.join("mirror"));
+    if !empty.is_empty() {
+        problems.push(format!("empty dirs left in the mirror: {empty:?}"));
+    }
+    problems.extend(check_problems(dist));
+    let orphans = orphan_increments(dist);
+    if !orphans.is_empty() {
+        problems.push(format!("increment folders without metadata: {orphans:?}"));
+    }
+    problems
 }
 
 /// Campaign parameters (`CRASH_TRIALS`, `CRASH_FILES`, `CRASH_SEED` override the defaults).
@@ -247,7 +313,11 @@ pub struct CampaignReport {
     /// Increments checked byte for byte after kills (summed over trials).
     pub increments_checked: usize,
     pub files_checked: usize,
+    /// Trials whose verification found a problem (the campaign stops at the first: later
+    /// trials would only compare against a damaged backup).
     pub failures: usize,
+    /// What was found, with the trial, the kill and the seed to replay it.
+    pub problems: Vec<String>,
 }
 
 /// Top-level corpus folders the campaign's config selects (`cache/` is left out).
@@ -265,9 +335,9 @@ fn run_backup(config: &Path) -> (std::process::Output, Duration) {
     (out, t.elapsed())
 }
 
-/// Starts `backup`, kills it with SIGKILL after `delay`; returns true when it was still
-/// running at that moment, and the run time when it finished by itself.
-fn kill_after(config: &Path, delay: Duration) -> (bool, Option<Duration>) {
+/// Starts `backup --config CONFIG -q`, kills it with SIGKILL after `delay`; returns true when
+/// it was still running at that moment, and the run time when it finished by itself.
+pub fn kill_after(config: &Path, delay: Duration) -> (bool, Option<Duration>) {
     let start = Instant::now();
     let mut child = Command::new(tool_bin("backup"))
         .arg("--config")
@@ -291,7 +361,8 @@ fn kill_after(config: &Path, delay: Duration) -> (bool, Option<Duration>) {
     (true, None)
 }
 
-/// Runs the campaign; panics at the first broken invariant (with the seed to replay it).
+/// Runs the campaign. A broken invariant ends it: counted in `failures`, described (with the
+/// seed to replay it) in `problems`.
 pub fn crash_campaign(opts: &CampaignOptions) -> CampaignReport {
     let tmp = match &opts.workdir {
         Some(d) => tempfile::tempdir_in(d).expect("tempdir"),
@@ -363,8 +434,14 @@ pub fn crash_campaign(opts: &CampaignOptions) -> CampaignReport {
                 "trial {trial} kill {k} after {delay:?} (seed {})",
                 opts.seed
             );
-            assert_versions_kept(&dist, &recorded, &when);
-            assert_versions_kept(&dist, &before, &when);
+            let found = verify_after_kill(&dist, &recorded, &before);
+            if !found.is_empty() {
+                report.failures += 1;
+                report
+                    .problems
+                    .push(format!("{when}:\n{}", found.join("\n")));
+                return report;
+            }
             report.increments_checked += before.len();
             report.files_checked += before.values().map(|t| t.len()).sum::<usize>();
         }
@@ -373,27 +450,19 @@ pub fn crash_campaign(opts: &CampaignOptions) -> CampaignReport {
         let before = committed_versions(&dist);
         let (out, took) = run_backup(&config);
         let when = format!("trial {trial} convergence run (seed {})", opts.seed);
-        assert!(
-            out.status.success(),
-            "{when}: exit {:?}: {:?}",
-            out.status.code(),
-            text(&out)
-        );
         typical = typical.mul_f64(0.7) + took.mul_f64(0.3);
-        assert_versions_kept(&dist, &recorded, &when);
-        assert_versions_kept(&dist, &before, &when);
-        let expected = selected(&src, &top);
-        let mirror = tree(&dist.join("mirror"));
-        if expected != mirror {
-            crate::assert_same_tree(&expected, &mirror);
+        let mut found = Vec::new();
+        if !out.status.success() {
+            found.push(format!("exit {:?}: {:?}", out.status.code(), text(&out)));
         }
-        let empty = empty_dirs(&dist.join("mirror"));
-        assert!(
-            empty.is_empty(),
-            "{when}: empty dirs left in the mirror: {empty:?}"
-        );
-        assert_check_clean(&dist, &when);
-        assert_no_orphan_increment(&dist, &when);
+        found.extend(verify_converged(&src, &top, &dist, &recorded, &before));
+        if !found.is_empty() {
+            report.failures += 1;
+            report
+                .problems
+                .push(format!("{when}:\n{}", found.join("\n")));
+            return report;
+        }
         recorded = committed_versions(&dist);
         report.trials += 1;
     }

@@ -306,10 +306,21 @@ pub fn contents(root: &Path) -> BTreeMap<Vec<u8>, [u8; 32]> {
 
 /// Asserts two trees are equal, naming the first differences.
 pub fn assert_same_tree(expected: &BTreeMap<Vec<u8>, Node>, actual: &BTreeMap<Vec<u8>, Node>) {
-    if expected == actual {
-        return;
+    let diffs = tree_differences(expected, actual);
+    if !diffs.is_empty() {
+        panic!("trees differ:\n{}", diffs.join("\n"));
     }
+}
+
+/// The first 20 differences between two trees (missing, differing, unexpected entries).
+pub fn tree_differences(
+    expected: &BTreeMap<Vec<u8>, Node>,
+    actual: &BTreeMap<Vec<u8>, Node>,
+) -> Vec<String> {
     let mut diffs = Vec::new();
+    if expected == actual {
+        return diffs;
+    }
     for (k, v) in expected {
         match actual.get(k) {
             None => diffs.push(format!("missing {:?}", String::from_utf8_lossy(k))),
@@ -326,7 +337,7 @@ pub fn assert_same_tree(expected: &BTreeMap<Vec<u8>, Node>, actual: &BTreeMap<Ve
         }
     }
     diffs.truncate(20);
-    panic!("trees differ:\n{}", diffs.join("\n"));
+    diffs
 }
 
 /// Every byte under `dir` (files, symlinks, and directories by name), for "nothing changed"
@@ -335,29 +346,11 @@ pub fn hash_dist(dir: &Path) -> BTreeMap<Vec<u8>, Node> {
     tree(dir)
 }
 
-/// Sets a file's mtime (seconds + ns) without following symlinks.
+/// Sets a file's times (seconds + ns) without following symlinks.
 pub fn set_mtime(path: &Path, secs: i64, nsec: i64) {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    let t = [
-        libc::timespec {
-            tv_sec: secs as libc::time_t,
-            tv_nsec: nsec as _,
-        },
-        libc::timespec {
-            tv_sec: secs as libc::time_t,
-            tv_nsec: nsec as _,
-        },
-    ];
-    // SAFETY: valid C string and two timespecs.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            t.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(rc, 0, "utimensat {}", path.display());
+    let t = filetime::FileTime::from_unix_time(secs, nsec as u32);
+    filetime::set_symlink_file_times(path, t, t)
+        .unwrap_or_else(|e| panic!("set times of {}: {e}", path.display()));
 }
 
 /// Output as text, for assertions and failure messages.
@@ -368,6 +361,7 @@ pub fn text(out: &Output) -> (String, String) {
     )
 }
 
+pub mod capability;
 pub mod faultfs;
 pub mod faults;
 pub mod mount;

@@ -1,11 +1,14 @@
 //! Invariant 4 of SPEC §2: interrupted runs (kill -9 at random moments, a full disk) lose
-//! nothing stored earlier, and the next run converges. Plus the lock.
+//! nothing stored earlier, and the next run converges. Plus the lock, between real runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use backup_tests::capability::{require, Tmpfs};
+use backup_tests::faultfs::{self, FailAt};
+use backup_tests::faults::{assert_check_clean, assert_no_orphan_increment, kill_after};
 use backup_tests::{assert_same_tree, bin, text, tree, Node, TestEnv};
 use serde_json::json;
 
@@ -144,34 +147,41 @@ fn kill_9_at_random_moments_loses_nothing_and_converges() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let mut killed = 0;
+    // Every trial ends with a kill that lands while `backup` runs: a run that finished before
+    // its kill came (and was checked like any other) is followed by another change and another
+    // try, aimed inside the duration that run took.
+    let mut window = full;
+    let (mut killed, mut finished) = (0, 0);
     for round in 0..trials {
-        for name in env.increments() {
-            if env.dist.join(&name).join(format!("{name}.json")).exists() {
-                kept.entry(name.clone())
-                    .or_insert_with(|| tree(&env.dist.join(&name)));
+        for attempt in 0.. {
+            for name in env.increments() {
+                if env.dist.join(&name).join(format!("{name}.json")).exists() {
+                    kept.entry(name.clone())
+                        .or_insert_with(|| tree(&env.dist.join(&name)));
+                }
             }
-        }
-        mutate(&env, &mut rng, round);
-        let mut child = Command::new(bin("backup"))
-            .arg("--config")
-            .arg(&env.config_path)
-            .arg("-q")
-            .spawn()
-            .unwrap();
-        // Later runs copy a fraction of the first one's bytes: aim inside them.
-        let delay = Duration::from_micros(rng.below(full.as_micros() as u64 + 1000));
-        std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_none() {
-            killed += 1;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        for (name, t) in &kept {
-            assert_same_tree(t, &tree(&env.dist.join(name)));
+            mutate(&env, &mut rng, round * 100 + attempt);
+            let delay = if attempt < 20 {
+                Duration::from_micros(rng.below(window.as_micros() as u64 + 1))
+            } else {
+                Duration::ZERO
+            };
+            let (mid_run, took) = kill_after(&env.config_path, delay);
+            for (name, t) in &kept {
+                assert_same_tree(t, &tree(&env.dist.join(name)));
+            }
+            if mid_run {
+                killed += 1;
+                break;
+            }
+            finished += 1;
+            window = took.unwrap_or(window);
         }
     }
-    eprintln!("{killed} of {trials} runs killed while running");
+    eprintln!(
+        "{killed} of {trials} trials killed a running backup ({finished} runs finished first)"
+    );
+    assert_eq!(killed, trials, "a trial ended without a kill mid-run");
     let out = env.backup(&["--json"]);
     let (so, se) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{so}\n{se}");
@@ -192,57 +202,112 @@ fn kill_9_at_random_moments_loses_nothing_and_converges() {
 }
 
 #[test]
-fn second_run_is_refused_while_the_lock_is_held() {
+fn a_run_that_ends_before_its_kill_is_not_counted_as_killed() {
+    // The kill counter above can go both ways: a refused run (its config names no source)
+    // exits at once and is reported as finished, even with the kill due much later...
+    let env = TestEnv::new();
+    std::fs::write(&env.config_path, br#"{"dist": "/nonexistent/dist"}"#).unwrap();
+    let (mid_run, took) = kill_after(&env.config_path, Duration::from_secs(60));
+    assert!(!mid_run && took.is_some(), "{mid_run} {took:?}");
+    // ...and a real run killed at once is reported as killed.
     let env = TestEnv::new();
     env.config(json!({"track_dirs": ["t"]}));
     env.write("t/a", b"a");
-    env.backup_ok(&[]);
-    let before = tree(&env.dist);
-    // Hold the lock the way a running backup does (flock on the lock file).
-    let lock = std::fs::File::open(env.dist.join(".backup.lock")).unwrap();
-    use std::os::fd::AsRawFd;
-    // SAFETY: valid descriptor.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    env.write("t/a", b"changed");
+    let (mid_run, took) = kill_after(&env.config_path, Duration::ZERO);
+    assert!(mid_run && took.is_none(), "{mid_run} {took:?}");
+}
+
+/// Starts a real `backup` whose copy of `slow` hangs (a stalled read of the fault file
+/// system) and returns once it is stuck there, holding the lock in the middle of its run.
+fn start_stuck_backup(env: &TestEnv, fs: &faultfs::Mounted, slow: &str) -> std::process::Child {
+    fs.set_fault(slow, Some(FailAt::Stall));
+    let mut child = Command::new(bin("backup"))
+        .arg("--config")
+        .arg(&env.config_path)
+        .arg("-q")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn backup");
+    let start = Instant::now();
+    while fs.stalled_reads() == 0 {
+        if let Some(st) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the first backup ended ({st}) before reaching {slow}: {:?}",
+                text(&out)
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the first backup never read {slow}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
+#[test]
+fn a_second_backup_is_refused_while_one_runs_and_the_lock_dies_with_its_holder() {
+    let env = TestEnv::new();
+    let real = env.dir.path().join("real");
+    std::fs::create_dir_all(real.join("docs")).unwrap();
+    std::fs::write(real.join("docs/a.txt"), b"a1").unwrap();
+    std::fs::write(real.join("docs/slow.bin"), vec![7u8; 64 << 10]).unwrap();
+    let Some(fs) = require(
+        "FUSE mount (/dev/fuse)",
+        faultfs::mount(&real, &env.src).map_err(|e| e.to_string()),
+    ) else {
+        return;
+    };
+    env.config(json!({"track_dirs": ["docs"]}));
+
+    // 1. A real run is busy (stuck copying docs/slow.bin); a second real run on the same
+    //    dist is refused before doing anything.
+    let first = start_stuck_backup(&env, &fs, "docs/slow.bin");
     let out = env.backup(&[]);
-    let (_, se) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{se}");
+    let (so, se) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{so}\n{se}");
     assert!(
         se.contains(".backup.lock"),
         "the message names the lock: {se}"
     );
     assert_eq!(se.lines().count(), 1, "one clear line: {se}");
-    assert_same_tree(&before, &tree(&env.dist));
-    drop(lock);
-    // A lock file left behind (as after kill -9) does not block.
-    env.backup_ok(&[]);
-}
+    assert!(fs.stalled_reads() > 0, "the first run is still busy");
+    // The first run, released, finishes undisturbed.
+    fs.set_fault("docs/slow.bin", None);
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    assert_same_tree(&tree(&env.src), &tree(&env.mirror()));
+    assert_check_clean(&env.dist, "after the refused second run");
 
-struct Mount(PathBuf);
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
+    // 2. A run killed (-9) while holding the lock: the kernel drops its lock with it, and the
+    //    next run recovers and converges.
+    std::fs::write(real.join("docs/a.txt"), b"a2").unwrap();
+    std::fs::write(real.join("docs/slow.bin"), vec![8u8; 64 << 10]).unwrap();
+    let mut holder = start_stuck_backup(&env, &fs, "docs/slow.bin");
+    assert!(env.dist.join(".backup.lock").exists());
+    holder.kill().unwrap();
+    // A read already handed to the file system must be answered before the killed process
+    // can finish dying (the kernel waits for it): lift the stall, then reap it.
+    fs.set_fault("docs/slow.bin", None);
+    holder.wait().unwrap();
+    let out = env.backup(&[]);
+    let (so, se) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{se}");
+    assert_same_tree(&tree(&env.src), &tree(&env.mirror()));
+    assert_check_clean(&env.dist, "after the holder was killed");
+    assert_no_orphan_increment(&env.dist, "after the holder was killed");
+    drop(fs);
 }
 
 #[test]
 fn full_disk_stops_cleanly_and_the_next_run_converges() {
     let env = TestEnv::new();
     let mnt = env.dir.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs"])
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    if !st.status.success() {
-        eprintln!(
-            "SKIPPED: cannot mount a tmpfs here: {}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+    let Some(_tmpfs) = require("tmpfs mount (mount -t tmpfs)", Tmpfs::mount(&mnt, "40m")) else {
         return;
-    }
-    let _guard = Mount(mnt.clone());
+    };
     let env = TestEnv {
         dist: mnt.join("dist"),
         ..env

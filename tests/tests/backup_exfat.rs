@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use backup_tests::capability::require;
 use backup_tests::{contents, set_mtime, text, TestEnv};
 use serde_json::json;
 
@@ -43,28 +44,25 @@ fn run(cmd: &str, args: &[&std::ffi::OsStr]) -> Result<String, String> {
     }
 }
 
+/// `Err` only when no loop device can be set up; panics on any later failure.
 fn mount_exfat(dir: &Path) -> Result<ExFat, String> {
     let img = dir.join("exfat.img");
     std::fs::File::create(&img)
         .and_then(|f| f.set_len(64 << 20))
-        .map_err(|e| e.to_string())?;
+        .expect("image file");
     let mnt = dir.join("usb");
-    std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
+    std::fs::create_dir(&mnt).expect("mount point");
     let mut guard = ExFat {
         mnt: mnt.clone(),
         loopdev: None,
         mounted: false,
     };
-    // Only a missing loop device is a reason to skip; every other failure fails the test.
-    let dev = match run(
+    // Only a missing loop device is a capability (see `require`); every other failure fails
+    // the test.
+    let dev = run(
         "losetup",
         &["-f".as_ref(), "--show".as_ref(), img.as_os_str()],
-    ) {
-        Ok(d) => d,
-        Err(e) => {
-            return Err(format!("SKIP {e}"));
-        }
-    };
+    )?;
     guard.loopdev = Some(dev.clone());
     run("mkfs.exfat", &[dev.as_ref()]).expect("mkfs.exfat (package exfatprogs)");
     run("mount.exfat-fuse", &[dev.as_ref(), mnt.as_os_str()])
@@ -76,13 +74,8 @@ fn mount_exfat(dir: &Path) -> Result<ExFat, String> {
 #[test]
 fn exfat_dist_falls_back_to_copies_and_says_so_once() {
     let env = TestEnv::new();
-    let fs = match mount_exfat(env.dir.path()) {
-        Ok(g) => g,
-        Err(e) if e.starts_with("SKIP") => {
-            eprintln!("SKIPPED: cannot set up a loop device here: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    let Some(fs) = require("loop device (losetup -f)", mount_exfat(env.dir.path())) else {
+        return;
     };
     let env = TestEnv {
         dist: fs.mnt.join("dist"),

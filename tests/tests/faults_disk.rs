@@ -5,19 +5,12 @@
 //! (The engine's tests cover one full-disk run; this sweeps where it lands.)
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use backup_tests::capability::{require, Tmpfs};
 use backup_tests::faults::{
     assert_check_clean, assert_no_orphan_increment, assert_versions_kept, committed_versions,
 };
 use backup_tests::{assert_same_tree, serde_json::json, text, tree, TestEnv};
-
-struct Tmpfs(PathBuf);
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 fn free_bytes(p: &Path) -> u64 {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
@@ -40,20 +33,9 @@ fn fill(dir: &Path, leave: u64) -> PathBuf {
 fn disk_full_at_any_moment_loses_nothing_and_the_next_run_converges() {
     let env = TestEnv::new();
     let mnt = env.dir.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    if !st.status.success() {
-        eprintln!(
-            "SKIPPED: cannot mount a tmpfs: {}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+    let Some(_tmpfs) = require("tmpfs mount (mount -t tmpfs)", Tmpfs::mount(&mnt, "24m")) else {
         return;
-    }
-    let _guard = Tmpfs(mnt.clone());
+    };
     let env = TestEnv {
         dist: mnt.join("dist"),
         ..env

@@ -292,11 +292,131 @@ fn read_all_bounded(root: &Path, found_secret: &mut bool, files: &mut usize) {
     }
 }
 
+/// True when `root` (a file, or a folder read recursively) holds the outside file's bytes.
 fn contains_secret(root: &Path) -> bool {
     let mut found = false;
     let mut n = 0;
-    read_all_bounded(root, &mut found, &mut n);
+    match std::fs::symlink_metadata(root) {
+        Ok(m) if m.is_file() => {
+            let b = std::fs::read(root).unwrap_or_default();
+            found = b.windows(SECRET.len()).any(|w| w == SECRET);
+        }
+        Ok(m) if m.is_dir() => read_all_bounded(root, &mut found, &mut n),
+        _ => {}
+    }
     found
+}
+
+/// Starts `mount` (a `backup-tool BACKUP mount MNT`), waits for the mount, reads everything
+/// through it, then stops it with SIGTERM. Returns what went wrong: the mount never appearing
+/// (the tool exited or hung first: then nothing could be checked), the outside file's bytes
+/// served, `find` hanging, a panic, no clean stop.
+fn mount_and_read_all(mut mount: Command, mnt: &Path, what: &str) -> Vec<String> {
+    let limit = Duration::from_secs(30);
+    let mut failures = Vec::new();
+    let mut child = mount
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the mount");
+    if wait_mounted(mnt, &mut child) {
+        if contains_secret(mnt) {
+            failures.push(format!(
+                "[{what}] the mount served the outside file's bytes"
+            ));
+        }
+        let (code, _, se) = run(Command::new("find").arg(mnt), limit);
+        if code.is_none() {
+            failures.push(format!("[{what}] find over the mount hung: {se}"));
+        }
+    } else {
+        failures.push(format!(
+            "[{what}] the mount never appeared, so nothing was read through it"
+        ));
+    }
+    // SAFETY: plain signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            let _ = Command::new("umount").arg("-l").arg(mnt).status();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+    match status {
+        None => failures.push(format!("[{what}] mount did not stop on SIGTERM")),
+        Some(st) if st.code() == Some(101) || err.contains("panicked") => {
+            failures.push(format!("[{what}] mount panicked: {err}"))
+        }
+        Some(st) if failures.iter().any(|f| f.contains("never appeared")) => {
+            failures.push(format!("[{what}] the mount ended with {st}: {err}"))
+        }
+        _ => {}
+    }
+    failures
+}
+
+/// Runs the script `search --generate-script` wrote, in a folder of its own, and returns how
+/// many files it restored and what went wrong: it reading the outside file's bytes into what
+/// it wrote, writing anywhere but `restored/` there, changing the backup, hanging, or never
+/// having been written.
+fn run_generated_script(
+    script: &Path,
+    run_dir: &Path,
+    dist: &Path,
+    what: &str,
+) -> (usize, Vec<String>) {
+    let mut failures = Vec::new();
+    if !script.is_file() {
+        return (
+            0,
+            vec![format!("[{what}] search --generate-script wrote no script")],
+        );
+    }
+    std::fs::create_dir(run_dir).unwrap();
+    let dist_before = tree(dist);
+    let (code, so, se) = run(
+        Command::new("bash")
+            .arg(script)
+            .arg("restored")
+            .current_dir(run_dir),
+        Duration::from_secs(30),
+    );
+    if code.is_none() {
+        failures.push(format!("[{what}] the generated script hung"));
+    }
+    // A hostile catalog may leave nothing to restore, or make a copy fail (exit 1): both fine.
+    let restored = tree(&run_dir.join("restored")).len();
+    if code.is_some_and(|c| c > 1) || se.contains("syntax error") {
+        failures.push(format!(
+            "[{what}] the generated script broke ({code:?}): {so}{se}"
+        ));
+    }
+    if contains_secret(run_dir) {
+        failures.push(format!(
+            "[{what}] the generated script copied the outside file's bytes ({code:?})"
+        ));
+    }
+    let top: Vec<_> = std::fs::read_dir(run_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    if top.iter().any(|n| n != "restored") {
+        failures.push(format!("[{what}] the generated script wrote {top:?}"));
+    }
+    if tree(dist) != dist_before {
+        failures.push(format!("[{what}] the generated script changed the backup"));
+    }
+    (restored, failures)
 }
 
 #[test]
@@ -322,6 +442,7 @@ fn crafted_metadata_never_panics_nor_escapes() {
 
     let mut failures = Vec::new();
     let mut commands_run = 0;
+    let mut scripts_that_restored = 0;
     for (i, (what, craft)) in variants().into_iter().enumerate() {
         let dist = env.dir.path().join(format!("dist{i}"));
         let st = Command::new("cp")
@@ -423,51 +544,23 @@ fn crafted_metadata_never_panics_nor_escapes() {
         for args in &cmds {
             tool(args, &mut failures);
         }
-        commands_run += cmds.len() + later.len() + 2;
+        commands_run += cmds.len() + later.len() + 3;
         // The mount: list and read everything through it.
         let mnt = scratch.join("mnt");
         std::fs::create_dir(&mnt).unwrap();
-        let mut child = Command::new(bin("backup-tool"))
-            .arg(&d)
-            .arg("mount")
-            .arg(&mnt)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if wait_mounted(&mnt, &mut child) {
-            if contains_secret(&mnt) {
-                failures.push(format!(
-                    "[{what}] the mount served the outside file's bytes"
-                ));
-            }
-            let (code, _, se) = run(Command::new("find").arg(&mnt), tool_limit);
-            if code.is_none() {
-                failures.push(format!("[{what}] find over the mount hung: {se}"));
-            }
-            // SAFETY: plain signal to our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        }
-        let start = Instant::now();
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break Some(st);
-            }
-            if start.elapsed() > Duration::from_secs(15) {
-                let _ = child.kill();
-                let _ = Command::new("umount").arg("-l").arg(&mnt).status();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut err = String::new();
-        let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
-        match status {
-            None => failures.push(format!("[{what}] mount did not stop on SIGTERM")),
-            Some(st) if st.code() == Some(101) || err.contains("panicked") => {
-                failures.push(format!("[{what}] mount panicked: {err}"))
-            }
-            _ => {}
+        let mut mount = Command::new(bin("backup-tool"));
+        mount.arg(&d).arg("mount").arg(&mnt);
+        failures.extend(mount_and_read_all(mount, &mnt, what));
+        // The restore script search wrote: run it, and look at what it wrote.
+        let (restored, found) = run_generated_script(
+            &scratch.join("restore.sh"),
+            &scratch.join("script-run"),
+            &dist,
+            what,
+        );
+        failures.extend(found);
+        if restored > 0 {
+            scripts_that_restored += 1;
         }
 
         for args in &later {
@@ -486,30 +579,20 @@ fn crafted_metadata_never_panics_nor_escapes() {
         // After recreate, the mount must still not serve outside bytes.
         let mnt2 = scratch.join("mnt2");
         std::fs::create_dir(&mnt2).unwrap();
-        let mut child = Command::new(bin("backup-tool"))
-            .arg(&d)
-            .arg("mount")
-            .arg(&mnt2)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        if wait_mounted(&mnt2, &mut child) && contains_secret(&mnt2) {
-            failures.push(format!(
-                "[{what}] after recreate, the mount served the outside file's bytes"
-            ));
-        }
-        // SAFETY: plain signal to our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        if child.wait().is_err() {
-            let _ = Command::new("umount").arg("-l").arg(&mnt2).status();
-        }
+        let mut mount = Command::new(bin("backup-tool"));
+        mount.arg(&d).arg("mount").arg(&mnt2);
+        failures.extend(
+            mount_and_read_all(mount, &mnt2, what)
+                .into_iter()
+                .map(|f| format!("after recreate: {f}")),
+        );
 
         // Nothing outside changed, nothing of the outside was restored.
         if tree(&outside) != outside_before {
             failures.push(format!("[{what}] the folder outside the backup changed"));
         }
         for r in std::fs::read_dir(&scratch).unwrap().flatten() {
+            // Every restore target, the generated script itself and what it restored.
             if !r.file_name().to_string_lossy().starts_with("mnt") && contains_secret(&r.path()) {
                 failures.push(format!(
                     "[{what}] {} holds the outside file's bytes",
@@ -531,11 +614,71 @@ fn crafted_metadata_never_panics_nor_escapes() {
         .collect();
     top.sort();
     assert!(top.is_empty(), "files appeared outside: {top:?}");
-    eprintln!("{commands_run} hostile command runs");
+    eprintln!("{commands_run} hostile command runs; {scripts_that_restored} generated scripts restored files");
+    // Most variants leave something to find: their scripts must really have copied files.
+    assert!(
+        scripts_that_restored >= 6,
+        "only {scripts_that_restored} generated scripts restored anything"
+    );
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",
         failures.len(),
         failures.join("\n---\n")
+    );
+}
+
+#[test]
+fn the_mount_check_fails_when_the_mount_never_appears() {
+    let env = TestEnv::new();
+    let mnt = env.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    // Not a backup: the tool refuses and exits without mounting anything.
+    let mut mount = Command::new(bin("backup-tool"));
+    mount
+        .arg(env.dir.path().join("nothing-here"))
+        .arg("mount")
+        .arg(&mnt);
+    let failures = mount_and_read_all(mount, &mnt, "no backup");
+    assert!(
+        failures.iter().any(|f| f.contains("never appeared")),
+        "{failures:?}"
+    );
+}
+
+#[test]
+fn the_script_check_fails_on_a_script_that_copies_outside_bytes_or_is_missing() {
+    let env = TestEnv::new();
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("victim.txt"), SECRET).unwrap();
+    env.write("docs/a.txt", b"a");
+    env.config(json!({"track_dirs": ["docs"]}));
+    env.backup_ok(&[]);
+    // A script that does what a broken generator might: copy a file from outside the backup.
+    let script = env.dir.path().join("evil.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "mkdir -p restored && cp {} restored/\n",
+            outside.join("victim.txt").display()
+        ),
+    )
+    .unwrap();
+    let (_, failures) =
+        run_generated_script(&script, &env.dir.path().join("run1"), &env.dist, "evil");
+    assert!(
+        failures.iter().any(|f| f.contains("outside file's bytes")),
+        "{failures:?}"
+    );
+    let (_, failures) = run_generated_script(
+        &env.dir.path().join("never-written.sh"),
+        &env.dir.path().join("run2"),
+        &env.dist,
+        "missing",
+    );
+    assert!(
+        failures.iter().any(|f| f.contains("wrote no script")),
+        "{failures:?}"
     );
 }

@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
+use backup_tests::capability::{self, require};
 use backup_tests::faultfs::{self, FailAt};
 use backup_tests::faults::{
     assert_check_clean, assert_no_orphan_increment, assert_versions_kept, committed_versions,
@@ -45,12 +46,11 @@ fn eio_on_source_files_is_named_the_rest_kept_and_retried_next_time() {
     write(&real, "docs/bad_open.txt", b"cannot even open me");
     write(&real, "music/bad_music.bin", &big);
     write(&real, "music/ok.bin", b"fine");
-    let fs = match faultfs::mount(&real, &env.src) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("SKIPPED: cannot mount FUSE here: {e}");
-            return;
-        }
+    let Some(fs) = require(
+        "FUSE mount (/dev/fuse)",
+        faultfs::mount(&real, &env.src).map_err(|e| e.to_string()),
+    ) else {
+        return;
     };
     env.config(json!({"track_dirs": ["docs"], "include_dirs": ["music"]}));
     let bad = [
@@ -135,9 +135,11 @@ fn chown_nobody(p: &Path) {
 
 #[test]
 fn unreadable_files_as_an_unprivileged_user_are_named_and_retried() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: needs root to switch to nobody");
+    if require("root (to switch to nobody)", capability::root()).is_none() {
+        return;
+    }
+    let probe = capability::run_probe(as_nobody(Path::new("true")).stdin(Stdio::null()));
+    if require("setpriv --reuid=nobody (util-linux)", probe).is_none() {
         return;
     }
     let env = TestEnv::new();
@@ -184,10 +186,6 @@ fn unreadable_files_as_an_unprivileged_user_are_named_and_retried() {
     };
     let out = run();
     let (so, se) = text(&out);
-    if se.contains("setpriv:") {
-        eprintln!("SKIPPED: setpriv cannot switch users here: {se}");
-        return;
-    }
     assert_eq!(out.status.code(), Some(1), "{so}\n{se}");
     assert!(
         se.contains("docs/secret.txt"),

@@ -43,13 +43,9 @@ fn assert_erofs(what: &str, r: std::io::Result<impl std::fmt::Debug>) {
     }
 }
 
-#[test]
-fn every_write_type_operation_fails_with_erofs_and_changes_nothing() {
-    let (env, a, b) = two_backups();
-    let dist = env.dist.clone();
-    let before = digest(&dist);
-    let m = MountedBackup::start(&dist, &env.dir.path().join("mnt"));
-
+/// Every write-type call on files and folders of each part of the tree (mirror, increments,
+/// snapshots, history) under the mount at `root` fails with EROFS; reading still works.
+fn assert_every_write_is_erofs(root: &Path, a: &str, b: &str) {
     let dirs = [
         "mirror/docs".to_string(),
         format!("increments/{b}/track/docs"),
@@ -58,7 +54,7 @@ fn every_write_type_operation_fails_with_erofs_and_changes_nothing() {
         "history/docs/report.txt".to_string(),
     ];
     for d in &dirs {
-        let dir = m.path(d);
+        let dir = root.join(d);
         let file = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -144,12 +140,70 @@ fn every_write_type_operation_fails_with_erofs_and_changes_nothing() {
         // Reading works and changes nothing either.
         fs::read(&file).unwrap();
     }
-    let _ = read_tree(&m.path("snapshots"));
+    let _ = read_tree(&root.join("snapshots"));
+}
+
+/// The options column of `dir`'s line in /proc/mounts.
+fn mount_options(dir: &Path) -> String {
+    let dir = dir.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(dir.as_str()))
+        .and_then(|l| l.split(' ').nth(3).map(str::to_owned))
+        .expect("mount listed")
+}
+
+#[test]
+fn every_write_type_operation_fails_with_erofs_and_changes_nothing() {
+    let (env, a, b) = two_backups();
+    let dist = env.dist.clone();
+    let before = digest(&dist);
+    let m = MountedBackup::start(&dist, &env.dir.path().join("mnt"));
+    assert_every_write_is_erofs(&m.dir, &a, &b);
     drop(m);
     assert_eq!(
         digest(&dist),
         before,
         "the backup changed under a read-only mount"
+    );
+}
+
+#[test]
+fn without_the_kernel_read_only_flag_the_adapter_itself_refuses_every_write() {
+    use backup_mountfs::BackupFs;
+    use backup_platform::fs::volume_stats;
+    use backup_platform::fuse::{mount, MountConfig};
+    use std::sync::Arc;
+
+    let (env, a, b) = two_backups();
+    let dist = env.dist.clone();
+    let before = digest(&dist);
+    let fs = Arc::new(BackupFs::open(backup_core::Repository::at(&dist)).unwrap());
+    assert_eq!(fs.load_metadata(), vec![]);
+    let dir = env.dir.path().join("rw-mnt");
+    fs::create_dir(&dir).unwrap();
+    let cfg = MountConfig {
+        kernel_read_only: false,
+        ..MountConfig::default()
+    };
+    let mounted = mount(fs, &dir, &cfg).expect("mount through the adapter");
+    // The kernel would let writes through: only the adapter stands in their way.
+    let options = mount_options(&dir);
+    assert!(options.split(',').any(|o| o == "rw"), "{options}");
+    assert_every_write_is_erofs(&dir, &a, &b);
+    // statfs: the size of the disk holding the backup, nothing free (nobody can write here).
+    let (on_mount, on_disk) = (volume_stats(&dir).unwrap(), volume_stats(&dist).unwrap());
+    assert_eq!(
+        (on_mount.total_bytes, on_mount.block_size, on_mount.files),
+        (on_disk.total_bytes, on_disk.block_size, on_disk.files),
+    );
+    assert_eq!((on_mount.free_bytes, on_mount.available_bytes), (0, 0));
+    mounted.unmount().unwrap();
+    assert_eq!(
+        digest(&dist),
+        before,
+        "the backup changed under the adapter's mount"
     );
 }
 
@@ -221,15 +275,7 @@ fn missing_busy_or_non_empty_mount_points_are_refused() {
 #[test]
 fn allow_other_only_when_asked() {
     let (env, _, _) = two_backups();
-    let options = |dir: &Path| -> String {
-        let dir = dir.to_string_lossy().into_owned();
-        fs::read_to_string("/proc/mounts")
-            .unwrap()
-            .lines()
-            .find(|l| l.split(' ').nth(1) == Some(dir.as_str()))
-            .and_then(|l| l.split(' ').nth(3).map(str::to_owned))
-            .expect("mount listed")
-    };
+    let options = mount_options;
     let m = MountedBackup::start(&env.dist, &env.dir.path().join("private"));
     let o = options(&m.dir);
     assert!(o.split(',').any(|x| x == "ro"), "{o}");

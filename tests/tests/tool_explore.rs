@@ -175,12 +175,14 @@ fn search_masks_filters_and_mirror() {
 #[test]
 fn colour_only_on_a_terminal_and_never_with_no_color() {
     let s = scenario();
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
+    let probe = backup_tests::capability::run_probe(std::process::Command::new("script").args([
+        "-qec",
+        "true",
+        "/dev/null",
+    ]));
+    if backup_tests::capability::require("a terminal through `script` (util-linux)", probe)
+        .is_none()
     {
-        eprintln!("`script` (util-linux) missing: terminal colour not tested");
         return;
     }
     let bin = backup_tests::toolenv::binary("backup-tool");
