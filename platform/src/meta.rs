@@ -141,7 +141,7 @@ impl Owners {
 }
 
 #[cfg(unix)]
-pub use imp::{apply_fd, apply_symlink, read_at, read_fd};
+pub use imp::{apply_fd, apply_symlink, read_at, read_fd, set_xattrs_fd, xattrs_of_fd, xattrs_of_path};
 
 /// Applies `m` to an open regular file.
 pub fn apply_file(
@@ -237,6 +237,22 @@ mod imp {
             .list_all()
             .map_err(|e| FsError::new("read xattrs", &path, e))?;
         Ok(meta_of(&st, x))
+    }
+
+    /// The extended attributes of the entry at `path` itself (a symlink is not followed), as
+    /// [`Meta::xattrs`] holds them.
+    pub fn xattrs_of_path(path: &Path) -> io::Result<Vec<Xattr>> {
+        xattr::Target::path(path).list_all()
+    }
+
+    /// The extended attributes of an open file or folder.
+    pub fn xattrs_of_fd(fd: impl AsFd) -> io::Result<Vec<Xattr>> {
+        xattr::Target::Fd(fd.as_fd()).list_all()
+    }
+
+    /// Sets exactly `want` on an open file (see [`Apply::xattrs`]).
+    pub fn set_xattrs_fd(fd: impl AsFd, want: &[Xattr]) -> io::Result<()> {
+        xattr::Target::Fd(fd.as_fd()).replace(want, is_root())
     }
 
     /// The metadata of an open file or folder.
@@ -387,6 +403,10 @@ mod imp {
         }
 
         impl Target<'_> {
+            pub(super) fn path(p: &std::path::Path) -> Target<'static> {
+                Target::Link(p.to_path_buf())
+            }
+
             pub(super) fn at(dir: &crate::sandbox::SafeDir, name: &OsStr) -> Target<'static> {
                 use std::os::fd::AsFd;
                 let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_fd().as_raw_fd()));
@@ -526,6 +546,9 @@ mod imp {
         }
 
         impl Target<'_> {
+            pub(super) fn path(_p: &std::path::Path) -> Target<'static> {
+                Target::Link
+            }
             pub(super) fn at(_dir: &crate::sandbox::SafeDir, _name: &OsStr) -> Target<'static> {
                 Target::Link
             }
