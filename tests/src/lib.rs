@@ -350,5 +350,6 @@ pub mod faultfs;
 pub mod faults;
 pub mod mount;
 pub mod mount_fixture;
+pub mod serve;
 
 pub mod toolenv;

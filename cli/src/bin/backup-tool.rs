@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "backup-tool",
     version,
-    about = "Explore, check, restore and mount a backup"
+    about = "Explore, check, restore, mount and serve a backup"
 )]
 struct Cli {
     /// The backup (its `dist` folder). Without it, the `dist` of --config is used.
@@ -47,6 +47,8 @@ enum Command {
     Prune(tool::prune::Args),
     /// Expose the backup as a read-only filesystem.
     Mount(tool::mount::Args),
+    /// Serve the backup read-only over WebDAV and HTTP (no FUSE or WinFsp needed).
+    Serve(tool::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Delete(a) => tool::delete::run(&repo, a),
         Command::Prune(a) => tool::prune::run(&repo, a),
         Command::Mount(a) => tool::mount::run(&repo, a),
+        Command::Serve(a) => tool::serve::run(&repo, a),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
