@@ -247,6 +247,11 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
 /// a non-UTF-8 name), a 300 KB file, a subfolder and, with `links`, four symlinks (one to a
 /// file in the tree, one absolute out of it, one climbing out of it, one to a folder).
 pub fn fixture(links: bool) -> crate::TestEnv {
+    fixture_with(links, true)
+}
+
+/// [`fixture`], optionally without the non-UTF-8 name (for clients that cannot keep one).
+pub fn fixture_with(links: bool, latin1: bool) -> crate::TestEnv {
     let env = crate::TestEnv::new();
     env.config(serde_json::json!({"track_dirs": ["docs"]}));
     env.write("docs/plain.txt", b"plain v1\n");
@@ -254,7 +259,9 @@ pub fn fixture(links: bool) -> crate::TestEnv {
     env.write("docs/.hidden", b"dot-file\n");
     env.write("docs/big.bin", &noise(7, 300_000));
     env.write("docs/sub/deep.txt", b"deep\n");
-    env.write_raw("docs", b"caf\xe9.txt", b"latin-1 name\n");
+    if latin1 {
+        env.write_raw("docs", b"caf\xe9.txt", b"latin-1 name\n");
+    }
     if links {
         let d = env.src.join("docs");
         std::os::unix::fs::symlink("big.bin", d.join("inlink")).expect("symlink");

@@ -3,8 +3,8 @@
 //!
 //! Limits, so a slow or hostile client cannot stall others or exhaust memory:
 //! - at most `max_connections` connections; when full, the connection idle the longest (no
-//!   request in flight) is closed to make room, so a flood of idle sockets never locks out a
-//!   real client;
+//!   request in flight, perhaps half a request head) is closed to make room, so a flood of
+//!   idle sockets never locks out a real client;
 //! - a request head must arrive within `header_timeout` and fit in 64 KiB;
 //! - a connection with nothing moving for `idle_timeout` is closed (twice that while a
 //!   response is stuck on a client that does not read);
@@ -402,7 +402,6 @@ impl<F: ReadOnlyFs> Server<F> {
     ) -> io::Result<()> {
         let registry = Arc::new(Registry::default());
         let slots = Arc::new(Semaphore::new(self.cfg.max_connections.max(1)));
-        let waiting = Arc::new(AtomicUsize::new(0));
         let (stop_tx, stop_rx) = watch::channel(false);
         let tls = self.cfg.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tokio::pin!(shutdown);
@@ -421,37 +420,31 @@ impl<F: ReadOnlyFs> Server<F> {
             };
             let _ = tcp.set_nodelay(true);
             let permit = match Arc::clone(&slots).try_acquire_owned() {
-                Ok(p) => Some(p),
+                Ok(p) => p,
                 Err(_) => {
-                    // Full: make room by closing the idlest connection; this one waits for
-                    // its slot (a bounded number may wait, the rest are dropped).
-                    if !registry.evict_idlest() || waiting.load(Ordering::Relaxed) >= 64 {
+                    // Full: close the idlest connection (it has no request in flight, so
+                    // nothing is lost) and take its slot; when every connection is busy,
+                    // this one is dropped.
+                    if !registry.evict_idlest() {
                         drop(tcp);
                         continue;
                     }
-                    None
+                    let wait = Arc::clone(&slots).acquire_owned();
+                    match tokio::time::timeout(Duration::from_secs(1), wait).await {
+                        Ok(Ok(p)) => p,
+                        _ => {
+                            drop(tcp);
+                            continue;
+                        }
+                    }
                 }
             };
             let server = Arc::clone(&self);
             let registry = Arc::clone(&registry);
-            let slots = Arc::clone(&slots);
-            let waiting = Arc::clone(&waiting);
             let stop = stop_rx.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
-                let _permit = match permit {
-                    Some(p) => p,
-                    None => {
-                        waiting.fetch_add(1, Ordering::Relaxed);
-                        let p = tokio::time::timeout(Duration::from_secs(2), slots.acquire_owned())
-                            .await;
-                        waiting.fetch_sub(1, Ordering::Relaxed);
-                        match p {
-                            Ok(Ok(p)) => p,
-                            _ => return,
-                        }
-                    }
-                };
+                let _permit = permit;
                 let state = Arc::new(ConnState {
                     last: AtomicU64::new(server.started.elapsed().as_millis() as u64),
                     in_flight: AtomicUsize::new(0),
@@ -532,10 +525,8 @@ impl<F: ReadOnlyFs> Server<F> {
                     }
                     break;
                 }
-                _ = state.evict.notified(), if closing_since.is_none() => {
-                    conn.as_mut().graceful_shutdown();
-                    closing_since = Some(Instant::now());
-                }
+                // Chosen to make room: nothing is in flight, so just close.
+                _ = state.evict.notified() => break,
                 _ = stop.changed(), if closing_since.is_none() => {
                     conn.as_mut().graceful_shutdown();
                     closing_since = Some(Instant::now());
