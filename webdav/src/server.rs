@@ -66,7 +66,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             max_ranges: 16,
             max_body: 64 * 1024,
-            read_buf_size: 256 * 1024,
+            read_buf_size: 1024 * 1024,
         }
     }
 }
