@@ -105,6 +105,25 @@ echo "GET mirror/...          $t_get s  ($(calc "$BIG_MB/$t_get") MiB/s)  speed 
 echo "GET snapshots/latest/.. $t_snap s  ($(calc "$BIG_MB/$t_snap") MiB/s)  speed ratio $(calc "$t_cat/$t_snap")x"
 t_ref=$(best curl -sf -o /dev/null "${REF_URL}bench/big.bin")
 echo "GET from rclone serve   $t_ref s  ($(calc "$BIG_MB/$t_ref") MiB/s)  speed ratio $(calc "$t_cat/$t_ref")x (reference server)"
+# The transport's floor: a minimal HTTP responder that hands the file to the kernel with
+# sendfile(2) (no user-space copy at all), received by the same curl.
+cat >"$W/sendfile.py" <<'PY'
+import os, socket, sys
+path, s = sys.argv[1], socket.socket()
+s.bind(("127.0.0.1", 0)); s.listen(4); print(s.getsockname()[1], flush=True)
+size = os.path.getsize(path)
+while True:
+    c, _ = s.accept(); c.recv(65536)
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % size)
+    with open(path, "rb") as f:
+        c.sendfile(f)
+    c.close()
+PY
+coproc SF { python3 "$W/sendfile.py" "$BIG"; }
+read -r SF_PORT <&"${SF[0]}"
+t_sf=$(best curl -sf -o /dev/null "http://127.0.0.1:$SF_PORT/")
+kill "$SF_PID" 2>/dev/null || true
+echo "GET from sendfile(2)    $t_sf s  ($(calc "$BIG_MB/$t_sf") MiB/s)  speed ratio $(calc "$t_cat/$t_sf")x (floor of loopback TCP + curl)"
 
 echo
 echo "== PROPFIND Depth 1 of a $WIDE-entry folder"
@@ -127,10 +146,30 @@ t_rm=$(REPEAT=1 best lsf mirror "$URL")
 t_rs=$(REPEAT=1 best lsf snapshots/latest "$URL")
 t_rr=$(REPEAT=1 best lsf "" "$REF_URL")
 n_rs=$(lsf snapshots/latest "$URL" 2>/dev/null | grep -vc '/$')
+# The server's own share: the same walk with no client pacing (PROPFIND Depth 1 per folder on
+# one keep-alive connection, Python's http.client).
+cat >"$W/walk.py" <<'PY'
+import http.client, re, sys, urllib.parse
+u = urllib.parse.urlparse(sys.argv[1])
+c = http.client.HTTPConnection(u.hostname, u.port)
+todo, files = [sys.argv[2]], 0
+while todo:
+    d = todo.pop()
+    c.request("PROPFIND", d, headers={"Depth": "1"})
+    body = c.getresponse().read().decode("utf-8", "replace")
+    for h in re.findall(r"<D:href>([^<]*)</D:href>", body)[1:]:
+        if h.endswith("/"):
+            todo.append(h)
+        else:
+            files += 1
+print(files)
+PY
+t_pw=$(best python3 "$W/walk.py" "$URL" /mirror/)
 echo "find mirror                      $t_find s  ($(find "$W/dist/mirror" -type d | wc -l) folders)"
 echo "rclone lsf -R mirror/            $t_rm s  ratio $(calc "$t_rm/$t_find")x (goal <= 5)"
 echo "rclone lsf -R snapshots/latest/  $t_rs s  ($n_rs tracked files)  ratio $(calc "$t_rs/$t_find")x"
 echo "rclone lsf -R on rclone serve    $t_rr s  ratio $(calc "$t_rr/$t_find")x (reference server, same mirror)"
+echo "unpaced PROPFIND walk of mirror/ $t_pw s  ratio $(calc "$t_pw/$t_find")x ($(python3 "$W/walk.py" "$URL" /mirror/) files)"
 
 echo
 echo "server peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$SRV/status)"

@@ -94,6 +94,9 @@ fn file_info(a: &NodeAttr) -> FileInfo {
     info
 }
 
+/// A directory's entries with their attributes, sorted by name.
+type Listing = Arc<Vec<(U16CString, FileInfo)>>;
+
 /// One open file or directory.
 pub struct Handle {
     ino: Ino,
@@ -101,7 +104,7 @@ pub struct Handle {
     file: Option<File>,
     /// A directory's entries (sorted by name), listed on the first read of this handle so
     /// WinFsp can page through a listing that does not move under it.
-    listing: Mutex<Option<Arc<Vec<(U16CString, FileInfo)>>>>,
+    listing: Mutex<Option<Listing>>,
 }
 
 struct Adapter<F: ReadOnlyFs> {
@@ -126,7 +129,7 @@ impl<F: ReadOnlyFs> Adapter<F> {
         Ok(attr)
     }
 
-    fn list(&self, h: &Handle) -> Result<Arc<Vec<(U16CString, FileInfo)>>, FsError> {
+    fn list(&self, h: &Handle) -> Result<Listing, FsError> {
         let mut slot = h.listing.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = &*slot {
             return Ok(Arc::clone(l));

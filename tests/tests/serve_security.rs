@@ -248,7 +248,9 @@ fn hostile_requests_are_refused_and_the_server_stays_alive_and_small() {
     let _ = raw_request(port, &[0xffu8; 4096], Duration::from_secs(5));
 
     // Two thousand idle connections (more than the connection limit) must not lock out a
-    // real client: the idlest ones are closed to make room.
+    // real client: the idlest ones are closed to make room. This process needs the
+    // descriptors for them too.
+    raise_fd_limit(4096);
     let mut idle = Vec::new();
     for _ in 0..2000 {
         match TcpStream::connect(("127.0.0.1", port)) {
@@ -279,4 +281,16 @@ fn hostile_requests_are_refused_and_the_server_stays_alive_and_small() {
     assert!(s.alive(), "the server died");
     assert_eq!(get(&s.url("mirror/docs/plain.txt")), b"plain v2, longer\n");
     assert!(s.stop().success());
+}
+
+/// Raises this process's open-file limit to at least `want` (up to the hard limit).
+fn raise_fd_limit(want: u64) {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < want {
+            rl.rlim_cur = want.min(rl.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
 }

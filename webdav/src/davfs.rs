@@ -329,7 +329,7 @@ impl DavDirEntry for DirEntryOut {
     }
 }
 
-/// An open backing file, read with positional reads (no shared cursor in the kernel).
+/// An open backing file; each request opens its own, so its cursor is this reader's alone.
 #[derive(Debug)]
 struct ReadFile {
     file: Arc<File>,
@@ -337,15 +337,15 @@ struct ReadFile {
     meta: Meta,
 }
 
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::FileExt::read_at(file, buf, offset)
-    }
-    #[cfg(windows)]
-    {
-        std::os::windows::fs::FileExt::seek_read(file, buf, offset)
-    }
+/// Up to `count` bytes of `file` from `pos` (fewer only at the end of the file). Read into
+/// spare capacity, so a 1 MiB step never zero-fills its buffer first.
+fn read_chunk(file: &File, pos: u64, count: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    let mut f = file;
+    f.seek(SeekFrom::Start(pos))?;
+    let mut buf = Vec::with_capacity(count);
+    f.take(count as u64).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 impl DavFile for ReadFile {
@@ -364,21 +364,10 @@ impl DavFile for ReadFile {
         let pos = self.pos;
         async move {
             let buf = blocking(move || {
-                let mut buf = vec![0u8; count];
-                let mut filled = 0;
-                while filled < count {
-                    match read_at(&file, &mut buf[filled..], pos + filled as u64) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            tracing::warn!("read error at offset {}: {e}", pos + filled as u64);
-                            return Err(DavError::GeneralFailure);
-                        }
-                    }
-                }
-                buf.truncate(filled);
-                Ok(buf)
+                read_chunk(&file, pos, count).map_err(|e| {
+                    tracing::warn!("read error at offset {pos}: {e}");
+                    DavError::GeneralFailure
+                })
             })
             .await?;
             self.pos += buf.len() as u64;

@@ -303,7 +303,8 @@ impl<F: ReadOnlyFs> Server<F> {
             ));
         }
         let raw = req.uri().path().to_owned();
-        if !(method == Method::OPTIONS && raw == "*") && !path_ok(&raw) {
+        let star = method == Method::OPTIONS && raw == "*";
+        if !star && !path_ok(&raw) {
             return simple(StatusCode::BAD_REQUEST, "bad path");
         }
         if propfind {
