@@ -272,6 +272,7 @@ fn hostile_requests_are_refused_and_the_server_stays_alive_and_small() {
     assert_eq!(out.stdout, b"plain v2, longer\n");
     assert_eq!(get(&s.url("mirror/docs/plain.txt")), b"plain v2, longer\n");
     let rss = s.rss_kib();
+    eprintln!("server RSS with 2000 idle sockets: {rss} KiB");
     assert!(
         rss > 0 && rss < 256 * 1024,
         "server RSS {rss} KiB with 2000 idle sockets"

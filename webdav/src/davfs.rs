@@ -454,3 +454,46 @@ impl<F: ReadOnlyFs> DavFileSystem for DavTree<F> {
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: &[&str]) -> Vec<Vec<u8>> {
+        v.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn link_targets_stay_inside_their_view() {
+        let link = p(&["mirror", "docs", "link"]);
+        let t = |s: &str| resolve_target(&link, OsStr::new(s), 1);
+        assert_eq!(t("big.bin"), Some(p(&["mirror", "docs", "big.bin"])));
+        assert_eq!(
+            t("./sub/../big.bin"),
+            Some(p(&["mirror", "docs", "big.bin"]))
+        );
+        assert_eq!(t("../other/x"), Some(p(&["mirror", "other", "x"])));
+        // Out of the view, to the view itself, absolute, empty.
+        assert_eq!(t("../../etc/passwd"), None);
+        assert_eq!(t("../../mirror/docs/big.bin"), None);
+        assert_eq!(t(".."), None);
+        assert_eq!(t("/etc/passwd"), None);
+        assert_eq!(t(""), None);
+        // A snapshot's view is two components deep.
+        let link = p(&["snapshots", "latest", "a", "link"]);
+        assert_eq!(
+            resolve_target(&link, OsStr::new("../b"), 2),
+            Some(p(&["snapshots", "latest", "b"]))
+        );
+        assert_eq!(resolve_target(&link, OsStr::new("../../x/b"), 2), None);
+    }
+
+    #[test]
+    fn request_segments_refuse_dots_and_nul() {
+        assert_eq!(segments(b"/a//b/").unwrap(), p(&["a", "b"]));
+        assert!(segments(b"/").unwrap().is_empty());
+        assert!(segments(b"/a/../b").is_err());
+        assert!(segments(b"/a/./b").is_err());
+        assert!(segments(b"/a\0b").is_err());
+    }
+}

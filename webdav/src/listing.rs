@@ -159,3 +159,38 @@ pub fn render(segs: &[Vec<u8>], mut entries: Vec<Entry>) -> String {
     );
     h
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_encode_to_unreserved_ascii_and_back() {
+        let names: [&[u8]; 5] = [
+            b"a b#c%d?.txt",
+            b"caf\xe9.txt",
+            b"x:y",
+            b"-_.~",
+            b"\xff\x00/",
+        ];
+        for n in names {
+            let e = encode_segment(n);
+            assert!(
+                e.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)),
+                "{e}"
+            );
+            let back: Vec<u8> = percent_encoding::percent_decode(e.as_bytes()).collect();
+            assert_eq!(back, n);
+        }
+        assert_eq!(encode_segment(b"caf\xe9.txt"), "caf%E9.txt");
+        assert_eq!(
+            encode_path(&[b"a b".to_vec(), b"c".to_vec()], true),
+            "/a%20b/c/"
+        );
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}
