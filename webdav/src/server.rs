@@ -341,6 +341,10 @@ impl<F: ReadOnlyFs> Server<F> {
             // dav_server leaves GET out for folders; they have HTML pages here.
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+            // Class 1 only: no locking. dav_server claims classes 2 and 3 whatever the lock
+            // system; a client told "2" may mount read-write and fail later (macOS Finder
+            // mounts a class-1 share read-only).
+            r.headers_mut().insert("dav", HeaderValue::from_static("1"));
         }
         r
     }
