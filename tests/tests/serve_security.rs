@@ -206,7 +206,11 @@ fn hostile_requests_are_refused_and_the_server_stays_alive_and_small() {
 
     // PROPFIND bodies: huge (declared), huge (chunked, undeclared), malformed.
     let huge = format!("Content-Length: {}\r\n", 50 * 1024 * 1024);
-    assert_eq!(propfind_raw(port, &huge, b"<?xml"), 413);
+    let code = propfind_raw(port, &huge, b"<?xml");
+    assert!(
+        matches!(code, 413 | 0),
+        "50 MiB PROPFIND body answered {code}"
+    );
     let mut chunked = Vec::new();
     for _ in 0..64 {
         chunked.extend_from_slice(format!("{:x}\r\n", 16384).as_bytes());
@@ -214,9 +218,13 @@ fn hostile_requests_are_refused_and_the_server_stays_alive_and_small() {
         chunked.extend_from_slice(b"\r\n");
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
-    assert_eq!(
-        propfind_raw(port, "Transfer-Encoding: chunked\r\n", &chunked),
-        413
+    // The server answers 413 (after 64 KiB here) and closes with the rest unread, so the
+    // kernel may reset the connection before this client reads the answer: 413 or nothing,
+    // never 207 (above too).
+    let code = propfind_raw(port, "Transfer-Encoding: chunked\r\n", &chunked);
+    assert!(
+        matches!(code, 413 | 0),
+        "1 MiB chunked PROPFIND body answered {code}"
     );
     let bad =
         b"<?xml version=\"1.0\"?><D:propfind xmlns:D=\"DAV:\"><D:prop><unclosed></D:propfind>";
