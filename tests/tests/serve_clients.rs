@@ -286,9 +286,21 @@ fn davfs2_mounts_the_server_reads_work_and_writes_change_nothing() {
     let _ = fs::write(docs.join("big.bin"), b"overwritten");
     let _ = fs::remove_file(docs.join("a b#c%d?.txt"));
     let _ = Command::new("sync").status();
+    // umount.davfs waits while mount.davfs tries to upload what it cached (and is refused);
+    // on a loaded machine it may give up waiting: then the mount is detached lazily. Either
+    // way the uploads were attempted and refused, which is what is checked below.
     let st = Command::new("umount").arg(&mnt).output().unwrap();
-    assert!(st.status.success(), "umount: {}", text(&st).1);
+    if !st.status.success() {
+        eprintln!("umount: {}", text(&st).1);
+    }
     drop(guard);
+    wait_until("mount.davfs to finish", || {
+        Command::new("pgrep")
+            .args(["-f", &format!("mount.davfs.*{}", mnt.display())])
+            .output()
+            .map(|o| o.stdout.is_empty())
+            .unwrap_or(true)
+    });
 
     assert_eq!(
         before,
