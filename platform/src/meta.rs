@@ -141,7 +141,9 @@ impl Owners {
 }
 
 #[cfg(unix)]
-pub use imp::{apply_fd, apply_symlink, read_at, read_fd, set_xattrs_fd, xattrs_of_fd, xattrs_of_path};
+pub use imp::{
+    apply_fd, apply_symlink, read_at, read_fd, set_xattrs_fd, xattrs_of_fd, xattrs_of_path,
+};
 
 /// Applies `m` to an open regular file.
 pub fn apply_file(

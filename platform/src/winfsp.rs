@@ -1,38 +1,42 @@
-//! WinFsp adapter (Windows): serves a [`ReadOnlyFs`] through `winfsp`.
+//! WinFsp adapter (Windows): serves a [`ReadOnlyFs`] through `winfsp_wrs` (MIT, by Scille;
+//! bindings generated ahead of time, so it type-checks from Linux with no SDK).
 //!
 //! WinFsp speaks in paths, so each open resolves its path component by component through
 //! `lookup`. The volume is created read-only (WinFsp then refuses every write itself) and the
-//! write-type callbacks answer "write protected" as well. Symbolic links are left out of
-//! listings: showing them needs reparse-point support, and following them on Windows could
-//! leave the backup. Caches expire after one second instead of being invalidated.
+//! write-type callbacks are left undefined, which WinFsp answers with an error. Symbolic links
+//! are left out of listings: showing them needs reparse-point support, and following them on
+//! Windows could leave the backup. Caches expire after one second instead of being
+//! invalidated.
+//!
+//! The WinFsp DLL itself is GPLv3 with a FLOSS exception; it is not shipped with this program:
+//! it is loaded at run time from a WinFsp installation (see README, License).
 
-use std::ffi::{c_void, OsStr, OsString};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::windows::ffi::OsStringExt;
 use std::os::windows::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use winfsp::filesystem::{
-    DirBuffer, DirInfo, DirMarker, FileInfo, FileSecurity, FileSystemContext, OpenFileInfo,
-    VolumeInfo, WideNameInfo,
+use winfsp_wrs::{
+    CreateOptions, DirInfo, FileAccessRights, FileAttributes, FileInfo, FileSystem,
+    FileSystemInterface, PSecurityDescriptor, Params, U16CStr, U16CString, U16String, VolumeInfo,
+    VolumeParams, NTSTATUS,
 };
-use winfsp::host::{FileSystemHost, FineGuard, VolumeParams};
-use winfsp::{FspError, U16CStr};
 
 use crate::rofs::{FsError, Ino, NodeAttr, NodeKind, ReadOnlyFs, ROOT_INO};
 
 // NTSTATUS values (ntstatus.h).
-const STATUS_OBJECT_NAME_NOT_FOUND: i32 = 0xC000_0034_u32 as i32;
-const STATUS_NOT_A_DIRECTORY: i32 = 0xC000_0103_u32 as i32;
-const STATUS_FILE_IS_A_DIRECTORY: i32 = 0xC000_00BA_u32 as i32;
-const STATUS_MEDIA_WRITE_PROTECTED: i32 = 0xC000_00A2_u32 as i32;
-const STATUS_IO_DEVICE_ERROR: i32 = 0xC000_0185_u32 as i32;
-const STATUS_NOT_A_REPARSE_POINT: i32 = 0xC000_0275_u32 as i32;
-const STATUS_NO_EAS_ON_FILE: i32 = 0xC000_0052_u32 as i32;
-const STATUS_END_OF_FILE: i32 = 0xC000_0011_u32 as i32;
+const STATUS_OBJECT_NAME_NOT_FOUND: NTSTATUS = 0xC000_0034_u32 as i32;
+const STATUS_NOT_A_DIRECTORY: NTSTATUS = 0xC000_0103_u32 as i32;
+const STATUS_FILE_IS_A_DIRECTORY: NTSTATUS = 0xC000_00BA_u32 as i32;
+const STATUS_MEDIA_WRITE_PROTECTED: NTSTATUS = 0xC000_00A2_u32 as i32;
+const STATUS_IO_DEVICE_ERROR: NTSTATUS = 0xC000_0185_u32 as i32;
+const STATUS_NOT_A_REPARSE_POINT: NTSTATUS = 0xC000_0275_u32 as i32;
+const STATUS_NO_EAS_ON_FILE: NTSTATUS = 0xC000_0052_u32 as i32;
+const STATUS_END_OF_FILE: NTSTATUS = 0xC000_0011_u32 as i32;
 
 const FILE_ATTRIBUTE_READONLY: u32 = 0x1;
 const FILE_ATTRIBUTE_DIRECTORY: u32 = 0x10;
@@ -49,8 +53,11 @@ const WRITE_ACCESS: u32 = 0x2 /* FILE_WRITE_DATA */
 /// 100 ns intervals between 1601-01-01 and 1970-01-01.
 const FILETIME_UNIX_EPOCH: u64 = 116_444_736_000_000_000;
 
-fn nt(e: &FsError) -> FspError {
-    FspError::NTSTATUS(match e {
+/// Longest name a directory entry holds, in UTF-16 units.
+const NAME_MAX: usize = 255;
+
+fn nt(e: &FsError) -> NTSTATUS {
+    match e {
         FsError::NotFound => STATUS_OBJECT_NAME_NOT_FOUND,
         FsError::NotDir => STATUS_NOT_A_DIRECTORY,
         FsError::IsDir => STATUS_FILE_IS_A_DIRECTORY,
@@ -58,11 +65,7 @@ fn nt(e: &FsError) -> FspError {
         FsError::NotSymlink => STATUS_NOT_A_REPARSE_POINT,
         FsError::NoData => STATUS_NO_EAS_ON_FILE,
         FsError::Io(_) => STATUS_IO_DEVICE_ERROR,
-    })
-}
-
-fn write_protected() -> FspError {
-    FspError::NTSTATUS(STATUS_MEDIA_WRITE_PROTECTED)
+    }
 }
 
 fn filetime(t: SystemTime) -> u64 {
@@ -72,32 +75,41 @@ fn filetime(t: SystemTime) -> u64 {
     }
 }
 
-fn fill(info: &mut FileInfo, a: &NodeAttr) {
+fn attributes(a: &NodeAttr) -> FileAttributes {
     let dir = a.kind == NodeKind::Dir;
-    info.file_attributes = FILE_ATTRIBUTE_READONLY | if dir { FILE_ATTRIBUTE_DIRECTORY } else { 0 };
-    info.reparse_tag = 0;
-    info.file_size = if dir { 0 } else { a.size };
-    info.allocation_size = info.file_size.div_ceil(4096) * 4096;
-    let t = filetime(a.mtime);
-    info.creation_time = t;
-    info.last_access_time = t;
-    info.last_write_time = t;
-    info.change_time = t;
-    info.index_number = a.ino;
-    info.hard_links = 0;
-    info.ea_size = 0;
+    FileAttributes(FILE_ATTRIBUTE_READONLY | if dir { FILE_ATTRIBUTE_DIRECTORY } else { 0 })
 }
+
+fn file_info(a: &NodeAttr) -> FileInfo {
+    let size = if a.kind == NodeKind::Dir { 0 } else { a.size };
+    let mut info = FileInfo::default();
+    info.set_file_attributes(attributes(a))
+        .set_reparse_tag(0)
+        .set_file_size(size)
+        .set_allocation_size(size.div_ceil(4096) * 4096)
+        .set_time(filetime(a.mtime))
+        .set_index_number(a.ino)
+        .set_hard_links(0)
+        .set_ea_size(0);
+    info
+}
+
+/// A directory's entries with their attributes, sorted by name.
+type Listing = Arc<Vec<(U16CString, FileInfo)>>;
 
 /// One open file or directory.
 pub struct Handle {
     ino: Ino,
     kind: NodeKind,
     file: Option<File>,
-    dir: DirBuffer,
+    /// A directory's entries (sorted by name), listed on the first read of this handle so
+    /// WinFsp can page through a listing that does not move under it.
+    listing: Mutex<Option<Listing>>,
 }
 
 struct Adapter<F: ReadOnlyFs> {
     fs: Arc<F>,
+    label: U16String,
 }
 
 impl<F: ReadOnlyFs> Adapter<F> {
@@ -116,60 +128,107 @@ impl<F: ReadOnlyFs> Adapter<F> {
         }
         Ok(attr)
     }
+
+    fn list(&self, h: &Handle) -> Result<Listing, FsError> {
+        let mut slot = h.listing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = &*slot {
+            return Ok(Arc::clone(l));
+        }
+        let mut out = Vec::new();
+        if h.ino != ROOT_INO {
+            for (name, ino) in [(".", h.ino), ("..", self.fs.parent(h.ino))] {
+                if let (Ok(a), Ok(n)) = (self.fs.getattr(ino), U16CString::from_str(name)) {
+                    out.push((n, file_info(&a)));
+                }
+            }
+        }
+        let mut rest = Vec::new();
+        for e in self.fs.readdir(h.ino)? {
+            if e.kind == NodeKind::Symlink {
+                continue;
+            }
+            let Ok(a) = self.fs.lookup(h.ino, &e.name) else {
+                continue;
+            };
+            // Names longer than an entry holds (or with a NUL) are left out rather than cut.
+            let Ok(n) = U16CString::from_os_str(&e.name) else {
+                continue;
+            };
+            if n.len() > NAME_MAX {
+                continue;
+            }
+            rest.push((n, file_info(&a)));
+        }
+        rest.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
+        out.extend(rest);
+        let l = Arc::new(out);
+        *slot = Some(Arc::clone(&l));
+        Ok(l)
+    }
 }
 
-impl<F: ReadOnlyFs> FileSystemContext for Adapter<F> {
-    type FileContext = Handle;
+impl<F: ReadOnlyFs> FileSystemInterface for Adapter<F> {
+    type FileContext = Arc<Handle>;
+
+    const GET_VOLUME_INFO_DEFINED: bool = true;
+    const GET_SECURITY_BY_NAME_DEFINED: bool = true;
+    const OPEN_DEFINED: bool = true;
+    const CLOSE_DEFINED: bool = true;
+    const READ_DEFINED: bool = true;
+    const GET_FILE_INFO_DEFINED: bool = true;
+    const READ_DIRECTORY_DEFINED: bool = true;
+
+    fn get_volume_info(&self) -> Result<VolumeInfo, NTSTATUS> {
+        let s = self.fs.statfs().map_err(|e| nt(&e))?;
+        let total = s.blocks.saturating_mul(u64::from(s.block_size));
+        VolumeInfo::new(total, 0, &self.label).map_err(|_| STATUS_IO_DEVICE_ERROR)
+    }
 
     fn get_security_by_name(
         &self,
         file_name: &U16CStr,
-        _security_descriptor: Option<&mut [c_void]>,
-        _reparse_point_resolver: impl FnOnce(&U16CStr) -> Option<FileSecurity>,
-    ) -> winfsp::Result<FileSecurity> {
+        _find_reparse_point: impl Fn() -> Option<FileAttributes>,
+    ) -> Result<(FileAttributes, PSecurityDescriptor, bool), NTSTATUS> {
         let a = self.resolve(file_name).map_err(|e| nt(&e))?;
-        let mut info = FileInfo::default();
-        fill(&mut info, &a);
-        Ok(FileSecurity {
-            reparse: false,
-            sz_security_descriptor: 0,
-            attributes: info.file_attributes,
-        })
+        Ok((attributes(&a), PSecurityDescriptor::default(), false))
     }
 
     fn open(
         &self,
         file_name: &U16CStr,
-        _create_options: u32,
-        granted_access: u32,
-        file_info: &mut OpenFileInfo,
-    ) -> winfsp::Result<Handle> {
-        if granted_access & WRITE_ACCESS != 0 {
-            return Err(write_protected());
+        _create_options: CreateOptions,
+        granted_access: FileAccessRights,
+    ) -> Result<(Arc<Handle>, FileInfo), NTSTATUS> {
+        if granted_access.0 & WRITE_ACCESS != 0 {
+            return Err(STATUS_MEDIA_WRITE_PROTECTED);
         }
         let a = self.resolve(file_name).map_err(|e| nt(&e))?;
         let file = match a.kind {
             NodeKind::File => Some(self.fs.open(a.ino).map_err(|e| nt(&e))?),
             _ => None,
         };
-        fill(file_info.as_mut(), &a);
-        Ok(Handle {
+        let h = Handle {
             ino: a.ino,
             kind: a.kind,
             file,
-            dir: DirBuffer::new(),
-        })
+            listing: Mutex::new(None),
+        };
+        Ok((Arc::new(h), file_info(&a)))
     }
 
-    fn close(&self, _context: Handle) {}
+    fn close(&self, _context: Arc<Handle>) {}
 
-    fn get_file_info(&self, context: &Handle, file_info: &mut FileInfo) -> winfsp::Result<()> {
+    fn get_file_info(&self, context: Arc<Handle>) -> Result<FileInfo, NTSTATUS> {
         let a = self.fs.getattr(context.ino).map_err(|e| nt(&e))?;
-        fill(file_info, &a);
-        Ok(())
+        Ok(file_info(&a))
     }
 
-    fn read(&self, context: &Handle, buffer: &mut [u8], offset: u64) -> winfsp::Result<u32> {
+    fn read(
+        &self,
+        context: Arc<Handle>,
+        buffer: &mut [u8],
+        offset: u64,
+    ) -> Result<usize, NTSTATUS> {
         let Some(file) = &context.file else {
             return Err(nt(&FsError::IsDir));
         };
@@ -183,143 +242,36 @@ impl<F: ReadOnlyFs> FileSystemContext for Adapter<F> {
             }
         }
         if filled == 0 && !buffer.is_empty() {
-            return Err(FspError::NTSTATUS(STATUS_END_OF_FILE));
+            return Err(STATUS_END_OF_FILE);
         }
-        Ok(filled as u32)
+        Ok(filled)
     }
 
     fn read_directory(
         &self,
-        context: &Handle,
-        _pattern: Option<&U16CStr>,
-        marker: DirMarker,
-        buffer: &mut [u8],
-    ) -> winfsp::Result<u32> {
+        context: Arc<Handle>,
+        marker: Option<&U16CStr>,
+        mut add_dir_info: impl FnMut(DirInfo) -> bool,
+    ) -> Result<(), NTSTATUS> {
         if context.kind != NodeKind::Dir {
             return Err(nt(&FsError::NotDir));
         }
-        if marker.is_none() {
-            // First call on this handle: fill the buffer once; WinFsp pages through it.
-            let entries = self.fs.readdir(context.ino).map_err(|e| nt(&e))?;
-            let lock = context.dir.acquire(true, Some(entries.len() as u32 + 2))?;
-            if context.ino != ROOT_INO {
-                for (name, ino) in [(".", context.ino), ("..", self.fs.parent(context.ino))] {
-                    if let Ok(a) = self.fs.getattr(ino) {
-                        let mut di: DirInfo = DirInfo::new();
-                        fill(di.file_info_mut(), &a);
-                        if di.set_name(OsStr::new(name)).is_ok() {
-                            lock.write(&mut di)?;
-                        }
-                    }
-                }
-            }
-            for e in entries {
-                if e.kind == NodeKind::Symlink {
-                    continue;
-                }
-                let Ok(a) = self.fs.lookup(context.ino, &e.name) else {
-                    continue;
-                };
-                let mut di: DirInfo = DirInfo::new();
-                fill(di.file_info_mut(), &a);
-                // Names longer than a DirInfo holds are left out rather than cut.
-                if di.set_name(&e.name).is_ok() {
-                    lock.write(&mut di)?;
-                }
+        let listing = self.list(&context).map_err(|e| nt(&e))?;
+        // Resume after the marker: the last name WinFsp received.
+        let start = match marker {
+            None => 0,
+            Some(m) => listing
+                .iter()
+                .position(|(n, _)| n.as_ucstr() == m)
+                .map(|i| i + 1)
+                .unwrap_or_else(|| listing.partition_point(|(n, _)| n.as_slice() <= m.as_slice())),
+        };
+        for (name, info) in &listing[start..] {
+            if !add_dir_info(DirInfo::new(*info, name)) {
+                break;
             }
         }
-        Ok(context.dir.read(marker, buffer))
-    }
-
-    fn get_volume_info(&self, out: &mut VolumeInfo) -> winfsp::Result<()> {
-        let s = self.fs.statfs().map_err(|e| nt(&e))?;
-        out.total_size = s.blocks.saturating_mul(u64::from(s.block_size));
-        out.free_size = 0;
-        out.set_volume_label("backup");
         Ok(())
-    }
-
-    // Write-type requests: the volume is read-only.
-
-    fn create(
-        &self,
-        _file_name: &U16CStr,
-        _create_options: u32,
-        _granted_access: u32,
-        _file_attributes: u32,
-        _security_descriptor: Option<&[c_void]>,
-        _allocation_size: u64,
-        _extra_buffer: Option<&[u8]>,
-        _extra_buffer_is_reparse_point: bool,
-        _file_info: &mut OpenFileInfo,
-    ) -> winfsp::Result<Handle> {
-        Err(write_protected())
-    }
-
-    fn overwrite(
-        &self,
-        _context: &Handle,
-        _file_attributes: u32,
-        _replace_file_attributes: bool,
-        _allocation_size: u64,
-        _extra_buffer: Option<&[u8]>,
-        _file_info: &mut FileInfo,
-    ) -> winfsp::Result<()> {
-        Err(write_protected())
-    }
-
-    fn write(
-        &self,
-        _context: &Handle,
-        _buffer: &[u8],
-        _offset: u64,
-        _write_to_eof: bool,
-        _constrained_io: bool,
-        _file_info: &mut FileInfo,
-    ) -> winfsp::Result<u32> {
-        Err(write_protected())
-    }
-
-    fn rename(
-        &self,
-        _context: &Handle,
-        _file_name: &U16CStr,
-        _new_file_name: &U16CStr,
-        _replace_if_exists: bool,
-    ) -> winfsp::Result<()> {
-        Err(write_protected())
-    }
-
-    fn set_basic_info(
-        &self,
-        _context: &Handle,
-        _file_attributes: u32,
-        _creation_time: u64,
-        _last_access_time: u64,
-        _last_write_time: u64,
-        _last_change_time: u64,
-        _file_info: &mut FileInfo,
-    ) -> winfsp::Result<()> {
-        Err(write_protected())
-    }
-
-    fn set_delete(
-        &self,
-        _context: &Handle,
-        _file_name: &U16CStr,
-        _delete_file: bool,
-    ) -> winfsp::Result<()> {
-        Err(write_protected())
-    }
-
-    fn set_file_size(
-        &self,
-        _context: &Handle,
-        _new_size: u64,
-        _set_allocation_size: bool,
-        _file_info: &mut FileInfo,
-    ) -> winfsp::Result<()> {
-        Err(write_protected())
     }
 }
 
@@ -331,13 +283,15 @@ pub struct MountConfig {
 
 /// A mounted tree; unmounts when dropped.
 pub struct Mounted<F: ReadOnlyFs> {
-    host: FileSystemHost<Adapter<F>>,
+    fs: Option<FileSystem>,
+    _tree: std::marker::PhantomData<F>,
 }
 
 impl<F: ReadOnlyFs> Drop for Mounted<F> {
     fn drop(&mut self) {
-        self.host.stop();
-        self.host.unmount();
+        if let Some(fs) = self.fs.take() {
+            fs.stop();
+        }
     }
 }
 
@@ -348,30 +302,35 @@ pub fn mount<F: ReadOnlyFs>(
     mountpoint: &Path,
     cfg: &MountConfig,
 ) -> io::Result<Mounted<F>> {
-    let _ = cfg;
-    winfsp::winfsp_init().map_err(|_| {
+    winfsp_wrs::init().map_err(|_| {
         io::Error::new(
             io::ErrorKind::NotFound,
-            "WinFsp is not installed (https://winfsp.dev)",
+            "WinFsp is not installed (https://winfsp.dev); `backup-tool serve` needs no driver",
         )
     })?;
-    let mut params = VolumeParams::new();
-    params
-        .filesystem_name("backup")
-        .read_only_volume(true)
-        .case_sensitive_search(true)
-        .case_preserved_names(true)
-        .unicode_on_disk(true)
-        .sector_size(4096)
-        .sectors_per_allocation_unit(1)
-        .max_component_length(255)
-        .file_info_timeout(1000);
-    let adapter = Adapter { fs };
-    let mut host = FileSystemHost::<Adapter<F>, FineGuard>::new(params, adapter)
-        .map_err(|e| io::Error::other(format!("cannot create the file system: {e:?}")))?;
-    host.mount(mountpoint.as_os_str())
-        .map_err(|e| io::Error::other(format!("cannot mount: {e:?}")))?;
-    host.start()
-        .map_err(|e| io::Error::other(format!("cannot start: {e:?}")))?;
-    Ok(Mounted { host })
+    let mut volume = VolumeParams::default();
+    volume
+        .set_read_only_volume(true)
+        .set_case_sensitive_search(true)
+        .set_case_preserved_names(true)
+        .set_unicode_on_disk(true)
+        .set_sector_size(4096)
+        .set_sectors_per_allocation_unit(1)
+        .set_max_component_length(NAME_MAX as u16)
+        .set_file_info_timeout(1000);
+    let name = U16CString::from_str("backup").map_err(io::Error::other)?;
+    let _ = volume.set_file_system_name(&name);
+    let params = Params {
+        volume_params: volume,
+        ..Params::default()
+    };
+    let point = U16CString::from_os_str(mountpoint.as_os_str()).map_err(io::Error::other)?;
+    let label = U16String::from_str(&cfg.volume_label);
+    let adapter = Adapter { fs, label };
+    let host = FileSystem::start(params, Some(&point), adapter)
+        .map_err(|st| io::Error::other(format!("cannot mount: NTSTATUS {st:#x}")))?;
+    Ok(Mounted {
+        fs: Some(host),
+        _tree: std::marker::PhantomData,
+    })
 }

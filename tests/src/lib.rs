@@ -366,6 +366,7 @@ pub mod faultfs;
 pub mod faults;
 pub mod mount;
 pub mod mount_fixture;
+pub mod serve;
 
 pub mod toolenv;
 

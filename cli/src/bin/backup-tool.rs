@@ -20,7 +20,7 @@ is used. Exit status: 0 done, 1 finished with problems (each named), 2 refused."
 #[command(
     name = "backup-tool",
     version,
-    about = "Explore, check, restore and mount a backup",
+    about = "Explore, check, restore, mount and serve a backup",
     after_help = EXAMPLES
 )]
 struct Cli {
@@ -64,6 +64,8 @@ enum Command {
     Prune(tool::prune::Args),
     /// Expose the backup as a read-only filesystem.
     Mount(tool::mount::Args),
+    /// Serve the backup read-only over WebDAV and HTTP (no FUSE or WinFsp needed).
+    Serve(tool::serve::Args),
     /// Print shell completions (bash, zsh, fish, powershell, elvish).
     #[command(after_help = "\
 Examples:
@@ -98,7 +100,10 @@ impl Command {
             Command::Recreate(a) => a.json,
             Command::Delete(a) => a.json,
             Command::Prune(a) => a.json,
-            Command::Mount(_) | Command::Completions { .. } | Command::Man { .. } => false,
+            Command::Mount(_)
+            | Command::Serve(_)
+            | Command::Completions { .. }
+            | Command::Man { .. } => false,
         }
     }
 }
@@ -210,6 +215,7 @@ fn main() -> ExitCode {
         Command::Delete(a) => tool::delete::run(&repo, a),
         Command::Prune(a) => tool::prune::run(&repo, profile.as_ref(), a),
         Command::Mount(a) => tool::mount::run(&repo, a),
+        Command::Serve(a) => tool::serve::run(&repo, a),
         Command::Completions { .. } | Command::Man { .. } => Ok(exit::SUCCESS),
     };
     match result {

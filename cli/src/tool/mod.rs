@@ -11,6 +11,7 @@ pub mod prune;
 pub mod recreate;
 pub mod restore;
 pub mod search;
+pub mod serve;
 pub mod show;
 pub mod target;
 
