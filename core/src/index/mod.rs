@@ -98,10 +98,20 @@ pub enum JournalMode {
 }
 
 /// Folder ids by path, and paths by id, for the folders touched lately.
-#[derive(Default)]
 pub(crate) struct DirCache {
     by_path: HashMap<Vec<u8>, i64>,
     by_id: HashMap<i64, Option<RelPath>>,
+    max: usize,
+}
+
+impl Default for DirCache {
+    fn default() -> Self {
+        DirCache {
+            by_path: HashMap::new(),
+            by_id: HashMap::new(),
+            max: Self::MAX,
+        }
+    }
 }
 
 impl DirCache {
@@ -110,7 +120,7 @@ impl DirCache {
     const MAX: usize = 200_000;
 
     fn trim(&mut self) {
-        if self.by_path.len() > Self::MAX || self.by_id.len() > Self::MAX {
+        if self.by_path.len() > self.max || self.by_id.len() > self.max {
             self.by_path.clear();
             self.by_id.clear();
         }
@@ -185,6 +195,22 @@ impl Index {
         self.conn
             .busy_timeout(t)
             .map_err(self.err("set busy timeout"))
+    }
+
+    /// Sets this connection's page cache (the default is 16 MiB): a reader with several
+    /// connections (a mount's request threads) keeps its memory bounded with smaller ones.
+    pub fn set_cache_kib(&self, kib: u32) -> Result<()> {
+        self.conn
+            .execute_batch(&format!("PRAGMA cache_size = -{kib}"))
+            .map_err(self.err("set cache size"))
+    }
+
+    /// Bounds the folder ids this connection remembers (default 200,000): a reader with
+    /// several connections keeps its memory bounded with fewer.
+    pub fn set_dir_cache_max(&self, n: usize) {
+        let mut c = self.dirs.borrow_mut();
+        c.max = n.max(16);
+        c.trim();
     }
 
     pub fn journal_mode(&self) -> JournalMode {
@@ -445,7 +471,10 @@ impl Index {
 
     /// Forgets cached folder ids (after a rollback made some of them refer to nothing).
     pub(crate) fn forget_dirs(&self) {
-        *self.dirs.borrow_mut() = DirCache::default();
+        let mut c = self.dirs.borrow_mut();
+        let max = c.max;
+        *c = DirCache::default();
+        c.max = max;
     }
 
     // ---- the mirror ----
