@@ -37,7 +37,7 @@ fn a_backup_that_lands_while_mounted_becomes_visible_and_a_pruned_one_vanishes()
     });
     assert!(m.path(&format!("increments/{third}")).is_dir());
     wait_until("history to list the new version", || {
-        fs::read_dir(m.path("history/docs/report.txt"))
+        fs::read_dir(m.path("history/docs/report.txt.versions"))
             .map(|d| d.count() == 3)
             .unwrap_or(false)
     });

@@ -47,6 +47,18 @@ fn assert_erofs(what: &str, r: std::io::Result<impl std::fmt::Debug>) {
 fn every_write_type_operation_fails_with_erofs_and_changes_nothing() {
     let (env, a, b) = two_backups();
     let dist = env.dist.clone();
+    // The index is derived data that the tool's commands create or bring up to date (the
+    // first mount too): made by a first mount, so that the digest covers it as well.
+    drop(MountedBackup::start(&dist, &env.dir.path().join("mnt0")));
+    // SQLite's shared-memory file of the WAL is rewritten by every reader (read marks): it is
+    // not part of what the backup holds.
+    let digest = |d: &Path| -> String {
+        digest(d)
+            .lines()
+            .filter(|l| !l.starts_with(".backup-index.sqlite-shm\t"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let before = digest(&dist);
     let m = MountedBackup::start(&dist, &env.dir.path().join("mnt"));
 
@@ -55,7 +67,7 @@ fn every_write_type_operation_fails_with_erofs_and_changes_nothing() {
         format!("increments/{b}/track/docs"),
         "snapshots/latest/docs".to_string(),
         format!("snapshots/{a}/docs"),
-        "history/docs/report.txt".to_string(),
+        "history/docs/report.txt.versions".to_string(),
     ];
     for d in &dirs {
         let dir = m.path(d);

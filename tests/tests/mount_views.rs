@@ -140,7 +140,7 @@ fn layout_snapshots_and_history_match_the_model() {
     );
 
     // history/: every stored version, named by increment time so they sort, with its bytes.
-    let dir = m.path("history/docs/report.txt");
+    let dir = m.path("history/docs/report.txt.versions");
     let versions = ls(&dir);
     assert_eq!(versions.len(), 4, "{versions:?}");
     for (v, (name, _)) in versions.iter().zip(&model) {
@@ -174,11 +174,11 @@ fn layout_snapshots_and_history_match_the_model() {
         fs::metadata(dir.join(&versions[1])).unwrap().mtime(),
         1_700_000_100
     );
-    assert_eq!(ls(&m.path("history/docs/gone.txt")).len(), 1);
-    assert_eq!(ls(&m.path("history/code/new.rs")).len(), 1);
+    assert_eq!(ls(&m.path("history/docs/gone.txt.versions")).len(), 1);
+    assert_eq!(ls(&m.path("history/code/new.rs.versions")).len(), 1);
     let raw = m
         .path("history/docs")
-        .join(std::ffi::OsStr::from_bytes(b"caf\xe9-latin1.txt"));
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9-latin1.txt.versions"));
     assert_eq!(fs::read_dir(&raw).unwrap().count(), 1);
 
     // statfs, xattr queries and stable inode numbers.
@@ -253,7 +253,7 @@ fn a_backup_of_the_original_python_tool_mounts() {
         b"untracked notes"
     );
     assert_eq!(
-        ls(&m.path("history/docs/a.txt")),
+        ls(&m.path("history/docs/a.txt.versions")),
         ["2024-01-05_100000_a.txt"]
     );
     assert!(!m.path("snapshots/latest/notes.md").exists());
