@@ -174,7 +174,10 @@ fn history_lists_every_version_sorted_by_time() {
             "2024-01-03_100000_report.txt"
         ]
     );
-    let dir = fs.lookup_path("history/docs/report.txt.versions").unwrap().ino;
+    let dir = fs
+        .lookup_path("history/docs/report.txt.versions")
+        .unwrap()
+        .ino;
     let contents: Vec<Vec<u8>> = got
         .iter()
         .map(|n| read_all(&fs, fs.lookup(dir, OsStr::new(n)).unwrap().ino))

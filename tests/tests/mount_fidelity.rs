@@ -12,7 +12,9 @@ use std::path::Path;
 use std::process::Command;
 
 use backup_core::format::{Attrs, FolderEntry, Owner, Xattr};
-use backup_core::{CatalogEntry, Category, ContentHash, FileKind, IncrementMeta, MTime, Op, RelPath};
+use backup_core::{
+    CatalogEntry, Category, ContentHash, FileKind, IncrementMeta, MTime, Op, RelPath,
+};
 use backup_tests::mount::MountedBackup;
 
 const A: &str = "backup_20240101_100000";
@@ -67,7 +69,13 @@ fn xattr(name: &str, value: &[u8]) -> Xattr {
 
 /// Writes increment `name` storing `files` (in `track/` and `mirror/`) and recording
 /// `folders`.
-fn increment(dist: &Path, name: &str, ts: &str, files: &[File<'_>], folders: &[(&str, FolderEntry)]) {
+fn increment(
+    dist: &Path,
+    name: &str,
+    ts: &str,
+    files: &[File<'_>],
+    folders: &[(&str, FolderEntry)],
+) {
     let mut meta = IncrementMeta::new(name, ts.into());
     for (i, f) in files.iter().enumerate() {
         let rel = RelPath::parse(f.path).unwrap();
@@ -276,7 +284,10 @@ fn recorded_owners_modes_xattrs_folders_and_links_are_shown_and_copied() {
     let r = fs::symlink_metadata(dest.join("docs/a.txt")).unwrap();
     assert_eq!(r.mode() & 0o7777, 0o2755);
     assert_eq!((r.uid(), r.gid()), (1234, 2345));
-    assert_eq!(getfattr(&dest.join("docs/a.txt")), "user.foo=0x6368616e676564");
+    assert_eq!(
+        getfattr(&dest.join("docs/a.txt")),
+        "user.foo=0x6368616e676564"
+    );
     let rd = fs::metadata(dest.join("docs")).unwrap();
     assert_eq!(rd.mode() & 0o7777, 0o750);
     assert_eq!(mtime_ns(&rd), DOCS_B_NS);
@@ -285,19 +296,35 @@ fn recorded_owners_modes_xattrs_folders_and_links_are_shown_and_copied() {
         fs::metadata(dest.join("sub/h2")).unwrap(),
     );
     assert_eq!(r1.ino(), r2.ino(), "the hard link survives cp -a");
-    assert_eq!(fs::read_link(dest.join("links/rel")).unwrap(), Path::new("../docs/h1"));
+    assert_eq!(
+        fs::read_link(dest.join("links/rel")).unwrap(),
+        Path::new("../docs/h1")
+    );
 
     // history/: a relative symlink resolves (into the snapshot of its increment); an absolute
     // one keeps its target.
     let rel_versions = m.path("history/links/rel.versions");
-    let v = fs::read_dir(&rel_versions).unwrap().next().unwrap().unwrap().path();
+    let v = fs::read_dir(&rel_versions)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     assert_eq!(
         fs::read_link(&v).unwrap(),
         Path::new(&format!("../../../snapshots/{A}/links/../docs/h1"))
     );
     assert_eq!(fs::read(&v).unwrap(), b"linked", "ls -lL resolves it");
-    let out = Command::new("ls").arg("-lL").arg(&rel_versions).output().unwrap();
-    assert!(out.status.success(), "ls -lL: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ls")
+        .arg("-lL")
+        .arg(&rel_versions)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ls -lL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let abs = fs::read_dir(m.path("history/links/abs.versions"))
         .unwrap()
         .next()
@@ -335,7 +362,10 @@ fn df_shows_the_backup_volume_and_writes_still_fail() {
     assert_eq!(msize, dsize, "size");
     assert!(mavail > 0, "the mount shows free space");
     // Other processes write on the same volume meanwhile: within 64 MiB.
-    assert!(mavail.abs_diff(davail) < 64 * 1024, "avail {mavail} vs {davail}");
+    assert!(
+        mavail.abs_diff(davail) < 64 * 1024,
+        "avail {mavail} vs {davail}"
+    );
     let e = fs::write(m.path("snapshots/latest/new"), b"x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));
 }

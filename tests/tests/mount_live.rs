@@ -161,7 +161,10 @@ fn each_new_increment_shows_soon_after_backup_exits_in_20_runs() {
         let name = env.increments().last().unwrap().clone();
         let listed = || {
             fs::read_dir(m.path("snapshots"))
-                .map(|d| d.flatten().any(|e| e.file_name().to_str() == Some(name.as_str())))
+                .map(|d| {
+                    d.flatten()
+                        .any(|e| e.file_name().to_str() == Some(name.as_str()))
+                })
                 .unwrap_or(false)
         };
         // A bounded wait, never a timing assertion: the delay is reported below.
@@ -169,7 +172,10 @@ fn each_new_increment_shows_soon_after_backup_exits_in_20_runs() {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let delay = exited.elapsed();
-        assert!(listed(), "run {i}: {name} not listed 5 s after backup exited");
+        assert!(
+            listed(),
+            "run {i}: {name} not listed 5 s after backup exited"
+        );
         assert_eq!(
             fs::read(m.path("snapshots/latest/docs/f.txt")).unwrap(),
             format!("v{i}").as_bytes(),
@@ -201,7 +207,11 @@ fn the_kernel_forgetting_empties_the_inode_table_and_numbers_stay() {
     assert_eq!(tree(&m.path("snapshots/latest")).len(), 300);
     // Drop the kernel's dentries and inodes: each one held is forgotten (FUSE_FORGET).
     fs::write("/proc/sys/vm/drop_caches", b"2").expect("drop_caches (needs root)");
-    assert_eq!(fs::metadata(&probe).unwrap().ino(), ino, "same number after a forget");
+    assert_eq!(
+        fs::metadata(&probe).unwrap().ino(),
+        ino,
+        "same number after a forget"
+    );
     let status = m.terminate();
     assert!(status.success());
     let text = fs::read_to_string(&log).unwrap();
