@@ -260,6 +260,9 @@ fn fs_err(e: IndexError) -> FsError {
     FsError::Io(e.to_string())
 }
 
+/// A version as `history/` shows it: its name, the version, the shown symlink target.
+type ShownVersion = (Vec<u8>, Version, Option<OsString>);
+
 /// Hard-link groups recorded by the catalog: first path → the other members.
 type LinkMap = HashMap<RelPath, Vec<RelPath>>;
 
@@ -752,9 +755,9 @@ impl BackupFs {
         &self,
         cat: &Catalog,
         path: &RelPath,
-    ) -> FsResult<Vec<(Vec<u8>, Version, Option<OsString>)>> {
+    ) -> FsResult<Vec<ShownVersion>> {
         let timeline = self.pool.with(|i| i.timeline(path))?;
-        let mut out: Vec<(Vec<u8>, Version, Option<OsString>)> = Vec::new();
+        let mut out: Vec<ShownVersion> = Vec::new();
         for (i, f) in timeline.iter().enumerate() {
             let Some(v) = &f.version else { continue };
             let time = v.start.as_ref().map(|s| cat.time_of(s));

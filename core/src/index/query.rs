@@ -474,7 +474,8 @@ impl Index {
     /// (`attrs.hardlink_of`), each pair once. One pass over the events; memory is the number
     /// of group members, not of paths.
     pub fn hardlink_pairs(&self) -> Result<Vec<(RelPath, RelPath)>> {
-        let rows: Vec<(i64, Vec<u8>, Option<i64>, Option<i64>, Option<String>)> = self
+        type Row = (i64, Vec<u8>, Option<i64>, Option<i64>, Option<String>);
+        let rows: Vec<Row> = self
             .conn()
             .prepare_cached(
                 // `_` matches any one byte here: the JSON parse below decides.
