@@ -761,9 +761,11 @@ impl BackupFs {
         for (i, f) in timeline.iter().enumerate() {
             let Some(v) = &f.version else { continue };
             let time = v.start.as_ref().map(|s| cat.time_of(s));
-            let mut n = 0;
-            let mut name = version_file_name(time.as_ref(), 0, path.file_name());
-            // Two versions stored in the same second: both kept, the later with `~NN`.
+            // Same-second increments (`backup_…_01`) are told apart by their own suffix, so a
+            // version keeps its name when another one is pruned; a counter only settles what
+            // is left (recorded times equal to the second without a suffix).
+            let mut n = v.start.as_ref().map(views::same_second_number).unwrap_or(0);
+            let mut name = version_file_name(time.as_ref(), n, path.file_name());
             while out.iter().any(|(x, _, _)| *x == name) {
                 n += 1;
                 name = version_file_name(time.as_ref(), n, path.file_name());

@@ -41,6 +41,19 @@ pub fn version_file_name(time: Option<&IncrementTime>, n: u32, file_name: &[u8])
     out
 }
 
+/// The number a same-second increment carries in its name (`backup_…_01` → 1; 0 without).
+pub(crate) fn same_second_number(name: &backup_core::IncrementName) -> u32 {
+    // `backup_YYYYMMDD_HHMMSS` is 22 bytes; what follows is `_NN` (or `_NN_MM`).
+    name.as_str()
+        .get(22..)
+        .map(|rest| {
+            rest.split('_')
+                .filter_map(|p| p.parse::<u32>().ok())
+                .fold(0u32, |a, n| a.saturating_mul(100).saturating_add(n))
+        })
+        .unwrap_or(0)
+}
+
 /// A relative symlink target of the version of `path` shown in
 /// `history/<dir>/<name>.versions/<version>`, rewritten to resolve where it resolved in the
 /// snapshot `snapshot`: up to the mount's root, then `snapshots/<snapshot>/<dir>/<target>`.
@@ -99,6 +112,14 @@ mod tests {
             version_file_name(Some(&recorded), 0, b"r"),
             format!("{local}_r").into_bytes()
         );
+    }
+
+    #[test]
+    fn same_second_increments_number_their_versions() {
+        let n = |s: &str| IncrementName::parse(s).unwrap();
+        assert_eq!(same_second_number(&n("backup_20240105_100000")), 0);
+        assert_eq!(same_second_number(&n("backup_20240105_100000_01")), 1);
+        assert_eq!(same_second_number(&n("backup_20240105_100000_12")), 12);
     }
 
     #[test]

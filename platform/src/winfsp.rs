@@ -234,7 +234,7 @@ impl<F: ReadOnlyFs> FileSystemContext for Adapter<F> {
     fn get_volume_info(&self, out: &mut VolumeInfo) -> winfsp::Result<()> {
         let s = self.fs.statfs().map_err(|e| nt(&e))?;
         out.total_size = s.blocks.saturating_mul(u64::from(s.block_size));
-        out.free_size = 0;
+        out.free_size = s.blocks_avail.saturating_mul(u64::from(s.block_size));
         out.set_volume_label("backup");
         Ok(())
     }
