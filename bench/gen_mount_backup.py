@@ -73,7 +73,7 @@ def main():
                     f'"backup_name": "{name}",\n "file_catalog": {{\n  ')
             f.write(",\n  ".join(entries))
             f.write(f'}},\n "summary": {{"new": 0, "changed": {len(entries)}, "deleted": 0, '
-                    '"bytes": 0}}\n}\n')
+                    '"bytes": 0}\n}\n')
         last = name
     with open(os.path.join(dist, "mirror.json"), "w") as f:
         f.write('{"schema_version": 2, "files": {\n')

@@ -46,7 +46,8 @@ cleanup() {
   fusermount3 -u "$MNT" 2>/dev/null || true
 }
 trap cleanup EXIT
-start_mount() {
+READY=
+start_mount() { # sets mount_pid and READY (seconds until the first listing answered)
   local s
   s=$(now)
   "$TOOL" "$DIST" mount "$MNT" >/dev/null 2>"$WORK/mount.log" &
@@ -55,7 +56,7 @@ start_mount() {
     kill -0 "$mount_pid" 2>/dev/null || { cat "$WORK/mount.log"; exit 1; }
     sleep 0.005
   done
-  secs "$s" "$(now)"
+  READY=$(secs "$s" "$(now)")
 }
 stop_mount() {
   kill -TERM "$mount_pid"; wait "$mount_pid" || true; mount_pid=
@@ -69,14 +70,14 @@ if [ ! -d "$DIST" ]; then
   rm -f "$DIST/.backup-index.sqlite"
 fi
 if [ ! -f "$DIST/.backup-index.sqlite" ]; then
-  t=$(start_mount)
-  echo "first mount (builds the index from the metadata and mirror.json): $t s"
+  start_mount
+  echo "first mount (builds the index from the metadata and mirror.json): $READY s"
   stop_mount
 fi
 echo "index: $(du -h "$DIST/.backup-index.sqlite" | cut -f1)"
 
-t=$(start_mount)
-echo "ready (process start to the first listing of snapshots/): $t s"
+start_mount
+echo "ready (process start to the first listing of snapshots/): $READY s"
 s=$(now); n=$(find "$MNT/snapshots/latest" | wc -l); mf=$(secs "$s" "$(now)")
 s=$(now); m=$(find "$DIST/mirror" | wc -l); df=$(secs "$s" "$(now)")
 echo "find snapshots/latest, cold: $mf s ($n entries); find mirror/: $df s ($m entries); ratio $(ratio "$mf" "$df")"

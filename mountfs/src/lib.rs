@@ -287,6 +287,8 @@ pub struct BackupFs {
     counting: AtomicBool,
     stop: Arc<AtomicBool>,
     reloads: AtomicU64,
+    /// Set once the index was found to record no extended attribute anywhere.
+    no_xattrs: AtomicBool,
     /// Owner of `dist`: shown where nothing else is recorded.
     uid: u32,
     gid: u32,
@@ -495,6 +497,7 @@ impl BackupFs {
             counting: AtomicBool::new(false),
             stop: Arc::new(AtomicBool::new(false)),
             reloads: AtomicU64::new(0),
+            no_xattrs: AtomicBool::new(false),
             uid,
             gid,
         })
@@ -514,6 +517,10 @@ impl BackupFs {
     /// increments), which the tree leaves out. Meant for a background thread after mounting.
     pub fn load_metadata(&self) -> Vec<FormatProblem> {
         self.load_links();
+        match self.pool.with(|i| i.records_xattrs()) {
+            Ok(any) => self.no_xattrs.store(!any, Ordering::Relaxed),
+            Err(e) => tracing::warn!("cannot look for extended attributes: {e}"),
+        }
         self.catalog().problems.clone()
     }
 
@@ -751,11 +758,7 @@ impl BackupFs {
     }
 
     /// The versions of `path` as `history/` shows them: (name, version, shown symlink target).
-    fn version_list(
-        &self,
-        cat: &Catalog,
-        path: &RelPath,
-    ) -> FsResult<Vec<ShownVersion>> {
+    fn version_list(&self, cat: &Catalog, path: &RelPath) -> FsResult<Vec<ShownVersion>> {
         let timeline = self.pool.with(|i| i.timeline(path))?;
         let mut out: Vec<ShownVersion> = Vec::new();
         for (i, f) in timeline.iter().enumerate() {
@@ -1336,6 +1339,10 @@ impl ReadOnlyFs for BackupFs {
             ));
         }
         Ok(out)
+    }
+
+    fn has_xattrs(&self) -> bool {
+        !self.no_xattrs.load(Ordering::Relaxed)
     }
 
     fn track_references(&self) {

@@ -522,6 +522,12 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.fs.has_xattrs() {
+            // `ls -l` asks for every file; a backup that records no attribute at all says so
+            // once, and the kernel answers every later call itself (EOPNOTSUPP).
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         match self.fs.getxattr(ino.0, name) {
             Ok(v) => xattr_reply(&v, size, reply),
             Err(e) => reply.error(errno(&e)),
@@ -529,6 +535,10 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.fs.has_xattrs() {
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         match self.fs.listxattr(ino.0) {
             Ok(names) => {
                 let mut v = Vec::new();

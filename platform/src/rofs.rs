@@ -174,6 +174,11 @@ pub trait ReadOnlyFs: Send + Sync + 'static {
     /// The adapter passed on `entry` of folder `parent`, taken from `readdir_plus`: one more
     /// reference to it, as if it had been looked up.
     fn hold(&self, _parent: Ino, _entry: &DirEntry) {}
+    /// False once the tree knows no node has extended attributes: an adapter may then tell
+    /// the kernel to stop asking (FUSE: `ENOSYS`, for the rest of the mount).
+    fn has_xattrs(&self) -> bool {
+        true
+    }
     /// `n` references to `ino` ended.
     fn forget(&self, _ino: Ino, _n: u64) {}
     /// Called once the tree is mounted, with the way to invalidate kernel caches.

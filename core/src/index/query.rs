@@ -503,6 +503,20 @@ impl Index {
         Ok(out.into_iter().collect())
     }
 
+    /// Whether anything in the catalog or the mirror records extended attributes (a mount of
+    /// a backup that records none can tell the kernel so once, instead of per file).
+    pub fn records_xattrs(&self) -> Result<bool> {
+        self.conn()
+            .query_row(
+                r#"SELECT EXISTS (SELECT 1 FROM events WHERE extra LIKE '%"xattrs"%')
+                       OR EXISTS (SELECT 1 FROM folders WHERE extra LIKE '%"xattrs"%')
+                       OR EXISTS (SELECT 1 FROM mirror WHERE extra LIKE '%"xattrs"%')"#,
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err("look for extended attributes"))
+    }
+
     /// Calls `f` with every cataloged path and its folded events (kept versions included), in
     /// (folder id, name) order — for `search`, `diff` and `check`, which look at everything.
     pub fn for_each_path(
