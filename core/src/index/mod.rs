@@ -234,6 +234,10 @@ impl Index {
         self.conn
             .busy_timeout(std::time::Duration::from_secs(30))
             .map_err(self.err("set busy timeout"))?;
+        // Every query is a cached statement: room for all of them (rusqlite keeps 16 by
+        // default; a mount's request thread uses more, and re-preparing each time costs more
+        // than the query).
+        self.conn.set_prepared_statement_cache_capacity(64);
         // Bounded memory whatever the row count: 16 MiB of page cache.
         self.conn
             .execute_batch("PRAGMA cache_size = -16000; PRAGMA temp_store = FILE;")
