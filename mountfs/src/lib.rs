@@ -2,37 +2,45 @@
 //! served to the kernel by the adapters in `backup-platform`; unit-testable without a mount.
 //!
 //! ```text
-//! mirror/                    the mirror on disk
-//! increments/<name>/         each increment as stored (track/, deleted/, its .json)
-//! snapshots/<name>/          the point-in-time fold of all increments up to <name>
-//! snapshots/latest/          the newest snapshot, as a directory (see docs/mount.md)
-//! history/<rel path>/        every stored version of that file, `YYYY-MM-DD_HHMMSS_<name>`
+//! mirror/                         the mirror on disk
+//! increments/<name>/              each increment as stored (track/, deleted/, its .json)
+//! snapshots/<name>/               the point-in-time fold of all increments up to <name>
+//! snapshots/latest/               the newest snapshot, as a directory (see docs/mount.md)
+//! history/<dir>/<file>.versions/  every stored version of that file, `YYYY-MM-DD_HHMMSS_<name>`
 //! ```
 //!
-//! Laziness: the root, `increments/` and `snapshots/` are answered from the loaded metadata;
-//! the index that serves every snapshot's directories is built when a snapshot is first
-//! entered. Inode numbers
-//! are keyed by virtual location, so a path keeps its number for the whole mount.
+//! Every request is answered from the backup's index (`dist/.backup-index.sqlite`): a folder
+//! of a snapshot is one query for its children, a file's versions one query for its
+//! timeline. Nothing is built for the whole tree, so memory follows what the kernel holds,
+//! not the size of the backup. Each request thread reads through its own connection.
+//! Inode numbers are keyed hashes of the location ([`inodes`]), stable for the whole mount.
 
+mod inodes;
 mod views;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 
 use backup_core::format::FormatProblem;
 use backup_core::identity::IncrementTime;
+use backup_core::index::{IncrementState, Index, IndexError, IndexNote, Opened, SnapNode};
 use backup_core::repo::RepoError;
-use backup_core::{History, IncrementName, RelPath, Repository, Version};
+use backup_core::{FileKind, IncrementName, RelPath, Repository, Version};
+use backup_platform::meta::Xattr;
 use backup_platform::rofs::{
     CacheInvalidator, DirEntry, Freshness, FsError, FsResult, FsStats, Ino, NodeAttr, NodeKind,
     ReadOnlyFs, ROOT_INO,
 };
 
-use views::{HistChild, HistTree, SnapIndex};
+use inodes::{Inodes, Remember, XattrCache};
+
+pub use views::{version_file_name, versions_folder_name, VERSIONS_SUFFIX};
 
 pub const MIRROR: &str = "mirror";
 pub const INCREMENTS: &str = "increments";
@@ -40,24 +48,41 @@ pub const SNAPSHOTS: &str = "snapshots";
 pub const HISTORY: &str = "history";
 pub const LATEST: &str = "latest";
 
+/// Inodes the kernel may hold before the oldest folders are dropped from its caches (with
+/// their contents): about 300 bytes each here, so the table stays near 30 MiB.
+const HELD_BUDGET: usize = 100_000;
+/// Entries nobody counts (a listing taken for an adapter without `forget`) kept once unused
+/// for [`CACHE_AGE`].
+const CACHE_KEEP: usize = 50_000;
+const CACHE_AGE: Duration = Duration::from_secs(30);
+/// Read connections kept for the request threads.
+const POOL_MAX: usize = 8;
+/// Page cache of each read connection, and folder ids each remembers.
+const READER_CACHE_KIB: u32 = 4096;
+const READER_DIR_CACHE: usize = 20_000;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum SnapKey {
+pub(crate) enum SnapKey {
     Latest,
-    Named(IncrementName),
+    Named(Arc<IncrementName>),
 }
 
-/// A place in the virtual tree. Inode numbers are handed out per `Loc`, never reused.
+/// A place in the virtual tree; its inode number is a hash of it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Loc {
+pub(crate) enum Loc {
     Root,
     Mirror(Option<RelPath>),
     IncrementsRoot,
-    Increment(IncrementName, Option<RelPath>),
+    Increment(Arc<IncrementName>, Option<RelPath>),
     SnapshotsRoot,
     Snapshot(SnapKey, Option<RelPath>),
     HistoryRoot,
+    /// A real folder of the history.
     HistoryDir(RelPath),
-    HistoryVersion(RelPath, Vec<u8>),
+    /// The versions folder of a file (`<name>.versions`).
+    HistoryFile(RelPath),
+    /// One version of the file, by its shown name.
+    HistoryVersion(RelPath, Box<[u8]>),
 }
 
 impl Loc {
@@ -73,15 +98,28 @@ impl Loc {
             Loc::Increment(n, r) => Loc::Increment(n.clone(), up(r)),
             Loc::Snapshot(_, None) => Loc::SnapshotsRoot,
             Loc::Snapshot(k, r) => Loc::Snapshot(k.clone(), up(r)),
-            Loc::HistoryDir(p) => match p.parent() {
+            Loc::HistoryDir(p) | Loc::HistoryFile(p) => match p.parent() {
                 Some(pp) => Loc::HistoryDir(pp),
                 None => Loc::HistoryRoot,
             },
-            Loc::HistoryVersion(p, _) => Loc::HistoryDir(p.clone()),
+            Loc::HistoryVersion(p, _) => Loc::HistoryFile(p.clone()),
         }
     }
 
-    /// Disk-backed places change behind our back; the rest changes only on a reload.
+    /// The root and the four views: few, and never dropped from the kernel's caches by us.
+    pub(crate) fn is_top(&self) -> bool {
+        matches!(
+            self,
+            Loc::Root
+                | Loc::Mirror(None)
+                | Loc::IncrementsRoot
+                | Loc::SnapshotsRoot
+                | Loc::HistoryRoot
+        )
+    }
+
+    /// Disk-backed places change behind our back; the rest changes only on a reload, which
+    /// invalidates what the kernel cached.
     fn freshness(&self) -> Freshness {
         match self {
             Loc::Root
@@ -93,186 +131,140 @@ impl Loc {
             _ => Freshness::Notified,
         }
     }
+
+    fn in_history(&self) -> bool {
+        matches!(
+            self,
+            Loc::HistoryRoot | Loc::HistoryDir(_) | Loc::HistoryFile(_) | Loc::HistoryVersion(..)
+        )
+    }
 }
 
-#[derive(Default)]
-struct InodeTable {
-    by_loc: HashMap<Loc, Ino>,
-    /// `locs[ino - 1]`
-    locs: Vec<Loc>,
-}
-
-impl InodeTable {
-    fn new() -> Self {
-        let mut t = InodeTable::default();
-        t.ino(&Loc::Root);
-        t
-    }
-    fn ino(&mut self, loc: &Loc) -> Ino {
-        if let Some(&i) = self.by_loc.get(loc) {
-            return i;
-        }
-        self.locs.push(loc.clone());
-        let i = self.locs.len() as Ino;
-        self.by_loc.insert(loc.clone(), i);
-        i
-    }
-    fn loc(&self, ino: Ino) -> Option<&Loc> {
-        usize::try_from(ino.checked_sub(1)?)
-            .ok()
-            .and_then(|i| self.locs.get(i))
-    }
+/// The metadata a synthesised or recorded folder is shown with.
+#[derive(Clone, Debug)]
+struct DirMeta {
+    mtime: SystemTime,
+    perm: u16,
+    uid: u32,
+    gid: u32,
+    xattrs: Option<Arc<Vec<Xattr>>>,
 }
 
 /// What a `Loc` currently is.
 enum Node {
-    /// A directory that exists only in the tree (root, listings, snapshot and history dirs).
-    VirtualDir,
-    /// A file or directory on disk, shown as it is.
+    /// A folder that exists only in the tree, or one recorded by the catalog.
+    Dir(DirMeta),
+    /// A file or folder on disk, shown as it is.
     Disk(PathBuf, Metadata),
-    /// One stored version of a tracked file.
-    Version(Version),
+    /// One stored version of a tracked file, with the target shown for a symlink when it is
+    /// not the stored one (history/).
+    Version(Box<Version>, Option<OsString>),
 }
 
-/// What the change watcher compares to decide whether to reload: the increment folders and
-/// their modification times, and the mirror index.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-struct Signature {
-    increments: Vec<(String, Option<SystemTime>)>,
-    mirror_index: Option<(SystemTime, u64)>,
+/// One increment the tree shows.
+#[derive(Clone, Debug)]
+struct Inc {
+    name: Arc<IncrementName>,
+    time: IncrementTime,
 }
 
-fn signature(repo: &Repository) -> Signature {
-    let mut increments = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(repo.root()) {
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if IncrementName::parse(name).is_some() {
-                let mtime = e.metadata().ok().and_then(|m| m.modified().ok());
-                increments.push((name.to_owned(), mtime));
+/// The increments with usable metadata, oldest first: all the tree keeps of the catalog.
+#[derive(Default)]
+struct Catalog {
+    incs: Vec<Inc>,
+    pos: HashMap<IncrementName, usize>,
+    problems: Vec<FormatProblem>,
+}
+
+impl Catalog {
+    fn load(index: &Index, repo: &Repository) -> Result<Catalog, IndexError> {
+        let mut c = Catalog::default();
+        for r in index.increments()? {
+            match r.state {
+                IncrementState::Ok => {
+                    c.pos.insert(r.name.clone(), c.incs.len());
+                    c.incs.push(Inc {
+                        name: Arc::new(r.name),
+                        time: r.time,
+                    });
+                }
+                // Being written (its metadata lands last): shown once it is there.
+                IncrementState::NoMetadata => {}
+                IncrementState::Unreadable => c.problems.push(FormatProblem {
+                    file: repo.increment_meta_path(&r.name).display().to_string(),
+                    key: None,
+                    message: r.problem.unwrap_or_else(|| "unreadable metadata".into()),
+                }),
             }
         }
-    }
-    increments.sort();
-    let mirror_index = std::fs::metadata(repo.mirror_index_path())
-        .ok()
-        .and_then(|m| Some((m.modified().ok()?, m.len())));
-    Signature {
-        increments,
-        mirror_index,
-    }
-}
-
-/// Everything known from the metadata at one moment. Replaced whole on a reload.
-struct State {
-    signature: Signature,
-    repo: Repository,
-    /// Increments whose metadata file exists, oldest first. Enough for the root,
-    /// `increments/` and `snapshots/`, so those answer before any metadata is parsed.
-    names: Vec<IncrementName>,
-    /// Parsed on first need (or by [`BackupFs::load_metadata`] right after mounting).
-    history: OnceLock<History>,
-    problems: Mutex<Vec<FormatProblem>>,
-    snap_index: Mutex<Option<Arc<SnapIndex>>>,
-    history_tree: Mutex<Option<Arc<HistTree>>>,
-}
-
-impl State {
-    fn quick(repo: &Repository) -> Result<State, RepoError> {
-        let signature = signature(repo);
-        let names = repo
-            .increment_names()?
-            .into_iter()
-            .filter(|n| repo.increment_meta_path(n).is_file())
-            .collect();
-        Ok(State {
-            signature,
-            repo: repo.clone(),
-            names,
-            history: OnceLock::new(),
-            problems: Mutex::new(Vec::new()),
-            snap_index: Mutex::new(None),
-            history_tree: Mutex::new(None),
-        })
+        Ok(c)
     }
 
-    /// The parsed metadata; the first caller parses it while the others wait.
-    fn history(&self) -> &History {
-        self.history.get_or_init(|| {
-            let (history, problems) = match History::load(&self.repo) {
-                Ok(hp) => hp,
-                Err(e) => (
-                    History::default(),
-                    vec![FormatProblem {
-                        file: self.repo.root().display().to_string(),
-                        key: None,
-                        message: e.to_string(),
-                    }],
-                ),
-            };
-            *self.problems.lock().unwrap_or_else(|p| p.into_inner()) = problems;
-            history
-        })
+    fn latest(&self) -> Option<&Inc> {
+        self.incs.last()
     }
 
-    /// The increment a snapshot key names, with its index (position among the names).
-    fn resolve_key(&self, key: &SnapKey) -> Option<(u32, &IncrementName)> {
+    fn get(&self, name: &IncrementName) -> Option<&Inc> {
+        self.pos.get(name).map(|&i| &self.incs[i])
+    }
+
+    fn resolve(&self, key: &SnapKey) -> Option<&Inc> {
         match key {
-            SnapKey::Latest => self
-                .names
-                .last()
-                .map(|n| ((self.names.len() - 1) as u32, n)),
-            SnapKey::Named(n) => self
-                .names
-                .binary_search(n)
-                .ok()
-                .map(|i| (i as u32, &self.names[i])),
+            SnapKey::Latest => self.latest(),
+            SnapKey::Named(n) => self.get(n),
         }
     }
 
-    fn snap_index(&self) -> Arc<SnapIndex> {
-        let mut slot = self.snap_index.lock().unwrap_or_else(|p| p.into_inner());
-        match &*slot {
-            Some(t) => Arc::clone(t),
-            None => {
-                // Built under the lock so two threads never build it twice.
-                let t = Arc::new(SnapIndex::build(self.history(), &self.names));
-                *slot = Some(Arc::clone(&t));
-                t
-            }
-        }
-    }
-
-    fn hist_tree(&self) -> Arc<HistTree> {
-        let mut slot = self.history_tree.lock().unwrap_or_else(|p| p.into_inner());
-        match &*slot {
-            Some(t) => Arc::clone(t),
-            None => {
-                let t = Arc::new(HistTree::build(self.history()));
-                *slot = Some(Arc::clone(&t));
-                t
-            }
-        }
-    }
-
-    /// An increment's time: recorded in its metadata once that is parsed; until then (the root
-    /// and `snapshots/` answer before any parsing) the name's.
+    /// An increment's recorded time, or its name's once it is gone.
     fn time_of(&self, name: &IncrementName) -> IncrementTime {
-        self.history
-            .get()
-            .and_then(|h| h.increment(name))
+        self.get(name)
             .map(|i| i.time)
             .unwrap_or_else(|| IncrementTime::of(None, name))
     }
 
-    fn version(&self, path: &RelPath, index: usize) -> Option<Version> {
-        self.history()
-            .versions(path)
-            .get(index)
-            .map(|v| (*v).clone())
+    fn names(&self) -> Vec<IncrementName> {
+        self.incs.iter().map(|i| (*i.name).clone()).collect()
     }
 }
+
+/// Read connections to the index, one per request thread at a time (an `Index` is not
+/// shared between threads), taken and given back around each request.
+struct Pool {
+    path: PathBuf,
+    idle: Mutex<Vec<Index>>,
+}
+
+impl Pool {
+    fn with<T>(&self, f: impl FnOnce(&Index) -> Result<T, IndexError>) -> FsResult<T> {
+        let taken = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let index = match taken {
+            Some(i) => i,
+            None => {
+                let i = Index::open_at(&self.path, true).map_err(fs_err)?;
+                i.set_cache_kib(READER_CACHE_KIB).map_err(fs_err)?;
+                i.set_dir_cache_max(READER_DIR_CACHE);
+                i
+            }
+        };
+        let out = f(&index).map_err(fs_err);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < POOL_MAX {
+            idle.push(index);
+        }
+        out
+    }
+}
+
+fn fs_err(e: IndexError) -> FsError {
+    tracing::warn!("index: {e}");
+    FsError::Io(e.to_string())
+}
+
+/// A version as `history/` shows it: its name, the version, the shown symlink target.
+type ShownVersion = (Vec<u8>, Version, Option<OsString>);
+
+/// Hard-link groups recorded by the catalog: first path → the other members.
+type LinkMap = HashMap<RelPath, Vec<RelPath>>;
 
 /// What a reload changed, for the caller's log.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -284,9 +276,20 @@ pub struct Reload {
 /// The read-only tree of one backup.
 pub struct BackupFs {
     repo: Repository,
-    inodes: RwLock<InodeTable>,
-    state: RwLock<Arc<State>>,
+    /// The connection that keeps the catalog in step with `dist` (only [`BackupFs::refresh`]
+    /// uses it); it also keeps a temporary index alive on a read-only drive.
+    writer: Mutex<Opened>,
+    pool: Pool,
+    inodes: Arc<Inodes>,
+    catalog: RwLock<Arc<Catalog>>,
+    links: RwLock<Option<Arc<LinkMap>>>,
     invalidator: Mutex<Option<Arc<dyn CacheInvalidator>>>,
+    counting: AtomicBool,
+    stop: Arc<AtomicBool>,
+    reloads: AtomicU64,
+    /// Set once the index was found to record no extended attribute anywhere.
+    no_xattrs: AtomicBool,
+    /// Owner of `dist`: shown where nothing else is recorded.
     uid: u32,
     gid: u32,
 }
@@ -295,6 +298,8 @@ pub struct BackupFs {
 pub enum MountFsError {
     #[error(transparent)]
     Repo(#[from] RepoError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
 }
 
 fn owner(meta: Option<&Metadata>) -> (u32, u32) {
@@ -336,6 +341,14 @@ fn kind_of(meta: &Metadata) -> NodeKind {
         NodeKind::Symlink
     } else {
         NodeKind::File
+    }
+}
+
+fn node_kind(k: FileKind) -> NodeKind {
+    match k {
+        FileKind::File => NodeKind::File,
+        FileKind::Symlink => NodeKind::Symlink,
+        FileKind::Dir => NodeKind::Dir,
     }
 }
 
@@ -414,68 +427,170 @@ fn os_name(bytes: &[u8]) -> OsString {
     }
 }
 
+/// The extended attributes of a file on disk (mirror/, increments/).
+fn disk_xattrs(p: &Path) -> Option<Arc<Vec<Xattr>>> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+        let mut names = vec![0u8; 4096];
+        // SAFETY: valid C string and buffer of the given length.
+        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        if n <= 0 {
+            return None;
+        }
+        names.truncate(n as usize);
+        let mut out = Vec::new();
+        for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+            let Ok(cn) = std::ffi::CString::new(name) else {
+                continue;
+            };
+            let mut value = vec![0u8; 65536];
+            // SAFETY: valid C strings and buffer of the given length.
+            let len = unsafe {
+                libc::lgetxattr(
+                    c.as_ptr(),
+                    cn.as_ptr(),
+                    value.as_mut_ptr().cast(),
+                    value.len(),
+                )
+            };
+            if len >= 0 {
+                value.truncate(len as usize);
+                out.push(Xattr {
+                    name: name.to_vec(),
+                    value,
+                });
+            }
+        }
+        (!out.is_empty()).then(|| Arc::new(out))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = p;
+        None
+    }
+}
+
 impl BackupFs {
-    /// Opens the tree of `repo`, reading only the list of increments: the metadata is parsed
-    /// on first need, or by [`BackupFs::load_metadata`].
+    /// Opens the tree of `repo`: opens (creating or bringing up to date) its index, and reads
+    /// the list of increments. Nothing else is read before a request asks for it.
     pub fn open(repo: Repository) -> Result<BackupFs, MountFsError> {
-        let state = State::quick(&repo)?;
+        let opened = Index::open_for(&repo, None)?;
+        opened.index.set_cache_kib(READER_CACHE_KIB)?;
+        opened.index.set_dir_cache_max(READER_DIR_CACHE);
+        let catalog = Catalog::load(&opened.index, &repo)?;
         let root_meta = std::fs::metadata(repo.root()).ok();
         let (uid, gid) = owner(root_meta.as_ref());
+        let pool = Pool {
+            path: opened.index.path().to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        };
         Ok(BackupFs {
             repo,
-            inodes: RwLock::new(InodeTable::new()),
-            state: RwLock::new(Arc::new(state)),
+            writer: Mutex::new(opened),
+            pool,
+            inodes: Arc::new(Inodes::new()),
+            catalog: RwLock::new(Arc::new(catalog)),
+            links: RwLock::new(None),
             invalidator: Mutex::new(None),
+            counting: AtomicBool::new(false),
+            stop: Arc::new(AtomicBool::new(false)),
+            reloads: AtomicU64::new(0),
+            no_xattrs: AtomicBool::new(false),
             uid,
             gid,
         })
     }
 
-    /// Parses the metadata now (if not yet done) and returns the problems found in it
-    /// (unreadable increments, skipped entries), which the tree leaves out.
+    /// What is worth saying about the index once (created, imported, lagging behind).
+    pub fn index_notes(&self) -> Vec<IndexNote> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .notes
+            .clone()
+    }
+
+    /// Reads what the tree needs besides the index's answers (the hard-link groups the
+    /// catalog records) and returns the problems found in the metadata (unreadable
+    /// increments), which the tree leaves out. Meant for a background thread after mounting.
     pub fn load_metadata(&self) -> Vec<FormatProblem> {
-        let state = self.state();
-        state.history();
-        // Ready before anyone enters a snapshot; nothing waits for it meanwhile.
-        state.snap_index();
-        let problems = state.problems.lock().unwrap_or_else(|p| p.into_inner());
-        problems.clone()
+        self.load_links();
+        match self.pool.with(|i| i.records_xattrs()) {
+            Ok(any) => self.no_xattrs.store(!any, Ordering::Relaxed),
+            Err(e) => tracing::warn!("cannot look for extended attributes: {e}"),
+        }
+        self.catalog().problems.clone()
+    }
+
+    fn load_links(&self) {
+        match self.pool.with(|i| i.hardlink_pairs()) {
+            Ok(pairs) => {
+                let mut map: LinkMap = HashMap::new();
+                for (member, first) in pairs {
+                    if member != first {
+                        map.entry(first).or_default().push(member);
+                    }
+                }
+                *self.links.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(map));
+            }
+            Err(e) => tracing::warn!("cannot read hard-link groups: {e}"),
+        }
     }
 
     pub fn repository(&self) -> &Repository {
         &self.repo
     }
 
-    fn state(&self) -> Arc<State> {
-        Arc::clone(&self.state.read().unwrap_or_else(|p| p.into_inner()))
+    fn catalog(&self) -> Arc<Catalog> {
+        Arc::clone(&self.catalog.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn counting(&self) -> bool {
+        self.counting.load(Ordering::Relaxed)
     }
 
     fn loc(&self, ino: Ino) -> FsResult<Loc> {
-        self.inodes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .loc(ino)
-            .cloned()
-            .ok_or(FsError::NotFound)
+        self.inodes.loc(ino).ok_or(FsError::NotFound)
     }
 
-    fn ino(&self, loc: &Loc) -> Ino {
-        if let Some(&i) = self
-            .inodes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_loc
-            .get(loc)
-        {
-            return i;
+    fn top_meta(&self, cat: &Catalog) -> DirMeta {
+        DirMeta {
+            mtime: cat
+                .latest()
+                .map(|i| SystemTime::from(i.time.at))
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            perm: 0o755,
+            uid: self.uid,
+            gid: self.gid,
+            xattrs: None,
         }
-        self.inodes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .ino(loc)
     }
 
-    /// The location of `name` inside `parent`, without checking that it exists.
+    /// A folder's recorded metadata at `at` (its own mtime, mode, owner, xattrs); a folder
+    /// nothing records is shown 0755 with the increment's time.
+    fn folder_meta(&self, index: &Index, dir: &RelPath, at: &Inc) -> Result<DirMeta, IndexError> {
+        Ok(match index.folder_at(dir, &at.name)? {
+            Some(f) => DirMeta {
+                mtime: f.mtime.to_system_time(),
+                perm: f.mode.map(|m| (m & 0o7777) as u16).unwrap_or(0o755),
+                uid: f.attrs.owner.as_ref().map(|o| o.uid).unwrap_or(self.uid),
+                gid: f.attrs.owner.as_ref().map(|o| o.gid).unwrap_or(self.gid),
+                xattrs: (!f.attrs.xattrs.is_empty()).then(|| Arc::new(f.attrs.xattrs)),
+            },
+            None => DirMeta {
+                mtime: SystemTime::from(at.time.at),
+                perm: 0o755,
+                uid: self.uid,
+                gid: self.gid,
+                xattrs: None,
+            },
+        })
+    }
+
+    /// The location of `name` inside `parent`, checked only as far as the name's form goes
+    /// (history names are checked against the index).
     fn child(&self, parent: &Loc, name: &[u8]) -> FsResult<Loc> {
         let text = std::str::from_utf8(name).ok();
         Ok(match parent {
@@ -487,37 +602,66 @@ impl BackupFs {
                 _ => return Err(FsError::NotFound),
             },
             Loc::Mirror(r) => Loc::Mirror(Some(rel_join(r, name)?)),
-            Loc::IncrementsRoot => Loc::Increment(
-                text.and_then(IncrementName::parse)
-                    .ok_or(FsError::NotFound)?,
-                None,
-            ),
+            Loc::IncrementsRoot => {
+                let n = text
+                    .and_then(IncrementName::parse)
+                    .ok_or(FsError::NotFound)?;
+                let cat = self.catalog();
+                let inc = cat.get(&n).ok_or(FsError::NotFound)?;
+                Loc::Increment(Arc::clone(&inc.name), None)
+            }
             Loc::Increment(n, r) => Loc::Increment(n.clone(), Some(rel_join(r, name)?)),
             Loc::SnapshotsRoot => match text {
                 Some(LATEST) => Loc::Snapshot(SnapKey::Latest, None),
-                _ => Loc::Snapshot(
-                    SnapKey::Named(
-                        text.and_then(IncrementName::parse)
-                            .ok_or(FsError::NotFound)?,
-                    ),
-                    None,
-                ),
+                _ => {
+                    let n = text
+                        .and_then(IncrementName::parse)
+                        .ok_or(FsError::NotFound)?;
+                    let cat = self.catalog();
+                    let inc = cat.get(&n).ok_or(FsError::NotFound)?;
+                    Loc::Snapshot(SnapKey::Named(Arc::clone(&inc.name)), None)
+                }
             },
             Loc::Snapshot(k, r) => Loc::Snapshot(k.clone(), Some(rel_join(r, name)?)),
-            Loc::HistoryRoot => Loc::HistoryDir(rel_join(&None, name)?),
-            Loc::HistoryDir(p) => {
-                let state = self.state();
-                let tree = state.hist_tree();
-                match tree.dirs.get(p.as_bytes()).and_then(|c| c.get(name)) {
-                    Some(HistChild::Dir) => Loc::HistoryDir(rel_join(&Some(p.clone()), name)?),
-                    Some(HistChild::Version { .. }) => {
-                        Loc::HistoryVersion(p.clone(), name.to_vec())
-                    }
-                    None => return Err(FsError::NotFound),
-                }
-            }
+            Loc::HistoryRoot => self.history_child(None, name)?,
+            Loc::HistoryDir(p) => self.history_child(Some(p), name)?,
+            Loc::HistoryFile(p) => Loc::HistoryVersion(p.clone(), name.into()),
             Loc::HistoryVersion(..) => return Err(FsError::NotDir),
         })
+    }
+
+    /// `name` in `history/<dir>`: a real folder keeps its name; a file's versions folder is
+    /// `<file>.versions` (see [`versions_folder_name`]).
+    fn history_child(&self, dir: Option<&RelPath>, name: &[u8]) -> FsResult<Loc> {
+        let base = dir.cloned();
+        let path = rel_join(&base, name)?;
+        self.pool
+            .with(|index| {
+                if index.history_has_dir(&path)? {
+                    return Ok(Loc::HistoryDir(path));
+                }
+                let Some(file) = name.strip_suffix(VERSIONS_SUFFIX.as_bytes()) else {
+                    return Ok(Loc::Root);
+                };
+                let Ok(fpath) = rel_join(&base, file) else {
+                    return Ok(Loc::Root);
+                };
+                let shown = versions_folder_name(file, |n| {
+                    rel_join(&base, n)
+                        .ok()
+                        .map(|p| index.history_has_dir(&p).unwrap_or(false))
+                        .unwrap_or(false)
+                });
+                Ok(if shown == name {
+                    Loc::HistoryFile(fpath)
+                } else {
+                    Loc::Root
+                })
+            })
+            .and_then(|l| match l {
+                Loc::Root => Err(FsError::NotFound),
+                l => Ok(l),
+            })
     }
 
     fn disk(&self, p: PathBuf) -> FsResult<Node> {
@@ -527,18 +671,19 @@ impl BackupFs {
 
     /// What `loc` is now, or `NotFound` when it no longer exists.
     fn resolve(&self, loc: &Loc) -> FsResult<Node> {
+        let cat = self.catalog();
         match loc {
             Loc::Root | Loc::IncrementsRoot | Loc::SnapshotsRoot | Loc::HistoryRoot => {
-                Ok(Node::VirtualDir)
+                Ok(Node::Dir(self.top_meta(&cat)))
             }
             Loc::Mirror(None) => match self.disk(self.repo.mirror_dir()) {
                 // A backup without a mirror yet still shows an (empty) mirror/.
-                Err(FsError::NotFound) => Ok(Node::VirtualDir),
+                Err(FsError::NotFound) => Ok(Node::Dir(self.top_meta(&cat))),
                 other => other,
             },
             Loc::Mirror(Some(r)) => self.disk(self.repo.mirror_file(r)),
             Loc::Increment(n, r) => {
-                if !self.state().names.contains(n) {
+                if cat.get(n).is_none() {
                     return Err(FsError::NotFound);
                 }
                 let dir = self.repo.increment_dir(n);
@@ -548,63 +693,160 @@ impl BackupFs {
                 }
             }
             Loc::Snapshot(k, r) => {
-                let state = self.state();
-                let (idx, name) = state.resolve_key(k).ok_or(FsError::NotFound)?;
+                let inc = cat.resolve(k).ok_or(FsError::NotFound)?;
                 let Some(r) = r else {
-                    // Stat'ing every entry of snapshots/ builds nothing.
-                    return Ok(Node::VirtualDir);
+                    return Ok(Node::Dir(DirMeta {
+                        mtime: SystemTime::from(inc.time.at),
+                        ..self.top_meta(&cat)
+                    }));
                 };
-                if state.snap_index().is_dir(Some(r), idx) {
-                    return Ok(Node::VirtualDir);
-                }
-                match state.history().version_at(r, name) {
-                    Some(v) => Ok(Node::Version(v.clone())),
-                    None => Err(FsError::NotFound),
-                }
+                self.pool
+                    .with(|index| {
+                        Ok(match index.snapshot_lookup(&inc.name, r)? {
+                            Some(SnapNode::Dir) => {
+                                Some(Node::Dir(self.folder_meta(index, r, inc)?))
+                            }
+                            Some(SnapNode::File(v)) => Some(Node::Version(v, None)),
+                            None => None,
+                        })
+                    })?
+                    .ok_or(FsError::NotFound)
             }
             Loc::HistoryDir(p) => {
-                if self.state().hist_tree().dirs.contains_key(p.as_bytes()) {
-                    Ok(Node::VirtualDir)
-                } else {
-                    Err(FsError::NotFound)
-                }
+                let latest = cat.latest().ok_or(FsError::NotFound)?;
+                self.pool
+                    .with(|index| {
+                        Ok(if index.history_has_dir(p)? {
+                            Some(Node::Dir(self.folder_meta(index, p, latest)?))
+                        } else {
+                            None
+                        })
+                    })?
+                    .ok_or(FsError::NotFound)
+            }
+            Loc::HistoryFile(p) => {
+                let versions = self.pool.with(|i| i.timeline(p))?;
+                let last = versions
+                    .iter()
+                    .rev()
+                    .find_map(|f| f.version.as_ref())
+                    .ok_or(FsError::NotFound)?;
+                Ok(Node::Dir(self.versions_folder_meta(&cat, last)))
             }
             Loc::HistoryVersion(p, name) => {
-                let state = self.state();
-                let tree = state.hist_tree();
-                match tree.dirs.get(p.as_bytes()).and_then(|c| c.get(name)) {
-                    Some(HistChild::Version { path, index }) => state
-                        .version(path, *index)
-                        .map(Node::Version)
-                        .ok_or(FsError::NotFound),
-                    _ => Err(FsError::NotFound),
-                }
+                let list = self.version_list(&cat, p)?;
+                let (_, v, target) = list
+                    .into_iter()
+                    .find(|(n, _, _)| **n == **name)
+                    .ok_or(FsError::NotFound)?;
+                Ok(Node::Version(Box::new(v), target))
             }
         }
     }
 
-    fn dir_mtime(&self, loc: &Loc) -> SystemTime {
-        let state = self.state();
-        let name = match loc {
-            Loc::Snapshot(k, _) => state.resolve_key(k).map(|(_, n)| n),
-            _ => state.names.last(),
-        };
-        name.map(|n| SystemTime::from(state.time_of(n).at))
-            .unwrap_or(SystemTime::UNIX_EPOCH)
+    /// A versions folder: 0755 (each version keeps its own mode), the time of the newest
+    /// version's increment.
+    fn versions_folder_meta(&self, cat: &Catalog, newest: &Version) -> DirMeta {
+        DirMeta {
+            mtime: newest
+                .start
+                .as_ref()
+                .map(|s| SystemTime::from(cat.time_of(s).at))
+                .unwrap_or_else(|| newest.mtime.to_system_time()),
+            ..self.top_meta(cat)
+        }
     }
 
-    fn attr(&self, ino: Ino, loc: &Loc, node: &Node) -> NodeAttr {
+    /// The versions of `path` as `history/` shows them: (name, version, shown symlink target).
+    fn version_list(&self, cat: &Catalog, path: &RelPath) -> FsResult<Vec<ShownVersion>> {
+        let timeline = self.pool.with(|i| i.timeline(path))?;
+        let mut out: Vec<ShownVersion> = Vec::new();
+        for (i, f) in timeline.iter().enumerate() {
+            let Some(v) = &f.version else { continue };
+            let time = v.start.as_ref().map(|s| cat.time_of(s));
+            // Same-second increments (`backup_…_01`) are told apart by their own suffix, so a
+            // version keeps its name when another one is pruned; a counter only settles what
+            // is left (recorded times equal to the second without a suffix).
+            let mut n = v.start.as_ref().map(views::same_second_number).unwrap_or(0);
+            let mut name = version_file_name(time.as_ref(), n, path.file_name());
+            while out.iter().any(|(x, _, _)| *x == name) {
+                n += 1;
+                name = version_file_name(time.as_ref(), n, path.file_name());
+            }
+            let target = if v.kind == FileKind::Symlink {
+                let next = timeline.get(i + 1).and_then(|f| f.at.as_ref());
+                self.history_link_target(cat, v, f.at.as_ref(), next)
+            } else {
+                None
+            };
+            out.push((name, v.clone(), target));
+        }
+        Ok(out)
+    }
+
+    /// A relative symlink target shown in `history/`, rewritten to point into the snapshot of
+    /// the first increment that shows this version (where it resolves as in the source);
+    /// absolute targets, and versions no snapshot shows any more, keep the stored target.
+    fn history_link_target(
+        &self,
+        cat: &Catalog,
+        v: &Version,
+        from: Option<&IncrementName>,
+        to: Option<&IncrementName>,
+    ) -> Option<OsString> {
+        let stored = std::fs::read_link(v.backing_path(&self.repo)).ok()?;
+        let inc = cat
+            .incs
+            .iter()
+            .find(|i| from.is_none_or(|f| *i.name >= *f) && to.is_none_or(|t| *i.name < *t))?;
+        views::snapshot_link_target(&v.path, inc.name.as_str(), stored.as_os_str())
+    }
+
+    fn version_attr(&self, ino: Ino, v: &Version, shown: Option<&OsString>) -> NodeAttr {
+        // Recorded metadata is the truth (a dist on exFAT cannot hold modes or owners); the
+        // stored file fills in what old metadata does not record.
+        let disk = if v.mode.is_none() {
+            std::fs::symlink_metadata(v.backing_path(&self.repo)).ok()
+        } else {
+            None
+        };
+        let perm = match (v.mode, &disk) {
+            (Some(m), _) => (m & 0o7777) as u16,
+            (None, Some(m)) => perm_of(m),
+            (None, None) if v.kind == FileKind::Symlink => 0o777,
+            (None, None) => 0o644,
+        };
+        let (uid, gid) = match &v.attrs.owner {
+            Some(o) => (o.uid, o.gid),
+            None => (self.uid, self.gid),
+        };
+        NodeAttr {
+            ino,
+            kind: node_kind(v.kind),
+            size: match shown {
+                Some(t) => t.len() as u64,
+                None => v.size,
+            },
+            mtime: v.mtime.to_system_time(),
+            perm,
+            nlink: 1,
+            uid,
+            gid,
+        }
+    }
+
+    fn attr(&self, ino: Ino, node: &Node) -> NodeAttr {
         match node {
-            Node::VirtualDir => NodeAttr {
+            Node::Dir(m) => NodeAttr {
                 ino,
                 kind: NodeKind::Dir,
                 size: 0,
-                mtime: self.dir_mtime(loc),
-                perm: 0o755,
+                mtime: m.mtime,
+                perm: m.perm,
                 // 1 = "unknown number of subdirectories": find must not skip any.
                 nlink: 1,
-                uid: self.uid,
-                gid: self.gid,
+                uid: m.uid,
+                gid: m.gid,
             },
             Node::Disk(_, m) => {
                 let (uid, gid) = owner(Some(m));
@@ -620,197 +862,331 @@ impl BackupFs {
                     gid,
                 }
             }
-            Node::Version(v) => {
-                // The stored file itself is the truth; metadata only fills in when it is gone
-                // (opening it then fails cleanly).
-                match std::fs::symlink_metadata(v.backing_path(&self.repo)) {
-                    Ok(m) => {
-                        let (uid, gid) = owner(Some(&m));
-                        NodeAttr {
-                            ino,
-                            kind: kind_of(&m),
-                            size: m.len(),
-                            mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                            perm: perm_of(&m),
-                            nlink: 1,
-                            uid,
-                            gid,
-                        }
-                    }
-                    Err(_) => NodeAttr {
-                        ino,
-                        kind: match v.kind {
-                            backup_core::FileKind::File => NodeKind::File,
-                            backup_core::FileKind::Symlink => NodeKind::Symlink,
-                            backup_core::FileKind::Dir => NodeKind::Dir,
-                        },
-                        size: v.size,
-                        mtime: v.mtime.to_system_time(),
-                        perm: v.mode.map(|m| (m & 0o7777) as u16).unwrap_or(0o644),
-                        nlink: 1,
-                        uid: self.uid,
-                        gid: self.gid,
-                    },
-                }
-            }
+            Node::Version(v, shown) => self.version_attr(ino, v, shown.as_ref()),
         }
     }
 
-    fn listing(&self, loc: &Loc, node: &Node) -> FsResult<Vec<(Loc, NodeKind, OsString)>> {
+    fn xattrs_of(node: &Node) -> XattrCache {
+        match node {
+            Node::Dir(m) => XattrCache::Known(m.xattrs.clone()),
+            Node::Disk(p, _) => XattrCache::Known(disk_xattrs(p)),
+            Node::Version(v, _) => XattrCache::Known(
+                (!v.attrs.xattrs.is_empty()).then(|| Arc::new(v.attrs.xattrs.clone())),
+            ),
+        }
+    }
+
+    /// For a member of a recorded hard-link group in a snapshot: the location of the group's
+    /// first path when that holds the same version there (then both are one inode), and the
+    /// group's size at that point.
+    fn link_group(&self, loc: &Loc, v: &Version) -> (Loc, u32) {
+        let Loc::Snapshot(k, Some(path)) = loc else {
+            return (loc.clone(), 1);
+        };
+        let links = self.links.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let first = v.attrs.hardlink_of.clone();
+        let has_members = links
+            .as_ref()
+            .is_some_and(|l| l.contains_key(first.as_ref().unwrap_or(path)));
+        if first.is_none() && !has_members {
+            return (loc.clone(), 1);
+        }
+        let cat = self.catalog();
+        let Some(inc) = cat.resolve(k) else {
+            return (loc.clone(), 1);
+        };
+        let same = |a: &Version, b: &Version| {
+            a.kind == FileKind::File
+                && b.kind == FileKind::File
+                && (a.hash.is_none() || b.hash.is_none() || a.hash == b.hash)
+        };
+        let root = first.clone().unwrap_or_else(|| path.clone());
+        let counted = self.pool.with(|index| {
+            let root_v = if first.is_some() {
+                match index.version_at(&root, &inc.name)? {
+                    Some(rv) if same(&rv, v) => Some(rv),
+                    _ => None,
+                }
+            } else {
+                Some(v.clone())
+            };
+            let Some(root_v) = root_v else {
+                return Ok(None);
+            };
+            let mut n = 1u32;
+            let members = links
+                .as_ref()
+                .and_then(|l| l.get(&root).cloned())
+                .unwrap_or_default();
+            for m in &members {
+                if let Some(mv) = index.version_at(m, &inc.name)? {
+                    if mv.attrs.hardlink_of.as_ref() == Some(&root) && same(&mv, &root_v) {
+                        n += 1;
+                    }
+                }
+            }
+            // Before the groups are read (or a member the catalog scan has not seen): at least
+            // this member and its first path.
+            Ok(Some(n.max(if first.is_some() { 2 } else { 1 })))
+        });
+        match counted {
+            Ok(Some(n)) => (Loc::Snapshot(k.clone(), Some(root)), n),
+            _ => (loc.clone(), 1),
+        }
+    }
+
+    /// The shown location and attributes of `loc` now, remembered (counted when asked) under
+    /// its number.
+    fn present(&self, parent: Ino, name: &[u8], loc: Loc, count: bool) -> FsResult<NodeAttr> {
+        let node = self.resolve(&loc)?;
+        self.present_node(parent, name, loc, node, count)
+    }
+
+    fn present_node(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        loc: Loc,
+        node: Node,
+        count: bool,
+    ) -> FsResult<NodeAttr> {
+        let (loc, nlink) = match &node {
+            Node::Version(v, _) => self.link_group(&loc, v),
+            _ => (loc, 1),
+        };
+        let store = count || !self.counting();
+        let dir = matches!(&node, Node::Dir(_)) || matches!(&node, Node::Disk(_, m) if m.is_dir());
+        let ino = if store {
+            self.inodes.remember(Remember {
+                loc: &loc,
+                parent,
+                name,
+                dir,
+                xattrs: Self::xattrs_of(&node),
+                count,
+            })
+        } else {
+            self.inodes.ino_of(&loc)
+        };
+        let mut a = self.attr(ino, &node);
+        a.nlink = a.nlink.max(nlink);
+        Ok(a)
+    }
+
+    /// Every entry of the folder `loc`, with what it is.
+    fn listing(&self, loc: &Loc) -> FsResult<Vec<(Loc, Vec<u8>, Node)>> {
+        let cat = self.catalog();
         let mut out = Vec::new();
-        match (loc, node) {
-            (_, Node::Version(_)) => return Err(FsError::NotDir),
-            (Loc::Root, _) => {
+        match loc {
+            Loc::Root => {
                 for (l, n) in [
                     (Loc::Mirror(None), MIRROR),
                     (Loc::IncrementsRoot, INCREMENTS),
                     (Loc::SnapshotsRoot, SNAPSHOTS),
                     (Loc::HistoryRoot, HISTORY),
                 ] {
-                    out.push((l, NodeKind::Dir, OsString::from(n)));
+                    let node = self.resolve(&l)?;
+                    out.push((l, n.as_bytes().to_vec(), node));
                 }
             }
-            (Loc::IncrementsRoot, _) => {
-                for n in &self.state().names {
-                    out.push((
-                        Loc::Increment(n.clone(), None),
-                        NodeKind::Dir,
-                        OsString::from(n.as_str()),
-                    ));
+            Loc::IncrementsRoot => {
+                for i in &cat.incs {
+                    let l = Loc::Increment(Arc::clone(&i.name), None);
+                    if let Ok(node) = self.resolve(&l) {
+                        out.push((l, i.name.as_str().as_bytes().to_vec(), node));
+                    }
                 }
             }
-            (Loc::SnapshotsRoot, _) => {
-                let state = self.state();
-                for n in &state.names {
+            Loc::SnapshotsRoot => {
+                for i in &cat.incs {
                     out.push((
-                        Loc::Snapshot(SnapKey::Named(n.clone()), None),
-                        NodeKind::Dir,
-                        OsString::from(n.as_str()),
+                        Loc::Snapshot(SnapKey::Named(Arc::clone(&i.name)), None),
+                        i.name.as_str().as_bytes().to_vec(),
+                        Node::Dir(DirMeta {
+                            mtime: SystemTime::from(i.time.at),
+                            ..self.top_meta(&cat)
+                        }),
                     ));
                 }
-                if !state.names.is_empty() {
+                if let Some(i) = cat.latest() {
                     out.push((
                         Loc::Snapshot(SnapKey::Latest, None),
-                        NodeKind::Dir,
-                        OsString::from(LATEST),
+                        LATEST.as_bytes().to_vec(),
+                        Node::Dir(DirMeta {
+                            mtime: SystemTime::from(i.time.at),
+                            ..self.top_meta(&cat)
+                        }),
                     ));
                 }
             }
-            (Loc::Mirror(_) | Loc::Increment(..), Node::VirtualDir) => {}
-            (Loc::Mirror(_) | Loc::Increment(..), Node::Disk(p, m)) => {
-                if !m.is_dir() {
-                    return Err(FsError::NotDir);
-                }
-                let rd = std::fs::read_dir(p).map_err(|e| FsError::from_io(&e))?;
-                let mut entries: Vec<(Vec<u8>, NodeKind)> = Vec::new();
+            Loc::Mirror(_) | Loc::Increment(..) => {
+                let node = self.resolve(loc)?;
+                let p = match node {
+                    Node::Dir(_) => return Ok(out),
+                    Node::Disk(p, m) if m.is_dir() => p,
+                    _ => return Err(FsError::NotDir),
+                };
+                let rd = std::fs::read_dir(&p).map_err(|e| FsError::from_io(&e))?;
+                let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
                 for e in rd {
                     let e = e.map_err(|e| FsError::from_io(&e))?;
-                    let kind = match e.file_type() {
-                        Ok(t) if t.is_dir() => NodeKind::Dir,
-                        Ok(t) if t.is_symlink() => NodeKind::Symlink,
-                        Ok(_) => NodeKind::File,
-                        Err(_) => continue,
-                    };
-                    entries.push((name_bytes(&e.file_name()).to_vec(), kind));
+                    entries.push((name_bytes(&e.file_name()).to_vec(), e.path()));
                 }
                 // Sorted, so listings (and offsets) are stable and file managers need not sort.
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
-                for (name, kind) in entries {
+                for (name, path) in entries {
+                    let Ok(m) = lstat(&path) else { continue };
                     let child = self.child(loc, &name)?;
-                    out.push((child, kind, os_name(&name)));
+                    out.push((child, name, Node::Disk(path, m)));
                 }
             }
-            (Loc::Snapshot(k, r), _) => {
-                let state = self.state();
-                let (idx, name) = state.resolve_key(k).ok_or(FsError::NotFound)?;
-                let index = state.snap_index();
-                let key = r.as_ref().map(RelPath::as_bytes).unwrap_or_default();
-                let Some(dir) = index.dirs.get(key) else {
-                    return Ok(out);
-                };
-                for (n, kinds) in &dir.children {
-                    let Ok(child) = rel_join(r, n) else { continue };
-                    let kind = if kinds.dir && index.is_dir(Some(&child), idx) {
-                        NodeKind::Dir
-                    } else if kinds.file {
-                        match state.history().version_at(&child, name) {
-                            Some(v) if v.kind == backup_core::FileKind::Symlink => {
-                                NodeKind::Symlink
-                            }
-                            Some(_) => NodeKind::File,
-                            None => continue,
-                        }
-                    } else {
-                        continue;
+            Loc::Snapshot(k, r) => {
+                let inc = cat.resolve(k).ok_or(FsError::NotFound)?;
+                let children = self.pool.with(|index| {
+                    let Some(children) = index.snapshot_dir(&inc.name, r.as_ref())? else {
+                        return Ok(None);
                     };
-                    out.push((Loc::Snapshot(k.clone(), Some(child)), kind, os_name(n)));
-                }
-            }
-            (Loc::HistoryRoot | Loc::HistoryDir(_), _) => {
-                let tree = self.state().hist_tree();
-                let (key, base) = match loc {
-                    Loc::HistoryDir(p) => (p.as_bytes(), Some(p.clone())),
-                    _ => (&b""[..], None),
+                    let mut v = Vec::with_capacity(children.len());
+                    for c in children {
+                        let Ok(path) = rel_join(r, &c.name) else {
+                            continue;
+                        };
+                        let node = match c.node {
+                            SnapNode::Dir => Node::Dir(self.folder_meta(index, &path, inc)?),
+                            SnapNode::File(ver) => Node::Version(ver, None),
+                        };
+                        v.push((Loc::Snapshot(k.clone(), Some(path)), c.name, node));
+                    }
+                    Ok(Some(v))
+                })?;
+                return match children {
+                    Some(c) => Ok(c),
+                    None => match self.resolve(loc)? {
+                        Node::Version(..) => Err(FsError::NotDir),
+                        _ => Err(FsError::NotFound),
+                    },
                 };
-                let children = tree.dirs.get(key).ok_or(FsError::NotFound)?;
-                for (n, c) in children {
-                    let (l, kind) = match (c, &base) {
-                        (HistChild::Dir, _) => {
-                            (Loc::HistoryDir(rel_join(&base, n)?), NodeKind::Dir)
-                        }
-                        (HistChild::Version { .. }, Some(p)) => {
-                            (Loc::HistoryVersion(p.clone(), n.clone()), NodeKind::File)
-                        }
-                        (HistChild::Version { .. }, None) => continue,
+            }
+            Loc::HistoryRoot | Loc::HistoryDir(_) => {
+                let dir = match loc {
+                    Loc::HistoryDir(p) => Some(p.clone()),
+                    _ => None,
+                };
+                let latest = cat.latest().ok_or(FsError::NotFound)?;
+                let entries = self.pool.with(|index| {
+                    let Some(children) = index.history_dir(dir.as_ref())? else {
+                        return Ok(None);
                     };
-                    out.push((l, kind, os_name(n)));
+                    let dirs: std::collections::HashSet<&[u8]> = children
+                        .iter()
+                        .filter(|(_, is_dir)| *is_dir)
+                        .map(|(n, _)| n.as_slice())
+                        .collect();
+                    let mut v = Vec::with_capacity(children.len());
+                    let mut shown_files = std::collections::HashSet::new();
+                    for (name, is_dir) in &children {
+                        let Ok(path) = rel_join(&dir, name) else {
+                            continue;
+                        };
+                        if *is_dir {
+                            let meta = self.folder_meta(index, &path, latest)?;
+                            v.push((Loc::HistoryDir(path), name.clone(), Node::Dir(meta)));
+                            continue;
+                        }
+                        let shown = versions_folder_name(name, |n| dirs.contains(n));
+                        // A name clash the rule cannot settle (see docs/mount.md): the first
+                        // one wins.
+                        if dirs.contains(shown.as_slice()) || !shown_files.insert(shown.clone()) {
+                            continue;
+                        }
+                        let timeline = index.timeline(&path)?;
+                        let Some(newest) = timeline.iter().rev().find_map(|f| f.version.as_ref())
+                        else {
+                            continue;
+                        };
+                        let meta = self.versions_folder_meta(&cat, newest);
+                        v.push((Loc::HistoryFile(path), shown, Node::Dir(meta)));
+                    }
+                    v.sort_by(|a, b| a.1.cmp(&b.1));
+                    Ok(Some(v))
+                })?;
+                return entries.ok_or(FsError::NotFound);
+            }
+            Loc::HistoryFile(p) => {
+                for (name, v, target) in self.version_list(&cat, p)? {
+                    out.push((
+                        Loc::HistoryVersion(p.clone(), name.clone().into()),
+                        name,
+                        Node::Version(Box::new(v), target),
+                    ));
+                }
+                if out.is_empty() {
+                    return Err(FsError::NotFound);
                 }
             }
-            (Loc::HistoryVersion(..), _) => return Err(FsError::NotDir),
+            Loc::HistoryVersion(..) => return Err(FsError::NotDir),
         }
         Ok(out)
     }
 
-    /// Compares the backup on disk with what is loaded and reloads when increments were
-    /// added, removed or rewritten, or the mirror index changed; then tells the kernel to drop
-    /// what it cached of the metadata views. Returns `None` when nothing changed.
+    /// Brings the catalog in step with `dist` (increments added, removed or rewritten) and,
+    /// when something changed, shows the new state and tells the kernel what to forget.
+    /// Returns `None` when nothing changed. Runs on the watcher's thread, never a request's.
     pub fn refresh(&self) -> Result<Option<Reload>, MountFsError> {
-        let old = self.state();
-        if signature(&self.repo) == old.signature {
+        let (report, new) = {
+            let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let report = w.index.sync_catalog(&self.repo)?;
+            let new = Catalog::load(&w.index, &self.repo)?;
+            (report, new)
+        };
+        let old = self.catalog();
+        let old_names = old.names();
+        let new_names = new.names();
+        if report.is_empty() && old_names == new_names {
             return Ok(None);
         }
-        let new = State::quick(&self.repo)?;
-        // Parsed here, off the request path, before the new state is visible.
-        new.history();
-        new.snap_index();
         let reload = Reload {
-            added: new
-                .names
+            added: new_names
                 .iter()
-                .filter(|n| !old.names.contains(n))
+                .filter(|n| !old_names.contains(n))
                 .map(|n| n.to_string())
                 .collect(),
-            removed: old
-                .names
+            removed: old_names
                 .iter()
-                .filter(|n| !new.names.contains(n))
+                .filter(|n| !new_names.contains(n))
                 .map(|n| n.to_string())
                 .collect(),
         };
-        let latest_moved = old.names.last() != new.names.last();
-        let only_appended = reload.removed.is_empty()
-            && !reload.added.is_empty()
-            && new
-                .names
+        let only_appended = report.removed.is_empty()
+            && report.reread.is_empty()
+            && reload.removed.is_empty()
+            && new_names
                 .iter()
-                .filter(|n| !old.names.contains(n))
-                .all(|n| old.names.last().is_none_or(|last| n > last));
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
-        self.invalidate(&reload, latest_moved, only_appended);
+                .filter(|n| !old_names.contains(n))
+                .all(|n| old_names.last().is_none_or(|last| n > last));
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        if self
+            .links
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            self.load_links();
+        }
+        self.invalidate(&reload, only_appended);
         Ok(Some(reload))
     }
 
-    fn invalidate(&self, reload: &Reload, latest_moved: bool, only_appended: bool) {
+    /// How many reloads showed a changed catalog (for tests and `-v`).
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    fn invalidate(&self, reload: &Reload, only_appended: bool) {
+        if !only_appended {
+            self.inodes.clear_xattrs();
+        }
         let Some(inv) = self
             .invalidator
             .lock()
@@ -819,46 +1195,44 @@ impl BackupFs {
         else {
             return;
         };
-        let incs = self.ino(&Loc::IncrementsRoot);
-        let snaps = self.ino(&Loc::SnapshotsRoot);
+        let incs = self.inodes.ino_of(&Loc::IncrementsRoot);
+        let snaps = self.inodes.ino_of(&Loc::SnapshotsRoot);
         for name in &reload.removed {
             inv.inval_entry(incs, OsStr::new(name));
             inv.inval_entry(snaps, OsStr::new(name));
         }
-        if latest_moved {
-            inv.inval_entry(snaps, OsStr::new(LATEST));
-        }
+        // `latest` and everything below it: one call drops the whole subtree.
+        inv.inval_entry(snaps, OsStr::new(LATEST));
         inv.inval_inode(incs);
         inv.inval_inode(snaps);
-        // New increments after all others (the nightly case) change only `latest` and
-        // history listings; anything else (a prune, a rewritten catalog, an increment that
-        // sorts earlier) may change any view: then drop every metadata-built node. Inodes the
-        // kernel no longer holds cost one cheap refusal each.
-        let inos: Vec<Ino> = {
-            let t = self.inodes.read().unwrap_or_else(|p| p.into_inner());
-            t.locs
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| match l {
-                    Loc::Snapshot(SnapKey::Latest, _) | Loc::HistoryRoot | Loc::HistoryDir(_) => {
-                        true
-                    }
-                    _ => !only_appended && l.freshness() == Freshness::Notified,
-                })
-                .map(|(i, _)| i as Ino + 1)
-                .collect()
-        };
-        if !only_appended {
-            for n in &self.state().names {
-                inv.inval_entry(snaps, OsStr::new(n.as_str()));
+        // A new increment after all others (the nightly case) changes only `latest` and the
+        // history's listings; anything else (a prune, a rewritten catalog, an increment that
+        // sorts earlier) may take versions out of any view. Either way only what the kernel
+        // holds is walked.
+        let mut entries: Vec<(Ino, Ino, Box<[u8]>, bool)> = Vec::new();
+        self.inodes.for_each(&mut |ino, e| {
+            let wanted = match &e.loc {
+                l if l.in_history() => true,
+                Loc::Snapshot(SnapKey::Named(_), _) => !only_appended,
+                _ => false,
+            };
+            if wanted {
+                entries.push((ino, e.parent, e.name.clone(), e.dir));
             }
-        }
-        for i in inos {
-            inv.inval_inode(i);
+        });
+        for (ino, parent, name, dir) in entries {
+            if only_appended && !dir {
+                // A history version never changes once stored; its folder's listing does.
+                continue;
+            }
+            inv.inval_inode(ino);
+            if !only_appended {
+                inv.inval_entry(parent, &os_name(&name));
+            }
         }
     }
 
-    /// Stable inode number of a virtual path like `snapshots/latest/a/b` (for tests and tools).
+    /// The attributes of a virtual path like `snapshots/latest/a/b` (for tests and tools).
     pub fn lookup_path(&self, path: &str) -> FsResult<NodeAttr> {
         let mut attr = self.getattr(ROOT_INO)?;
         for comp in path.split('/').filter(|c| !c.is_empty()) {
@@ -866,43 +1240,135 @@ impl BackupFs {
         }
         Ok(attr)
     }
+
+    /// Inodes held by the kernel, and cached ones (for tests and `-v`).
+    pub fn inode_counts(&self) -> (usize, usize) {
+        (self.inodes.held(), self.inodes.cached())
+    }
+
+    /// Keeps the inode table bounded: asks the kernel to drop the folders used longest ago
+    /// (their entries come back as `forget`s) while it holds more than the budget, and drops
+    /// cache entries nobody used for a while. Runs on its own thread, never a request's.
+    fn janitor(
+        inodes: Arc<Inodes>,
+        inv: Arc<dyn CacheInvalidator>,
+        stop: Arc<AtomicBool>,
+        counting: bool,
+    ) {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+            let before = inodes.now().saturating_sub(CACHE_AGE.as_millis() as u64);
+            inodes.evict_cached(CACHE_KEEP, before);
+            if counting && inodes.held() > HELD_BUDGET {
+                let dirs = inodes.oldest_dirs(256);
+                for (parent, name) in dirs {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    inv.inval_entry(parent, &os_name(&name));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for BackupFs {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl ReadOnlyFs for BackupFs {
     fn lookup(&self, parent: Ino, name: &OsStr) -> FsResult<NodeAttr> {
         let ploc = self.loc(parent)?;
         let child = self.child(&ploc, name_bytes(name))?;
-        let node = self.resolve(&child)?;
-        let ino = self.ino(&child);
-        Ok(self.attr(ino, &child, &node))
+        self.present(parent, name_bytes(name), child, self.counting())
     }
 
     fn getattr(&self, ino: Ino) -> FsResult<NodeAttr> {
         let loc = self.loc(ino)?;
         let node = self.resolve(&loc)?;
-        Ok(self.attr(ino, &loc, &node))
+        let mut a = self.attr(ino, &node);
+        if let Node::Version(v, _) = &node {
+            a.nlink = self.link_group(&loc, v).1;
+        }
+        self.inodes.set_xattrs(ino, Self::xattrs_of(&node));
+        Ok(a)
     }
 
     fn readdir(&self, ino: Ino) -> FsResult<Vec<DirEntry>> {
         let loc = self.loc(ino)?;
-        let node = self.resolve(&loc)?;
-        let listing = self.listing(&loc, &node)?;
-        let mut table = self.inodes.write().unwrap_or_else(|p| p.into_inner());
+        let listing = self.listing(&loc)?;
+        let store = !self.counting();
         Ok(listing
             .into_iter()
-            .map(|(l, kind, name)| DirEntry {
-                ino: table.ino(&l),
-                kind,
-                name,
+            .map(|(l, name, node)| {
+                let kind = self.attr(0, &node).kind;
+                let ino = if store {
+                    self.present_node(ino, &name, l, node, false)
+                        .map(|a| a.ino)
+                        .unwrap_or(0)
+                } else {
+                    self.inodes.ino_of(&l)
+                };
+                DirEntry {
+                    ino,
+                    kind,
+                    name: os_name(&name),
+                }
             })
             .collect())
+    }
+
+    fn readdir_plus(&self, ino: Ino) -> FsResult<Vec<(DirEntry, NodeAttr)>> {
+        let loc = self.loc(ino)?;
+        let listing = self.listing(&loc)?;
+        let mut out = Vec::with_capacity(listing.len());
+        for (l, name, node) in listing {
+            // Remembered uncounted: `hold` counts each entry the kernel really takes.
+            let Ok(a) = self.present_node(ino, &name, l, node, false) else {
+                continue;
+            };
+            out.push((
+                DirEntry {
+                    ino: a.ino,
+                    kind: a.kind,
+                    name: os_name(&name),
+                },
+                a,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn has_xattrs(&self) -> bool {
+        !self.no_xattrs.load(Ordering::Relaxed)
+    }
+
+    fn track_references(&self) {
+        self.counting.store(true, Ordering::Relaxed);
+    }
+
+    fn hold(&self, parent: Ino, entry: &DirEntry) {
+        if self.inodes.hold(entry.ino) {
+            return;
+        }
+        // Dropped from the cache since the listing was taken: look it up again.
+        if let Err(e) = self.lookup(parent, &entry.name) {
+            tracing::debug!("entry {:?} of inode {parent} vanished: {e}", entry.name);
+        }
+    }
+
+    fn forget(&self, ino: Ino, n: u64) {
+        self.inodes.forget(ino, n);
     }
 
     fn readlink(&self, ino: Ino) -> FsResult<OsString> {
         let loc = self.loc(ino)?;
         let path = match self.resolve(&loc)? {
             Node::Disk(p, m) if m.file_type().is_symlink() => p,
-            Node::Version(v) => v.backing_path(&self.repo),
+            Node::Version(_, Some(shown)) => return Ok(shown),
+            Node::Version(v, None) => v.backing_path(&self.repo),
             _ => return Err(FsError::NotSymlink),
         };
         match std::fs::read_link(&path) {
@@ -915,10 +1381,10 @@ impl ReadOnlyFs for BackupFs {
     fn open(&self, ino: Ino) -> FsResult<File> {
         let loc = self.loc(ino)?;
         let path = match self.resolve(&loc)? {
-            Node::VirtualDir => return Err(FsError::IsDir),
+            Node::Dir(_) => return Err(FsError::IsDir),
             Node::Disk(_, m) if m.is_dir() => return Err(FsError::IsDir),
             Node::Disk(p, _) => p,
-            Node::Version(v) => v.backing_path(&self.repo),
+            Node::Version(v, _) => v.backing_path(&self.repo),
         };
         inside_backup(self.repo.root(), &path)?;
         open_backing(&path)
@@ -927,10 +1393,14 @@ impl ReadOnlyFs for BackupFs {
     fn statfs(&self) -> FsResult<FsStats> {
         let v = backup_platform::fs::volume_stats(self.repo.root())
             .map_err(|e| FsError::from_io(&e))?;
+        let bs = u64::from(v.block_size.max(1));
         Ok(FsStats {
             blocks: v.blocks(),
+            blocks_free: v.free_bytes / bs,
+            blocks_avail: v.available_bytes / bs,
             block_size: v.block_size,
             files: v.files.unwrap_or(0),
+            files_free: v.files_free.unwrap_or(0),
             name_max: v.name_max,
         })
     }
@@ -943,13 +1413,57 @@ impl ReadOnlyFs for BackupFs {
 
     fn parent(&self, ino: Ino) -> Ino {
         match self.loc(ino) {
-            Ok(l) => self.ino(&l.parent()),
+            Ok(l) => self.inodes.ino_of(&l.parent()),
             Err(_) => ROOT_INO,
         }
     }
 
+    fn getxattr(&self, ino: Ino, name: &OsStr) -> FsResult<Vec<u8>> {
+        let list = self.xattr_list(ino)?;
+        list.as_deref()
+            .and_then(|l| l.iter().find(|x| x.name == name_bytes(name)))
+            .map(|x| x.value.clone())
+            .ok_or(FsError::NoData)
+    }
+
+    fn listxattr(&self, ino: Ino) -> FsResult<Vec<OsString>> {
+        Ok(self
+            .xattr_list(ino)?
+            .map(|l| l.iter().map(|x| os_name(&x.name)).collect())
+            .unwrap_or_default())
+    }
+
     fn attach_invalidator(&self, inv: Arc<dyn CacheInvalidator>) {
-        *self.invalidator.lock().unwrap_or_else(|p| p.into_inner()) = Some(inv);
+        *self.invalidator.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&inv));
+        let inodes = Arc::clone(&self.inodes);
+        let stop = Arc::clone(&self.stop);
+        let counting = self.counting();
+        let spawned = std::thread::Builder::new()
+            .name("mount-janitor".into())
+            .spawn(move || Self::janitor(inodes, inv, stop, counting));
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the inode janitor: {e}");
+        }
+    }
+}
+
+impl BackupFs {
+    /// The extended attributes of `ino`, from what its entry keeps when it can (no query:
+    /// `ls -l` asks for every file).
+    fn xattr_list(&self, ino: Ino) -> FsResult<Option<Arc<Vec<Xattr>>>> {
+        match self.inodes.xattrs(ino) {
+            XattrCache::Known(l) => Ok(l),
+            XattrCache::Unknown => {
+                let loc = self.loc(ino)?;
+                let node = self.resolve(&loc)?;
+                let x = Self::xattrs_of(&node);
+                self.inodes.set_xattrs(ino, x.clone());
+                match x {
+                    XattrCache::Known(l) => Ok(l),
+                    XattrCache::Unknown => Ok(None),
+                }
+            }
+        }
     }
 }
 

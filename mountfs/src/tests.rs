@@ -95,9 +95,7 @@ fn walk(fs: &BackupFs, ino: Ino, prefix: &str, out: &mut BTreeMap<String, ModelF
 
 fn open_fs(dir: &Path) -> BackupFs {
     let fs = BackupFs::open(Repository::open(dir).expect("repo")).expect("open");
-    // Parses the metadata but, unlike `load_metadata`, builds no snapshot index.
-    fs.state().history();
-    let problems = fs.state().problems.lock().unwrap().clone();
+    let problems = fs.load_metadata();
     assert!(problems.is_empty(), "{problems:?}");
     fs
 }
@@ -120,14 +118,11 @@ fn layout_lists_from_metadata() {
         names(&fs, "mirror"),
         ["bin", "deep", "docs", "untracked.txt"]
     );
-    // Nothing below snapshots/ was folded by listing it and stat'ing every entry.
     for n in [A, B, C, "latest"] {
         let a = fs.lookup_path(&format!("snapshots/{n}")).unwrap();
         assert_eq!(a.kind, NodeKind::Dir);
     }
-    assert!(fs.state().snap_index.lock().unwrap().is_none());
     fs.lookup_path(&format!("snapshots/{B}/docs")).unwrap();
-    assert!(fs.state().snap_index.lock().unwrap().is_some());
     assert!(matches!(
         fs.lookup_path("snapshots/backup_20200101_000000"),
         Err(FsError::NotFound)
@@ -170,7 +165,7 @@ fn history_lists_every_version_sorted_by_time() {
     let d = tempfile::tempdir().unwrap();
     let f = fixture(d.path());
     let fs = open_fs(d.path());
-    let got = names(&fs, "history/docs/report.txt");
+    let got = names(&fs, "history/docs/report.txt.versions");
     assert_eq!(
         got,
         [
@@ -179,7 +174,10 @@ fn history_lists_every_version_sorted_by_time() {
             "2024-01-03_100000_report.txt"
         ]
     );
-    let dir = fs.lookup_path("history/docs/report.txt").unwrap().ino;
+    let dir = fs
+        .lookup_path("history/docs/report.txt.versions")
+        .unwrap()
+        .ino;
     let contents: Vec<Vec<u8>> = got
         .iter()
         .map(|n| read_all(&fs, fs.lookup(dir, OsStr::new(n)).unwrap().ino))
@@ -192,10 +190,18 @@ fn history_lists_every_version_sorted_by_time() {
     assert_eq!(contents, expected);
     // A deleted file keeps its history.
     assert_eq!(
-        names(&fs, "history/gone.txt"),
+        names(&fs, "history/gone.txt.versions"),
         ["2024-01-01_100000_gone.txt"]
     );
-    assert_eq!(names(&fs, "history"), ["bin", "deep", "docs", "gone.txt"]);
+    assert_eq!(
+        names(&fs, "history"),
+        ["bin", "deep", "docs", "gone.txt.versions"]
+    );
+    // A file's versions folder is not a real folder's name.
+    assert!(matches!(
+        fs.lookup_path("history/docs/report.txt"),
+        Err(FsError::NotFound)
+    ));
 }
 
 #[test]
@@ -208,7 +214,7 @@ fn inode_numbers_are_stable() {
         "snapshots/latest/docs/report.txt",
         &format!("snapshots/{A}/docs/report.txt"),
         &format!("increments/{B}/track/docs/report.txt"),
-        "history/docs/report.txt",
+        "history/docs/report.txt.versions",
     ];
     let first: Vec<Ino> = paths
         .iter()
@@ -274,7 +280,12 @@ fn refresh_sees_new_and_pruned_increments_and_invalidates() {
         .lock()
         .unwrap()
         .contains(&(snaps, "latest".into())));
-    assert!(rec.inodes.lock().unwrap().contains(&latest_file.ino));
+    // The whole `latest` subtree goes with its name.
+    assert!(rec
+        .entries
+        .lock()
+        .unwrap()
+        .contains(&(snaps, "latest".into())));
     // A new newest increment changes no earlier view: those stay cached.
     assert!(!rec.inodes.lock().unwrap().contains(&in_b.ino));
 
@@ -354,7 +365,7 @@ fn reads_a_backup_of_the_original_python_tool() {
     );
     assert_eq!(names(&fs, "mirror"), ["docs", "notes.md"]);
     assert_eq!(
-        names(&fs, "history/docs/a.txt"),
+        names(&fs, "history/docs/a.txt.versions"),
         ["2024-01-05_100000_a.txt"]
     );
 }
@@ -392,11 +403,11 @@ fn hostile_metadata_never_panics_or_names_a_path() {
     std::fs::write(&meta, text).unwrap();
     let fs = open_fs(d.path());
     assert_eq!(
-        names(&fs, "history/gone.txt"),
+        names(&fs, "history/gone.txt.versions"),
         ["0000-00-00_000000_gone.txt"]
     );
     let v = fs
-        .lookup_path("history/gone.txt/0000-00-00_000000_gone.txt")
+        .lookup_path("history/gone.txt.versions/0000-00-00_000000_gone.txt")
         .unwrap();
     assert_eq!(read_all(&fs, v.ino), b"short-lived");
     for top in ["snapshots", "history", "increments", "mirror"] {
@@ -426,7 +437,7 @@ fn directories_that_empty_and_return_follow_the_fold() {
         ],
     );
     let fs = open_fs(d.path());
-    let (history, _) = History::load(fs.repository()).unwrap();
+    let (history, _) = backup_core::History::load(fs.repository()).unwrap();
     for (name, model) in &f.states {
         let mut seen = BTreeMap::new();
         walk(
@@ -457,7 +468,7 @@ fn directories_that_empty_and_return_follow_the_fold() {
 }
 
 #[test]
-fn listings_of_root_increments_and_snapshots_parse_no_metadata() {
+fn listings_answer_before_any_background_work() {
     let d = tempfile::tempdir().unwrap();
     fixture(d.path());
     let fs = BackupFs::open(Repository::open(d.path()).unwrap()).unwrap();
@@ -466,12 +477,10 @@ fn listings_of_root_increments_and_snapshots_parse_no_metadata() {
     for n in [A, B, C, "latest"] {
         fs.lookup_path(&format!("snapshots/{n}")).unwrap();
     }
-    assert!(fs.state().history.get().is_none(), "metadata was parsed");
     assert_eq!(
         names(&fs, "snapshots/latest/docs"),
         ["new.txt", "report.txt"]
     );
-    assert!(fs.state().history.get().is_some());
 }
 
 #[test]
@@ -482,7 +491,6 @@ fn unreadable_metadata_is_reported_and_the_rest_still_served() {
     let fs = BackupFs::open(Repository::open(d.path()).unwrap()).unwrap();
     let problems = fs.load_metadata();
     assert!(problems.iter().any(|p| p.file.contains(B)), "{problems:?}");
-    assert!(fs.state().snap_index.lock().unwrap().is_some());
     let latest = fs.lookup_path("snapshots/latest/docs/report.txt").unwrap();
     assert_eq!(read_all(&fs, latest.ino), b"report v3");
     let a = fs

@@ -1,229 +1,26 @@
-//! The virtual directory trees built from metadata: one per snapshot, and the history tree.
+//! How `history/` names and presents things: versions folders, version files, symlinks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
 
 use backup_core::identity::IncrementTime;
-use backup_core::{History, IncrementName, RelPath, Version};
+use backup_core::RelPath;
 
-/// The children of each directory of a tree, keyed by the directory's path bytes (`""` for
-/// the tree's root), sorted by name.
-pub(crate) type Dirs<C> = HashMap<Vec<u8>, BTreeMap<Vec<u8>, C>>;
+/// Appended to a file's name for the folder of its versions in `history/`
+/// (`history/docs/report.txt.versions/`): at a glance it is not the folder `report.txt`, and
+/// a script finds a file's versions by adding it.
+pub const VERSIONS_SUFFIX: &str = ".versions";
 
-fn add_ancestors<C>(dirs: &mut Dirs<C>, path: &RelPath, dir_child: impl Fn() -> C) {
-    let bytes = path.as_bytes();
-    let mut start = 0;
-    let mut parent: Vec<u8> = Vec::new();
-    dirs.entry(Vec::new()).or_default();
-    while let Some(pos) = bytes[start..].iter().position(|&b| b == b'/') {
-        let end = start + pos;
-        let name = bytes[start..end].to_vec();
-        let here = bytes[..end].to_vec();
-        dirs.entry(parent).or_default().insert(name, dir_child());
-        dirs.entry(here.clone()).or_default();
-        parent = here;
-        start = end + 1;
+/// The name of the versions folder of the file `name` in a `history/` folder whose real
+/// subfolders are told by `is_dir`: `<name>.versions`, with the suffix repeated while a real
+/// folder has that name (a folder `a.versions` next to a file `a` gives `a.versions.versions`).
+pub fn versions_folder_name(name: &[u8], is_dir: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut out = name.to_vec();
+    out.extend_from_slice(VERSIONS_SUFFIX.as_bytes());
+    // Bounded: a name cannot grow past the longest allowed one.
+    while is_dir(&out) && out.len() < 4096 {
+        out.extend_from_slice(VERSIONS_SUFFIX.as_bytes());
     }
-}
-
-fn parent_key(path: &RelPath) -> Vec<u8> {
-    path.parent()
-        .map(|p| p.as_bytes().to_vec())
-        .unwrap_or_default()
-}
-
-/// Half-open ranges `[from, to)` of increment indexes (positions in the sorted names).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Spans(Vec<(u32, u32)>);
-
-impl Spans {
-    pub fn contains(&self, k: u32) -> bool {
-        let i = self.0.partition_point(|&(from, _)| from <= k);
-        i > 0 && k < self.0[i - 1].1
-    }
-
-    fn normalize(&mut self) {
-        self.0.sort_unstable();
-        let mut out: Vec<(u32, u32)> = Vec::with_capacity(self.0.len());
-        for &(a, b) in &self.0 {
-            match out.last_mut() {
-                Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                _ => out.push((a, b)),
-            }
-        }
-        self.0 = out;
-    }
-
-    /// When a path exists, from its events: an event at time `t` holds for every increment
-    /// whose name sorts at or after `t`, until the next event.
-    fn of(
-        timeline: &[(Option<&IncrementName>, Option<&Version>)],
-        names: &[IncrementName],
-    ) -> Spans {
-        let n = names.len() as u32;
-        let mut steps: Vec<(u32, bool)> = Vec::with_capacity(timeline.len());
-        for (t, v) in timeline {
-            let e = match t {
-                Some(t) => names.partition_point(|x| x < *t) as u32,
-                None => 0,
-            };
-            match steps.last_mut() {
-                Some(last) if last.0 == e => last.1 = v.is_some(),
-                _ => steps.push((e, v.is_some())),
-            }
-        }
-        let mut out = Vec::new();
-        let mut open: Option<u32> = None;
-        for (e, present) in steps {
-            if e >= n {
-                break;
-            }
-            match (present, open) {
-                (true, None) => open = Some(e),
-                (false, Some(from)) => {
-                    if e > from {
-                        out.push((from, e));
-                    }
-                    open = None;
-                }
-                _ => {}
-            }
-        }
-        if let Some(from) = open {
-            out.push((from, n));
-        }
-        Spans(out)
-    }
-}
-
-/// What a name in a snapshot directory can be (both, with messy metadata; the directory wins
-/// wherever it exists).
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct ChildKinds {
-    pub file: bool,
-    pub dir: bool,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct SnapDir {
-    pub children: BTreeMap<Vec<u8>, ChildKinds>,
-    /// The increments whose snapshot holds something below this directory.
-    pub spans: Spans,
-}
-
-/// One index serves every snapshot: each directory ever seen, with the increments in which it
-/// exists. A snapshot's listing then costs its children only, never a fold of the whole tree,
-/// so `find snapshots/ -maxdepth 2` over hundreds of snapshots stays cheap. A file's version at
-/// a point comes from `History::version_at`.
-pub(crate) struct SnapIndex {
-    pub dirs: HashMap<Vec<u8>, SnapDir>,
-}
-
-impl SnapIndex {
-    pub fn build(history: &History, names: &[IncrementName]) -> SnapIndex {
-        let mut dirs: HashMap<Vec<u8>, SnapDir> = HashMap::new();
-        dirs.entry(Vec::new()).or_default();
-        for path in history.paths() {
-            let spans = Spans::of(&history.timeline(path), names);
-            if spans.0.is_empty() {
-                continue;
-            }
-            dirs.entry(parent_key(path))
-                .or_default()
-                .children
-                .entry(path.file_name().to_vec())
-                .or_default()
-                .file = true;
-            let bytes = path.as_bytes();
-            let mut parent: Vec<u8> = Vec::new();
-            let mut start = 0;
-            while let Some(pos) = bytes[start..].iter().position(|&b| b == b'/') {
-                let end = start + pos;
-                let here = bytes[..end].to_vec();
-                dirs.entry(parent)
-                    .or_default()
-                    .children
-                    .entry(bytes[start..end].to_vec())
-                    .or_default()
-                    .dir = true;
-                dirs.entry(here.clone())
-                    .or_default()
-                    .spans
-                    .0
-                    .extend_from_slice(&spans.0);
-                parent = here;
-                start = end + 1;
-            }
-        }
-        for d in dirs.values_mut() {
-            d.spans.normalize();
-        }
-        SnapIndex { dirs }
-    }
-
-    /// True when `rel` (`None` = the snapshot's root) is a directory in snapshot `k`.
-    pub fn is_dir(&self, rel: Option<&RelPath>, k: u32) -> bool {
-        match rel {
-            None => true,
-            Some(r) => self
-                .dirs
-                .get(r.as_bytes())
-                .map(|d| d.spans.contains(k))
-                .unwrap_or(false),
-        }
-    }
-}
-
-/// A child in the history tree: a directory, or one stored version of the file `path`
-/// (`index` into `History::versions(path)`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum HistChild {
-    Dir,
-    Version { path: RelPath, index: usize },
-}
-
-/// `history/<rel path>/` holds every stored version of that file, named so they sort by time.
-pub(crate) struct HistTree {
-    pub dirs: Dirs<HistChild>,
-}
-
-impl HistTree {
-    pub fn build(history: &History) -> HistTree {
-        let mut dirs: Dirs<HistChild> = HashMap::new();
-        dirs.entry(Vec::new()).or_default();
-        for path in history.paths() {
-            let versions = history.versions(path);
-            if versions.is_empty() {
-                continue;
-            }
-            add_ancestors(&mut dirs, path, || HistChild::Dir);
-            dirs.entry(parent_key(path))
-                .or_default()
-                .insert(path.file_name().to_vec(), HistChild::Dir);
-            let own = dirs.entry(path.as_bytes().to_vec()).or_default();
-            for (index, v) in versions.iter().enumerate() {
-                let time = v.start.as_ref().map(|s| match history.increment(s) {
-                    Some(i) => i.time,
-                    None => IncrementTime::of(None, s),
-                });
-                let mut name = version_file_name(time.as_ref(), 0, path.file_name());
-                // Two versions stored in the same second (or with the same recorded time after a
-                // clock step): keep both, the later one with a `~NN` counter.
-                let mut n = 0;
-                while own.contains_key(&name) {
-                    n += 1;
-                    name = version_file_name(time.as_ref(), n, path.file_name());
-                }
-                own.insert(
-                    name,
-                    HistChild::Version {
-                        path: path.clone(),
-                        index,
-                    },
-                );
-            }
-        }
-        HistTree { dirs }
-    }
+    out
 }
 
 /// The time of the increment that stored a version (in this machine's time zone) + the file
@@ -231,7 +28,7 @@ impl HistTree {
 /// `~NN` (`2024-01-05_100000~01_report.txt`), which sorts after the plain name. A version whose
 /// storing increment is unknown gets `0000-00-00_000000`, which sorts first, as the version is
 /// older than all.
-pub(crate) fn version_file_name(time: Option<&IncrementTime>, n: u32, file_name: &[u8]) -> Vec<u8> {
+pub fn version_file_name(time: Option<&IncrementTime>, n: u32, file_name: &[u8]) -> Vec<u8> {
     let mut out = match time {
         Some(t) => t.local().format("%Y-%m-%d_%H%M%S").to_string().into_bytes(),
         None => b"0000-00-00_000000".to_vec(),
@@ -244,46 +41,56 @@ pub(crate) fn version_file_name(time: Option<&IncrementTime>, n: u32, file_name:
     out
 }
 
+/// The number a same-second increment carries in its name (`backup_…_01` → 1; 0 without).
+pub(crate) fn same_second_number(name: &backup_core::IncrementName) -> u32 {
+    // `backup_YYYYMMDD_HHMMSS` is 22 bytes; what follows is `_NN` (or `_NN_MM`).
+    name.as_str()
+        .get(22..)
+        .map(|rest| {
+            rest.split('_')
+                .filter_map(|p| p.parse::<u32>().ok())
+                .fold(0u32, |a, n| a.saturating_mul(100).saturating_add(n))
+        })
+        .unwrap_or(0)
+}
+
+/// A relative symlink target of the version of `path` shown in
+/// `history/<dir>/<name>.versions/<version>`, rewritten to resolve where it resolved in the
+/// snapshot `snapshot`: up to the mount's root, then `snapshots/<snapshot>/<dir>/<target>`.
+/// `None` for an absolute target (it points at the live system, as in the source).
+pub(crate) fn snapshot_link_target(
+    path: &RelPath,
+    snapshot: &str,
+    stored: &OsStr,
+) -> Option<OsString> {
+    let bytes = stored.as_encoded_bytes();
+    if bytes.is_empty() || bytes.starts_with(b"/") {
+        return None;
+    }
+    let dir = path.parent();
+    // From the versions folder: itself, every folder of `dir`, and `history/`.
+    let ups = 2 + dir.as_ref().map(RelPath::depth).unwrap_or(0);
+    let mut out: Vec<u8> = Vec::new();
+    for _ in 0..ups {
+        out.extend_from_slice(b"../");
+    }
+    out.extend_from_slice(crate::SNAPSHOTS.as_bytes());
+    out.push(b'/');
+    out.extend_from_slice(snapshot.as_bytes());
+    out.push(b'/');
+    if let Some(d) = &dir {
+        out.extend_from_slice(d.as_bytes());
+        out.push(b'/');
+    }
+    out.extend_from_slice(bytes);
+    // SAFETY-free conversion: the bytes are the stored target's plus ASCII.
+    Some(crate::os_name(&out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spans_follow_events_and_merge() {
-        let names: Vec<IncrementName> = [
-            "backup_20240101_000000",
-            "backup_20240102_000000",
-            "backup_20240103_000000",
-            "backup_20240104_000000",
-        ]
-        .iter()
-        .map(|n| IncrementName::parse(n).unwrap())
-        .collect();
-        let v = Version {
-            path: RelPath::parse("x").unwrap(),
-            start: None,
-            holder: backup_core::Holder::Mirror,
-            size: 0,
-            mtime: backup_core::MTime::from_ns(0),
-            mode: None,
-            kind: backup_core::FileKind::File,
-            hash: None,
-            attrs: Default::default(),
-        };
-        let tl = vec![
-            (None, Some(&v)),
-            (Some(&names[1]), None),
-            (Some(&names[2]), Some(&v)),
-        ];
-        let s = Spans::of(&tl, &names);
-        assert_eq!(s, Spans(vec![(0, 1), (2, 4)]));
-        assert!(
-            s.contains(0) && !s.contains(1) && s.contains(2) && s.contains(3) && !s.contains(4)
-        );
-        let mut m = Spans(vec![(2, 4), (0, 1), (1, 2), (6, 7)]);
-        m.normalize();
-        assert_eq!(m, Spans(vec![(0, 4), (6, 7)]));
-    }
+    use backup_core::IncrementName;
 
     #[test]
     fn version_names_sort_by_time() {
@@ -305,5 +112,38 @@ mod tests {
             version_file_name(Some(&recorded), 0, b"r"),
             format!("{local}_r").into_bytes()
         );
+    }
+
+    #[test]
+    fn same_second_increments_number_their_versions() {
+        let n = |s: &str| IncrementName::parse(s).unwrap();
+        assert_eq!(same_second_number(&n("backup_20240105_100000")), 0);
+        assert_eq!(same_second_number(&n("backup_20240105_100000_01")), 1);
+        assert_eq!(same_second_number(&n("backup_20240105_100000_12")), 12);
+    }
+
+    #[test]
+    fn versions_folders_never_take_a_real_folders_name() {
+        assert_eq!(versions_folder_name(b"a.txt", |_| false), b"a.txt.versions");
+        assert_eq!(
+            versions_folder_name(b"a", |n| n == b"a.versions"),
+            b"a.versions.versions"
+        );
+    }
+
+    #[test]
+    fn relative_link_targets_point_into_the_snapshot() {
+        let p = RelPath::parse("pictures/sub/link").unwrap();
+        let t = snapshot_link_target(&p, "backup_20240101_000000", OsStr::new("img1.jpg"));
+        assert_eq!(
+            t.unwrap(),
+            "../../../../snapshots/backup_20240101_000000/pictures/sub/img1.jpg"
+        );
+        let top = RelPath::parse("link").unwrap();
+        assert_eq!(
+            snapshot_link_target(&top, "b", OsStr::new("../x")).unwrap(),
+            "../../snapshots/b/../x"
+        );
+        assert!(snapshot_link_target(&p, "b", OsStr::new("/etc/hosts")).is_none());
     }
 }

@@ -168,6 +168,8 @@ pub struct VolumeStats {
     pub block_size: u32,
     /// Inode count, where the platform has one.
     pub files: Option<u64>,
+    /// Free inodes, where the platform has them.
+    pub files_free: Option<u64>,
     pub name_max: u32,
 }
 
@@ -192,6 +194,7 @@ pub fn volume_stats(path: &Path) -> io::Result<VolumeStats> {
             available_bytes: frsize.saturating_mul(s.f_bavail as u64),
             block_size: u32::try_from(frsize).unwrap_or(u32::MAX),
             files: Some(s.f_files as u64),
+            files_free: Some(s.f_ffree as u64),
             name_max: u32::try_from(s.f_namemax).unwrap_or(u32::MAX),
         })
     }
@@ -204,6 +207,7 @@ pub fn volume_stats(path: &Path) -> io::Result<VolumeStats> {
             available_bytes: s.available_space(),
             block_size: u32::try_from(s.allocation_granularity()).unwrap_or(4096),
             files: None,
+            files_free: None,
             // NTFS and exFAT: 255 UTF-16 units per name.
             name_max: 255,
         })
@@ -570,6 +574,7 @@ mod tests {
             block_size: 4096,
             files: None,
             name_max: 255,
+            files_free: Default::default(),
         };
         assert_eq!(cluster.blocks(), 10);
         assert_eq!(

@@ -18,8 +18,8 @@ use std::time::Duration;
 use fuser::{
     BackingId, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 
 use crate::rofs::{
@@ -66,11 +66,18 @@ struct OpenFile {
     _backing: Option<Arc<BackingId>>,
 }
 
+/// A folder's listing, taken at the first readdir of an open handle.
+#[derive(Clone)]
+enum Listing {
+    Plain(Arc<Vec<DirEntry>>),
+    Plus(Arc<Vec<(DirEntry, NodeAttr)>>),
+}
+
 #[derive(Default)]
 struct Handles {
     files: HashMap<u64, OpenFile>,
     /// Per open directory: its listing, taken at the first readdir.
-    dirs: HashMap<u64, Option<Arc<Vec<DirEntry>>>>,
+    dirs: HashMap<u64, Option<Listing>>,
     /// One backing id per inode while any handle has it open: the kernel requires every
     /// passthrough open of an inode to use the same backing file.
     backing_by_ino: HashMap<Ino, Weak<BackingId>>,
@@ -184,6 +191,12 @@ impl<F: ReadOnlyFs> Adapter<F> {
 impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // Listings carry every entry's attributes (`ls -l` of a big folder: no lookup per
+        // entry); the kernel chooses per folder whether a plain listing will do.
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // Symlink targets never change under a name: the kernel may keep them.
+        let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
         if self.want_passthrough {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
@@ -198,6 +211,11 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
             Ok(a) => reply.entry(&self.ttl(a.ino), &fuse_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    // `batch_forget` (fuser's default) calls this for each node of the batch.
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -357,11 +375,15 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
             }
         };
         let list = match cached {
-            Some(l) => l,
+            Some(Listing::Plain(l)) => l,
+            // Asked plainly after a plus listing (the kernel may switch): the same entries.
+            Some(Listing::Plus(l)) => Arc::new(l.iter().map(|(e, _)| e.clone()).collect()),
             None => match self.fs.readdir(ino.0) {
                 Ok(l) => {
                     let l = Arc::new(l);
-                    self.lock().dirs.insert(fh.0, Some(Arc::clone(&l)));
+                    self.lock()
+                        .dirs
+                        .insert(fh.0, Some(Listing::Plain(Arc::clone(&l))));
                     l
                 }
                 Err(e) => {
@@ -396,6 +418,84 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
         reply.ok();
     }
 
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let cached = match self.lock().dirs.get(&fh.0) {
+            Some(l) => l.clone(),
+            None => {
+                reply.error(Errno::EBADF);
+                return;
+            }
+        };
+        let list = match cached {
+            Some(Listing::Plus(l)) => l,
+            _ => match self.fs.readdir_plus(ino.0) {
+                Ok(l) => {
+                    let l = Arc::new(l);
+                    self.lock()
+                        .dirs
+                        .insert(fh.0, Some(Listing::Plus(Arc::clone(&l))));
+                    l
+                }
+                Err(e) => {
+                    reply.error(errno(&e));
+                    return;
+                }
+            },
+        };
+        // The kernel links no entry for "." and "..": their attributes only fill the slot.
+        let own = match self.fs.getattr(ino.0) {
+            Ok(a) => fuse_attr(&a),
+            Err(e) => {
+                reply.error(errno(&e));
+                return;
+            }
+        };
+        let no_ttl = Duration::ZERO;
+        // Offsets as in readdir: 1 after ".", 2 after "..", 3 + i after entry i.
+        let mut off = offset;
+        if off == 0 {
+            if reply.add(ino, 1, ".", &no_ttl, &own, Generation(0)) {
+                reply.ok();
+                return;
+            }
+            off = 1;
+        }
+        if off == 1 {
+            let parent = self.fs.parent(ino.0);
+            let mut up = own;
+            up.ino = INodeNo(parent);
+            if reply.add(INodeNo(parent), 2, "..", &no_ttl, &up, Generation(0)) {
+                reply.ok();
+                return;
+            }
+            off = 2;
+        }
+        let start = usize::try_from(off - 2).unwrap_or(usize::MAX);
+        for (i, (e, a)) in list.iter().enumerate().skip(start) {
+            let ttl = self.ttl(e.ino);
+            if reply.add(
+                INodeNo(e.ino),
+                3 + i as u64,
+                &e.name,
+                &ttl,
+                &fuse_attr(a),
+                Generation(0),
+            ) {
+                break;
+            }
+            // The kernel now holds the entry as if looked up: until its forget.
+            self.fs.hold(ino.0, e);
+        }
+        reply.ok();
+    }
+
     fn releasedir(
         &self,
         _req: &Request,
@@ -410,13 +510,14 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         match self.fs.statfs() {
-            // Nothing is free: nobody can write here.
+            // The backup volume's real figures, so `df` and file managers show how full the
+            // drive is; writes are refused all the same (EROFS).
             Ok(s) => reply.statfs(
                 s.blocks,
-                0,
-                0,
+                s.blocks_free,
+                s.blocks_avail,
                 s.files,
-                0,
+                s.files_free,
                 s.block_size,
                 s.name_max,
                 s.block_size,
@@ -426,6 +527,12 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.fs.has_xattrs() {
+            // `ls -l` asks for every file; a backup that records no attribute at all says so
+            // once, and the kernel answers every later call itself (EOPNOTSUPP).
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         match self.fs.getxattr(ino.0, name) {
             Ok(v) => xattr_reply(&v, size, reply),
             Err(e) => reply.error(errno(&e)),
@@ -433,6 +540,10 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.fs.has_xattrs() {
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         match self.fs.listxattr(ino.0) {
             Ok(names) => {
                 let mut v = Vec::new();
@@ -745,6 +856,9 @@ pub fn mount<F: ReadOnlyFs>(
         want_passthrough: cfg.passthrough && cfg!(target_os = "linux"),
         stats: Arc::clone(&stats),
     };
+    // Every lookup and every readdirplus entry ends in a forget: the tree keeps only what
+    // the kernel holds.
+    fs.track_references();
     let session = fuser::Session::new(adapter, mountpoint, &config)?;
     let notifier = session.notifier();
     let bg = session.spawn()?;

@@ -47,8 +47,14 @@ pub struct DirEntry {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FsStats {
     pub blocks: u64,
+    /// Free blocks of the volume holding the backup, and those available to unprivileged
+    /// users: shown as they are (`df` tells how full the backup drive is), though nothing can
+    /// be written through the tree.
+    pub blocks_free: u64,
+    pub blocks_avail: u64,
     pub block_size: u32,
     pub files: u64,
+    pub files_free: u64,
     pub name_max: u32,
 }
 
@@ -151,6 +157,30 @@ pub trait ReadOnlyFs: Send + Sync + 'static {
     fn listxattr(&self, _ino: Ino) -> FsResult<Vec<OsString>> {
         Ok(Vec::new())
     }
+    /// The listing with each entry's attributes (FUSE `readdirplus`: `ls -l` of a folder in
+    /// one go). The default asks [`ReadOnlyFs::getattr`] for each entry.
+    fn readdir_plus(&self, ino: Ino) -> FsResult<Vec<(DirEntry, NodeAttr)>> {
+        Ok(self
+            .readdir(ino)?
+            .into_iter()
+            .filter_map(|e| self.getattr(e.ino).ok().map(|a| (e, a)))
+            .collect())
+    }
+    /// Called once, before serving, by an adapter that reports the end of every reference it
+    /// took (each successful `lookup`, each entry it passed on from `readdir_plus`) through
+    /// [`ReadOnlyFs::forget`]: the tree may then keep only what is referenced. Without this
+    /// call a tree must keep answering for every number it handed out recently.
+    fn track_references(&self) {}
+    /// The adapter passed on `entry` of folder `parent`, taken from `readdir_plus`: one more
+    /// reference to it, as if it had been looked up.
+    fn hold(&self, _parent: Ino, _entry: &DirEntry) {}
+    /// False once the tree knows no node has extended attributes: an adapter may then tell
+    /// the kernel to stop asking (FUSE: `ENOSYS`, for the rest of the mount).
+    fn has_xattrs(&self) -> bool {
+        true
+    }
+    /// `n` references to `ino` ended.
+    fn forget(&self, _ino: Ino, _n: u64) {}
     /// Called once the tree is mounted, with the way to invalidate kernel caches.
     fn attach_invalidator(&self, _inv: Arc<dyn CacheInvalidator>) {}
 }

@@ -181,7 +181,8 @@ impl<F: ReadOnlyFs> FileSystemInterface for Adapter<F> {
     fn get_volume_info(&self) -> Result<VolumeInfo, NTSTATUS> {
         let s = self.fs.statfs().map_err(|e| nt(&e))?;
         let total = s.blocks.saturating_mul(u64::from(s.block_size));
-        VolumeInfo::new(total, 0, &self.label).map_err(|_| STATUS_IO_DEVICE_ERROR)
+        let free = s.blocks_avail.saturating_mul(u64::from(s.block_size));
+        VolumeInfo::new(total, free, &self.label).map_err(|_| STATUS_IO_DEVICE_ERROR)
     }
 
     fn get_security_by_name(

@@ -340,10 +340,19 @@ pub fn tree_differences(
     diffs
 }
 
-/// Every byte under `dir` (files, symlinks, and directories by name), for "nothing changed"
-/// checks: compare two calls.
+/// Files at `dist` that are not part of what the backup holds: the index (derived data that
+/// every command, reader or writer, creates or brings up to date, with SQLite's WAL and
+/// shared-memory files) and the lock file (which only records who last held the lock).
+pub fn is_derived(rel: &[u8]) -> bool {
+    rel == b".backup.lock" || rel.starts_with(b".backup-index.sqlite")
+}
+
+/// Every byte under `dir` (files, symlinks, and directories by name) but the derived files of
+/// [`is_derived`], for "nothing changed" checks: compare two calls.
 pub fn hash_dist(dir: &Path) -> BTreeMap<Vec<u8>, Node> {
-    tree(dir)
+    let mut t = tree(dir);
+    t.retain(|k, _| !is_derived(k));
+    t
 }
 
 /// Sets a file's times (seconds + ns) without following symlinks.

@@ -46,6 +46,16 @@ impl MountedBackup {
     }
 
     pub fn start_with(dist: &Path, dir: &Path, extra: &[&str]) -> MountedBackup {
+        Self::spawn(dist, dir, extra, Stdio::inherit())
+    }
+
+    /// Like [`MountedBackup::start_with`], with the mount's stderr written to `log`.
+    pub fn start_logged(dist: &Path, dir: &Path, extra: &[&str], log: &Path) -> MountedBackup {
+        let f = fs::File::create(log).expect("mount log");
+        Self::spawn(dist, dir, extra, Stdio::from(f))
+    }
+
+    fn spawn(dist: &Path, dir: &Path, extra: &[&str], stderr: Stdio) -> MountedBackup {
         fs::create_dir_all(dir).expect("mount dir");
         let dir = fs::canonicalize(dir).expect("canonical mount dir");
         let child = Command::new(binary("backup-tool"))
@@ -55,7 +65,7 @@ impl MountedBackup {
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn backup-tool mount");
         let mut m = MountedBackup {

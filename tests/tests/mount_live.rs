@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 use backup_tests::mount::{wait_until, MountedBackup};
@@ -37,7 +38,7 @@ fn a_backup_that_lands_while_mounted_becomes_visible_and_a_pruned_one_vanishes()
     });
     assert!(m.path(&format!("increments/{third}")).is_dir());
     wait_until("history to list the new version", || {
-        fs::read_dir(m.path("history/docs/report.txt"))
+        fs::read_dir(m.path("history/docs/report.txt.versions"))
             .map(|d| d.count() == 3)
             .unwrap_or(false)
     });
@@ -139,4 +140,89 @@ fn parallel_readers(extra: &[&str]) {
             assert_same_tree(&expected, &h.join().unwrap());
         }
     });
+}
+
+#[test]
+fn each_new_increment_shows_soon_after_backup_exits_in_20_runs() {
+    let env = TestEnv::new();
+    env.config(serde_json::json!({"track_dirs": ["docs"]}));
+    env.write("docs/f.txt", b"v0");
+    env.backup_ok(&["-q"]);
+    let m = MountedBackup::start(&env.dist, &env.dir.path().join("mnt"));
+    let mut delays = Vec::new();
+    for i in 1..=20 {
+        // The kernel has the old listing cached: only the watcher's reload and invalidation
+        // can make the new increment show.
+        let _ = fs::read_dir(m.path("snapshots")).unwrap().count();
+        let _ = fs::metadata(m.path("snapshots/latest/docs/f.txt")).unwrap();
+        env.write("docs/f.txt", format!("v{i}").as_bytes());
+        env.backup_ok(&["-q"]);
+        let exited = std::time::Instant::now();
+        let name = env.increments().last().unwrap().clone();
+        let listed = || {
+            fs::read_dir(m.path("snapshots"))
+                .map(|d| {
+                    d.flatten()
+                        .any(|e| e.file_name().to_str() == Some(name.as_str()))
+                })
+                .unwrap_or(false)
+        };
+        // A bounded wait, never a timing assertion: the delay is reported below.
+        while !listed() && exited.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let delay = exited.elapsed();
+        assert!(
+            listed(),
+            "run {i}: {name} not listed 5 s after backup exited"
+        );
+        assert_eq!(
+            fs::read(m.path("snapshots/latest/docs/f.txt")).unwrap(),
+            format!("v{i}").as_bytes(),
+            "run {i}: latest follows"
+        );
+        delays.push(delay.as_secs_f64());
+    }
+    delays.sort_by(|a, b| a.total_cmp(b));
+    eprintln!(
+        "new increment visible after backup exited: min {:.3} s, median {:.3} s, max {:.3} s",
+        delays[0],
+        delays[delays.len() / 2],
+        delays[delays.len() - 1]
+    );
+}
+
+#[test]
+fn the_kernel_forgetting_empties_the_inode_table_and_numbers_stay() {
+    let env = TestEnv::new();
+    env.config(serde_json::json!({"track_dirs": ["docs"]}));
+    for i in 0..300 {
+        env.write(format!("docs/d{}/f{i}.txt", i % 10), b"x");
+    }
+    env.backup_ok(&["-q"]);
+    let log = env.dir.path().join("mount.log");
+    let mut m = MountedBackup::start_logged(&env.dist, &env.dir.path().join("mnt"), &["-v"], &log);
+    let probe = m.path("snapshots/latest/docs/d3/f3.txt");
+    let ino = fs::metadata(&probe).unwrap().ino();
+    assert_eq!(tree(&m.path("snapshots/latest")).len(), 300);
+    // Drop the kernel's dentries and inodes: each one held is forgotten (FUSE_FORGET).
+    fs::write("/proc/sys/vm/drop_caches", b"2").expect("drop_caches (needs root)");
+    assert_eq!(
+        fs::metadata(&probe).unwrap().ino(),
+        ino,
+        "same number after a forget"
+    );
+    let status = m.terminate();
+    assert!(status.success());
+    let text = fs::read_to_string(&log).unwrap();
+    let held: usize = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("backup-tool: ")?
+                .split_once(" inodes held by the kernel at exit")
+                .map(|(n, _)| n.trim().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no inode count in {text}"));
+    // The probe's path and a few top folders, not the 300 files walked before.
+    assert!(held < 50, "{held} inodes still held: {text}");
 }

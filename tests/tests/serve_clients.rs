@@ -86,7 +86,7 @@ fn rclone_lists_copies_and_checks_through_the_server() {
     for p in [
         "mirror/docs/big.bin",
         "snapshots/latest/docs/sub/deep.txt",
-        "history/docs/plain.txt/",
+        "history/docs/plain.txt.versions/",
     ] {
         assert!(all.contains(&p), "{p} missing from rclone lsf -R");
     }
@@ -244,7 +244,7 @@ fn davfs2_mounts_the_server_reads_work_and_writes_change_nothing() {
     for p in [
         "mirror/docs/big.bin",
         "snapshots/latest/docs/sub/deep.txt",
-        "history/docs/plain.txt",
+        "history/docs/plain.txt.versions",
     ] {
         assert!(
             found.contains(&format!("{}/{p}", mnt.display())),
@@ -371,7 +371,10 @@ fn a_browser_renders_the_folder_listing() {
     assert!(dom.contains("300000 bytes"));
 
     // History: versions, oldest first, each a download link.
-    let out = chromium(&["--dump-dom", &s.url("history/docs/plain.txt/")], &profile);
+    let out = chromium(
+        &["--dump-dom", &s.url("history/docs/plain.txt.versions/")],
+        &profile,
+    );
     let dom = text(&out).0;
     let incs = env.increments();
     let first = dom.find("_plain.txt</a>").expect("a version link");

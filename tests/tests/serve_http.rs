@@ -133,7 +133,7 @@ fn the_mount_layout_with_correct_sizes_and_times_over_propfind_and_get() {
         b"plain v2, longer\n"
     );
     assert_eq!(get(&s.url("mirror/docs/plain.txt")), b"plain v2, longer\n");
-    let (code, xml) = propfind(&s.url("history/docs/plain.txt/"), "1");
+    let (code, xml) = propfind(&s.url("history/docs/plain.txt.versions/"), "1");
     assert_eq!(code, 207);
     assert_eq!(hrefs(&xml).len(), 3, "the folder and two versions: {xml}");
 
@@ -327,7 +327,8 @@ fn folders_are_html_pages_and_every_name_round_trips() {
     assert_eq!(status(&[&s.url("mirror/docs/caf%C3%A9.txt")]), 404);
 
     // History versions are listed oldest first (their names start with the time).
-    let page = String::from_utf8_lossy(&get(&s.url("history/docs/plain.txt/"))).into_owned();
+    let page =
+        String::from_utf8_lossy(&get(&s.url("history/docs/plain.txt.versions/"))).into_owned();
     let versions: Vec<&str> = page
         .split("href=\"./")
         .skip(1)
@@ -338,7 +339,7 @@ fn folders_are_html_pages_and_every_name_round_trips() {
     sorted.sort();
     assert_eq!(versions, sorted);
     assert_eq!(
-        get(&s.url(&format!("history/docs/plain.txt/{}", versions[0]))),
+        get(&s.url(&format!("history/docs/plain.txt.versions/{}", versions[0]))),
         b"plain v1\n"
     );
 }
@@ -418,7 +419,7 @@ fn a_backup_that_lands_while_serving_appears_and_a_pruned_one_vanishes() {
         get(&s.url("snapshots/latest/docs/plain.txt")),
         b"v3 landed while serving\n"
     );
-    let (_, xml) = propfind(&s.url("history/docs/plain.txt/"), "1");
+    let (_, xml) = propfind(&s.url("history/docs/plain.txt.versions/"), "1");
     assert_eq!(hrefs(&xml).len(), 4, "the folder and three versions");
 
     let out = env.tool(&[env.dist.to_str().unwrap(), "prune", "--keep-last", "2"]);

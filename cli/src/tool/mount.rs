@@ -11,9 +11,6 @@ use backup_mountfs::BackupFs;
 
 use crate::exit;
 
-/// How often the backup is checked for new or removed increments.
-const POLL: Duration = Duration::from_secs(1);
-
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Layout under DIR:
@@ -21,7 +18,8 @@ Layout under DIR:
   increments/<name>/      each increment as stored (track/, deleted/, its .json)
   snapshots/<name>/       every tracked file as it was right after that increment
   snapshots/latest/       the newest snapshot
-  history/<path>/         every stored version of one file, named YYYY-MM-DD_HHMMSS_<name>
+  history/<dir>/<file>.versions/
+                          every stored version of one file, named YYYY-MM-DD_HHMMSS_<file>
 
 Examples:
   backup-tool /media/usb/backup mount /mnt/past
@@ -50,21 +48,22 @@ pub fn run(repo: &Repository, args: &Args) -> anyhow::Result<i32> {
         eprintln!("backup-tool: {e:#}");
         return Ok(exit::REFUSED);
     }
+    let started = std::time::Instant::now();
     let fs = Arc::new(BackupFs::open(repo.clone())?);
-    // The listings of the root, increments/ and snapshots/ need no parsed metadata: mount at
-    // once and parse in the background (a request that needs it waits for it).
+    for note in fs.index_notes() {
+        eprintln!("backup-tool: {note}");
+    }
+    if verbose() {
+        eprintln!(
+            "backup-tool: index opened in {:.3} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    // Every request is answered from the index: mount at once; the hard-link groups (for
+    // st_nlink) and the metadata problems are read in the background.
     let loader = Arc::clone(&fs);
-    let verbose = verbose();
     std::thread::spawn(move || {
-        let started = std::time::Instant::now();
-        let problems = loader.load_metadata();
-        if verbose {
-            eprintln!(
-                "backup-tool: metadata loaded in {:.3} s",
-                started.elapsed().as_secs_f64()
-            );
-        }
-        for p in &problems {
+        for p in &loader.load_metadata() {
             eprintln!("backup-tool: warning: {}: {}", p.file, p.message);
         }
     });
@@ -117,6 +116,8 @@ fn serve(fs: Arc<BackupFs>, args: &Args) -> anyhow::Result<i32> {
             mounted.stats().passthrough_opens(),
             mounted.stats().daemon_reads()
         );
+        let (held, cached) = fs.inode_counts();
+        eprintln!("backup-tool: {held} inodes held by the kernel at exit, {cached} cached");
     }
     match reason {
         End::Signal(name) => {
@@ -151,18 +152,17 @@ fn serve(fs: Arc<BackupFs>, args: &Args) -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("cannot start the signal handler")?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let fs = Arc::clone(&fs);
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || watch(&fs, &stop))
+    };
     rt.block_on(async {
-        let mut tick = tokio::time::interval(POLL);
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = tick.tick() => {
-                    let f = Arc::clone(&fs);
-                    let _ = tokio::task::spawn_blocking(move || f.refresh()).await;
-                }
-            }
-        }
+        let _ = tokio::signal::ctrl_c().await;
     });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(watcher);
     drop(mounted);
     Ok(exit::SUCCESS)
 }
@@ -229,24 +229,34 @@ async fn wait_for_end(
     end
 }
 
-/// Polls the backup for new or removed increments until `stop`.
-#[cfg(unix)]
+/// Follows the backup (a watch on `dist`, and a slow poll) until `stop`, saying what landed
+/// or went.
+#[cfg(any(unix, windows))]
 fn watch(fs: &BackupFs, stop: &std::sync::atomic::AtomicBool) {
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        std::thread::sleep(POLL);
-        match fs.refresh() {
-            Ok(Some(r)) => {
-                for n in &r.added {
-                    eprintln!("backup-tool: new increment {n}");
-                }
-                for n in &r.removed {
-                    eprintln!("backup-tool: increment {n} is gone");
-                }
+    use backup_mountfs::watch::{follow, WatchReport, FALLBACK_POLL};
+    let verbose = verbose();
+    follow(fs, stop, &mut |r| match r {
+        WatchReport::Watching(Ok(())) => {}
+        WatchReport::Watching(Err(e)) => eprintln!(
+            "backup-tool: cannot watch {} for changes ({e}); checking every {} s instead",
+            fs.repository().root().display(),
+            FALLBACK_POLL.as_secs()
+        ),
+        WatchReport::Reloaded(r) => {
+            for n in &r.added {
+                eprintln!("backup-tool: new increment {n}");
             }
-            Ok(None) => {}
-            Err(e) => eprintln!("backup-tool: warning: cannot reload the backup: {e}"),
+            for n in &r.removed {
+                eprintln!("backup-tool: increment {n} is gone");
+            }
+            if verbose && r.added.is_empty() && r.removed.is_empty() {
+                eprintln!("backup-tool: the catalog changed; reloaded");
+            }
         }
-    }
+        WatchReport::Failed(e) => {
+            eprintln!("backup-tool: warning: cannot reload the backup: {e}")
+        }
+    });
 }
 
 /// Refuses a mount point that would surprise: missing, not a directory, already a mount,

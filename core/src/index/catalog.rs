@@ -553,7 +553,7 @@ impl Index {
                                 AND (op IS NULL OR op = 1)),
                    deleted = (SELECT count(*) FROM events
                               WHERE inc = ?1 AND origin = 0 AND category = 1),
-                   bytes = (SELECT coalesce(sum(size), 0) FROM events
+                   bytes = (SELECT CAST(min(total(size), 9.0e18) AS INTEGER) FROM events
                             WHERE inc = ?1 AND origin = 0),
                    folders = (SELECT count(*) FROM folders WHERE inc = ?1),
                    meta_len = ?2, meta_mtime_ns = ?3

@@ -98,10 +98,20 @@ pub enum JournalMode {
 }
 
 /// Folder ids by path, and paths by id, for the folders touched lately.
-#[derive(Default)]
 pub(crate) struct DirCache {
     by_path: HashMap<Vec<u8>, i64>,
     by_id: HashMap<i64, Option<RelPath>>,
+    max: usize,
+}
+
+impl Default for DirCache {
+    fn default() -> Self {
+        DirCache {
+            by_path: HashMap::new(),
+            by_id: HashMap::new(),
+            max: Self::MAX,
+        }
+    }
 }
 
 impl DirCache {
@@ -110,7 +120,7 @@ impl DirCache {
     const MAX: usize = 200_000;
 
     fn trim(&mut self) {
-        if self.by_path.len() > Self::MAX || self.by_id.len() > Self::MAX {
+        if self.by_path.len() > self.max || self.by_id.len() > self.max {
             self.by_path.clear();
             self.by_id.clear();
         }
@@ -187,6 +197,22 @@ impl Index {
             .map_err(self.err("set busy timeout"))
     }
 
+    /// Sets this connection's page cache (the default is 16 MiB): a reader with several
+    /// connections (a mount's request threads) keeps its memory bounded with smaller ones.
+    pub fn set_cache_kib(&self, kib: u32) -> Result<()> {
+        self.conn
+            .execute_batch(&format!("PRAGMA cache_size = -{kib}"))
+            .map_err(self.err("set cache size"))
+    }
+
+    /// Bounds the folder ids this connection remembers (default 200,000): a reader with
+    /// several connections keeps its memory bounded with fewer.
+    pub fn set_dir_cache_max(&self, n: usize) {
+        let mut c = self.dirs.borrow_mut();
+        c.max = n.max(16);
+        c.trim();
+    }
+
     pub fn journal_mode(&self) -> JournalMode {
         self.journal
     }
@@ -208,6 +234,10 @@ impl Index {
         self.conn
             .busy_timeout(std::time::Duration::from_secs(30))
             .map_err(self.err("set busy timeout"))?;
+        // Every query is a cached statement: room for all of them (rusqlite keeps 16 by
+        // default; a mount's request thread uses more, and re-preparing each time costs more
+        // than the query).
+        self.conn.set_prepared_statement_cache_capacity(64);
         // Bounded memory whatever the row count: 16 MiB of page cache.
         self.conn
             .execute_batch("PRAGMA cache_size = -16000; PRAGMA temp_store = FILE;")
@@ -445,7 +475,10 @@ impl Index {
 
     /// Forgets cached folder ids (after a rollback made some of them refer to nothing).
     pub(crate) fn forget_dirs(&self) {
-        *self.dirs.borrow_mut() = DirCache::default();
+        let mut c = self.dirs.borrow_mut();
+        let max = c.max;
+        *c = DirCache::default();
+        c.max = max;
     }
 
     // ---- the mirror ----
@@ -553,7 +586,7 @@ impl Index {
     pub fn mirror_totals(&self) -> Result<MirrorTotals> {
         self.conn
             .query_row(
-                "SELECT count(*), coalesce(sum(tracked), 0), coalesce(sum(size), 0)
+                "SELECT count(*), coalesce(sum(tracked), 0), CAST(min(total(size), 9.0e18) AS INTEGER)
                  FROM mirror WHERE kind != 2",
                 [],
                 |r| {

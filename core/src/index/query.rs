@@ -462,6 +462,61 @@ impl Index {
         Ok(Some(out))
     }
 
+    /// Whether `history/<dir>` is a folder: something below it was ever stored.
+    pub fn history_has_dir(&self, dir: &RelPath) -> Result<bool> {
+        match self.dir_id(Some(dir))? {
+            Some(id) => Ok(!self.dir_spans(id)?.is_empty()),
+            None => Ok(false),
+        }
+    }
+
+    /// Every (member, first path) of the hard-link groups any version records
+    /// (`attrs.hardlink_of`), each pair once. One pass over the events; memory is the number
+    /// of group members, not of paths.
+    pub fn hardlink_pairs(&self) -> Result<Vec<(RelPath, RelPath)>> {
+        type Row = (i64, Vec<u8>, Option<i64>, Option<i64>, Option<String>);
+        let rows: Vec<Row> = self
+            .conn()
+            .prepare_cached(
+                // `_` matches any one byte here: the JSON parse below decides.
+                r#"SELECT DISTINCT dir, name, uid, gid, extra FROM events
+                   WHERE extra LIKE '%"hardlink_of"%'"#,
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect()
+            })
+            .map_err(self.err("list hard-link groups"))?;
+        let mut out = std::collections::BTreeSet::new();
+        for (dir, name, uid, gid, extra) in rows {
+            let attrs = crate::format::attrs_from_extra(
+                uid.and_then(|u| u32::try_from(u).ok()),
+                gid.and_then(|g| u32::try_from(g).ok()),
+                extra.as_deref(),
+            );
+            if let Some(first) = attrs.hardlink_of {
+                out.insert((self.join_path(dir, &name)?, first));
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Whether anything in the catalog or the mirror records extended attributes (a mount of
+    /// a backup that records none can tell the kernel so once, instead of per file).
+    pub fn records_xattrs(&self) -> Result<bool> {
+        self.conn()
+            .query_row(
+                r#"SELECT EXISTS (SELECT 1 FROM events WHERE extra LIKE '%"xattrs"%')
+                       OR EXISTS (SELECT 1 FROM folders WHERE extra LIKE '%"xattrs"%')
+                       OR EXISTS (SELECT 1 FROM mirror WHERE extra LIKE '%"xattrs"%')"#,
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err("look for extended attributes"))
+    }
+
     /// Calls `f` with every cataloged path and its folded events (kept versions included), in
     /// (folder id, name) order — for `search`, `diff` and `check`, which look at everything.
     pub fn for_each_path(
