@@ -348,6 +348,7 @@ pub fn text(out: &Output) -> (String, String) {
 
 pub mod faultfs;
 pub mod faults;
+pub mod lazyfs;
 pub mod mount;
 pub mod mount_fixture;
 
