@@ -351,5 +351,6 @@ pub mod faults;
 pub mod lazyfs;
 pub mod mount;
 pub mod mount_fixture;
+pub mod power;
 
 pub mod toolenv;
