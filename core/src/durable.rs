@@ -164,6 +164,31 @@ impl SyncSet {
         Ok(())
     }
 
+    /// Records every directory under `dir` (itself included) and makes every file in it
+    /// durable: for a tree written by someone else (an interrupted run) before metadata
+    /// describes it. Files this process may not open were not written by it and are left.
+    pub fn tree(&self, role: DirRole, dir: &Path) -> io::Result<()> {
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        let walker = walkdir::WalkDir::new(dir)
+            .follow_root_links(false)
+            .follow_links(false);
+        for e in walker {
+            let e = e.map_err(io::Error::other)?;
+            let t = e.file_type();
+            if t.is_dir() {
+                self.dir_changed(role, e.path());
+            } else if t.is_file() {
+                match self.file(e.path()) {
+                    Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {}
+                    r => r?,
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Makes everything recorded durable: the directories role by role (a directory removed
     /// since is skipped: its parent was recorded when it went), or one `syncfs`.
     pub fn flush(&self) -> Result<(), SyncError> {

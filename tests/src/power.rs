@@ -313,8 +313,8 @@ impl Campaign<'_> {
     }
 
     /// A run that must finish (exit 0) and converge.
-    fn converge(&mut self, when: &str) {
-        let (out, _) = run_backup(&self.config);
+    fn converge(&mut self, when: &str) -> Duration {
+        let (out, took) = run_backup(&self.config);
         assert!(
             out.status.success(),
             "{when}: exit {:?}: {:?}",
@@ -327,6 +327,7 @@ impl Campaign<'_> {
             }
         }
         self.finished(when);
+        took
     }
 
     /// Checks of a run that exited 0 (power still on), then records what it stored.
@@ -454,9 +455,8 @@ pub fn power_campaign(opts: &PowerOptions) -> Option<PowerReport> {
             }
         }
         // The next run recovers whatever is left and converges.
-        let t = Instant::now();
-        c.converge(&format!("{when}: convergence run"));
-        typical = typical.mul_f64(0.7) + t.elapsed().mul_f64(0.3);
+        let took = c.converge(&format!("{when}: convergence run"));
+        typical = typical.mul_f64(0.7) + took.mul_f64(0.3);
         // A cut right after the recovering run's exit 0 loses nothing either.
         if rng.below(2) == 0 {
             c.m.power_cut();
