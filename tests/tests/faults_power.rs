@@ -69,3 +69,67 @@ fn recovery_puts_back_or_names_what_a_recorded_increment_lacks() {
     let check = env.tool(&[env.dist.to_str().unwrap(), "check", "--verify"]);
     assert!(check.status.success(), "{:?}", text(&check));
 }
+
+/// `delete`, `recreate` and `prune` on a FUSE drive: what they report done survives a power
+/// cut right after they exit 0.
+#[test]
+fn the_tool_s_changes_survive_a_power_cut() {
+    use backup_tests::lazyfs::{fsync_path, mount_for_test};
+    use backup_tests::{text, TestEnv};
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(m) = mount_for_test(&tmp.path().join("disk")) else {
+        return;
+    };
+    let env = TestEnv::with_dist(m.mountpoint.join("dist"));
+    let dist = env.dist.to_str().unwrap().to_owned();
+    env.config(serde_json::json!({"track_dirs": ["docs"]}));
+    env.write("docs/a.txt", b"a1");
+    env.write("docs/b.txt", b"b1");
+    env.write("docs/sub/c.txt", b"c1");
+    env.backup_ok(&[]);
+    env.write("docs/a.txt", b"a2 longer");
+    env.backup_ok(&[]);
+    env.write("docs/a.txt", b"a3 longer still");
+    env.remove("docs/b.txt");
+    env.backup_ok(&[]);
+    let incs = env.increments();
+    assert_eq!(incs.len(), 3, "{incs:?}");
+    let check_clean = |when: &str| {
+        let out = env.tool(&[&dist, "check", "--verify"]);
+        assert!(out.status.success(), "{when}: {:?}", text(&out));
+    };
+
+    // delete
+    let out = env.tool(&[&dist, "delete", &incs[2], "--mask", "docs/a.txt"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    m.power_cut();
+    let meta = env.increment_meta(&incs[2]);
+    assert!(meta["file_catalog"].get("docs/a.txt").is_none(), "{meta}");
+    assert!(!env.dist.join(&incs[2]).join("track/docs/a.txt").exists());
+    check_clean("after delete and a power cut");
+
+    // recreate (metadata removed durably first, as damage would)
+    let meta_path = env.dist.join(&incs[1]).join(format!("{}.json", incs[1]));
+    std::fs::remove_file(&meta_path).unwrap();
+    fsync_path(&env.dist.join(&incs[1])).unwrap();
+    let out = env.tool(&[&dist, "recreate"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    m.power_cut();
+    assert!(meta_path.is_file(), "recreated metadata lost in the power cut");
+    check_clean("after recreate and a power cut");
+
+    // prune
+    let out = env.tool(&[&dist, "prune", "--keep-last", "1"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    m.power_cut();
+    assert_eq!(env.increments(), vec![incs[2].clone()]);
+    let hidden: Vec<_> = std::fs::read_dir(&env.dist)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".backup-prune"))
+        .collect();
+    assert!(hidden.is_empty(), "half-removed increments left: {hidden:?}");
+    check_clean("after prune and a power cut");
+    env.backup_ok(&[]);
+    check_clean("after the next run");
+}
