@@ -349,7 +349,9 @@ fn increment_parent(
             stage
                 .sync
                 .create_dir_all(DirRole::Increment, &parent.under(&root))?;
-            stage.sync.dir_changed(DirRole::Increment, &parent.under(&root));
+            stage
+                .sync
+                .dir_changed(DirRole::Increment, &parent.under(&root));
             if let Ok(mut c) = stage.increment_dirs.lock() {
                 c.insert(key);
             }

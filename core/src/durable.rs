@@ -230,7 +230,10 @@ pub fn sync_dirs(dirs: &[PathBuf]) -> Result<(), SyncError> {
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
-                    Err(SyncError::new(Path::new("(fsync worker)"), io::Error::other("panicked")))
+                    Err(SyncError::new(
+                        Path::new("(fsync worker)"),
+                        io::Error::other("panicked"),
+                    ))
                 })
             })
             .collect::<Result<Vec<()>, SyncError>>()

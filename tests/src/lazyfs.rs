@@ -940,13 +940,7 @@ impl Filesystem for LazyFs {
             )
             .and_then(|ino| s.attr(ino));
         match r {
-            Ok(a) => reply.created(
-                &TTL,
-                &a,
-                Generation(0),
-                FileHandle(0),
-                FopenFlags::empty(),
-            ),
+            Ok(a) => reply.created(&TTL, &a, Generation(0), FileHandle(0), FopenFlags::empty()),
             Err(e) => reply.error(e),
         }
     }
@@ -967,9 +961,8 @@ impl Filesystem for LazyFs {
             let end = (offset + length) as usize;
             let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
             let zero = mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0;
-            let known = libc::FALLOC_FL_KEEP_SIZE
-                | libc::FALLOC_FL_PUNCH_HOLE
-                | libc::FALLOC_FL_ZERO_RANGE;
+            let known =
+                libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
             if mode & !known != 0 {
                 return Err(Errno::EOPNOTSUPP);
             }

@@ -87,7 +87,10 @@ fn content_hash(path: &Path) -> std::io::Result<(String, u64)> {
     } else {
         std::fs::read(path)?
     };
-    Ok((blake3::hash(&bytes).to_hex().to_string(), bytes.len() as u64))
+    Ok((
+        blake3::hash(&bytes).to_hex().to_string(),
+        bytes.len() as u64,
+    ))
 }
 
 fn under(root: &Path, rel: &[u8]) -> PathBuf {
@@ -285,7 +288,10 @@ impl Campaign<'_> {
     /// After any cut: increments with metadata are what they say, finished runs' versions kept.
     fn after_cut(&mut self, when: &str) {
         let (problems, incs, files) = verify_increments(&self.dist);
-        fail(&problems, &format!("{when}: increments after the power cut"));
+        fail(
+            &problems,
+            &format!("{when}: increments after the power cut"),
+        );
         self.report.increments_verified += incs;
         self.report.files_verified += files;
         assert_versions_kept(&self.dist, &self.recorded, when);

@@ -25,7 +25,12 @@ fn a_power_cut_loses_nothing_a_finished_run_stored_and_the_next_run_converges() 
 fn recovery_puts_back_or_names_what_a_recorded_increment_lacks() {
     use backup_tests::{text, TestEnv};
     let env = TestEnv::new();
-    for (f, body) in [("a", "alpha"), ("b", "bravo"), ("c", "charlie"), ("d", "delta")] {
+    for (f, body) in [
+        ("a", "alpha"),
+        ("b", "bravo"),
+        ("c", "charlie"),
+        ("d", "delta"),
+    ] {
         env.write(format!("docs/{f}.txt"), body.as_bytes());
     }
     env.config(serde_json::json!({"track_dirs": ["docs"]}));
@@ -54,7 +59,10 @@ fn recovery_puts_back_or_names_what_a_recorded_increment_lacks() {
         stderr.contains("docs/c.txt") && stderr.contains("not on the disk"),
         "the lost version must be named: {stderr}"
     );
-    assert!(!stderr.contains("docs/a.txt") && !stderr.contains("docs/b.txt"), "{stderr}");
+    assert!(
+        !stderr.contains("docs/a.txt") && !stderr.contains("docs/b.txt"),
+        "{stderr}"
+    );
     let meta = env.increment_meta(&inc);
     let cat = meta["file_catalog"].as_object().unwrap();
     let mut names: Vec<&str> = cat.keys().map(String::as_str).collect();
@@ -115,7 +123,10 @@ fn the_tool_s_changes_survive_a_power_cut() {
     let out = env.tool(&[&dist, "recreate"]);
     assert!(out.status.success(), "{:?}", text(&out));
     m.power_cut();
-    assert!(meta_path.is_file(), "recreated metadata lost in the power cut");
+    assert!(
+        meta_path.is_file(),
+        "recreated metadata lost in the power cut"
+    );
     check_clean("after recreate and a power cut");
 
     // prune
@@ -128,7 +139,10 @@ fn the_tool_s_changes_survive_a_power_cut() {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with(".backup-prune"))
         .collect();
-    assert!(hidden.is_empty(), "half-removed increments left: {hidden:?}");
+    assert!(
+        hidden.is_empty(),
+        "half-removed increments left: {hidden:?}"
+    );
     check_clean("after prune and a power cut");
     env.backup_ok(&[]);
     check_clean("after the next run");

@@ -67,7 +67,10 @@ fn a_name_is_lost_without_an_fsync_of_its_directory() {
     std::fs::create_dir(root.join("d/sub")).unwrap();
     m.power_cut();
     assert!(root.join("d").is_dir());
-    assert!(!root.join("d/f").exists(), "the name was never made durable");
+    assert!(
+        !root.join("d/f").exists(),
+        "the name was never made durable"
+    );
     assert!(!root.join("d/sub").exists());
     // The mount goes on working after the cut.
     write_file(&root.join("d/g"), b"after", true);
@@ -176,7 +179,11 @@ fn attributes_and_xattrs_are_durable_with_the_file() {
             .unwrap();
         assert_eq!(out.stdout, b"v1");
     } else {
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "setfattr (package attr)");
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "setfattr (package attr)"
+        );
     }
 }
 

@@ -132,7 +132,8 @@ pub fn remove_increment(repo: &Repository, name: &IncrementName) -> Result<(), E
     backup_platform::fs::fsync_dir(repo.root())
         .map_err(|e| ExploreError::io("sync", repo.root(), e))?;
     std::fs::remove_dir_all(&tmp).map_err(|e| ExploreError::io("remove", &tmp, e))?;
-    backup_platform::fs::fsync_dir(repo.root()).map_err(|e| ExploreError::io("sync", repo.root(), e))
+    backup_platform::fs::fsync_dir(repo.root())
+        .map_err(|e| ExploreError::io("sync", repo.root(), e))
 }
 
 #[cfg(test)]
