@@ -70,7 +70,18 @@ enum Content {
     Dir(BTreeMap<OsString, u64>),
     Symlink(OsString),
     /// A fifo, socket or device node: no content.
-    Special,
+    Special(FileType),
+}
+
+impl Content {
+    fn kind(&self) -> FileType {
+        match self {
+            Content::File(_) => FileType::RegularFile,
+            Content::Dir(_) => FileType::Directory,
+            Content::Symlink(_) => FileType::Symlink,
+            Content::Special(k) => *k,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -91,7 +102,7 @@ impl Node {
             Content::File(d) => d.len() as u64,
             Content::Dir(e) => e.len() as u64,
             Content::Symlink(t) => t.len() as u64,
-            Content::Special => 0,
+            Content::Special(_) => 0,
         }
     }
     fn entries(&self) -> Option<&BTreeMap<OsString, u64>> {
@@ -221,11 +232,11 @@ impl State {
         req: &Request,
         parent: u64,
         name: &OsStr,
-        kind: FileType,
         perm: u32,
         rdev: u32,
         content: Content,
     ) -> Res<u64> {
+        let kind = content.kind();
         if self.dir(parent)?.contains_key(name) {
             return Err(Errno::EEXIST);
         }
@@ -253,7 +264,7 @@ impl State {
             Content::File(_) => Content::File(Arc::default()),
             Content::Dir(_) => Content::Dir(BTreeMap::new()),
             Content::Symlink(t) => Content::Symlink(t.clone()),
-            Content::Special => Content::Special,
+            Content::Special(k) => Content::Special(*k),
         };
         self.durable.insert(ino, born);
         self.nodes.insert(ino, node);
@@ -336,7 +347,7 @@ impl State {
         // Symlinks and special files cannot be fsynced themselves: their directory does it.
         for child in entries.values() {
             if let Some(c) = self.nodes.get(child) {
-                if matches!(c.content, Content::Symlink(_) | Content::Special) {
+                if matches!(c.content, Content::Symlink(_) | Content::Special(_)) {
                     self.durable.insert(*child, c.clone());
                 }
             }
@@ -530,10 +541,9 @@ impl Filesystem for LazyFs {
             let content = if kind == FileType::RegularFile {
                 Content::File(Arc::default())
             } else {
-                Content::Special
+                Content::Special(kind)
             };
-            self.lock()
-                .create(req, parent.0, name, kind, mode, rdev, content)
+            self.lock().create(req, parent.0, name, mode, rdev, content)
         });
         self.entry(reply, r)
     }
@@ -547,15 +557,9 @@ impl Filesystem for LazyFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = self.lock().create(
-            req,
-            parent.0,
-            name,
-            FileType::Directory,
-            mode,
-            0,
-            Content::Dir(BTreeMap::new()),
-        );
+        let r = self
+            .lock()
+            .create(req, parent.0, name, mode, 0, Content::Dir(BTreeMap::new()));
         self.entry(reply, r)
     }
 
@@ -600,7 +604,6 @@ impl Filesystem for LazyFs {
             req,
             parent.0,
             link_name,
-            FileType::Symlink,
             0o777,
             0,
             Content::Symlink(target.as_os_str().to_owned()),
@@ -929,15 +932,7 @@ impl Filesystem for LazyFs {
     ) {
         let mut s = self.lock();
         let r = s
-            .create(
-                req,
-                parent.0,
-                name,
-                FileType::RegularFile,
-                mode,
-                0,
-                Content::File(Arc::default()),
-            )
+            .create(req, parent.0, name, mode, 0, Content::File(Arc::default()))
             .and_then(|ino| s.attr(ino));
         match r {
             Ok(a) => reply.created(&TTL, &a, Generation(0), FileHandle(0), FopenFlags::empty()),
