@@ -11,9 +11,12 @@
 #
 # Each trial: `corpus.py mutate`, `backup` (must exit 0), `lazyfs::clear-cache` (the power
 # cut, as far as LazyFS models one: unsynced file data goes, names stay), then
-# `backup-tool check --verify` must be clean, and the next `backup` must exit 0 with
+# `backup-tool check --verify` must find no problem, and the next `backup` must exit 0 with
 # `check --verify` clean again. LazyFS keeps names (its root is an ext4 folder), so this
 # checks the data half of the durability rules; tests/src/lazyfs.rs checks both halves.
+# LazyFS does not keep an mtime set with utimensat on a file it caches (its getattr answers
+# from its cache, its flush rewrites the file), so mtime mismatches are counted apart and do
+# not fail a trial. FAULTS_BIN_DIR=DIR runs the `backup`/`backup-tool` found there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 trials=20 files=1000
@@ -35,15 +38,29 @@ CORPUS=${CORPUS:-/work/shared/bench/corpus.py}
 [ -f "$CORPUS" ] || CORPUS="$(pwd)/../shared/bench/corpus.py"
 
 W="$(mktemp -d "${TMPDIR:-/tmp}/lazyfs-campaign.XXXXXX")"
+LAZY_PID=""
+cleanup() {
+  if [ -n "$LAZY_PID" ]; then
+    fusermount3 -u "$W/mnt" 2>/dev/null || umount -l "$W/mnt" 2>/dev/null || true
+    kill "$LAZY_PID" 2>/dev/null || true
+  fi
+  rm -rf "$W"
+}
+trap cleanup EXIT
 B="$W/lazyfs"
 cp -r "$LAZYFS_SRC" "$B"
 (cd "$B/libs/libpcache" && mkdir -p build && cd build &&
   cmake -DFETCHCONTENT_SOURCE_DIR_TOML="$TOML11_SRC" -DFETCHCONTENT_SOURCE_DIR_SPDLOG="$SPDLOG_SRC" .. >/dev/null &&
   cmake --build . -j2 >/dev/null)
-(cd "$B/lazyfs" && mkdir -p build && cd build && cmake -DLAZYFS_BUILD_TESTS=OFF .. >/dev/null && cmake --build . -j2 >/dev/null)
+(cd "$B/lazyfs" && mkdir -p build && cd build &&
+  cmake -DLAZYFS_BUILD_TESTS=OFF -DCMAKE_CXX_FLAGS="-I$SPDLOG_SRC/include -I$TOML11_SRC" .. >/dev/null && cmake --build . -j2 >/dev/null)
 
-cargo build -q -p backup-cli --bins
-BIN="$(pwd)/target/debug"
+if [ -n "${FAULTS_BIN_DIR:-}" ]; then
+  BIN="$FAULTS_BIN_DIR"
+else
+  cargo build -q -p backup-cli --bins
+  BIN="$(pwd)/target/debug"
+fi
 MNT="$W/mnt" ROOT="$W/root" FIFO="$W/faults.fifo"
 mkdir -p "$MNT" "$ROOT"
 cat >"$W/lazyfs.toml" <<TOML
@@ -61,8 +78,6 @@ TOML
 LD_LIBRARY_PATH="$B/libs/libpcache/build" "$B/lazyfs/build/lazyfs" "$MNT" --config-path "$W/lazyfs.toml" \
   -o allow_other -o modules=subdir -o subdir="$ROOT" &
 LAZY_PID=$!
-cleanup() { fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true; kill "$LAZY_PID" 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
 for _ in $(seq 50); do mountpoint -q "$MNT" && break; sleep 0.1; done
 mountpoint -q "$MNT" || { echo "LazyFS did not mount" >&2; exit 1; }
 
@@ -71,10 +86,28 @@ cat >"$W/config.json" <<JSON
 {"src": "$W/src", "dist": "$MNT/dist", "max_workers": 4,
  "track_dirs": ["docs", "notes", "projects", "photos"], "include_dirs": ["music", "tmp"]}
 JSON
-fails=0
+fails=0 mtimes=0
 check() {
-  if ! "$BIN/backup-tool" "$MNT/dist" check --verify >"$W/check.log" 2>&1; then
-    echo "trial $1: check --verify after $2: $(grep -c . "$W/check.log") lines"; head -5 "$W/check.log"
+  "$BIN/backup-tool" "$MNT/dist" check --verify --json >"$W/check.json" 2>"$W/check.err" || true
+  read -r bad mt < <(python3 - "$W/check.json" <<'PY'
+import json, sys
+try:
+    problems = json.load(open(sys.argv[1]))["problems"]
+except Exception as e:
+    print(1, 0); sys.exit()
+mt = sum(1 for p in problems if p.get("kind") == "mtime-mismatch")
+print(len(problems) - mt, mt)
+PY
+)
+  mtimes=$((mtimes + mt))
+  if [ "$bad" -gt 0 ]; then
+    echo "trial $1: check --verify after $2: $bad problems (and $mt mtime mismatches)"
+    python3 - "$W/check.json" <<'PY' || true
+import json, sys
+bad = [p for p in json.load(open(sys.argv[1]))["problems"] if p.get("kind") != "mtime-mismatch"]
+for p in bad[:5]:
+    print(" ", p)
+PY
     fails=$((fails + 1))
   fi
 }
@@ -87,5 +120,5 @@ for t in $(seq "$trials"); do
   "$BIN/backup" --config "$W/config.json" -q || { echo "trial $t: next backup exit $?"; fails=$((fails + 1)); }
   check "$t" "the next run"
 done
-echo "lazyfs campaign: $trials trials on $files files, $fails failures"
+echo "lazyfs campaign: $trials trials on $files files, $fails failures ($mtimes mtime mismatches, LazyFS's own)"
 [ "$fails" -eq 0 ]
