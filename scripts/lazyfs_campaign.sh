@@ -75,8 +75,11 @@ blocks_per_page=1
 log_all_operations=false
 logfile=""
 TOML
+# -f: stays in the foreground, so $! is the daemon. -s: one request at a time. LazyFS's fsync path keeps per-path counters in shared maps
+# without a lock of their own, and concurrent fsyncs from the copy workers crashed it
+# ("Transport endpoint is not connected") in the first trial.
 LD_LIBRARY_PATH="$B/libs/libpcache/build" "$B/lazyfs/build/lazyfs" "$MNT" --config-path "$W/lazyfs.toml" \
-  -o allow_other -o modules=subdir -o subdir="$ROOT" &
+  -f -s -o allow_other -o modules=subdir -o subdir="$ROOT" &
 LAZY_PID=$!
 for _ in $(seq 50); do mountpoint -q "$MNT" && break; sleep 0.1; done
 mountpoint -q "$MNT" || { echo "LazyFS did not mount" >&2; exit 1; }
@@ -114,7 +117,8 @@ PY
 for t in $(seq "$trials"); do
   [ "$t" -gt 1 ] && python3 "$CORPUS" mutate "$W/src" --seed "$((3000 + t))" >/dev/null
   "$BIN/backup" --config "$W/config.json" -q || { echo "trial $t: backup exit $?"; fails=$((fails + 1)); }
-  echo "lazyfs::clear-cache" >"$FIFO"
+  kill -0 "$LAZY_PID" 2>/dev/null || { echo "trial $t: LazyFS is gone" >&2; exit 1; }
+  timeout 10 sh -c "echo lazyfs::clear-cache > '$FIFO'" || { echo "trial $t: LazyFS took no command" >&2; exit 1; }
   sleep 0.5
   check "$t" "a cache clear after exit 0"
   "$BIN/backup" --config "$W/config.json" -q || { echo "trial $t: next backup exit $?"; fails=$((fails + 1)); }
