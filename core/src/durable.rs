@@ -248,3 +248,36 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
     set.create_dir_all(DirRole::Dist, dir)?;
     set.flush().map_err(|e| e.source)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_directories_are_recorded_in_their_parents_and_gone_ones_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let set = SyncSet::with_strategy(d.path(), Strategy::EachFile);
+        let deep = d.path().join("a/b/c");
+        set.create_dir_all(DirRole::Mirror, &deep).unwrap();
+        set.dir_changed(DirRole::Increment, &d.path().join("gone"));
+        let recorded = set.dirs.lock().unwrap().clone();
+        let mirror: Vec<&PathBuf> = recorded[DirRole::Mirror as usize].iter().collect();
+        assert_eq!(
+            mirror,
+            [d.path(), &d.path().join("a"), &d.path().join("a/b")]
+        );
+        // A directory removed since it was recorded is no error.
+        set.flush().unwrap();
+        assert!(set.dirs.lock().unwrap().iter().all(|s| s.is_empty()));
+    }
+
+    #[test]
+    fn syncfs_records_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let set = SyncSet::with_strategy(d.path(), Strategy::SyncFs);
+        set.create_dir_all(DirRole::Mirror, &d.path().join("x/y"))
+            .unwrap();
+        assert!(set.dirs.lock().unwrap().iter().all(|s| s.is_empty()));
+        set.flush().unwrap();
+    }
+}

@@ -278,3 +278,24 @@ fn sqlite_in_wal_mode_keeps_committed_rows() {
     assert_eq!(sql("SELECT count(*) FROM t WHERE k = 1001;"), "0");
     assert_eq!(sql("PRAGMA journal_mode;"), "wal");
 }
+
+#[test]
+fn syncfs_does_not_reach_it_and_the_backup_knows_not_to_trust_it() {
+    use std::os::fd::AsRawFd;
+    let Some((_d, m)) = setup() else { return };
+    let root = &m.mountpoint;
+    write_file(&root.join("f"), b"written", false);
+    let dir = std::fs::File::open(root).unwrap();
+    // SAFETY: a valid descriptor of the mount's root.
+    assert_eq!(
+        unsafe { libc::syncfs(dir.as_raw_fd()) },
+        0,
+        "syncfs reports success"
+    );
+    m.power_cut();
+    assert!(!root.join("f").exists(), "yet nothing reached the disk");
+    assert_eq!(
+        backup_core::durable::Strategy::for_dir(root),
+        backup_core::durable::Strategy::EachFile
+    );
+}
