@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Benchmark: our `backup` against `rsync -a` on the same corpus, side by side.
 #
-#   bench/backup_vs_rsync.sh [--files N] [--keep] [--dir DIR]
+#   bench/backup_vs_rsync.sh [--files N] [--keep] [--dir DIR] [--dist-dir DIR]
+#
+# --dist-dir puts `dist` and rsync's copy on another file system (an exFAT mount, say) while the
+# source stays in --dir. BACKUP_BIN=path runs that binary instead of building this tree's
+# (to compare two versions on the same corpus); BACKUP_SYNC=fsync|syncfs forces a durability
+# strategy (see core/src/durable.rs).
 #
 # Builds the release binary, makes a corpus with ../shared/bench/corpus.py (100,000 files by
 # default, ~2.1 GB), then times three phases for both tools: the initial backup, a rerun with
@@ -13,12 +18,14 @@ cd "$(dirname "$0")/.."
 FILES=100000
 KEEP=0
 BASE="${TMPDIR:-/tmp}"
+DIST_BASE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --files) FILES="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --dir) BASE="$2"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --dist-dir) DIST_BASE="$2"; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -27,15 +34,21 @@ CORPUS=${CORPUS:-/work/shared/bench/corpus.py}
 command -v rsync >/dev/null || { echo "rsync is needed (apt-get install rsync)" >&2; exit 2; }
 [ -x /usr/bin/time ] || { apt-get install -y -qq time >/dev/null; }
 
-cargo build --release -q -p backup-cli
-BIN="$(pwd)/target/release/backup"
+if [ -n "${BACKUP_BIN:-}" ]; then
+  BIN="$BACKUP_BIN"
+else
+  cargo build --release -q -p backup-cli
+  BIN="$(pwd)/target/release/backup"
+fi
 W="$(mktemp -d "$BASE/backup-bench.XXXXXX")"
-[ "$KEEP" = 1 ] || trap 'rm -rf "$W"' EXIT
+D="$W"
+[ -n "$DIST_BASE" ] && D="$(mktemp -d "$DIST_BASE/backup-bench.XXXXXX")"
+[ "$KEEP" = 1 ] || trap 'rm -rf "$W" "$D"' EXIT
 echo "corpus: $FILES files under $W/src"
 python3 "$CORPUS" make "$W/src" --files "$FILES" >/dev/null
 python3 "$CORPUS" stats "$W/src"
 cat >"$W/config.json" <<JSON
-{"src": "$W/src", "dist": "$W/dist",
+{"src": "$W/src", "dist": "$D/dist",
  "track_dirs": ["projects", "notes", "docs", ".config"],
  "include_dirs": ["photos", "music", "tmp", "cache"]}
 JSON
@@ -58,7 +71,7 @@ print(f'{s:.2f} {sys.argv[2]}')" "$wall" "$rss"
 declare -A T R
 phase() {
   local name="$1"
-  read -r T[rsync_$name] R[rsync_$name] < <(measure rsync -a --delete "$W/src/" "$W/rsync/")
+  read -r T[rsync_$name] R[rsync_$name] < <(measure rsync -a --delete "$W/src/" "$D/rsync/")
   read -r T[ours_$name] R[ours_$name] < <(measure "$BIN" --config "$W/config.json" -q)
 }
 phase initial

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use backup_platform::fs as pfs;
 
+use crate::durable::{DirRole, SyncSet};
 use crate::format::{Category, ContentHash, FileKind, IndexEntry, MTime, Op};
 use crate::plan::{CopyItem, DeleteItem, Plan};
 use crate::progress::{Event, EventSink, FileError, RunNote};
@@ -35,9 +36,8 @@ pub struct Stage {
     preserved: HashSet<RelPath>,
     copy_fallback: AtomicBool,
     disk_full: AtomicBool,
-    /// Flush each new version as it is staged (small runs), instead of one `syncfs` at commit
-    /// that would also wait for every other process's dirty pages on that file system.
-    sync_each: bool,
+    /// What the commit must make durable; each new version is fsynced here as it is staged.
+    sync: Arc<SyncSet>,
     next_temp: AtomicU64,
     mirror_dirs: Mutex<HashSet<RelPath>>,
     increment_dirs: Mutex<HashSet<(Category, RelPath)>>,
@@ -50,6 +50,7 @@ impl Stage {
         src: PathBuf,
         increment: Option<IncrementName>,
         preserved: &[RelPath],
+        sync: Arc<SyncSet>,
         events: EventSink,
     ) -> Self {
         Stage {
@@ -59,20 +60,12 @@ impl Stage {
             preserved: preserved.iter().cloned().collect(),
             copy_fallback: AtomicBool::new(false),
             disk_full: AtomicBool::new(false),
-            sync_each: false,
+            sync,
             next_temp: AtomicU64::new(0),
             mirror_dirs: Mutex::new(HashSet::new()),
             increment_dirs: Mutex::new(HashSet::new()),
             events,
         }
-    }
-}
-
-impl Stage {
-    /// See [`Stage::sync_each`]; the commit then needs no `syncfs`.
-    pub fn with_sync_each(mut self, on: bool) -> Self {
-        self.sync_each = on;
-        self
     }
 }
 
@@ -191,6 +184,7 @@ pub async fn apply(
                 Some(p),
                 &del_stage.mirror_dirs,
                 true,
+                &del_stage.sync,
             );
         }
         (deleted, errors, notes)
@@ -252,7 +246,7 @@ pub async fn apply(
 
 fn prepare(stage: &Stage) -> Result<(), (FileError, bool)> {
     let mk = |p: &Path, what: &'static str| {
-        std::fs::create_dir_all(p).map_err(|e| {
+        stage.sync.create_dir_all(DirRole::Dist, p).map_err(|e| {
             let full = pfs::is_disk_full(&e);
             (
                 FileError::new(None, what, format!("{}: {e}", p.display())),
@@ -261,7 +255,18 @@ fn prepare(stage: &Stage) -> Result<(), (FileError, bool)> {
         })
     };
     mk(&stage.repo.mirror_dir(), "create mirror")?;
-    mk(&stage.repo.staging_dir(), "create staging dir")?;
+    // The staging dir need not be durable: recovery removes whatever is left of it.
+    std::fs::create_dir_all(stage.repo.staging_dir()).map_err(|e| {
+        let full = pfs::is_disk_full(&e);
+        (
+            FileError::new(
+                None,
+                "create staging dir",
+                format!("{}: {e}", stage.repo.staging_dir().display()),
+            ),
+            full,
+        )
+    })?;
     // The increment folder was created (exclusively) when the run named it.
     Ok(())
 }
@@ -274,6 +279,7 @@ fn ensure_dir(
     rel: Option<&RelPath>,
     cache: &Mutex<HashSet<RelPath>>,
     replace_non_dirs: bool,
+    sync: &SyncSet,
 ) -> io::Result<()> {
     let Some(rel) = rel else { return Ok(()) };
     if cache.lock().map(|c| c.contains(rel)).unwrap_or(false) {
@@ -293,9 +299,16 @@ fn ensure_dir(
                 Ok(_) if replace_non_dirs => {
                     std::fs::remove_file(&path)?;
                     mkdir_tolerant(&path)?;
+                    sync.entry_changed(DirRole::Mirror, &path);
                 }
-                Ok(_) => mkdir_tolerant(&path)?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => mkdir_tolerant(&path)?,
+                Ok(_) => {
+                    mkdir_tolerant(&path)?;
+                    sync.entry_changed(DirRole::Mirror, &path);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    mkdir_tolerant(&path)?;
+                    sync.entry_changed(DirRole::Mirror, &path);
+                }
                 Err(e) => return Err(e),
             }
             if let Ok(mut c) = cache.lock() {
@@ -331,13 +344,19 @@ fn increment_parent(
             .map(|c| c.contains(&key))
             .unwrap_or(false);
         if !known {
-            std::fs::create_dir_all(parent.under(&root))?;
+            stage
+                .sync
+                .create_dir_all(DirRole::Increment, &parent.under(&root))?;
+            stage
+                .sync
+                .dir_changed(DirRole::Increment, &parent.under(&root));
             if let Ok(mut c) = stage.increment_dirs.lock() {
                 c.insert(key);
             }
         }
     } else {
-        std::fs::create_dir_all(&root)?;
+        stage.sync.create_dir_all(DirRole::Increment, &root)?;
+        stage.sync.dir_changed(DirRole::Increment, &root);
     }
     Ok(rel.under(&root))
 }
@@ -353,13 +372,19 @@ fn delete_one(stage: &Stage, d: &DeleteItem) -> io::Result<bool> {
         (Some(name), true) => {
             let dest = increment_parent(stage, name, Category::Deleted, &d.rel)?;
             match std::fs::rename(&mirror, &dest) {
-                Ok(()) => Ok(true),
+                Ok(()) => {
+                    stage.sync.entry_changed(DirRole::Mirror, &mirror);
+                    Ok(true)
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
                 Err(e) => Err(e),
             }
         }
         _ => match std::fs::remove_file(&mirror) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                stage.sync.entry_changed(DirRole::Mirror, &mirror);
+                Ok(true)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         },
@@ -386,6 +411,7 @@ fn remove_if_empty(stage: &Stage, root: &Path, rel: &RelPath) -> io::Result<bool
     }
     let path = rel.under(root);
     if let Some(done) = remove_empty_dir(&path)? {
+        stage.sync.entry_changed(DirRole::Mirror, &path);
         return Ok(done);
     }
     let Ok(rd) = std::fs::read_dir(&path) else {
@@ -409,7 +435,11 @@ fn remove_if_empty(stage: &Stage, root: &Path, rel: &RelPath) -> io::Result<bool
             return Ok(false);
         }
     }
-    Ok(remove_empty_dir(&path)?.unwrap_or(false))
+    let removed = remove_empty_dir(&path)?.unwrap_or(false);
+    if removed {
+        stage.sync.entry_changed(DirRole::Mirror, &path);
+    }
+    Ok(removed)
 }
 
 /// `Some(true)`: removed or already gone; `None`: not empty.
@@ -563,15 +593,15 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                         pfs::set_mtime_nofollow(&temp, mtime.ns)
                             .map_err(|e| StageError::Io("set mtime", e))
                     });
+                // Durable before anything links to it: a name that survives a power cut then
+                // always leads to the whole version, with its mtime and mode.
                 let finish = finish.and_then(|_| {
-                    if stage.sync_each {
-                        std::fs::File::open(&temp)
-                            .and_then(|f| f.sync_all())
-                            .map_err(|e| StageError::Io("sync", e))
-                    } else {
-                        Ok(())
-                    }
+                    stage
+                        .sync
+                        .handle(&out.output)
+                        .map_err(|e| StageError::Io("sync", e))
                 });
+                drop(out.output);
                 if let Err(e) = finish {
                     let _ = std::fs::remove_file(&temp);
                     return Err(e);
@@ -631,13 +661,13 @@ fn store_in_increment(
         }
         FileKind::File => {
             let mut sink = |_: &[u8]| {};
-            pfs::copy_new_observed(&s.temp, &dest, &mut sink)?;
+            let out = pfs::copy_new_observed(&s.temp, &dest, &mut sink)?;
             if let Some(mode) = s.entry.mode {
                 pfs::set_mode(&dest, mode)?;
             }
-            if stage.sync_each {
-                std::fs::File::open(&dest)?.sync_all()?;
-            }
+            pfs::set_mtime_nofollow(&dest, s.entry.mtime.ns)?;
+            stage.sync.handle(&out.output)?;
+            return Ok(dest);
         }
     }
     pfs::set_mtime_nofollow(&dest, s.entry.mtime.ns)?;
@@ -646,8 +676,15 @@ fn store_in_increment(
 
 fn install_in_mirror(stage: &Stage, rel: &RelPath, temp: &Path) -> io::Result<()> {
     let root = stage.repo.mirror_dir();
-    ensure_dir(&root, rel.parent().as_ref(), &stage.mirror_dirs, true)?;
+    ensure_dir(
+        &root,
+        rel.parent().as_ref(),
+        &stage.mirror_dirs,
+        true,
+        &stage.sync,
+    )?;
     let dest = rel.under(&root);
+    stage.sync.entry_changed(DirRole::Mirror, &dest);
     fail::fail_point!("apply::rename", |_| Err(io::Error::other(format!(
         "injected fault at apply::rename: rename into {}",
         dest.display()

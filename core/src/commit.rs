@@ -1,12 +1,14 @@
 //! Commit: record what was applied — the increment metadata, then `mirror.json` — each written
 //! atomically, then drop the journal. Until the journal is gone a crash is recovered by
-//! [`crate::journal::recover`], so the order matters: data durable, metadata, index, journal.
+//! [`crate::journal::recover`], so the order matters: every file and directory entry the
+//! metadata speaks of durable ([`SyncSet::flush`]), then the metadata, the index, the journal.
 
 use std::io;
 
 use backup_platform::fs as pfs;
 
 use crate::apply::ApplyOutcome;
+use crate::durable::{SyncError, SyncSet};
 use crate::format::{CatalogEntry, Category, IncrementMeta, MirrorIndex, Op};
 use crate::identity::timestamp_of;
 use crate::journal::Journal;
@@ -20,12 +22,16 @@ pub enum CommitError {
         #[source]
         source: io::Error,
     },
+    /// What the run wrote could not be made durable: no metadata may claim it.
+    #[error("{0}")]
+    Sync(#[from] SyncError),
 }
 
 impl CommitError {
     pub fn is_disk_full(&self) -> bool {
         match self {
             CommitError::Write { source, .. } => pfs::is_disk_full(source),
+            CommitError::Sync(e) => pfs::is_disk_full(&e.source),
         }
     }
 }
@@ -116,16 +122,18 @@ pub fn commit(
     meta: Option<&IncrementMeta>,
     index: &mut MirrorIndex,
     journal: Option<Journal>,
-    data_synced: bool,
+    sync: &SyncSet,
 ) -> Result<Committed, CommitError> {
     // Leftover temporaries of failed copies are referenced by nothing; drop them first so a
     // run stopped by a full disk still has room to record what it did.
     let _ = std::fs::remove_dir_all(repo.staging_dir());
-    // Everything the metadata is about must be on disk before the metadata says it is
-    // (unless each version was flushed as it was staged).
-    if journal.is_some() && !data_synced {
-        let _ = pfs::sync_filesystem(repo.root());
-    }
+    // Everything the metadata is about must be durable before the metadata says it is: the
+    // workers fsynced each new version; now the directories that name them.
+    fail::fail_point!("commit::sync", |_| Err(CommitError::Sync(SyncError {
+        path: repo.root().display().to_string(),
+        source: io::Error::other("injected fault at commit::sync"),
+    })));
+    sync.flush()?;
     let mut out = Committed::default();
     match (increment, meta) {
         (Some(name), Some(meta)) => {

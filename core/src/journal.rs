@@ -11,6 +11,15 @@
 //!    index entry is checked against the file now in the mirror and re-described (re-hashed)
 //!    when it differs; files the index does not know are added. The next plan then compares
 //!    the source with what the mirror really holds and converges.
+//!
+//! An increment whose metadata was already written is checked against it (a power cut on a
+//! drive that did not keep what it was told to, or a run of an older version): a missing or
+//! different file is put back from the mirror or the staging folder when one holds the same
+//! bytes, and what cannot be found is dropped from the catalog and reported as lost — the
+//! metadata never promises what the disk does not hold.
+//!
+//! Before recovery writes metadata or the index, everything they describe is made durable
+//! ([`SyncSet`]), as a run does.
 
 use std::io;
 use std::path::Path;
@@ -19,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use backup_platform::fs as pfs;
 
+use crate::durable::{DirRole, SyncSet};
 use crate::format::{
     CatalogEntry, Category, ContentHash, FileKind, IncrementMeta, IndexEntry, MTime, MirrorIndex,
     Op,
@@ -120,6 +130,11 @@ pub struct Recovered {
     /// The increment finished from the partial run (`None`: it held nothing and was removed).
     pub increment: Option<IncrementName>,
     pub kept_files: usize,
+    /// Recorded versions that were missing or different and were put back from the mirror or
+    /// the staging folder.
+    pub restored: usize,
+    /// Recorded versions found nowhere: dropped from the increment's catalog.
+    pub lost: Vec<RelPath>,
 }
 
 /// Metadata of one file as found on disk.
@@ -237,6 +252,133 @@ fn remove_temp_siblings(dir: &Path) {
     }
 }
 
+/// Directories under `root` (itself included), never following a link out.
+fn dirs_under(root: &Path) -> Vec<std::path::PathBuf> {
+    if !root.is_dir() {
+        return Vec::new();
+    }
+    walkdir::WalkDir::new(root)
+        .follow_root_links(false)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_dir())
+        .map(|e| e.into_path())
+        .collect()
+}
+
+/// True when `path` holds the version `e` records (kind, size, and content when hashed).
+fn holds(path: &Path, e: &CatalogEntry) -> bool {
+    let Ok(m) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    let f = describe(&m);
+    if f.kind != e.kind || f.size != e.size {
+        return false;
+    }
+    match e.hash {
+        Some(h) => hash_of(path, f.kind).is_ok_and(|x| x == h),
+        None => true,
+    }
+}
+
+/// Puts the version `e` at `dest` from `from` (a link when the mtime matches and the file
+/// system can, else a copy with its mode and mtime), durably.
+fn restore_from(from: &Path, dest: &Path, e: &CatalogEntry, sync: &SyncSet) -> io::Result<()> {
+    match std::fs::symlink_metadata(dest) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(dest)?,
+        Ok(_) => std::fs::remove_file(dest)?,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    if let Some(parent) = dest.parent() {
+        sync.create_dir_all(DirRole::Increment, parent)?;
+    }
+    match e.kind {
+        FileKind::Dir => return Err(io::Error::other("a folder is not a stored version")),
+        FileKind::Symlink => {
+            pfs::symlink(&std::fs::read_link(from)?, dest)?;
+            pfs::set_mtime_nofollow(dest, e.mtime.ns)?;
+        }
+        FileKind::File => {
+            let same_mtime =
+                std::fs::symlink_metadata(from).is_ok_and(|m| MTime::of(&m) == e.mtime);
+            if same_mtime && std::fs::hard_link(from, dest).is_ok() {
+                sync.file(dest)?;
+            } else {
+                let out = pfs::copy_new_observed(from, dest, &mut |_| {})?;
+                if let Some(mode) = e.mode {
+                    pfs::set_mode(dest, mode)?;
+                }
+                pfs::set_mtime_nofollow(dest, e.mtime.ns)?;
+                sync.handle(&out.output)?;
+            }
+        }
+    }
+    sync.entry_changed(DirRole::Increment, dest);
+    Ok(())
+}
+
+/// Checks an increment that has metadata against it; see the module doc. Returns how many
+/// versions were put back and which were lost (both already applied to `meta`).
+fn complete_recorded(
+    repo: &Repository,
+    name: &IncrementName,
+    meta: &mut IncrementMeta,
+    sync: &SyncSet,
+) -> (usize, Vec<RelPath>) {
+    let mut restored = 0;
+    let mut lost = Vec::new();
+    // Staged versions by size, hashed only when a missing version of that size needs one.
+    let mut staged: Option<Vec<(std::path::PathBuf, u64)>> = None;
+    for (rel, e) in meta.file_catalog.iter() {
+        let dest = repo.increment_file(name, e.category, rel);
+        if holds(&dest, e) {
+            continue;
+        }
+        let mirror = repo.mirror_file(rel);
+        let mut source = holds(&mirror, e).then_some(mirror);
+        if source.is_none() && e.kind == FileKind::File && e.hash.is_some() {
+            let files = staged.get_or_insert_with(|| {
+                walk(&repo.staging_dir())
+                    .into_iter()
+                    .map(|(_, p, m)| (p, m.len()))
+                    .collect()
+            });
+            source = files
+                .iter()
+                .find(|(p, size)| *size == e.size && holds(p, e))
+                .map(|(p, _)| p.clone());
+        }
+        match source.map(|from| restore_from(&from, &dest, e, sync)) {
+            Some(Ok(())) => restored += 1,
+            _ => {
+                // Neither here nor anywhere else: a wrong file must not pass for the version.
+                if std::fs::symlink_metadata(&dest).is_ok_and(|m| !m.is_dir()) {
+                    let _ = std::fs::remove_file(&dest);
+                    sync.entry_changed(DirRole::Increment, &dest);
+                }
+                lost.push(rel.clone());
+            }
+        }
+    }
+    for rel in &lost {
+        meta.file_catalog.remove(rel);
+    }
+    if restored > 0 || !lost.is_empty() {
+        meta.summary = Default::default();
+        for e in meta.file_catalog.values() {
+            match e.op() {
+                Op::New => meta.summary.new += 1,
+                Op::Changed => meta.summary.changed += 1,
+                Op::Deleted => meta.summary.deleted += 1,
+            }
+            meta.summary.bytes = meta.summary.bytes.saturating_add(e.size);
+        }
+    }
+    (restored, lost)
+}
+
 /// Finishes or rolls back an interrupted run, if the journal says there was one.
 pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
     // Killed while writing the journal, `mirror.json` or (below) the increment metadata.
@@ -257,8 +399,16 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
     let increment = journal
         .and_then(|j| j.increment)
         .and_then(|n| IncrementName::parse(&n));
-    let _ = std::fs::remove_dir_all(repo.staging_dir());
+    // The staging folder stays until the end: it may hold a version a recorded increment lacks.
     let old = repo.load_mirror_index().map(|(i, _)| i).unwrap_or_default();
+    let sync = SyncSet::new(repo.root());
+    // A file this process cannot open was not written by a run of this user: leave it.
+    let synced = |p: &Path| match sync.file(p) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+        r => r.map_err(rio("sync", p)),
+    };
+    let mut restored = 0;
+    let mut lost = Vec::new();
 
     // 1. The partial increment.
     let mut meta: Option<IncrementMeta> = None;
@@ -276,6 +426,9 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
             let mut built = IncrementMeta::new(name.as_str(), time.at.to_rfc3339());
             for (rel, path, m) in track {
                 let f = describe(&m);
+                if f.kind == FileKind::File {
+                    synced(&path)?;
+                }
                 let hash = match existing.as_ref().and_then(|x| x.file_catalog.get(&rel)) {
                     Some(c) if c.hash.is_some() => c.hash,
                     _ => hash_of(&path, f.kind).ok(),
@@ -307,6 +460,9 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
             }
             for (rel, path, m) in walk(&dir.join(Category::Deleted.dir_name())) {
                 let f = describe(&m);
+                if f.kind == FileKind::File {
+                    synced(&path)?;
+                }
                 let prev = old.files.get(&rel);
                 let hash = prev
                     .and_then(|p| p.hash)
@@ -329,10 +485,14 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
                 built.summary.bytes += f.size;
             }
             meta = match existing {
-                // The run got as far as writing its metadata: it is complete, keep it as is.
-                Some(_) => {
+                // The run got as far as writing its metadata: keep it, once the disk is known
+                // to hold what it records.
+                Some(mut m) => {
                     meta_written = true;
-                    None
+                    let (r, l) = complete_recorded(repo, name, &mut m, &sync);
+                    restored = r;
+                    lost = l;
+                    (r > 0 || !lost.is_empty()).then_some(m)
                 }
                 None if built.file_catalog.is_empty() => None,
                 None => Some(built),
@@ -360,6 +520,10 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
         let Ok(hash) = hash_of(&path, f.kind) else {
             continue;
         };
+        // Re-described from what is there now: that must be what stays after a power cut.
+        if f.kind == FileKind::File {
+            synced(&path)?;
+        }
         let in_increment = track_found.get(&rel).is_some_and(|(t, h)| {
             (t.ino.is_some() && t.ino == f.ino) || (t.size == f.size && *h == Some(hash))
         });
@@ -396,11 +560,31 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
 
     prune_empty_dirs(&repo.mirror_dir());
 
-    let _ = pfs::sync_filesystem(repo.root());
+    // Which entries the interrupted run changed is not known: every folder it may have
+    // touched is synced (increment first, then the mirror, then `dist`).
+    if let Some(name) = &increment {
+        for d in dirs_under(&repo.increment_dir(name)) {
+            sync.dir_changed(DirRole::Increment, &d);
+        }
+    }
+    for d in dirs_under(&repo.mirror_dir()) {
+        sync.dir_changed(DirRole::Mirror, &d);
+    }
+    sync.dir_changed(DirRole::Dist, repo.root());
+    sync.flush().map_err(|e| RecoveryError::Io {
+        op: "sync",
+        path: e.path,
+        source: e.source,
+    })?;
     let mut kept_files = 0;
     let mut finished = None;
     if let Some(name) = &increment {
         match &meta {
+            Some(m) if m.file_catalog.is_empty() => {
+                // Everything it recorded was lost: no empty increment.
+                let d = repo.increment_dir(name);
+                std::fs::remove_dir_all(&d).map_err(rio("remove", &d))?;
+            }
             Some(m) => {
                 kept_files = m.file_catalog.len();
                 let p = repo.increment_meta_path(name);
@@ -419,10 +603,13 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
     index.updated = Some(chrono::Local::now().to_rfc3339());
     let ip = repo.mirror_index_path();
     pfs::write_atomic_with(&ip, |w| index.write_json(w)).map_err(rio("write", &ip))?;
+    let _ = std::fs::remove_dir_all(repo.staging_dir());
     std::fs::remove_file(&jpath).map_err(rio("remove", &jpath))?;
-    let _ = pfs::fsync_dir(repo.root());
+    pfs::fsync_dir(repo.root()).map_err(rio("sync", repo.root()))?;
     Ok(Some(Recovered {
         increment: finished,
         kept_files,
+        restored,
+        lost,
     }))
 }

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod commit;
 pub mod config;
+pub mod durable;
 pub mod explore;
 pub mod format;
 pub mod history;

@@ -12,15 +12,13 @@ use backup_platform::fs as pfs;
 use crate::apply::{self, Stage};
 use crate::commit::{self, CommitError};
 use crate::config::Config;
+use crate::durable::{self, DirRole, SyncSet};
 use crate::format::{FormatError, MirrorIndex};
 use crate::journal::{self, Journal, RecoveryError};
 use crate::plan::{self, CompareMode, Plan};
 use crate::progress::{Event, EventSink, FileError, RunNote};
 use crate::repo::{IncrementName, RepoError, Repository};
 use crate::scan::{self, ScanOutcome};
-
-/// Up to this many copies, each new version is fsynced as it is staged instead of one `syncfs`.
-const SYNC_EACH_MAX: usize = 64;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunOptions {
@@ -226,7 +224,8 @@ pub async fn run(
         events(Event::Note(n));
     };
 
-    std::fs::create_dir_all(repo.root()).map_err(|source| EngineError::Dist {
+    // A new `dist` is made durable in its parent at once: everything under it hangs on that.
+    durable::create_dir_all_durable(repo.root()).map_err(|source| EngineError::Dist {
         path: repo.root().display().to_string(),
         source,
     })?;
@@ -239,11 +238,27 @@ pub async fn run(
     let r = repo.clone();
     if let Some(rec) = blocking(move || journal::recover(&r)).await?? {
         summary.recovered = true;
+        let increment = rec.increment.map(|n| n.as_str().to_owned());
+        for rel in &rec.lost {
+            // Metadata had promised it (a drive that did not keep what it was told to): never
+            // dropped silently.
+            let e = FileError::new(
+                Some(rel),
+                "recover",
+                format!(
+                    "the version recorded in {} is not on the disk (lost before it was durable); removed from its catalog",
+                    increment.as_deref().unwrap_or("the interrupted increment")
+                ),
+            );
+            events(Event::Error(e.clone()));
+            summary.errors.push(e);
+        }
         note(
             &mut summary,
             RunNote::Recovered {
-                increment: rec.increment.map(|n| n.as_str().to_owned()),
+                increment,
                 kept_files: rec.kept_files,
+                restored: rec.restored,
             },
         );
     }
@@ -327,13 +342,21 @@ pub async fn run(
     let preserved = scan.preserved_dirs.clone();
     drop(scan);
 
+    let sync = Arc::new(SyncSet::new(repo.root()));
+    tracing::info!(strategy = ?sync.strategy(), "durability");
     if plan.is_empty() && index_exists {
         // A no-change run: the mirror already equals the selection; only make sure the
-        // preserved (possibly empty) directories exist.
+        // preserved (possibly empty) directories exist, durably.
         let mirror = repo.mirror_dir();
-        for p in &preserved {
-            let _ = std::fs::create_dir_all(p.under(&mirror));
-        }
+        let s = sync.clone();
+        blocking(move || {
+            for p in &preserved {
+                let _ = s.create_dir_all(DirRole::Mirror, &p.under(&mirror));
+            }
+            s.flush()
+        })
+        .await?
+        .map_err(CommitError::from)?;
         events(Event::Committed);
         return Ok(summary);
     }
@@ -345,19 +368,14 @@ pub async fn run(
     };
 
     // apply
-    // Few copies: flush each as it is staged. Many: one syncfs at commit is far cheaper than
-    // one fsync per file.
-    let sync_each = plan.copies.len() <= SYNC_EACH_MAX;
-    let stage = Arc::new(
-        Stage::new(
-            repo.clone(),
-            config.src.clone(),
-            increment.clone(),
-            &preserved,
-            events.clone(),
-        )
-        .with_sync_each(sync_each),
-    );
+    let stage = Arc::new(Stage::new(
+        repo.clone(),
+        config.src.clone(),
+        increment.clone(),
+        &preserved,
+        sync.clone(),
+        events.clone(),
+    ));
     let t = std::time::Instant::now();
     let applied = apply::apply(plan, stage, config.max_workers, preserved.clone()).await;
     tracing::info!(
@@ -393,7 +411,7 @@ pub async fn run(
             meta.as_ref(),
             &mut index,
             Some(journal),
-            sync_each,
+            &sync,
         )
     })
     .await?

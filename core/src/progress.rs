@@ -27,6 +27,8 @@ pub enum RunNote {
     Recovered {
         increment: Option<String>,
         kept_files: usize,
+        /// Recorded versions that were missing and were put back from the mirror or staging.
+        restored: usize,
     },
     /// Indexed files left in place because their source directory could not be read.
     KeptUnreadable {
@@ -61,9 +63,18 @@ impl std::fmt::Display for RunNote {
             RunNote::Recovered {
                 increment: Some(name),
                 kept_files,
+                restored: 0,
             } => write!(
                 f,
                 "an interrupted run was found: finished its increment {name} ({kept_files} files) and reconciled mirror.json"
+            ),
+            RunNote::Recovered {
+                increment: Some(name),
+                kept_files,
+                restored,
+            } => write!(
+                f,
+                "an interrupted run was found: finished its increment {name} ({kept_files} files, {restored} of them put back from the mirror or staging) and reconciled mirror.json"
             ),
             RunNote::Recovered {
                 increment: None, ..

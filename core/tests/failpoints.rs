@@ -281,6 +281,11 @@ fn fault_at_pruning_emptied_dirs() {
 }
 
 #[test]
+fn fault_at_making_the_run_durable() {
+    fault_at("commit::sync");
+}
+
+#[test]
 fn fault_at_increment_metadata_write() {
     fault_at("commit::increment_meta");
 }

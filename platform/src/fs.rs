@@ -252,6 +252,9 @@ pub struct CopyOutcome {
     pub len: u64,
     pub before: fs::Metadata,
     pub after: fs::Metadata,
+    /// The new file, still open for writing: an fsync through it works whatever mode is set
+    /// on the file afterwards.
+    pub output: File,
 }
 
 const COPY_BUF: usize = 256 * 1024;
@@ -306,7 +309,12 @@ pub fn copy_new_observed(
         }
     };
     let after = input.metadata()?;
-    Ok(CopyOutcome { len, before, after })
+    Ok(CopyOutcome {
+        len,
+        before,
+        after,
+        output,
+    })
 }
 
 /// Sets the modification time of `path` itself (a symlink is not followed), leaving atime.
@@ -405,6 +413,49 @@ pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
     {
         fsync_dir(dir)
     }
+}
+
+/// The type of the local file system holding `dir` when `syncfs(2)` is known to make every
+/// write on it durable (its own journal or no disk at all): ext2/3/4, XFS, Btrfs, F2FS, ZFS,
+/// tmpfs. `None` for anything else — FUSE above all (the kernel does not forward `syncfs` to a
+/// FUSE daemon, so it returns success having written nothing), network and unknown types, and
+/// every platform but Linux.
+pub fn syncfs_trusted_kind(dir: &Path) -> Option<&'static str> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statfs.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        match st.f_type as i64 {
+            0xEF53 => Some("ext4"),
+            0x5846_5342 => Some("xfs"),
+            0x9123_683E => Some("btrfs"),
+            0xF2F5_2010 => Some("f2fs"),
+            0x2FC1_2FC1 => Some("zfs"),
+            0x0102_1994 => Some("tmpfs"),
+            _ => None,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+/// `fsync(2)` of a file by path: its data and attributes become durable. Opened read-only
+/// where the platform syncs through any descriptor (a stored file may be read-only); Windows
+/// needs write access to flush.
+pub fn fsync_file(path: &Path) -> io::Result<()> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(cfg!(windows))
+        .open(path)?
+        .sync_all()
 }
 
 /// An exclusive lock on a file, held until dropped. The kernel releases it when the process

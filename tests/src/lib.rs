@@ -373,8 +373,10 @@ pub fn text(out: &Output) -> (String, String) {
 pub mod capability;
 pub mod faultfs;
 pub mod faults;
+pub mod lazyfs;
 pub mod mount;
 pub mod mount_fixture;
+pub mod power;
 pub mod serve;
 
 pub mod toolenv;

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::mask::Masks;
 use super::{Backup, ExploreError};
+use crate::durable::{DirRole, SyncSet};
 use crate::format::Op;
 use crate::relpath::RelPath;
 use crate::repo::{IncrementName, WriteLock};
@@ -76,28 +77,38 @@ pub fn delete(
     let meta_path = repo.increment_meta_path(&inc.name);
     backup_platform::fs::write_atomic(&meta_path, &meta.to_json())
         .map_err(|e| ExploreError::io("write", &meta_path, e))?;
+    let sync = SyncSet::new(repo.root());
     for r in &report.removed {
         let root = repo.increment_dir(&inc.name).join(r.category.dir_name());
         let path = r.path.under(&root);
         // remove_file never follows a symlink: it removes the link itself.
         match std::fs::remove_file(&path) {
-            Ok(()) => prune_empty_parents(&root, &r.path),
+            Ok(()) => {
+                sync.entry_changed(DirRole::Increment, &path);
+                prune_empty_parents(&root, &r.path, &sync);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => report
                 .failed
                 .push((r.path.encode(), format!("remove {}: {e}", path.display()))),
         }
     }
+    // Reported as removed only once the removals are durable.
+    if let Err(e) = sync.flush() {
+        report.failed.push((inc.name.to_string(), e.to_string()));
+    }
     Ok(report)
 }
 
-fn prune_empty_parents(root: &std::path::Path, rel: &RelPath) {
+fn prune_empty_parents(root: &std::path::Path, rel: &RelPath, sync: &SyncSet) {
     let mut cur = rel.parent();
     while let Some(p) = cur {
         // remove_dir fails on a non-empty folder, which ends the climb.
-        if std::fs::remove_dir(p.under(root)).is_err() {
+        let dir = p.under(root);
+        if std::fs::remove_dir(&dir).is_err() {
             break;
         }
+        sync.entry_changed(DirRole::Increment, &dir);
         cur = p.parent();
     }
 }

@@ -296,8 +296,13 @@ pub fn remove_increment(repo: &Repository, name: &IncrementName) -> Result<(), E
         std::process::id()
     ));
     std::fs::rename(&dir, &tmp).map_err(|e| ExploreError::io("rename", &dir, e))?;
-    let _ = backup_platform::fs::fsync_dir(repo.root());
-    std::fs::remove_dir_all(&tmp).map_err(|e| ExploreError::io("remove", &tmp, e))
+    // The increment is gone for good before its contents go, and reported removed only once
+    // that is durable.
+    backup_platform::fs::fsync_dir(repo.root())
+        .map_err(|e| ExploreError::io("sync", repo.root(), e))?;
+    std::fs::remove_dir_all(&tmp).map_err(|e| ExploreError::io("remove", &tmp, e))?;
+    backup_platform::fs::fsync_dir(repo.root())
+        .map_err(|e| ExploreError::io("sync", repo.root(), e))
 }
 
 #[cfg(test)]

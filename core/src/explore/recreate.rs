@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::check::hash_file;
 use super::{Backup, ExploreError};
+use crate::durable::{DirRole, SyncSet};
 use crate::format::{CatalogEntry, Category, ContentHash, FileKind, IncrementMeta, MTime, Op};
 use crate::identity::IncrementTime;
 use crate::relpath::RelPath;
@@ -92,6 +93,22 @@ pub fn recreate_with_progress(
                 known.extend(meta.file_catalog.keys().cloned());
                 let path = repo.increment_meta_path(name);
                 let files = meta.file_catalog.len() as u64;
+                // What the metadata describes must be durable before it does (files left by
+                // an interrupted run may still be in the page cache, or a FUSE daemon's).
+                let sync = SyncSet::new(repo.root());
+                let durable = sync
+                    .tree(DirRole::Increment, &repo.increment_dir(name))
+                    .map_err(|e| format!("sync {}: {e}", repo.increment_dir(name).display()))
+                    .and_then(|()| sync.flush().map_err(|e| e.to_string()));
+                if let Err(error) = durable {
+                    out.push(Rebuilt {
+                        name: name.clone(),
+                        status: RebuildStatus::Failed,
+                        files,
+                        error: Some(error),
+                    });
+                    continue;
+                }
                 match backup_platform::fs::write_atomic(&path, &meta.to_json()) {
                     Ok(()) => out.push(Rebuilt {
                         name: name.clone(),
