@@ -131,7 +131,10 @@ pub fn commit(
     // workers fsynced each new version; now the directories that name them.
     fail::fail_point!("commit::sync", |_| Err(CommitError::Sync(SyncError {
         path: repo.root().display().to_string(),
-        source: io::Error::other("injected fault at commit::sync"),
+        source: io::Error::other(format!(
+            "injected fault at commit::sync: fsync {}/",
+            repo.root().display()
+        )),
     })));
     sync.flush()?;
     let mut out = Committed::default();

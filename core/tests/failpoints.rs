@@ -216,6 +216,7 @@ fn fault_once(step: &str, action: &str) {
         "apply::remove" => ("remove", &fx.dist),
         "apply::prune" => ("remove empty folder", &fx.dist),
         "commit::increment_meta" | "commit::mirror_index" | "journal::write" => ("write", &fx.dist),
+        "commit::sync" => ("fsync", &fx.dist),
         other => panic!("no expectation for step {other}"),
     };
     let said = format!("injected fault at {step}: {operation} {}/", root.display());
