@@ -64,6 +64,8 @@ enum Command {
     Prune(tool::prune::Args),
     /// Expose the backup as a read-only filesystem.
     Mount(tool::mount::Args),
+    /// Write the mirror's state as a mirror.json (for the original tool).
+    ExportMirrorJson(tool::export::Args),
     /// Print shell completions (bash, zsh, fish, powershell, elvish).
     #[command(after_help = "\
 Examples:
@@ -98,6 +100,7 @@ impl Command {
             Command::Recreate(a) => a.json,
             Command::Delete(a) => a.json,
             Command::Prune(a) => a.json,
+            Command::ExportMirrorJson(a) => a.json,
             Command::Mount(_) | Command::Completions { .. } | Command::Man { .. } => false,
         }
     }
@@ -210,6 +213,7 @@ fn main() -> ExitCode {
         Command::Delete(a) => tool::delete::run(&repo, a),
         Command::Prune(a) => tool::prune::run(&repo, profile.as_ref(), a),
         Command::Mount(a) => tool::mount::run(&repo, a),
+        Command::ExportMirrorJson(a) => tool::export::run(&repo, a),
         Command::Completions { .. } | Command::Man { .. } => Ok(exit::SUCCESS),
     };
     match result {

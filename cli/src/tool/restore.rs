@@ -7,7 +7,7 @@ use backup_core::explore::mask::Selection;
 use backup_core::explore::point::{self, Point};
 use backup_core::explore::restore::{self, Outcome, Overwrite, ResultKind};
 
-use super::out::{self, Out};
+use super::out;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum OverwriteArg {
@@ -69,13 +69,29 @@ pub fn run(
         .map(|p| super::source_relative(p, profile))
         .collect::<Result<Vec<_>, _>>()?;
     let selection = Selection::new(&paths)?;
-    let backup = super::load(repo)?;
+    let (backup, mut o) = super::open(repo, None, args.json)?;
     let at = match &args.at {
-        Some(a) => point::resolve(a, &backup.increments)?,
+        Some(a) => point::resolve(a, &backup.increments()?, repo)?,
         None => Point::Mirror,
     };
-    let plan = restore::plan(&backup, &at, &selection);
-    if plan.items.is_empty() {
+    let plan = restore::plan(&backup, &at, &selection)?;
+    let warnings = restore::warnings(&backup, &at)?;
+    super::warn_unreadable(
+        &warnings.unreadable_before,
+        &format!(
+            "files it changed may show an older version (or be missing) at {}",
+            plan.at
+        ),
+    );
+    for s in &warnings.skipped {
+        eprintln!(
+            "backup-tool: warning: skipped {}'s catalog entry {}: {}",
+            s.increment,
+            out::show(&format!("{:?}", s.key)),
+            s.reason
+        );
+    }
+    if plan.items.is_empty() && plan.dirs.is_empty() {
         let msg = format!(
             "nothing to restore at {}{}",
             plan.at,
@@ -112,9 +128,19 @@ pub fn run(
             "backup-tool: not running as root: restored files keep your own user and group, not the recorded owners"
         );
     }
-    let mut o = Out::new();
     if args.json {
-        o.json(&report)?;
+        #[derive(serde::Serialize)]
+        struct Doc<'a> {
+            #[serde(flatten)]
+            report: &'a restore::Report,
+            /// Catalog entries left out (unsafe or malformed), present only when there are.
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            skipped: &'a [restore::Skipped],
+        }
+        o.json(&Doc {
+            report: &report,
+            skipped: &warnings.skipped,
+        })?;
     } else {
         let would = if args.dry_run { "would " } else { "" };
         for r in &report.results {

@@ -28,6 +28,7 @@ use serde::Serialize;
 
 use super::mask::Selection;
 use super::point::Point;
+use super::walk::{MirrorWalk, SnapItem, SnapshotWalk};
 use super::{holder_root, Backup, ExploreError};
 use crate::format::{ContentHash, FileKind};
 use crate::history::Holder;
@@ -114,76 +115,195 @@ pub struct Plan {
     pub selection: Selection,
 }
 
-/// The files of `point` selected by `selection`, sorted by path.
-pub fn plan(backup: &Backup, point: &Point, selection: &Selection) -> Plan {
-    let mut items = Vec::new();
-    let item = |path: RelPath,
-                root: PathBuf,
-                from: String,
-                v: (u64, i64, Option<u32>, FileKind, Option<ContentHash>)| Item {
-        path,
-        root,
-        from,
-        size: v.0,
-        mtime_ns: v.1,
-        mode: v.2,
-        kind: v.3,
-        hash: v.4,
-        owner: None,
-        xattrs: Vec::new(),
-        sparse: false,
-        hardlink_of: None,
+/// Where a version's bytes are read from: its holder's folder and its label.
+fn source_of(repo: &crate::repo::Repository, holder: &Holder) -> (PathBuf, String) {
+    let from = match holder {
+        Holder::Mirror => "mirror".to_owned(),
+        Holder::Increment { name, category } => format!("{name}/{}", category.dir_name()),
     };
+    (holder_root(repo, holder), from)
+}
+
+fn item_of(path: RelPath, (root, from): &(PathBuf, String), v: Stored) -> Item {
+    Item {
+        path,
+        root: root.clone(),
+        from: from.clone(),
+        size: v.size,
+        mtime_ns: v.mtime.ns,
+        mode: v.mode,
+        kind: v.kind,
+        hash: v.hash,
+        owner: v.attrs.owner,
+        xattrs: v.attrs.xattrs,
+        sparse: v.attrs.sparse,
+        hardlink_of: v.attrs.hardlink_of,
+    }
+}
+
+/// What the index records of a stored version.
+struct Stored {
+    size: u64,
+    mtime: crate::format::MTime,
+    mode: Option<u32>,
+    kind: FileKind,
+    hash: Option<ContentHash>,
+    attrs: crate::format::Attrs,
+}
+
+fn dir_item(path: RelPath, f: &crate::format::FolderEntry) -> DirItem {
+    DirItem {
+        path,
+        mode: f.mode,
+        owner: f.attrs.owner.clone(),
+        mtime_ns: Some(f.mtime.ns),
+        xattrs: f.attrs.xattrs.clone(),
+    }
+}
+
+/// The files and folders of `point` selected by `selection`, sorted by path, with the metadata
+/// the index records for them (mode, mtime, owner, xattrs, holes, hard-link groups; folders
+/// from the increments' folder records, else the mirror's). Only the selected paths are
+/// walked when the selection names paths; a snapshot walk holds one folder listing per level.
+pub fn plan(backup: &Backup, point: &Point, selection: &Selection) -> Result<Plan, ExploreError> {
+    let index = backup.index();
+    let repo = &backup.repo;
+    let roots: Vec<Option<RelPath>> = match selection.roots() {
+        Some(r) => r.into_iter().map(Some).collect(),
+        None => vec![None],
+    };
+    let mut items = Vec::new();
+    let mut dirs = Vec::new();
+    // Set when some entry records extended attributes, or a catalog version records its owner
+    // (the format that records owners records xattrs too): then each entry's set is applied
+    // exactly; otherwise xattrs are left alone.
+    let mut xattrs_recorded = false;
     match point {
         Point::Mirror => {
-            let root = backup.repo.mirror_dir();
-            for (path, e) in &backup.mirror.files {
-                if selection.is_match(path) {
-                    items.push(item(
-                        path.clone(),
-                        root.clone(),
-                        "mirror".into(),
-                        (e.size, e.mtime.ns, e.mode, e.kind, e.hash),
-                    ));
+            let source = source_of(repo, &Holder::Mirror);
+            for root in &roots {
+                for row in MirrorWalk::new(index, root.as_ref()) {
+                    let (path, e) = row?;
+                    if !selection.is_match(&path) {
+                        continue;
+                    }
+                    xattrs_recorded |= !e.attrs.xattrs.is_empty();
+                    if e.kind == FileKind::Dir {
+                        dirs.push(DirItem {
+                            path,
+                            mode: e.mode,
+                            owner: e.attrs.owner.clone(),
+                            mtime_ns: Some(e.mtime.ns),
+                            xattrs: e.attrs.xattrs.clone(),
+                        });
+                    } else {
+                        let stored = Stored {
+                            size: e.size,
+                            mtime: e.mtime,
+                            mode: e.mode,
+                            kind: e.kind,
+                            hash: e.hash,
+                            attrs: e.attrs,
+                        };
+                        items.push(item_of(path, &source, stored));
+                    }
                 }
             }
         }
-        Point::Increment(name) => {
-            let filtered;
-            let history = if selection.is_all() {
-                backup.history()
-            } else {
-                filtered = backup.history_of(|p| selection.is_match(p));
-                &filtered
-            };
-            for (path, v) in history.snapshot(name) {
-                if selection.is_match(&path) {
-                    let from = match &v.holder {
-                        Holder::Mirror => "mirror".to_owned(),
-                        Holder::Increment { name, category } => {
-                            format!("{name}/{}", category.dir_name())
+        Point::Increment(at) => {
+            let mut sources: HashMap<Holder, (PathBuf, String)> = HashMap::new();
+            for root in &roots {
+                for step in SnapshotWalk::new(index, at, root.as_ref()) {
+                    match step? {
+                        SnapItem::Dir(path) => {
+                            if !selection.is_match(&path) {
+                                continue;
+                            }
+                            if let Some(f) = index.folder_at(&path, at)? {
+                                xattrs_recorded |= !f.attrs.xattrs.is_empty();
+                                dirs.push(dir_item(path, &f));
+                            }
                         }
-                    };
-                    let root = holder_root(&backup.repo, &v.holder);
-                    items.push(item(
-                        path,
-                        root,
-                        from,
-                        (v.size, v.mtime.ns, v.mode, v.kind, v.hash),
-                    ));
+                        SnapItem::File(v) => {
+                            if !selection.is_match(&v.path) {
+                                continue;
+                            }
+                            xattrs_recorded |= !v.attrs.xattrs.is_empty()
+                                || (v.holder != Holder::Mirror && v.attrs.owner.is_some());
+                            let source = sources
+                                .entry(v.holder.clone())
+                                .or_insert_with(|| source_of(repo, &v.holder));
+                            let stored = Stored {
+                                size: v.size,
+                                mtime: v.mtime,
+                                mode: v.mode,
+                                kind: v.kind,
+                                hash: v.hash,
+                                attrs: v.attrs,
+                            };
+                            items.push(item_of(v.path, source, stored));
+                        }
+                    }
                 }
             }
         }
     }
     items.sort_by(|a, b| a.path.cmp(&b.path));
-    Plan {
+    dirs.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Plan {
         at: point.label(),
         items,
-        dirs: Vec::new(),
-        xattrs_recorded: false,
-        dist: backup.repo.root().to_path_buf(),
+        dirs,
+        xattrs_recorded,
+        dist: repo.root().to_path_buf(),
         selection: selection.clone(),
+    })
+}
+
+/// A catalog entry that was left out because it could not be used (an unsafe path such as
+/// `../x`, a malformed entry).
+#[derive(Clone, Debug, Serialize)]
+pub struct Skipped {
+    pub increment: crate::repo::IncrementName,
+    /// The entry's key as the metadata wrote it.
+    pub key: String,
+    pub reason: String,
+}
+
+/// What a restore at `point` should say besides its results.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Warnings {
+    /// Entries of the catalogs up to `point` that were skipped.
+    pub skipped: Vec<Skipped>,
+    /// Increments up to `point` whose metadata cannot be read: the files they changed may
+    /// show an older version (or be missing) at `point` until they are repaired.
+    pub unreadable_before: Vec<crate::repo::IncrementName>,
+}
+
+pub fn warnings(backup: &Backup, point: &Point) -> Result<Warnings, ExploreError> {
+    let mut w = Warnings::default();
+    let Point::Increment(at) = point else {
+        return Ok(w);
+    };
+    for rec in backup.increments()? {
+        if rec.name > *at {
+            break;
+        }
+        if rec.state != crate::index::IncrementState::Ok {
+            w.unreadable_before.push(rec.name);
+            continue;
+        }
+        for (key, reason) in backup.index().increment_problems(rec.id)? {
+            if let Some(key) = key {
+                w.skipped.push(Skipped {
+                    increment: rec.name.clone(),
+                    key,
+                    reason,
+                });
+            }
+        }
     }
+    Ok(w)
 }
 
 /// What happened (or, in a dry run, would happen) to one path.

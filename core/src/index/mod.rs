@@ -28,6 +28,7 @@ mod codec;
 mod mirror_sync;
 mod open;
 mod query;
+mod views;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -43,6 +44,7 @@ pub use catalog::{IncrementRecord, IncrementState, SyncReport, Touched};
 pub use mirror_sync::Reconciled;
 pub use open::{IndexNote, Opened};
 pub use query::{HistoryChild, SnapChild, SnapNode, Spans};
+pub use views::MIRROR_UPDATED;
 
 /// Schema of the tables below; a newer file is refused (never half understood).
 pub const SCHEMA: i64 = 1;

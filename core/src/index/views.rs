@@ -1,0 +1,113 @@
+//! Queries of the `backup-tool` commands (`core/src/explore`): one increment's folders in path
+//! order and one folder of its catalog at a time (`show`, `search`, `check`). Each is bounded
+//! by what it answers: the folders of one increment and one folder's entries, never the whole
+//! catalog.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::codec;
+use super::{Index, Result};
+use crate::format::{CatalogEntry, Category};
+use crate::relpath::RelPath;
+
+/// The setting that records when the mirror's state was last written (RFC 3339): by the engine
+/// at the end of a run, or from the `updated` field of an imported `mirror.json`.
+pub const MIRROR_UPDATED: &str = "mirror_updated";
+
+fn category_filter(c: Option<Category>) -> Option<i64> {
+    c.map(codec::category_code)
+}
+
+impl Index {
+    /// The folders (ids) holding events of increment `inc` (of `category` when given).
+    pub(crate) fn increment_dirs(&self, inc: i64, category: Option<Category>) -> Result<Vec<i64>> {
+        self.conn()
+            .prepare_cached(
+                "SELECT DISTINCT dir FROM events INDEXED BY events_by_inc
+                 WHERE inc = ?1 AND origin = 0 AND (?2 IS NULL OR category = ?2) ORDER BY dir",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![inc, category_filter(category)], |r| r.get(0))?
+                    .collect()
+            })
+            .map_err(self.err("list an increment's folders"))
+    }
+
+    /// The events of increment `inc` directly in folder `dir` (of `category` when given), by
+    /// name.
+    pub fn increment_dir_events(
+        &self,
+        inc: i64,
+        dir: i64,
+        category: Option<Category>,
+    ) -> Result<Vec<(Vec<u8>, CatalogEntry)>> {
+        self.conn()
+            .prepare_cached(&format!(
+                "SELECT name, {} FROM events INDEXED BY events_by_inc
+                 WHERE inc = ?1 AND origin = 0 AND dir = ?2 AND (?3 IS NULL OR category = ?3)
+                 ORDER BY name",
+                codec::EVENT_COLUMNS
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![inc, dir, category_filter(category)], |r| {
+                    Ok((r.get(0)?, codec::event_row_at(r, 1)?))
+                })?
+                .collect()
+            })
+            .map_err(self.err("read an increment's folder"))
+    }
+
+    /// The events of increment `inc` in folder `dir` (`None`: the top), by name.
+    pub fn increment_folder(
+        &self,
+        inc: i64,
+        dir: Option<&RelPath>,
+        category: Option<Category>,
+    ) -> Result<Vec<(Vec<u8>, CatalogEntry)>> {
+        match self.dir_id(dir)? {
+            Some(id) => self.increment_dir_events(inc, id, category),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The folders holding events of increment `inc` (of `category`), sorted by path (`None`
+    /// is the top folder).
+    pub fn increment_folders_sorted(
+        &self,
+        inc: i64,
+        category: Option<Category>,
+    ) -> Result<Vec<(i64, Option<RelPath>)>> {
+        let mut dirs = Vec::new();
+        for id in self.increment_dirs(inc, category)? {
+            dirs.push((id, self.dir_path(id)?));
+        }
+        dirs.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(dirs)
+    }
+
+    /// When the mirror's state was last written, if known (see [`MIRROR_UPDATED`]).
+    pub fn mirror_updated(&self) -> Result<Option<String>> {
+        self.setting(MIRROR_UPDATED)
+    }
+
+    /// Whether increment `inc` records an event for `path` in `category`.
+    pub fn increment_has(&self, inc: i64, path: &RelPath, category: Category) -> Result<bool> {
+        let Some(dir) = self.dir_id(path.parent().as_ref())? else {
+            return Ok(false);
+        };
+        self.conn()
+            .prepare_cached(
+                "SELECT 1 FROM events WHERE dir = ?1 AND name = ?2 AND inc = ?3 AND origin = 0
+                 AND category = ?4 LIMIT 1",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![dir, path.file_name(), inc, codec::category_code(category)],
+                    |_| Ok(()),
+                )
+                .optional()
+            })
+            .map(|o| o.is_some())
+            .map_err(self.err("look up an event"))
+    }
+}
