@@ -46,7 +46,7 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     let rec = point::resolve_increment(&args.name, &incs, repo)?;
     let (row, rec) = catalog::show(&backup, &rec.name)?;
     // The catalog is streamed folder by folder: memory is one folder of it.
-    let files = CatalogWalk::new(backup.index(), rec.id, None, None);
+    let files = CatalogWalk::of(backup.index(), &rec, None, None)?;
     if args.json {
         o.json_begin(&ShowHead { increment: row }, "files")?;
         for item in files {

@@ -42,7 +42,7 @@ pub fn delete(
     let rec = backup.readable(name)?;
     let repo = &backup.repo;
     let mut removed = Vec::new();
-    for item in CatalogWalk::new(backup.index(), rec.id, None, None) {
+    for item in CatalogWalk::of(backup.index(), &rec, None, None)? {
         let (path, e) = item?;
         if masks.is_match(&path) {
             removed.push(Removed {

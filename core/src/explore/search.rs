@@ -228,7 +228,9 @@ pub fn search<E: From<ExploreError>>(
             stats.unreadable.push(inc.name.clone());
             continue;
         }
-        for item in CatalogWalk::new(index, inc.id, None, q.path.as_ref()) {
+        for item in
+            CatalogWalk::of(index, inc, None, q.path.as_ref()).map_err(ExploreError::from)?
+        {
             let (path, e) = item.map_err(ExploreError::from)?;
             if q.matches(&path, e.size, e.mtime) {
                 stats.hits += 1;

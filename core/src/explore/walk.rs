@@ -23,6 +23,11 @@ pub struct CatalogWalk<'a> {
     started: bool,
 }
 
+/// Below this many events an increment's catalog is read in one pass and sorted in memory
+/// (a few hundred KiB): a thousand small increments then cost a query each, not one per
+/// folder.
+const READ_WHOLE: u64 = 4096;
+
 impl<'a> CatalogWalk<'a> {
     /// The events of increment `inc` (of `category` when given; with `under`, only that path
     /// and what lies below it).
@@ -41,6 +46,32 @@ impl<'a> CatalogWalk<'a> {
             current: VecDeque::new(),
             started: false,
         }
+    }
+
+    /// [`CatalogWalk::new`] for the increment `rec`, whose size says how to read it.
+    pub fn of(
+        index: &'a Index,
+        rec: &crate::index::IncrementRecord,
+        category: Option<Category>,
+        under: Option<&RelPath>,
+    ) -> Result<Self> {
+        let mut w = Self::new(index, rec.id, category, under);
+        if rec.files <= READ_WHOLE {
+            w.started = true;
+            let mut all: Vec<(Option<RelPath>, RelPath, CatalogEntry)> = Vec::new();
+            index.increment_events(rec.id, &mut |path, e| {
+                let wanted = category.is_none_or(|c| e.category == c)
+                    && w.under.as_ref().is_none_or(|u| path.starts_with(u));
+                if wanted {
+                    all.push((path.parent(), path, e));
+                }
+                Ok(())
+            })?;
+            // Folder by folder in path order, by name within: the order of the folder walk.
+            all.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.file_name().cmp(b.1.file_name())));
+            w.current = all.into_iter().map(|(_, p, e)| (p, e)).collect();
+        }
+        Ok(w)
     }
 
     fn relevant(&self, dir: &Option<RelPath>) -> bool {

@@ -85,6 +85,24 @@ impl Index {
         Ok(dirs)
     }
 
+    /// Whether the catalogs (`mirror = false`) or the mirror (`true`) record extended
+    /// attributes: some entry has xattrs, or (catalogs) some version or folder records its
+    /// owner — the format that records owners records xattrs too. A restore then sets each
+    /// entry's xattrs exactly; otherwise it leaves them alone.
+    pub fn records_attributes(&self, mirror: bool) -> Result<bool> {
+        let sql = if mirror {
+            "SELECT EXISTS (SELECT 1 FROM mirror WHERE extra LIKE '%\"xattrs\"%')"
+        } else {
+            "SELECT EXISTS (SELECT 1 FROM events WHERE origin = 0
+                             AND (uid IS NOT NULL OR extra LIKE '%\"xattrs\"%'))
+                 OR EXISTS (SELECT 1 FROM folders WHERE uid IS NOT NULL
+                             OR extra LIKE '%\"xattrs\"%')"
+        };
+        self.conn()
+            .query_row(sql, [], |r| r.get(0))
+            .map_err(self.err("look for recorded attributes"))
+    }
+
     /// When the mirror's state was last written, if known (see [`MIRROR_UPDATED`]).
     pub fn mirror_updated(&self) -> Result<Option<String>> {
         self.setting(MIRROR_UPDATED)
