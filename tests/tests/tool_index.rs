@@ -562,7 +562,7 @@ fn search_scripts_and_json_name_stored_files_exactly() {
     let inc = env.increments()[0].clone();
     let got = |p: &Path| fs::read(elsewhere.path().join("out").join(p)).unwrap();
     assert_eq!(got(&Path::new(&inc).join("docs/plain.txt")), b"plain");
-    assert_eq!(got(&Path::new("mirror/docs/plain.txt")), b"plain");
+    assert_eq!(got(Path::new("mirror/docs/plain.txt")), b"plain");
     let raw_name = std::ffi::OsStr::from_bytes(b"latin1-\xe9t\xe9");
     assert_eq!(got(&Path::new("mirror/docs").join(raw_name)), b"latin");
 }

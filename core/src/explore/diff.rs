@@ -46,7 +46,7 @@ fn state<'a>(backup: &'a Backup, p: &Point, tracked_only: bool) -> Entries<'a> {
                 Err(e) => Some(Err(e.into())),
                 Ok(SnapItem::Dir(_)) => None,
                 Ok(SnapItem::File(v)) => Some(Ok((
-                    v.path,
+                    v.path.clone(),
                     State {
                         size: v.size,
                         mtime: v.mtime,

@@ -311,6 +311,7 @@ impl Entries<'_> {
                             }
                         }
                         SnapItem::File(v) => {
+                            let v = *v;
                             if !self.selection.is_match(&v.path) {
                                 continue;
                             }

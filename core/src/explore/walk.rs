@@ -128,7 +128,7 @@ impl Iterator for CatalogWalk<'_> {
 pub enum SnapItem {
     /// A folder of the snapshot, before what it holds.
     Dir(RelPath),
-    File(Version),
+    File(Box<Version>),
 }
 
 /// The files of the snapshot at an increment, depth first in path order ([`RelPath`]'s
@@ -169,7 +169,7 @@ impl<'a> SnapshotWalk<'a> {
                     self.open(Some(p))
                 }
                 Some(SnapNode::File(v)) if v.kind != FileKind::Dir => {
-                    self.pending.push_back(SnapItem::File(*v));
+                    self.pending.push_back(SnapItem::File(v));
                     Ok(())
                 }
                 _ => Ok(()),
@@ -202,7 +202,7 @@ impl<'a> SnapshotWalk<'a> {
                 message: e.to_string(),
             })?;
             match child.node {
-                SnapNode::File(v) => return Ok(Some(SnapItem::File(*v))),
+                SnapNode::File(v) => return Ok(Some(SnapItem::File(v))),
                 SnapNode::Dir => {
                     self.open(Some(path.clone()))?;
                     return Ok(Some(SnapItem::Dir(path)));
