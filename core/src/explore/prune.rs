@@ -271,7 +271,9 @@ pub fn prune_with_progress(
         }
         progress(Work::Item { bytes: 0 });
     }
-    if !dry_run && !removed.is_empty() {
+    // Removed (or renamed away and half removed): the index drops them before the command
+    // exits.
+    if !dry_run {
         backup.sync()?;
     }
     Ok(PruneReport {
