@@ -109,6 +109,11 @@ pub fn resolve_increment(
     repo: &Repository,
 ) -> Result<IncrementRecord, ExploreError> {
     let incs = increments;
+    if s == "mirror" {
+        return Err(ExploreError::Refused(
+            "`mirror` is not an increment: name one, `latest`, or a time".into(),
+        ));
+    }
     let found = if s == "latest" {
         incs.last().ok_or_else(|| {
             ExploreError::Refused(

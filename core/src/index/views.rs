@@ -3,7 +3,7 @@
 //! by what it answers: the folders of one increment and one folder's entries, never the whole
 //! catalog.
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 
 use super::codec;
 use super::{Index, Result};
@@ -57,19 +57,6 @@ impl Index {
             .map_err(self.err("read an increment's folder"))
     }
 
-    /// The events of increment `inc` in folder `dir` (`None`: the top), by name.
-    pub fn increment_folder(
-        &self,
-        inc: i64,
-        dir: Option<&RelPath>,
-        category: Option<Category>,
-    ) -> Result<Vec<(Vec<u8>, CatalogEntry)>> {
-        match self.dir_id(dir)? {
-            Some(id) => self.increment_dir_events(inc, id, category),
-            None => Ok(Vec::new()),
-        }
-    }
-
     /// The folders holding events of increment `inc` (of `category`), sorted by path (`None`
     /// is the top folder).
     pub fn increment_folders_sorted(
@@ -106,26 +93,5 @@ impl Index {
     /// When the mirror's state was last written, if known (see [`MIRROR_UPDATED`]).
     pub fn mirror_updated(&self) -> Result<Option<String>> {
         self.setting(MIRROR_UPDATED)
-    }
-
-    /// Whether increment `inc` records an event for `path` in `category`.
-    pub fn increment_has(&self, inc: i64, path: &RelPath, category: Category) -> Result<bool> {
-        let Some(dir) = self.dir_id(path.parent().as_ref())? else {
-            return Ok(false);
-        };
-        self.conn()
-            .prepare_cached(
-                "SELECT 1 FROM events WHERE dir = ?1 AND name = ?2 AND inc = ?3 AND origin = 0
-                 AND category = ?4 LIMIT 1",
-            )
-            .and_then(|mut s| {
-                s.query_row(
-                    params![dir, path.file_name(), inc, codec::category_code(category)],
-                    |_| Ok(()),
-                )
-                .optional()
-            })
-            .map(|o| o.is_some())
-            .map_err(self.err("look up an event"))
     }
 }
