@@ -136,8 +136,8 @@ impl Fixture {
     }
 
     fn assert_check_clean(&self, when: &str) {
-        let b = Backup::load(&Repository::at(&self.dist)).unwrap();
-        let report = check::check(&b, true);
+        let b = Backup::open(&Repository::at(&self.dist), None).unwrap();
+        let report = check::check(&b, true).unwrap();
         assert!(
             report.problems.is_empty(),
             "{when}: check found {:#?}",

@@ -31,8 +31,9 @@ fn dead_pid() -> u32 {
 }
 
 fn problems(dist: &Path) -> Vec<String> {
-    let b = Backup::load(&Repository::at(dist)).unwrap();
+    let b = Backup::open(&Repository::at(dist), None).unwrap();
     check::check(&b, true)
+        .unwrap()
         .problems
         .iter()
         .map(|p| format!("{p:?}"))

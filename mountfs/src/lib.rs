@@ -246,7 +246,7 @@ impl Pool {
                 i
             }
         };
-        let out = f(&index).map_err(fs_err);
+        let out = index.read(f).map_err(fs_err);
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < POOL_MAX {
             idle.push(index);

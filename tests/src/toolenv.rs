@@ -167,7 +167,24 @@ pub fn fingerprint(root: &Path) -> String {
         if e.file_name() == ".backup.lock" {
             continue;
         }
+        // The index (`.backup-index.sqlite` and SQLite's `-wal`/`-shm`/`-journal` beside it) is
+        // derived data every command may create or bring up to date (SPEC §2 "The index"):
+        // not a change of the backup. For the same reason `dist`'s own mtime, which those
+        // files' creation moves, is left out; its entries are all still compared.
+        let name = e.file_name().to_string_lossy();
+        if e.depth() == 1 && name.starts_with(".backup-index.sqlite") {
+            continue;
+        }
         let md = e.metadata().unwrap();
+        if e.depth() == 0 {
+            let _ = writeln!(
+                &mut out as &mut dyn std::fmt::Write,
+                "{} {:o} (dist: mtime not compared)",
+                e.path().display(),
+                md.mode()
+            );
+            continue;
+        }
         let content = if md.is_file() {
             blake3::hash(&fs::read(e.path()).unwrap())
                 .to_hex()

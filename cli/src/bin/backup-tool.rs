@@ -66,6 +66,8 @@ enum Command {
     Mount(tool::mount::Args),
     /// Serve the backup read-only over WebDAV and HTTP (no FUSE or WinFsp needed).
     Serve(tool::serve::Args),
+    /// Write the mirror's state as a mirror.json (for the original tool).
+    ExportMirrorJson(tool::export::Args),
     /// Print shell completions (bash, zsh, fish, powershell, elvish).
     #[command(after_help = "\
 Examples:
@@ -100,6 +102,7 @@ impl Command {
             Command::Recreate(a) => a.json,
             Command::Delete(a) => a.json,
             Command::Prune(a) => a.json,
+            Command::ExportMirrorJson(a) => a.json,
             Command::Mount(_)
             | Command::Serve(_)
             | Command::Completions { .. }
@@ -216,15 +219,17 @@ fn main() -> ExitCode {
         Command::Prune(a) => tool::prune::run(&repo, profile.as_ref(), a),
         Command::Mount(a) => tool::mount::run(&repo, a),
         Command::Serve(a) => tool::serve::run(&repo, a),
+        Command::ExportMirrorJson(a) => tool::export::run(&repo, a),
         Command::Completions { .. } | Command::Man { .. } => Ok(exit::SUCCESS),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             // `backup-tool ... | head` closing the pipe early is not an error.
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
                 return ExitCode::SUCCESS;
             }
             fail(format!("{e:#}"), tool::error_status(&e))

@@ -606,7 +606,7 @@ fn prune_after(cli: &Cli, config: &Config) -> anyhow::Result<Value> {
     };
     let repo = backup_core::Repository::open(&config.dist)?;
     let lock = repo.lock_for_writing()?;
-    let backup = backup_core::explore::Backup::load(&repo)?;
+    let backup = backup_core::explore::Backup::open(&repo, Some(&lock))?;
     let pb = progress::bar("pruning");
     let sink = progress::work_sink(&pb, "increments");
     let report =

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use backup_core::explore::check::{self, ProblemKind};
 
-use super::out::{self, Out};
+use super::out;
 use crate::term::plural;
 
 #[derive(Debug, clap::Args)]
@@ -46,23 +46,25 @@ pub fn describe(k: &ProblemKind) -> String {
         ProblemKind::NoMetadata { reason } => format!(
             "increment without readable metadata (interrupted run or damage; see `recreate`): {reason}"
         ),
-        ProblemKind::BadMetadata { message } => format!("metadata: {message}"),
+        ProblemKind::BadMetadata { file, message } => {
+            format!("metadata entry skipped by every command ({file}): {message}")
+        }
+        ProblemKind::LooksLikeIncrement { reason } => reason.clone(),
         ProblemKind::Leftover => "left over by an interrupted run".into(),
     }
 }
 
 pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
-    let backup = super::load(repo)?;
+    let (backup, mut o) = super::open(repo, None, args.json)?;
     let report = if args.verify {
         let pb = crate::progress::bar("verifying");
         let sink = crate::progress::work_sink(&pb, "files");
         let r = check::check_with_progress(&backup, true, &sink);
         crate::progress::finish(&pb);
-        r
+        r?
     } else {
-        check::check(&backup, false)
+        check::check(&backup, false)?
     };
-    let mut o = Out::new();
     let code = if report.problems.is_empty() {
         0
     } else {

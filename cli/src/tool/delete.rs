@@ -4,7 +4,7 @@ use std::io::Write;
 
 use backup_core::explore::{delete, mask::Masks};
 
-use super::out::{self, Out};
+use super::out;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -28,9 +28,8 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     let masks = Masks::new(&args.masks)?;
     // Taken before loading, so what is loaded cannot change under the command.
     let lock = super::lock_unless(repo, args.dry_run)?;
-    let backup = super::load(repo)?;
+    let (backup, mut o) = super::open(repo, lock.as_ref(), args.json)?;
     let report = delete::delete(&backup, &args.name, &masks, lock.as_ref())?;
-    let mut o = Out::new();
     if args.json {
         o.json(&report)?;
     } else {

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use backup_core::explore::{diff, point};
 
-use super::out::{self, Out};
+use super::out;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -21,11 +21,11 @@ pub struct Args {
 }
 
 pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
-    let backup = super::load(repo)?;
-    let a = point::resolve(&args.a, &backup.increments)?;
-    let b = point::resolve(&args.b, &backup.increments)?;
-    let report = diff::diff(&backup, &a, &b);
-    let mut o = Out::new();
+    let (backup, mut o) = super::open(repo, None, args.json)?;
+    let incs = backup.increments()?;
+    let a = point::resolve(&args.a, &incs, repo)?;
+    let b = point::resolve(&args.b, &incs, repo)?;
+    let report = diff::diff(&backup, &a, &b)?;
     if args.json {
         o.json(&report)?;
         return Ok(0);

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use backup_core::explore::catalog;
 
-use super::out::{self, Out};
+use super::out;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -21,9 +21,8 @@ pub struct Args {
 }
 
 pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
-    let backup = super::load(repo)?;
-    let listing = catalog::list(&backup, args.detailed);
-    let mut o = Out::new();
+    let (backup, mut o) = super::open(repo, None, args.json)?;
+    let listing = catalog::list(&backup, args.detailed)?;
     if args.json {
         o.json(&listing)?;
         return Ok(0);
@@ -40,7 +39,18 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
         if args.detailed { "   EXCLUSIVE" } else { "" }
     );
     writeln!(o.w, "{}", o.paint("1", &head))?;
-    for r in &listing.increments {
+    for r in &listing.all {
+        let r = match r {
+            Ok(r) => r,
+            Err(u) => {
+                let line = format!(
+                    "{:<28} no readable metadata ({}): run `check`, then `recreate --backup {}`",
+                    u.name, u.reason, u.name
+                );
+                writeln!(o.w, "{}", o.paint("33", &out::show(&line)))?;
+                continue;
+            }
+        };
         let time = chrono::DateTime::parse_from_rfc3339(&r.time)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_else(|_| r.time.clone());
@@ -60,10 +70,6 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
         }
         writeln!(o.w)?;
     }
-    for n in &listing.without_metadata {
-        let line = format!("{n:<28} (no readable metadata: run `check`, then `recreate`)");
-        writeln!(o.w, "{}", o.paint("33", &line))?;
-    }
     let m = &listing.mirror;
     writeln!(
         o.w,
@@ -79,8 +85,12 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     )?;
     writeln!(
         o.w,
-        "{}",
-        crate::term::plural(listing.increments.len(), "increment", "increments")
+        "{}{}",
+        crate::term::plural(listing.increments.len(), "increment", "increments"),
+        match listing.unreadable.len() {
+            0 => String::new(),
+            n => format!(", {n} without readable metadata"),
+        }
     )?;
     o.w.flush()?;
     Ok(0)

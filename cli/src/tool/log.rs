@@ -6,7 +6,7 @@ use backup_core::explore::parse_user_path;
 use backup_core::Holder;
 use serde::Serialize;
 
-use super::out::{self, Out};
+use super::out;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -58,14 +58,15 @@ pub fn run(
     args: &Args,
 ) -> anyhow::Result<i32> {
     let path = parse_user_path(&super::source_relative(&args.path, profile)?)?;
-    let backup = super::load(repo)?;
-    let history = backup.history_of(|p| *p == path);
-    let events: Vec<EventJson> = history
-        .timeline(&path)
+    let (backup, mut o) = super::open(repo, None, args.json)?;
+    // One path's folded history (kept versions included): all the memory this takes.
+    let events: Vec<EventJson> = backup
+        .index()
+        .timeline(&path)?
         .into_iter()
-        .map(|(t, v)| match v {
+        .map(|f| match f.version {
             Some(v) => EventJson {
-                increment: t.cloned(),
+                increment: f.at,
                 event: "stored",
                 size: Some(v.size),
                 mtime_ns: Some(v.mtime.ns),
@@ -78,7 +79,7 @@ pub fn run(
                 }),
             },
             None => EventJson {
-                increment: t.cloned(),
+                increment: f.at,
                 event: "deleted",
                 size: None,
                 mtime_ns: None,
@@ -87,12 +88,22 @@ pub fn run(
             },
         })
         .collect();
-    let mirror = backup.mirror.files.get(&path).map(|e| MirrorJson {
-        size: e.size,
-        mtime_ns: e.mtime.ns,
-        tracked: e.tracked,
-    });
-    let mut o = Out::new();
+    let mirror = backup
+        .index()
+        .mirror_get(&path)?
+        .filter(|e| e.kind != backup_core::FileKind::Dir)
+        .map(|e| MirrorJson {
+            size: e.size,
+            mtime_ns: e.mtime.ns,
+            tracked: e.tracked,
+        });
+    let unreadable: Vec<backup_core::IncrementName> = backup
+        .increments()?
+        .into_iter()
+        .filter(|i| i.state != backup_core::index::IncrementState::Ok)
+        .map(|i| i.name)
+        .collect();
+    super::warn_unreadable(&unreadable, "versions it recorded are not listed");
     if events.is_empty() && mirror.is_none() {
         let msg = format!("{} was never backed up", out::rel(&path));
         eprintln!("backup-tool: {msg}");

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod delete;
 pub mod diff;
+pub mod export;
 pub mod list;
 pub mod log;
 pub mod mount;
@@ -25,6 +26,7 @@ pub fn error_status(e: &anyhow::Error) -> i32 {
         Some(
             ExploreError::BadArgument { .. }
             | ExploreError::NoSuchIncrement(_)
+            | ExploreError::Damaged { .. }
             | ExploreError::Refused(_),
         ) => crate::exit::REFUSED,
         Some(ExploreError::Repo(r)) if locked(r) => crate::exit::REFUSED,
@@ -46,9 +48,27 @@ pub fn lock_unless(
     }
 }
 
-/// Loads the backup's metadata for a command.
-pub fn load(repo: &backup_core::Repository) -> anyhow::Result<backup_core::explore::Backup> {
-    Ok(backup_core::explore::Backup::load(repo)?)
+/// Opens the backup's index for a command (a writer passes the lock it took first) and the
+/// output that carries what is worth saying once about the index (created, imported, increments
+/// changed by hand): on stderr now, or in the JSON document's `"notes"`.
+pub fn open(
+    repo: &backup_core::Repository,
+    lock: Option<&backup_core::repo::WriteLock>,
+    json: bool,
+) -> anyhow::Result<(backup_core::explore::Backup, out::Out)> {
+    let backup = backup_core::explore::Backup::open(repo, lock)?;
+    let o = out::Out::with_notes(backup.notes(), json);
+    Ok((backup, o))
+}
+
+/// Warns (on stderr) about increments whose metadata cannot be read, which a command that
+/// looks at every increment could otherwise pass over in silence.
+pub fn warn_unreadable(names: &[backup_core::IncrementName], what: &str) {
+    for n in names {
+        eprintln!(
+            "backup-tool: warning: increment {n} has no readable metadata: {what} (see `check`; repair with `recreate --backup {n}`)"
+        );
+    }
 }
 
 /// A path argument of `log` or `restore` as the backup names it: relative to `src`. An

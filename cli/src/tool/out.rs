@@ -9,6 +9,11 @@ use chrono::{Local, TimeZone};
 pub struct Out {
     pub w: std::io::BufWriter<std::io::StdoutLock<'static>>,
     color: bool,
+    /// What the command says once about the index it opened: `"notes"` of every JSON
+    /// document (`--json`; otherwise they went to stderr).
+    notes: Vec<serde_json::Value>,
+    /// Items written so far into a streamed JSON array ([`Out::json_begin`]).
+    items: u64,
 }
 
 impl Default for Out {
@@ -25,7 +30,81 @@ impl Out {
         Out {
             w: std::io::BufWriter::new(stdout.lock()),
             color,
+            notes: Vec::new(),
+            items: 0,
         }
+    }
+
+    /// Output carrying the notes about the opened index: printed once on stderr now, or, with
+    /// `json`, kept for the document's `"notes"`.
+    pub fn with_notes(notes: &[backup_core::index::IndexNote], json: bool) -> Out {
+        let mut o = Out::new();
+        for n in notes {
+            if json {
+                let mut v = serde_json::to_value(n).unwrap_or_default();
+                if let serde_json::Value::Object(m) = &mut v {
+                    m.insert("message".into(), n.to_string().into());
+                }
+                o.notes.push(v);
+            } else {
+                eprintln!("backup-tool: note: {n}");
+            }
+        }
+        o
+    }
+
+    /// The head of a JSON document: `{"schema": .., "notes": [..]` and the fields of `head`
+    /// (an object), without the closing brace.
+    fn json_head<T: serde::Serialize>(&mut self, head: &T) -> anyhow::Result<()> {
+        let mut v = serde_json::to_value(head)?;
+        let serde_json::Value::Object(m) = &mut v else {
+            anyhow::bail!("a JSON document must be an object");
+        };
+        m.insert("schema".into(), crate::JSON_SCHEMA.into());
+        m.insert("notes".into(), std::mem::take(&mut self.notes).into());
+        let text = serde_json::to_string_pretty(&v)?;
+        // Everything but the closing brace, so more fields can follow.
+        let open = text.trim_end().trim_end_matches('}').trim_end();
+        self.w.write_all(open.as_bytes())?;
+        Ok(())
+    }
+
+    /// Starts a JSON document whose array `key` is streamed item by item
+    /// ([`Out::json_item`]), after the fields of `head`: memory stays that of one item.
+    pub fn json_begin<T: serde::Serialize>(&mut self, head: &T, key: &str) -> anyhow::Result<()> {
+        self.json_head(head)?;
+        write!(self.w, ",\n  {}: [", serde_json::to_string(key)?)?;
+        self.items = 0;
+        Ok(())
+    }
+
+    pub fn json_item<T: serde::Serialize>(&mut self, item: &T) -> anyhow::Result<()> {
+        self.w.write_all(if self.items == 0 {
+            b"\n    "
+        } else {
+            b",\n    "
+        })?;
+        serde_json::to_writer(&mut self.w, item)?;
+        self.items += 1;
+        Ok(())
+    }
+
+    /// Closes the streamed array, then the fields of `tail` (an object) and the document.
+    pub fn json_end<T: serde::Serialize>(&mut self, tail: &T) -> anyhow::Result<()> {
+        self.w
+            .write_all(if self.items == 0 { b"]" } else { b"\n  ]" })?;
+        if let serde_json::Value::Object(m) = serde_json::to_value(tail)? {
+            for (k, v) in m {
+                write!(
+                    self.w,
+                    ",\n  {}: {}",
+                    serde_json::to_string(&k)?,
+                    serde_json::to_string(&v)?
+                )?;
+            }
+        }
+        self.w.write_all(b"\n}\n")?;
+        Ok(())
     }
 
     /// `text` in an ANSI colour (`"1"` bold, `"32"` green, ...) when colour is on.
@@ -43,6 +122,7 @@ impl Out {
         let mut v = serde_json::to_value(value)?;
         if let serde_json::Value::Object(m) = &mut v {
             m.insert("schema".into(), crate::JSON_SCHEMA.into());
+            m.insert("notes".into(), std::mem::take(&mut self.notes).into());
         }
         serde_json::to_writer_pretty(&mut self.w, &v)?;
         writeln!(self.w)?;

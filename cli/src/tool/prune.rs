@@ -6,7 +6,6 @@ use std::io::Write;
 use backup_core::explore::prune::{self, Policy, Within};
 use backup_core::explore::ExploreError;
 
-use super::out::Out;
 use crate::term::plural;
 
 #[derive(Debug, clap::Args)]
@@ -84,13 +83,12 @@ pub fn run(
     let policy = policy(args, profile)?;
     // Taken before loading, so what is loaded cannot change under the command.
     let lock = super::lock_unless(repo, args.dry_run)?;
-    let backup = super::load(repo)?;
+    let (backup, mut o) = super::open(repo, lock.as_ref(), args.json)?;
     let pb = crate::progress::bar("pruning");
     let sink = crate::progress::work_sink(&pb, "increments");
     let report = prune::prune_with_progress(&backup, &policy, lock.as_ref(), &sink);
     crate::progress::finish(&pb);
     let report = report?;
-    let mut o = Out::new();
     if args.json {
         o.json(&report)?;
     } else {

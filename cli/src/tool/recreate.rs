@@ -4,8 +4,6 @@ use std::io::Write;
 
 use backup_core::explore::recreate::{self, RebuildStatus};
 
-use super::out::Out;
-
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     backup-tool /media/usb/backup recreate                       increments whose metadata is unreadable\n  \
@@ -24,7 +22,7 @@ pub struct Args {
 
 pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
     let lock = repo.lock_for_writing()?;
-    let backup = super::load(repo)?;
+    let (backup, mut o) = super::open(repo, Some(&lock), args.json)?;
     let pb = crate::progress::bar("recreating");
     let sink = crate::progress::work_sink(&pb, "increments");
     let results =
@@ -35,7 +33,6 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
         .iter()
         .filter(|r| r.status == RebuildStatus::Failed)
         .count();
-    let mut o = Out::new();
     if args.json {
         o.json(&serde_json::json!({ "increments": results }))?;
     } else {

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use backup_core::explore::mask::Masks;
+use backup_core::explore::parse_user_path;
 use backup_core::explore::search::{self, Hit, Location, Query, SizeRange, TimeRange};
-use backup_core::explore::{parse_user_path, Backup};
 use serde::Serialize;
 
 use super::out::{self, Out};
@@ -63,91 +63,59 @@ pub fn query(args: &Args) -> anyhow::Result<Query> {
 struct HitJson<'a> {
     #[serde(flatten)]
     hit: &'a Hit,
-    /// Where the bytes are on disk.
+    /// Where the bytes are on disk (encoded like `path`: lossless for any name).
     stored: String,
 }
 
 #[derive(Serialize)]
-struct SearchJson<'a> {
-    count: usize,
-    hits: Vec<HitJson<'a>>,
+struct Count {
+    count: u64,
 }
 
-pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
-    let q = query(args)?;
-    let backup = super::load(repo)?;
-    let hits = search::search(&backup, &q);
-    if let Some(file) = &args.generate_script {
-        let dist = repo.root().canonicalize()?;
-        if backup_core::explore::restore::resolve_existing_prefix(file).starts_with(&dist) {
-            return Err(backup_core::explore::ExploreError::Refused(format!(
-                "{} lies inside the backup; write the script somewhere else",
-                file.display()
-            ))
-            .into());
-        }
-        write_script(&backup, &hits, file)?;
-        eprintln!(
-            "wrote {} ({} files); run: bash {} [TARGET]",
-            file.display(),
-            hits.len(),
-            file.display()
-        );
-    }
-    let mut o = Out::new();
-    if args.json {
-        let hits_json = hits
-            .iter()
-            .map(|h| HitJson {
-                hit: h,
-                stored: search::hit_path(&backup, h).display().to_string(),
-            })
-            .collect();
-        o.json(&SearchJson {
-            count: hits.len(),
-            hits: hits_json,
-        })?;
-        return Ok(0);
-    }
-    let mut last_loc: Option<&Location> = None;
-    let mut last_dir: Option<String> = None;
-    let mut groups = 0;
-    for h in &hits {
-        if last_loc != Some(&h.location) {
+/// The human listing, grouped per place (an increment or the mirror) and per folder.
+struct Human {
+    last_loc: Option<Location>,
+    last_dir: Option<String>,
+    groups: u64,
+}
+
+impl Human {
+    fn hit(&mut self, o: &mut Out, h: &Hit, stored: &Path, full_paths: bool) -> anyhow::Result<()> {
+        if self.last_loc.as_ref() != Some(&h.location) {
             let label = match &h.location {
                 Location::Mirror => "mirror".to_owned(),
                 Location::Increment { name, .. } => name.clone(),
             };
             // Increments list track/ and deleted/ hits under one heading.
-            let same_inc = matches!((last_loc, &h.location),
+            let same_inc = matches!((&self.last_loc, &h.location),
                 (Some(Location::Increment { name: a, .. }), Location::Increment { name: b, .. }) if a == b);
             if !same_inc {
                 writeln!(o.w, "{}", o.paint("1;35", &label))?;
-                groups += 1;
-                last_dir = None;
+                self.groups += 1;
+                self.last_dir = None;
             }
-            last_loc = Some(&h.location);
+            self.last_loc = Some(h.location.clone());
         }
-        if args.full_paths {
+        if full_paths {
             writeln!(
                 o.w,
                 "  {}  {:>10}  {}  {}",
-                out::show(&search::hit_path(&backup, h).to_string_lossy()),
+                out::show(&stored.to_string_lossy()),
                 out::size(h.size),
                 out::date_ns(h.mtime_ns),
                 o.status(h.status)
             )?;
-            continue;
+            return Ok(());
         }
         let dir = out::dir_of(&h.path);
-        if last_dir.as_ref() != Some(&dir) {
+        if self.last_dir.as_ref() != Some(&dir) {
             let label = if dir.is_empty() {
                 "./".to_owned()
             } else {
                 dir.clone()
             };
             writeln!(o.w, "  {}", o.paint("34;1", &label))?;
-            last_dir = Some(dir);
+            self.last_dir = Some(dir);
         }
         writeln!(
             o.w,
@@ -157,12 +125,71 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
             out::date_ns(h.mtime_ns),
             o.status(h.status)
         )?;
+        Ok(())
+    }
+}
+
+pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
+    let q = query(args)?;
+    // Stored paths are absolute: a script or a reader run from elsewhere finds them.
+    let dist = repo.root().canonicalize()?;
+    let mut script = match &args.generate_script {
+        Some(file) => {
+            if backup_core::explore::restore::resolve_existing_prefix(file).starts_with(&dist) {
+                return Err(backup_core::explore::ExploreError::Refused(format!(
+                    "{} lies inside the backup; write the script somewhere else",
+                    file.display()
+                ))
+                .into());
+            }
+            Some(Script::create(file, &dist)?)
+        }
+        None => None,
+    };
+    let (backup, mut o) = super::open(repo, None, args.json)?;
+    if args.json {
+        o.json_begin(&serde_json::json!({}), "hits")?;
+    }
+    let mut human = Human {
+        last_loc: None,
+        last_dir: None,
+        groups: 0,
+    };
+    // Hits are written as they are found: memory does not grow with their number.
+    let stats = search::search(&backup, &q, &mut |h: Hit| -> anyhow::Result<()> {
+        let stored = search::hit_path(&dist, &h);
+        if let Some(s) = &mut script {
+            s.add(&h, &stored)?;
+        }
+        if args.json {
+            o.json_item(&HitJson {
+                hit: &h,
+                stored: search::encode_path(&stored),
+            })
+        } else {
+            human.hit(&mut o, &h, &stored, args.full_paths)
+        }
+    })?;
+    super::warn_unreadable(&stats.unreadable, "its files were not searched");
+    if let (Some(s), Some(file)) = (script, &args.generate_script) {
+        s.finish()?;
+        eprintln!(
+            "wrote {} ({} files); run: bash {} [TARGET]",
+            file.display(),
+            stats.hits,
+            file.display()
+        );
+    }
+    if args.json {
+        o.json_end(&Count { count: stats.hits })?;
+        o.w.flush()?;
+        return Ok(0);
     }
     writeln!(
         o.w,
         "{} in {}",
-        crate::term::plural(hits.len(), "match", "matches"),
-        crate::term::plural(groups, "place", "places")
+        crate::term::plural(stats.hits, "match", "matches"),
+        crate::term::plural(human.groups, "place", "places")
     )?;
     o.w.flush()?;
     Ok(0)
@@ -184,29 +211,34 @@ fn sh_quote(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-fn write_script(backup: &Backup, hits: &[Hit], file: &Path) -> anyhow::Result<()> {
-    let dist = backup
-        .repo
-        .root()
-        .canonicalize()
-        .unwrap_or_else(|_| backup.repo.root().to_path_buf());
-    let mut s: Vec<u8> = Vec::new();
-    s.extend_from_slice(
-        b"#!/usr/bin/env bash\n\
+/// The restore script of `--generate-script`, written hit by hit.
+struct Script {
+    w: std::io::BufWriter<std::fs::File>,
+    file: PathBuf,
+}
+
+impl Script {
+    fn create(file: &Path, dist: &Path) -> anyhow::Result<Script> {
+        let f = std::fs::File::create(file)
+            .map_err(|e| anyhow::anyhow!("create {}: {e}", file.display()))?;
+        let mut w = std::io::BufWriter::new(f);
+        w.write_all(
+            b"#!/usr/bin/env bash\n\
 # Restore script written by `backup-tool search --generate-script`.\n\
 # Copies each found file to TARGET/<increment or mirror>/<path> (TARGET: first argument,\n\
 # default ./restored), keeping mode and mtime; symlinks are copied as symlinks.\n\
 set -euo pipefail\n\
 target=\"${1:-./restored}\"\n",
-    );
-    s.extend_from_slice(format!("# backup: {}\n", out::show(&dist.to_string_lossy())).as_bytes());
-    for h in hits {
-        let src = search::hit_path(backup, h);
-        let src = if src.is_absolute() {
-            src
-        } else {
-            dist.join(src)
-        };
+        )?;
+        w.write_all(format!("# backup: {}\n", out::show(&dist.to_string_lossy())).as_bytes())?;
+        Ok(Script {
+            w,
+            file: file.to_path_buf(),
+        })
+    }
+
+    /// Copies `h` from `src` (absolute: the script may run from anywhere).
+    fn add(&mut self, h: &Hit, src: &Path) -> anyhow::Result<()> {
         let loc = match &h.location {
             Location::Mirror => "mirror".to_owned(),
             Location::Increment { name, .. } => name.clone(),
@@ -219,6 +251,7 @@ target=\"${1:-./restored}\"\n",
             dir_rel.push(b'/');
             dir_rel.extend_from_slice(p.as_bytes());
         }
+        let mut s = Vec::new();
         s.extend_from_slice(b"mkdir -p -- \"$target\"/");
         s.extend_from_slice(&sh_quote(&dir_rel));
         s.extend_from_slice(b"\ncp -P -p -- ");
@@ -226,14 +259,23 @@ target=\"${1:-./restored}\"\n",
         s.extend_from_slice(b" \"$target\"/");
         s.extend_from_slice(&sh_quote(&dest_rel));
         s.push(b'\n');
+        self.w.write_all(&s)?;
+        Ok(())
     }
-    std::fs::write(file, &s).map_err(|e| anyhow::anyhow!("write {}: {e}", file.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o755))?;
+
+    fn finish(self) -> anyhow::Result<()> {
+        let f = self
+            .w
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("write {}: {}", self.file.display(), e.error()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(0o755))?;
+        }
+        drop(f);
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,17 +2,19 @@
 
 use std::io::Write;
 
-use backup_core::explore::catalog;
+use backup_core::explore::walk::CatalogWalk;
+use backup_core::explore::{catalog, point};
 use serde::Serialize;
 
-use super::out::{self, Out};
+use super::out;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     backup-tool /media/usb/backup show latest\n  \
     backup-tool /media/usb/backup show backup_20240105_100000 --json")]
 pub struct Args {
-    /// The increment (`backup_YYYYMMDD_HHMMSS`), or `latest` for the newest.
+    /// The increment (`backup_YYYYMMDD_HHMMSS`), `latest` for the newest increment folder,
+    /// or a time (the newest increment at or before it).
     pub name: String,
     /// Machine-readable output.
     #[arg(long)]
@@ -34,37 +36,23 @@ struct FileJson<'a> {
 }
 
 #[derive(Serialize)]
-struct ShowJson<'a> {
+struct ShowHead {
     increment: catalog::IncrementRow,
-    files: Vec<FileJson<'a>>,
 }
 
 pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
-    let backup = super::load(repo)?;
-    let name = if args.name == "latest" {
-        match backup.increments.last() {
-            Some(i) => i.name.clone(),
-            None => {
-                return Err(backup_core::explore::ExploreError::Refused(
-                    "the backup has no increment yet (`latest` names the newest)".into(),
-                )
-                .into())
-            }
-        }
-    } else {
-        args.name
-            .parse::<backup_core::IncrementName>()
-            .map_err(|m| backup_core::explore::ExploreError::bad("increment", &args.name, m))?
-    };
-    let (row, inc) = catalog::show(&backup, &name)?;
-    let mut o = Out::new();
+    let (backup, mut o) = super::open(repo, None, args.json)?;
+    let incs = backup.increments()?;
+    let rec = point::resolve_increment(&args.name, &incs, repo)?;
+    let (row, rec) = catalog::show(&backup, &rec.name)?;
+    // The catalog is streamed folder by folder: memory is one folder of it.
+    let files = CatalogWalk::of(backup.index(), &rec, None, None)?;
     if args.json {
-        let files = inc
-            .meta
-            .file_catalog
-            .iter()
-            .map(|(p, e)| FileJson {
-                path: p,
+        o.json_begin(&ShowHead { increment: row }, "files")?;
+        for item in files {
+            let (p, e) = item?;
+            o.json_item(&FileJson {
+                path: &p,
                 category: e.category,
                 op: e.op(),
                 size: e.size,
@@ -72,18 +60,16 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
                 kind: e.kind,
                 mode: e.mode,
                 hash: e.hash.map(|h| h.to_hex()),
-            })
-            .collect();
-        o.json(&ShowJson {
-            increment: row,
-            files,
-        })?;
+            })?;
+        }
+        o.json_end(&serde_json::json!({}))?;
+        o.w.flush()?;
         return Ok(0);
     }
     writeln!(o.w, "{}", o.paint("1", row.name.as_str()))?;
     writeln!(o.w, "  time:      {}", row.time)?;
     if !row.timestamp.is_empty() {
-        writeln!(o.w, "  recorded:  {}", row.timestamp)?;
+        writeln!(o.w, "  recorded:  {}", out::show(&row.timestamp))?;
     }
     writeln!(
         o.w,
@@ -99,8 +85,9 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
         )?;
     }
     let mut last_dir = None;
-    for (p, e) in &inc.meta.file_catalog {
-        let dir = out::dir_of(p);
+    for item in files {
+        let (p, e) = item?;
+        let dir = out::dir_of(&p);
         if last_dir.as_ref() != Some(&dir) {
             let label = if dir.is_empty() {
                 "./".to_owned()
@@ -114,11 +101,19 @@ pub fn run(repo: &backup_core::Repository, args: &Args) -> anyhow::Result<i32> {
         writeln!(
             o.w,
             "    {:<40} {:>10}  {}  {}",
-            out::name_of(p),
+            out::name_of(&p),
             out::size(e.size),
             out::date_ns(e.mtime.ns),
             o.status(&op)
         )?;
+    }
+    for (key, message) in backup.index().increment_problems(rec.id)? {
+        eprintln!(
+            "backup-tool: warning: an entry of {}'s metadata was skipped{}: {message}",
+            rec.name,
+            key.map(|k| format!(" ({})", out::show(&k)))
+                .unwrap_or_default()
+        );
     }
     o.w.flush()?;
     Ok(0)

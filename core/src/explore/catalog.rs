@@ -1,5 +1,6 @@
-//! The catalog: what each increment holds (`list`, `show`), from metadata alone, plus the
-//! bytes an increment holds that nothing else shares (needs one `lstat` per stored file).
+//! The catalog: what each increment holds (`list`, `show`), from the index alone (counts are
+//! in its `increments` rows; `list` reads no catalog row), plus the bytes an increment holds
+//! that nothing else shares (one `lstat` per stored file of that increment).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -7,9 +8,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{Backup, ExploreError};
-use crate::format::{Category, Op};
-use crate::history::IncrementInfo;
+use crate::format::Category;
 use crate::identity::TimeSource;
+use crate::index::{IncrementRecord, IncrementState};
 use crate::repo::{IncrementName, Repository};
 
 /// One row of `list`.
@@ -43,60 +44,74 @@ pub struct MirrorRow {
     pub updated: Option<String>,
 }
 
+/// An increment folder whose metadata cannot be used.
+#[derive(Clone, Debug, Serialize)]
+pub struct Unreadable {
+    pub name: IncrementName,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Listing {
+    /// Increments with usable metadata, oldest first.
     pub increments: Vec<IncrementRow>,
     /// Increment folders whose metadata is missing or unreadable (run `check`/`recreate`).
     pub without_metadata: Vec<String>,
+    /// The same, with why, in increment order.
+    #[serde(skip)]
+    pub unreadable: Vec<Unreadable>,
+    /// Every increment folder in order: `Ok(row)` or why it cannot be read.
+    #[serde(skip)]
+    pub all: Vec<Result<IncrementRow, Unreadable>>,
     pub mirror: MirrorRow,
 }
 
-pub fn row(repo: &Repository, inc: &IncrementInfo, exclusive: bool) -> IncrementRow {
-    let (mut new, mut changed, mut deleted, mut bytes) = (0, 0, 0, 0);
-    for e in inc.meta.file_catalog.values() {
-        match e.op() {
-            Op::New => new += 1,
-            Op::Changed => changed += 1,
-            Op::Deleted => deleted += 1,
-        }
-        // Sizes come from metadata a user (or damage) may have changed: never overflow.
-        bytes = u64::saturating_add(bytes, e.size);
-    }
+pub fn row(repo: &Repository, rec: &IncrementRecord, exclusive: bool) -> IncrementRow {
     IncrementRow {
-        name: inc.name.clone(),
-        time: inc.time.at.to_rfc3339(),
-        time_source: inc.time.source,
-        timestamp: inc.meta.timestamp.clone(),
-        files: inc.meta.file_catalog.len() as u64,
-        new,
-        changed,
-        deleted,
-        bytes,
-        exclusive_bytes: exclusive.then(|| exclusive_bytes(repo, &inc.name)),
+        name: rec.name.clone(),
+        time: rec.time.at.to_rfc3339(),
+        time_source: rec.time.source,
+        timestamp: rec.timestamp.clone().unwrap_or_default(),
+        files: rec.files,
+        new: rec.new,
+        changed: rec.changed,
+        deleted: rec.deleted,
+        bytes: rec.bytes,
+        exclusive_bytes: exclusive.then(|| exclusive_bytes(repo, &rec.name)),
     }
 }
 
-pub fn list(backup: &Backup, detailed: bool) -> Listing {
-    let increments = backup
-        .increments
-        .iter()
-        .map(|i| row(&backup.repo, i, detailed))
-        .collect();
-    let m = &backup.mirror;
-    Listing {
-        increments,
-        without_metadata: backup
-            .without_metadata
-            .iter()
-            .map(|n| n.to_string())
-            .collect(),
-        mirror: MirrorRow {
-            files: m.files.len() as u64,
-            tracked: m.files.values().filter(|e| e.tracked).count() as u64,
-            bytes: m.files.values().map(|e| e.size).sum(),
-            updated: m.updated.clone(),
-        },
+pub fn list(backup: &Backup, detailed: bool) -> Result<Listing, ExploreError> {
+    let mut increments = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut all = Vec::new();
+    for rec in backup.increments()? {
+        if rec.state == IncrementState::Ok {
+            let r = row(&backup.repo, &rec, detailed);
+            increments.push(r.clone());
+            all.push(Ok(r));
+        } else {
+            let u = Unreadable {
+                reason: super::damage_reason(&rec),
+                name: rec.name,
+            };
+            unreadable.push(u.clone());
+            all.push(Err(u));
+        }
     }
+    let t = backup.index().mirror_totals()?;
+    Ok(Listing {
+        increments,
+        without_metadata: unreadable.iter().map(|u| u.name.to_string()).collect(),
+        unreadable,
+        all,
+        mirror: MirrorRow {
+            files: t.files,
+            tracked: t.tracked,
+            bytes: t.bytes,
+            updated: backup.index().mirror_updated()?,
+        },
+    })
 }
 
 /// Bytes of the files under the increment that no link outside it shares: a file whose link
@@ -153,11 +168,12 @@ fn walk_files(root: &Path, f: &mut dyn FnMut(&std::fs::Metadata)) {
     }
 }
 
-/// `show NAME`: one increment's row and its catalog.
-pub fn show<'a>(
-    backup: &'a Backup,
+/// `show NAME`: one increment's row (its catalog is walked with
+/// [`super::walk::CatalogWalk`]). An increment whose metadata cannot be used is refused.
+pub fn show(
+    backup: &Backup,
     name: &IncrementName,
-) -> Result<(IncrementRow, &'a IncrementInfo), ExploreError> {
-    let inc = backup.increment(name)?;
-    Ok((row(&backup.repo, inc, true), inc))
+) -> Result<(IncrementRow, IncrementRecord), ExploreError> {
+    let rec = backup.readable(name)?;
+    Ok((row(&backup.repo, &rec, true), rec))
 }

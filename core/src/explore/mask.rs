@@ -121,6 +121,30 @@ impl Selection {
         self.items.is_empty()
     }
 
+    /// When every item is a path (no glob): those paths, sorted, without any that lies below
+    /// another — the only places a walk needs to visit. `None` when a glob (or nothing) was
+    /// given: everything must be walked.
+    pub fn roots(&self) -> Option<Vec<RelPath>> {
+        if self.items.is_empty() {
+            return None;
+        }
+        let mut paths = Vec::with_capacity(self.items.len());
+        for s in &self.items {
+            match s {
+                Select::Path(p) => paths.push(p.clone()),
+                Select::Glob { .. } => return None,
+            }
+        }
+        paths.sort();
+        let mut out: Vec<RelPath> = Vec::with_capacity(paths.len());
+        for p in paths {
+            if !out.iter().any(|r| p.starts_with(r)) {
+                out.push(p);
+            }
+        }
+        Some(out)
+    }
+
     pub fn is_match(&self, rel: &RelPath) -> bool {
         self.items.is_empty()
             || self.items.iter().any(|s| match s {
@@ -164,5 +188,8 @@ mod tests {
         assert!(s.is_match(&rp("x/y.pdf")));
         assert!(Selection::new(&["../etc"]).is_err());
         assert!(Selection::new::<&str>(&[]).unwrap().is_match(&rp("z")));
+        let roots = Selection::new(&["b/c", "a", "b", "a/x"]).unwrap().roots();
+        assert_eq!(roots, Some(vec![rp("a"), rp("b")]));
+        assert_eq!(s.roots(), None);
     }
 }

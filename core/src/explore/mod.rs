@@ -2,28 +2,32 @@
 //! search, point-in-time restore, consistency checks, metadata recreation, and the two commands
 //! that change a backup (`delete` and `prune`).
 //!
-//! Everything reads metadata first and touches the disk only where metadata cannot answer
-//! (exclusive bytes, check, restore). Paths from metadata are always [`RelPath`]s, so no entry
-//! can name a file outside the backup.
+//! Everything reads the index (`dist/.backup-index.sqlite`, [`crate::index`]): the catalog of
+//! every increment and the state of the mirror, on disk. Each command holds in memory only what
+//! it shows: the increments' rows for `list`, one increment's folder list and one folder's
+//! entries for `show`, `search` and `check`, one path's history for `log`, one folder listing per
+//! level of a snapshot walk for `restore` and `diff`. The disk is touched only where the index
+//! cannot answer (exclusive bytes, check, restore). Paths from metadata are always
+//! [`RelPath`]s, so no entry can name a file outside the backup.
 
 pub mod catalog;
 pub mod check;
 pub mod delete;
 pub mod diff;
+pub mod export;
 pub mod mask;
 pub mod point;
 pub mod prune;
 pub mod recreate;
 pub mod restore;
-mod safefs;
 pub mod search;
+pub mod walk;
 
 use std::path::PathBuf;
 
-use crate::format::{FormatProblem, MirrorIndex};
-use crate::history::{History, IncrementInfo};
+use crate::index::{IncrementRecord, IncrementState, Index, IndexError, IndexNote, Opened};
 use crate::relpath::RelPath;
-use crate::repo::{IncrementName, RepoError, Repository};
+use crate::repo::{IncrementName, RepoError, Repository, WriteLock};
 
 /// Why an explorer operation failed as a whole (per-file failures are part of the results).
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +41,22 @@ pub enum ExploreError {
     },
     #[error(transparent)]
     Repo(#[from] RepoError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
     #[error("no increment named {0}")]
     NoSuchIncrement(String),
+    /// The increment's metadata is missing or unreadable: nothing may answer for it (not the
+    /// increment before it, not a half-read catalog).
+    #[error(
+        "increment {name} has no readable metadata ({reason}); it is not answered from another \
+         increment. Rebuild its metadata from its files with `backup-tool {dist} recreate \
+         --backup {name}`, then try again"
+    )]
+    Damaged {
+        name: IncrementName,
+        reason: String,
+        dist: String,
+    },
     #[error("invalid {what} {value:?}: {message}")]
     BadArgument {
         what: &'static str,
@@ -66,141 +84,86 @@ impl ExploreError {
     }
 }
 
-/// A backup loaded for exploring: the increments' metadata, the mirror index, the history fold
-/// (built on first use: listing and search do not need it), and whatever could not be read
-/// (kept so `check` can report it and other commands can warn).
-#[derive(Debug)]
+/// Why an increment's metadata cannot be used, in words.
+pub fn damage_reason(rec: &IncrementRecord) -> String {
+    match (rec.state, &rec.problem) {
+        (IncrementState::Ok, _) => String::new(),
+        (IncrementState::NoMetadata, _) => "its metadata file is missing".into(),
+        (_, Some(p)) => p.clone(),
+        (_, None) => "its metadata file cannot be read".into(),
+    }
+}
+
+/// A backup opened for one command: its index (created, imported or brought in step with the
+/// increment folders on open, see [`Index::open_for`]) and the notes about that, which the
+/// command prints once.
 pub struct Backup {
     pub repo: Repository,
-    /// Increments with readable metadata, oldest first.
-    pub increments: Vec<IncrementInfo>,
-    pub mirror: MirrorIndex,
-    history: std::sync::OnceLock<History>,
-    /// Entries or files of metadata that were skipped while reading.
-    pub problems: Vec<FormatProblem>,
-    /// Increment folders whose metadata is missing or unreadable.
-    pub without_metadata: Vec<IncrementName>,
+    opened: Opened,
+}
+
+impl std::fmt::Debug for Backup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backup")
+            .field("repo", &self.repo)
+            .field("index", &self.opened.index)
+            .finish()
+    }
 }
 
 impl Backup {
-    pub fn load(repo: &Repository) -> Result<Backup, ExploreError> {
-        let names = repo.increment_names()?;
-        let loaded = load_parallel(repo, &names);
-        let mut problems = Vec::new();
-        let mut increments = Vec::with_capacity(names.len());
-        let mut without_metadata = Vec::new();
-        for (name, result) in names.into_iter().zip(loaded) {
-            match result {
-                Ok((meta, p)) => {
-                    problems.extend(p);
-                    increments.push(IncrementInfo::new(name, meta));
-                }
-                Err(e) => {
-                    problems.push(FormatProblem {
-                        file: repo.increment_meta_path(&name).display().to_string(),
-                        key: None,
-                        message: e.to_string(),
-                    });
-                    without_metadata.push(name);
-                }
-            }
-        }
-        let mirror = repo.load_mirror_index_or_report(&mut problems);
+    /// Opens the index of `repo`. Writers pass their lock, taken before: what they read
+    /// cannot change under them.
+    pub fn open(repo: &Repository, lock: Option<&WriteLock>) -> Result<Backup, ExploreError> {
         Ok(Backup {
             repo: repo.clone(),
-            increments,
-            mirror,
-            history: std::sync::OnceLock::new(),
-            problems,
-            without_metadata,
+            opened: Index::open_for(repo, lock)?,
         })
     }
 
-    /// The point-in-time fold over every increment and the mirror.
-    pub fn history(&self) -> &History {
-        self.history
-            .get_or_init(|| History::build(self.increments.clone(), &self.mirror))
+    pub fn index(&self) -> &Index {
+        &self.opened.index
     }
 
-    /// The fold over only the paths `keep` accepts: each path's history is independent of the
-    /// others, so `log PATH` or a restore of one folder need not fold the whole backup.
-    pub fn history_of(&self, keep: impl Fn(&RelPath) -> bool) -> History {
-        let increments = self
-            .increments
-            .iter()
-            .map(|i| IncrementInfo {
-                name: i.name.clone(),
-                time: i.time,
-                meta: crate::format::IncrementMeta {
-                    backup_name: i.meta.backup_name.clone(),
-                    timestamp: i.meta.timestamp.clone(),
-                    version: i.meta.version.clone(),
-                    file_catalog: i
-                        .meta
-                        .file_catalog
-                        .iter()
-                        .filter(|(p, _)| keep(p))
-                        .map(|(p, e)| (p.clone(), e.clone()))
-                        .collect(),
-                    summary: i.meta.summary.clone(),
-                    extra: serde_json::Map::new(),
-                    folders: Default::default(),
-                },
-            })
-            .collect();
-        let mirror = MirrorIndex {
-            files: self
-                .mirror
-                .files
-                .iter()
-                .filter(|(p, _)| keep(p))
-                .map(|(p, e)| (p.clone(), e.clone()))
-                .collect(),
-            updated: self.mirror.updated.clone(),
-        };
-        History::build(increments, &mirror)
+    /// What the command should say once about the index it opened.
+    pub fn notes(&self) -> &[IndexNote] {
+        &self.opened.notes
     }
 
-    pub fn increment(&self, name: &IncrementName) -> Result<&IncrementInfo, ExploreError> {
-        self.increments
-            .binary_search_by(|i| i.name.cmp(name))
-            .map(|k| &self.increments[k])
-            .map_err(|_| ExploreError::NoSuchIncrement(name.to_string()))
+    /// Every increment folder at `dist`, oldest first, readable or not.
+    pub fn increments(&self) -> Result<Vec<IncrementRecord>, ExploreError> {
+        Ok(self.index().increments()?)
+    }
+
+    /// The increment named `name`, whatever the state of its metadata.
+    pub fn increment(&self, name: &IncrementName) -> Result<IncrementRecord, ExploreError> {
+        self.index()
+            .increment(name)?
+            .ok_or_else(|| ExploreError::NoSuchIncrement(name.to_string()))
+    }
+
+    /// The increment named `name`, refused when its metadata cannot be used.
+    pub fn readable(&self, name: &IncrementName) -> Result<IncrementRecord, ExploreError> {
+        let rec = self.increment(name)?;
+        readable(&self.repo, rec)
+    }
+
+    /// Brings the catalog in step after a command changed increment folders or metadata, so
+    /// the index is current when it exits.
+    pub fn sync(&self) -> Result<crate::index::SyncReport, ExploreError> {
+        Ok(self.index().sync_catalog(&self.repo)?)
     }
 }
 
-type Loaded =
-    Result<(crate::format::IncrementMeta, Vec<FormatProblem>), crate::format::FormatError>;
-
-/// Reads and parses every increment's metadata on all cores: with a thousand increments the
-/// JSON parsing, not the disk, is what `list` and `search` wait for.
-fn load_parallel(repo: &Repository, names: &[IncrementName]) -> Vec<Loaded> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8);
-    if threads <= 1 || names.len() < 16 {
-        return names.iter().map(|n| repo.load_increment(n)).collect();
+/// `rec`, or the refusal that names it and how to repair it.
+pub fn readable(repo: &Repository, rec: IncrementRecord) -> Result<IncrementRecord, ExploreError> {
+    if rec.state == IncrementState::Ok {
+        return Ok(rec);
     }
-    let chunk = names.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = names
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|n| repo.load_increment(n))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(v) => v,
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
+    Err(ExploreError::Damaged {
+        reason: damage_reason(&rec),
+        name: rec.name,
+        dist: repo.root().display().to_string(),
     })
 }
 

@@ -4,8 +4,8 @@
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone};
 
 use super::ExploreError;
-use crate::history::IncrementInfo;
-use crate::repo::IncrementName;
+use crate::index::IncrementRecord;
+use crate::repo::{IncrementName, Repository};
 
 /// A state of the backup that can be viewed, restored or compared.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,39 +88,58 @@ pub fn parse_time(s: &str) -> Result<TimeSpec, ExploreError> {
 }
 
 /// Resolves `mirror`, `latest`, an increment name, or a time (the newest increment whose time
-/// is at or before it; a bare date includes that whole day).
-pub fn resolve(s: &str, increments: &[IncrementInfo]) -> Result<Point, ExploreError> {
+/// is at or before it; a bare date includes that whole day). `latest` is the newest increment
+/// folder, readable or not. An increment whose metadata cannot be used is refused, naming it
+/// and how to repair it: its state is never answered from another increment.
+pub fn resolve(
+    s: &str,
+    increments: &[IncrementRecord],
+    repo: &Repository,
+) -> Result<Point, ExploreError> {
     if s == "mirror" {
         return Ok(Point::Mirror);
     }
+    resolve_increment(s, increments, repo).map(|r| Point::Increment(r.name))
+}
+
+/// [`resolve`] for commands that need an increment (`show`): a name, `latest` or a time.
+pub fn resolve_increment(
+    s: &str,
+    increments: &[IncrementRecord],
+    repo: &Repository,
+) -> Result<IncrementRecord, ExploreError> {
     let incs = increments;
-    if s == "latest" {
-        return incs
-            .last()
-            .map(|i| Point::Increment(i.name.clone()))
-            .ok_or_else(|| ExploreError::Refused("the backup has no increments".into()));
+    if s == "mirror" {
+        return Err(ExploreError::Refused(
+            "`mirror` is not an increment: name one, `latest`, or a time".into(),
+        ));
     }
-    if let Some(name) = IncrementName::parse(s) {
-        return incs
-            .iter()
+    let found = if s == "latest" {
+        incs.last().ok_or_else(|| {
+            ExploreError::Refused(
+                "the backup has no increment yet (`latest` names the newest)".into(),
+            )
+        })?
+    } else if let Some(name) = IncrementName::parse(s) {
+        incs.iter()
             .find(|i| i.name == name)
-            .map(|i| Point::Increment(i.name.clone()))
-            .ok_or_else(|| ExploreError::NoSuchIncrement(s.to_owned()));
-    }
-    let t = parse_time(s)?;
-    // By recorded time, newest in increment order first: after a clock step two increments'
-    // times are out of order, and the later one (which holds the other's events too) wins.
-    let at = |i: &IncrementInfo| {
-        let when = i.time.at;
-        if t.start == t.end {
-            when <= t.start
-        } else {
-            when < t.end
-        }
+            .ok_or_else(|| ExploreError::NoSuchIncrement(s.to_owned()))?
+    } else {
+        let t = parse_time(s)?;
+        // By recorded time, newest in increment order first: after a clock step two increments'
+        // times are out of order, and the later one (which holds the other's events too) wins.
+        let at = |i: &IncrementRecord| {
+            let when = i.time.at;
+            if t.start == t.end {
+                when <= t.start
+            } else {
+                when < t.end
+            }
+        };
+        incs.iter()
+            .rev()
+            .find(|i| at(i))
+            .ok_or_else(|| ExploreError::Refused(format!("no increment at or before {s}")))?
     };
-    incs.iter()
-        .rev()
-        .find(|i| at(i))
-        .map(|i| Point::Increment(i.name.clone()))
-        .ok_or_else(|| ExploreError::Refused(format!("no increment at or before {s}")))
+    super::readable(repo, found.clone())
 }

@@ -239,17 +239,12 @@ pub fn prune_with_progress(
             "no retention rule given (--keep-last/--keep-hourly/--keep-daily/--keep-weekly/--keep-monthly/--keep-yearly/--keep-within, or \"retention\" in the profile); refusing to remove every increment".into(),
         ));
     }
+    // Every increment folder with its time: the recorded one, the name's for a folder without
+    // readable metadata (the index says which).
     let names: Vec<(IncrementName, IncrementTime)> = backup
-        .repo
-        .increment_names()?
+        .increments()?
         .into_iter()
-        .map(|n| {
-            let t = match backup.increment(&n) {
-                Ok(i) => i.time,
-                Err(_) => IncrementTime::of(None, &n),
-            };
-            (n, t)
-        })
+        .map(|r| (r.name, r.time))
         .collect();
     let decisions = decide(&names, policy);
     let mut removed = Vec::new();
@@ -275,6 +270,11 @@ pub fn prune_with_progress(
             Err(e) => failed.push((name.clone(), e.to_string())),
         }
         progress(Work::Item { bytes: 0 });
+    }
+    // Removed (or renamed away and half removed): the index drops them before the command
+    // exits.
+    if !dry_run {
+        backup.sync()?;
     }
     Ok(PruneReport {
         dry_run,

@@ -15,8 +15,9 @@
 //! first, so a folder of mode 000 still receives its children and writing them does not
 //! disturb its mtime.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -28,6 +29,7 @@ use serde::Serialize;
 
 use super::mask::Selection;
 use super::point::Point;
+use super::walk::{MirrorWalk, SnapItem, SnapshotWalk};
 use super::{holder_root, Backup, ExploreError};
 use crate::format::{ContentHash, FileKind};
 use crate::history::Holder;
@@ -66,8 +68,10 @@ pub struct Item {
     pub path: RelPath,
     /// Folder of the backup the bytes are read from (`mirror` or `<increment>/<category>`).
     #[serde(skip)]
-    pub root: PathBuf,
-    pub from: String,
+    pub root: Rc<Path>,
+    /// Shared by every item of the same holder (a restore of a million files holds one copy).
+    #[serde(serialize_with = "rc_str")]
+    pub from: Rc<str>,
     pub size: u64,
     pub mtime_ns: i64,
     /// `st_mode & 0o7777`; `None`: the stored file's.
@@ -114,76 +118,279 @@ pub struct Plan {
     pub selection: Selection,
 }
 
-/// The files of `point` selected by `selection`, sorted by path.
-pub fn plan(backup: &Backup, point: &Point, selection: &Selection) -> Plan {
-    let mut items = Vec::new();
-    let item = |path: RelPath,
-                root: PathBuf,
-                from: String,
-                v: (u64, i64, Option<u32>, FileKind, Option<ContentHash>)| Item {
-        path,
-        root,
-        from,
-        size: v.0,
-        mtime_ns: v.1,
-        mode: v.2,
-        kind: v.3,
-        hash: v.4,
-        owner: None,
-        xattrs: Vec::new(),
-        sparse: false,
-        hardlink_of: None,
+fn rc_str<S: serde::Serializer>(v: &Rc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v)
+}
+
+/// Where a version's bytes are read from: its holder's folder and its label, shared by every
+/// item that holder keeps.
+type Source = (Rc<Path>, Rc<str>);
+
+fn source_of(repo: &crate::repo::Repository, holder: &Holder) -> Source {
+    let from = match holder {
+        Holder::Mirror => "mirror".to_owned(),
+        Holder::Increment { name, category } => format!("{name}/{}", category.dir_name()),
     };
-    match point {
-        Point::Mirror => {
-            let root = backup.repo.mirror_dir();
-            for (path, e) in &backup.mirror.files {
-                if selection.is_match(path) {
-                    items.push(item(
-                        path.clone(),
-                        root.clone(),
-                        "mirror".into(),
-                        (e.size, e.mtime.ns, e.mode, e.kind, e.hash),
-                    ));
-                }
-            }
+    (holder_root(repo, holder).into(), from.into())
+}
+
+fn item_of(path: RelPath, (root, from): &Source, v: Stored) -> Item {
+    Item {
+        path,
+        root: root.clone(),
+        from: from.clone(),
+        size: v.size,
+        mtime_ns: v.mtime.ns,
+        mode: v.mode,
+        kind: v.kind,
+        hash: v.hash,
+        owner: v.attrs.owner,
+        xattrs: v.attrs.xattrs,
+        sparse: v.attrs.sparse,
+        hardlink_of: v.attrs.hardlink_of,
+    }
+}
+
+/// What the index records of a stored version.
+struct Stored {
+    size: u64,
+    mtime: crate::format::MTime,
+    mode: Option<u32>,
+    kind: FileKind,
+    hash: Option<ContentHash>,
+    attrs: crate::format::Attrs,
+}
+
+fn dir_item(path: RelPath, f: &crate::format::FolderEntry) -> DirItem {
+    DirItem {
+        path,
+        mode: f.mode,
+        owner: f.attrs.owner.clone(),
+        mtime_ns: Some(f.mtime.ns),
+        xattrs: f.attrs.xattrs.clone(),
+    }
+}
+
+/// The files and folders of `point` selected by `selection`, sorted by path, with the metadata
+/// the index records for them (mode, mtime, owner, xattrs, holes, hard-link groups; folders
+/// from the increments' folder records, else the mirror's). Holds them all: for a large
+/// restore, [`stream`] hands them out one at a time.
+pub fn plan(backup: &Backup, point: &Point, selection: &Selection) -> Result<Plan, ExploreError> {
+    let s = stream(backup, point, selection)?;
+    let mut items = Vec::new();
+    let mut dirs = Vec::new();
+    let (at, dist, xattrs_recorded) = (s.at, s.dist, s.xattrs_recorded);
+    for e in s.entries {
+        match e? {
+            Entry::File(i) => items.push(i),
+            Entry::Dir(d) => dirs.push(d),
         }
-        Point::Increment(name) => {
-            let filtered;
-            let history = if selection.is_all() {
-                backup.history()
-            } else {
-                filtered = backup.history_of(|p| selection.is_match(p));
-                &filtered
-            };
-            for (path, v) in history.snapshot(name) {
-                if selection.is_match(&path) {
-                    let from = match &v.holder {
-                        Holder::Mirror => "mirror".to_owned(),
-                        Holder::Increment { name, category } => {
-                            format!("{name}/{}", category.dir_name())
+    }
+    Ok(Plan {
+        at,
+        items,
+        dirs,
+        xattrs_recorded,
+        dist,
+        selection: selection.clone(),
+    })
+}
+
+/// [`plan`], one entry at a time in path order: only the selected paths are walked when the
+/// selection names paths; a snapshot walk holds one folder listing per level.
+pub fn stream<'a>(
+    backup: &'a Backup,
+    point: &Point,
+    selection: &Selection,
+) -> Result<Stream<'a>, ExploreError> {
+    let index = backup.index();
+    let roots: VecDeque<Option<RelPath>> = match selection.roots() {
+        Some(r) => r.into_iter().map(Some).collect(),
+        None => [None].into(),
+    };
+    let xattrs_recorded = index.records_attributes(*point == Point::Mirror)?;
+    Ok(Stream {
+        at: point.label(),
+        dist: backup.repo.root().to_path_buf(),
+        xattrs_recorded,
+        entries: Box::new(Entries {
+            backup,
+            point: point.clone(),
+            selection: selection.clone(),
+            roots,
+            walk: Walk::None,
+            sources: HashMap::new(),
+        }),
+        totals: None,
+    })
+}
+
+enum Walk<'a> {
+    None,
+    Mirror(MirrorWalk<'a>),
+    Snapshot(SnapshotWalk<'a>),
+}
+
+/// The entries of a restore, pulled from walks of the index, root after root.
+struct Entries<'a> {
+    backup: &'a Backup,
+    point: Point,
+    selection: Selection,
+    roots: VecDeque<Option<RelPath>>,
+    walk: Walk<'a>,
+    sources: HashMap<Holder, Source>,
+}
+
+impl Entries<'_> {
+    fn source(&mut self, holder: &Holder) -> Source {
+        self.sources
+            .entry(holder.clone())
+            .or_insert_with(|| source_of(&self.backup.repo, holder))
+            .clone()
+    }
+
+    fn step(&mut self) -> Result<Option<Entry>, ExploreError> {
+        loop {
+            match &mut self.walk {
+                Walk::None => {
+                    let Some(root) = self.roots.pop_front() else {
+                        return Ok(None);
+                    };
+                    let index = self.backup.index();
+                    self.walk = match &self.point {
+                        Point::Mirror => Walk::Mirror(MirrorWalk::new(index, root.as_ref())),
+                        Point::Increment(at) => {
+                            Walk::Snapshot(SnapshotWalk::new(index, at, root.as_ref()))
                         }
                     };
-                    let root = holder_root(&backup.repo, &v.holder);
-                    items.push(item(
-                        path,
-                        root,
-                        from,
-                        (v.size, v.mtime.ns, v.mode, v.kind, v.hash),
-                    ));
+                }
+                Walk::Mirror(w) => {
+                    let Some(row) = w.next() else {
+                        self.walk = Walk::None;
+                        continue;
+                    };
+                    let (path, e) = row?;
+                    if !self.selection.is_match(&path) {
+                        continue;
+                    }
+                    if e.kind == FileKind::Dir {
+                        return Ok(Some(Entry::Dir(DirItem {
+                            path,
+                            mode: e.mode,
+                            owner: e.attrs.owner.clone(),
+                            mtime_ns: Some(e.mtime.ns),
+                            xattrs: e.attrs.xattrs.clone(),
+                        })));
+                    }
+                    let source = self.source(&Holder::Mirror);
+                    let stored = Stored {
+                        size: e.size,
+                        mtime: e.mtime,
+                        mode: e.mode,
+                        kind: e.kind,
+                        hash: e.hash,
+                        attrs: e.attrs,
+                    };
+                    return Ok(Some(Entry::File(item_of(path, &source, stored))));
+                }
+                Walk::Snapshot(w) => {
+                    let Some(step) = w.next() else {
+                        self.walk = Walk::None;
+                        continue;
+                    };
+                    match step? {
+                        SnapItem::Dir(path) => {
+                            let Point::Increment(at) = &self.point else {
+                                continue;
+                            };
+                            if !self.selection.is_match(&path) {
+                                continue;
+                            }
+                            if let Some(f) = self.backup.index().folder_at(&path, at)? {
+                                return Ok(Some(Entry::Dir(dir_item(path, &f))));
+                            }
+                        }
+                        SnapItem::File(v) => {
+                            let v = *v;
+                            if !self.selection.is_match(&v.path) {
+                                continue;
+                            }
+                            let source = self.source(&v.holder);
+                            let stored = Stored {
+                                size: v.size,
+                                mtime: v.mtime,
+                                mode: v.mode,
+                                kind: v.kind,
+                                hash: v.hash,
+                                attrs: v.attrs,
+                            };
+                            return Ok(Some(Entry::File(item_of(v.path, &source, stored))));
+                        }
+                    }
                 }
             }
         }
     }
-    items.sort_by(|a, b| a.path.cmp(&b.path));
-    Plan {
-        at: point.label(),
-        items,
-        dirs: Vec::new(),
-        xattrs_recorded: false,
-        dist: backup.repo.root().to_path_buf(),
-        selection: selection.clone(),
+}
+
+impl Iterator for Entries<'_> {
+    type Item = Result<Entry, ExploreError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.step() {
+            Ok(e) => e.map(Ok),
+            Err(e) => {
+                self.roots.clear();
+                self.walk = Walk::None;
+                Some(Err(e))
+            }
+        }
     }
+}
+
+/// A catalog entry that was left out because it could not be used (an unsafe path such as
+/// `../x`, a malformed entry).
+#[derive(Clone, Debug, Serialize)]
+pub struct Skipped {
+    pub increment: crate::repo::IncrementName,
+    /// The entry's key as the metadata wrote it.
+    pub key: String,
+    pub reason: String,
+}
+
+/// What a restore at `point` should say besides its results.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Warnings {
+    /// Entries of the catalogs up to `point` that were skipped.
+    pub skipped: Vec<Skipped>,
+    /// Increments up to `point` whose metadata cannot be read: the files they changed may
+    /// show an older version (or be missing) at `point` until they are repaired.
+    pub unreadable_before: Vec<crate::repo::IncrementName>,
+}
+
+pub fn warnings(backup: &Backup, point: &Point) -> Result<Warnings, ExploreError> {
+    let mut w = Warnings::default();
+    let Point::Increment(at) = point else {
+        return Ok(w);
+    };
+    for rec in backup.increments()? {
+        if rec.name > *at {
+            break;
+        }
+        if rec.state != crate::index::IncrementState::Ok {
+            w.unreadable_before.push(rec.name);
+            continue;
+        }
+        for (key, reason) in backup.index().increment_problems(rec.id)? {
+            if let Some(key) = key {
+                w.skipped.push(Skipped {
+                    increment: rec.name.clone(),
+                    key,
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(w)
 }
 
 /// What happened (or, in a dry run, would happen) to one path.
@@ -228,7 +435,8 @@ pub struct ItemResult {
     pub path: RelPath,
     pub kind: ResultKind,
     /// Where the bytes come from (empty for folders and deletions).
-    pub from: String,
+    #[serde(serialize_with = "rc_str")]
+    pub from: Rc<str>,
     pub size: u64,
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -255,22 +463,22 @@ pub fn apply(plan: &Plan, to: &Path, opts: &Options) -> Result<Report, ExploreEr
     apply_with_progress(plan, to, opts, &|_| {})
 }
 
-/// [`apply`], telling `progress` about each file.
-pub fn apply_with_progress(
-    plan: &Plan,
-    to: &Path,
-    opts: &Options,
-    progress: crate::progress::WorkSink,
-) -> Result<Report, ExploreError> {
-    let dist = plan
-        .dist
+/// The target opened (or, in a dry run, only resolved) and the backup's folders to read from.
+struct Prepared {
+    root: Option<SafeDir>,
+    shown: PathBuf,
+    sources: Sources,
+}
+
+fn prepare(dist: &Path, to: &Path, opts: &Options) -> Result<Prepared, ExploreError> {
+    let dist_real = dist
         .canonicalize()
-        .map_err(|e| ExploreError::io("resolve", &plan.dist, e))?;
-    if resolve_existing_prefix(to).starts_with(&dist) {
+        .map_err(|e| ExploreError::io("resolve", dist, e))?;
+    if resolve_existing_prefix(to).starts_with(&dist_real) {
         return Err(ExploreError::Refused(format!(
             "{} lies inside the backup {}; restore somewhere else",
             to.display(),
-            dist.display()
+            dist_real.display()
         )));
     }
     let root = if opts.dry_run && !to.exists() {
@@ -285,8 +493,21 @@ pub fn apply_with_progress(
         .as_ref()
         .map(|r| r.path().to_path_buf())
         .unwrap_or_else(|| std::path::absolute(to).unwrap_or_else(|_| to.to_path_buf()));
-    let sources = Sources::new(&plan.dist)?;
-    let may_chown = meta::is_root();
+    Ok(Prepared {
+        root,
+        shown,
+        sources: Sources::new(dist)?,
+    })
+}
+
+/// [`apply`], telling `progress` about each file.
+pub fn apply_with_progress(
+    plan: &Plan,
+    to: &Path,
+    opts: &Options,
+    progress: crate::progress::WorkSink,
+) -> Result<Report, ExploreError> {
+    let p = prepare(&plan.dist, to, opts)?;
     progress(crate::progress::Work::Start {
         items: plan.items.len() as u64,
         bytes: plan
@@ -294,31 +515,152 @@ pub fn apply_with_progress(
             .iter()
             .fold(0u64, |sum, i| sum.saturating_add(i.size)),
     });
-    let mut run = Run {
-        progress,
-        plan,
-        opts: *opts,
-        may_chown,
-        target: Target::new(root, shown.clone(), opts.dry_run, plan),
-        sources,
-        written: HashSet::new(),
-        results: Vec::with_capacity(plan.items.len()),
+    let mut results = Vec::with_capacity(plan.items.len());
+    let mut sink = |r: ItemResult| -> Result<(), ExploreError> {
+        results.push(r);
+        Ok(())
     };
+    let shown = p.shown.clone();
+    let mut run = Run::new(p, opts, plan.xattrs_recorded, progress, &mut sink);
+    run.dirs = plan.dirs.clone();
+    run.target.private = plan.dirs.iter().map(|d| d.path.clone()).collect();
     if opts.delete {
-        run.delete_extras();
+        run.delete_extras(plan);
     }
-    run.restore_entries();
-    if !opts.dry_run {
-        run.apply_dir_metadata();
+    let mut entries: Vec<(&RelPath, Step<'_>)> = plan
+        .items
+        .iter()
+        .map(|i| (&i.path, Step::Item(i)))
+        .chain(plan.dirs.iter().map(|d| (&d.path, Step::Dir(d))))
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    for (_, e) in entries {
+        run.step(e, false);
     }
-    let owners_recorded =
-        plan.items.iter().any(|i| i.owner.is_some()) || plan.dirs.iter().any(|d| d.owner.is_some());
+    run.finish()?;
+    drop(run);
     Ok(Report {
         at: plan.at.clone(),
         to: shown.display().to_string(),
         dry_run: opts.dry_run,
-        owners_kept: owners_recorded && !may_chown,
-        results: run.results,
+        owners_kept: plan_owners_recorded(plan) && !meta::is_root(),
+        results,
+    })
+}
+
+fn plan_owners_recorded(plan: &Plan) -> bool {
+    plan.items.iter().any(|i| i.owner.is_some()) || plan.dirs.iter().any(|d| d.owner.is_some())
+}
+
+/// One step of a streamed restore, in path order (a folder before what it holds).
+#[derive(Clone, Debug)]
+pub enum Entry {
+    File(Item),
+    Dir(DirItem),
+}
+
+enum Step<'p> {
+    Item(&'p Item),
+    Dir(&'p DirItem),
+}
+
+/// A restore whose entries come one at a time (from a walk of the index): memory is the
+/// entry at hand and the folders with recorded metadata, never the whole plan.
+pub struct Stream<'a> {
+    pub at: String,
+    /// The backup's root (see [`Plan::dist`]).
+    pub dist: PathBuf,
+    /// See [`Plan::xattrs_recorded`]: known before the first entry.
+    pub xattrs_recorded: bool,
+    pub entries: Box<dyn Iterator<Item = Result<Entry, ExploreError>> + 'a>,
+    /// Files and bytes ahead, when counted beforehand (for progress).
+    pub totals: Option<(u64, u64)>,
+}
+
+/// What a streamed restore did, besides each result handed to its sink.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub at: String,
+    pub to: String,
+    pub dry_run: bool,
+    /// Owners were recorded but this restore ran as a user, so files kept that user's ids.
+    pub owners_kept: bool,
+    /// Files and symlinks written (or that would be).
+    #[serde(skip)]
+    pub written: u64,
+    /// Existing files kept.
+    #[serde(skip)]
+    pub kept: u64,
+    #[serde(skip)]
+    pub failed: u64,
+    /// Entries restored (or that would be): 0 says nothing matched.
+    #[serde(skip)]
+    pub entries: u64,
+}
+
+/// The start of a streamed restore, handed to the sink before any result.
+#[derive(Clone, Debug, Serialize)]
+pub struct Begin {
+    pub at: String,
+    pub to: String,
+    pub dry_run: bool,
+}
+
+/// What a streamed restore hands to its sink.
+pub enum Event<'r> {
+    Begin(&'r Begin),
+    Result(ItemResult),
+}
+
+/// Applies `stream` under `to`, handing each result to `sink` as it happens (the caller prints
+/// it): nothing grows with the number of files but the folders with recorded metadata (and a
+/// 64-bit fingerprint per file written, for hard-link groups). `--delete` needs the whole
+/// plan ([`apply_with_progress`]).
+pub fn apply_stream(
+    stream: Stream<'_>,
+    to: &Path,
+    opts: &Options,
+    progress: crate::progress::WorkSink,
+    sink: &mut dyn FnMut(Event<'_>) -> Result<(), ExploreError>,
+) -> Result<Summary, ExploreError> {
+    if opts.delete {
+        return Err(ExploreError::Refused(
+            "--delete needs the whole plan: restore with apply".into(),
+        ));
+    }
+    let p = prepare(&stream.dist, to, opts)?;
+    let begin = Begin {
+        at: stream.at.clone(),
+        to: p.shown.display().to_string(),
+        dry_run: opts.dry_run,
+    };
+    sink(Event::Begin(&begin))?;
+    let (items, bytes) = stream.totals.unwrap_or((0, 0));
+    progress(crate::progress::Work::Start { items, bytes });
+    let mut results = |r: ItemResult| sink(Event::Result(r));
+    let mut run = Run::new(p, opts, stream.xattrs_recorded, progress, &mut results);
+    let mut entries = 0u64;
+    for e in stream.entries {
+        let e = e?;
+        entries += 1;
+        match &e {
+            Entry::File(i) => run.step(Step::Item(i), true),
+            Entry::Dir(d) => run.step(Step::Dir(d), true),
+        }
+        if run.sink_error.is_some() {
+            break;
+        }
+    }
+    run.finish()?;
+    Ok(Summary {
+        at: begin.at,
+        to: begin.to,
+        dry_run: opts.dry_run,
+        owners_kept: run.owners_recorded && !run.may_chown,
+        written: run.tally.written,
+        kept: run.tally.kept,
+        failed: run.tally.failed,
+        entries,
     })
 }
 
@@ -369,22 +711,22 @@ impl Sources {
     fn parent_of(&mut self, item: &Item) -> Result<Rc<SafeDir>, FsError> {
         let parent = item.path.parent();
         if let Some((root, p, d)) = &self.last {
-            if *root == item.root && *p == parent {
+            if root.as_path() == &*item.root && *p == parent {
                 return Ok(d.clone());
             }
         }
-        let root = match self.roots.get(&item.root) {
+        let root = match self.roots.get(&*item.root) {
             Some(r) => r.clone(),
             None => {
                 let rel = item.root.strip_prefix(&self.dist_path).map_err(|_| {
                     FsError::new(
                         "open folder",
-                        &item.root,
+                        item.root.to_path_buf(),
                         std::io::Error::other("not inside the backup"),
                     )
                 })?;
                 let d = Rc::new(self.dist.open_dir_beneath(rel)?);
-                self.roots.insert(item.root.clone(), d.clone());
+                self.roots.insert(item.root.to_path_buf(), d.clone());
                 d
             }
         };
@@ -392,7 +734,7 @@ impl Sources {
             None => root,
             Some(p) => Rc::new(root.open_dir_beneath(&p.to_path_buf())?),
         };
-        self.last = Some((item.root.clone(), parent, d.clone()));
+        self.last = Some((item.root.to_path_buf(), parent, d.clone()));
         Ok(d)
     }
 }
@@ -411,13 +753,13 @@ struct Target {
 }
 
 impl Target {
-    fn new(root: Option<SafeDir>, shown: PathBuf, dry_run: bool, plan: &Plan) -> Target {
+    fn new(root: Option<SafeDir>, shown: PathBuf, dry_run: bool) -> Target {
         Target {
             root: root.map(Rc::new),
             shown,
             chain: Vec::new(),
             dry_run,
-            private: plan.dirs.iter().map(|d| d.path.clone()).collect(),
+            private: HashSet::new(),
             deleted: HashSet::new(),
         }
     }
@@ -512,16 +854,35 @@ impl Target {
     }
 }
 
+/// Counts of outcomes.
+#[derive(Default)]
+struct Tally {
+    written: u64,
+    kept: u64,
+    failed: u64,
+}
+
 struct Run<'a> {
     progress: crate::progress::WorkSink<'a>,
-    plan: &'a Plan,
     opts: Options,
     may_chown: bool,
     target: Target,
     sources: Sources,
-    /// Files written by this run: hard-link group members link to them.
-    written: HashSet<RelPath>,
-    results: Vec<ItemResult>,
+    xattrs_recorded: bool,
+    /// Folders with recorded metadata, applied at the end, deepest first.
+    dirs: Vec<DirItem>,
+    /// Fingerprints of the files this run wrote: the other members of a hard-link group link
+    /// to the first one when it was written here. (A 64-bit keyed hash per file instead of its
+    /// path: a restore of a million files must not hold a million paths.)
+    written: HashSet<u64>,
+    fingerprint: std::collections::hash_map::RandomState,
+    sink: &'a mut dyn FnMut(ItemResult) -> Result<(), ExploreError>,
+    /// The first error of the sink (output closed): the run stops there.
+    sink_error: Option<ExploreError>,
+    /// The empty source of folder and deletion results, shared.
+    no_source: Rc<str>,
+    owners_recorded: bool,
+    tally: Tally,
 }
 
 fn kind_of(k: FileKind) -> ResultKind {
@@ -542,65 +903,120 @@ fn owner_ids(o: &Option<Owner>) -> Option<(u32, u32)> {
     o.as_ref().map(|o| (o.uid, o.gid))
 }
 
-impl Run<'_> {
-    fn push(&mut self, path: RelPath, kind: ResultKind, from: &str, size: u64, outcome: Outcome) {
-        self.results.push(ItemResult {
+impl<'a> Run<'a> {
+    fn new(
+        p: Prepared,
+        opts: &Options,
+        xattrs_recorded: bool,
+        progress: crate::progress::WorkSink<'a>,
+        sink: &'a mut dyn FnMut(ItemResult) -> Result<(), ExploreError>,
+    ) -> Run<'a> {
+        Run {
+            progress,
+            opts: *opts,
+            may_chown: meta::is_root(),
+            target: Target::new(p.root, p.shown, opts.dry_run),
+            sources: p.sources,
+            xattrs_recorded,
+            dirs: Vec::new(),
+            written: HashSet::new(),
+            fingerprint: Default::default(),
+            sink,
+            sink_error: None,
+            no_source: Rc::from(""),
+            owners_recorded: false,
+            tally: Tally::default(),
+        }
+    }
+
+    fn push(
+        &mut self,
+        path: RelPath,
+        kind: ResultKind,
+        from: Rc<str>,
+        size: u64,
+        outcome: Outcome,
+    ) {
+        if self.sink_error.is_some() {
+            return;
+        }
+        match &outcome {
+            o if o.is_written() => self.tally.written += 1,
+            Outcome::SkipExists | Outcome::SkipUnchanged => self.tally.kept += 1,
+            Outcome::Failed { .. } => self.tally.failed += 1,
+            _ => {}
+        }
+        let r = ItemResult {
             path,
             kind,
-            from: from.to_owned(),
+            from,
             size,
             outcome,
-        });
+        };
+        if let Err(e) = (self.sink)(r) {
+            self.sink_error = Some(e);
+        }
+    }
+
+    /// A result about a folder or a deletion (no source).
+    fn push_other(&mut self, path: RelPath, kind: ResultKind, size: u64, outcome: Outcome) {
+        let none = self.no_source.clone();
+        self.push(path, kind, none, size, outcome);
     }
 
     fn push_made(&mut self, made: Vec<RelPath>) {
         for m in made {
-            self.push(m, ResultKind::Folder, "", 0, Outcome::Mkdir);
+            self.push_other(m, ResultKind::Folder, 0, Outcome::Mkdir);
         }
     }
 
-    /// Files, symlinks and recorded folders in path order (a folder before its contents).
-    fn restore_entries(&mut self) {
-        enum Entry<'p> {
-            Item(&'p Item),
-            Dir(&'p DirItem),
-        }
-        let plan = self.plan;
-        let mut entries: Vec<(&RelPath, Entry<'_>)> = plan
-            .items
-            .iter()
-            .map(|i| (&i.path, Entry::Item(i)))
-            .chain(plan.dirs.iter().map(|d| (&d.path, Entry::Dir(d))))
-            .collect();
-        entries.sort_by(|a, b| a.0.cmp(b.0));
-        for (_, e) in entries {
-            match e {
-                Entry::Item(item) => {
-                    let mut made = Vec::new();
-                    let outcome = self.restore_one(item, &mut made).unwrap_or_else(failed);
-                    self.push_made(made);
-                    if outcome.is_written() && item.kind == FileKind::File {
-                        self.written.insert(item.path.clone());
-                    }
-                    (self.progress)(crate::progress::Work::Item { bytes: item.size });
-                    self.push(
-                        item.path.clone(),
-                        kind_of(item.kind),
-                        &item.from,
-                        item.size,
-                        outcome,
-                    );
+    /// One file, symlink or recorded folder; steps come in path order (a folder before its
+    /// contents). `streamed`: a folder's metadata is first seen here (else the plan gave it).
+    fn step(&mut self, e: Step<'_>, streamed: bool) {
+        match e {
+            Step::Item(item) => {
+                self.owners_recorded |= item.owner.is_some();
+                let mut made = Vec::new();
+                let outcome = self.restore_one(item, &mut made).unwrap_or_else(failed);
+                self.push_made(made);
+                if outcome.is_written() && item.kind == FileKind::File {
+                    let f = self.fingerprint.hash_one(&item.path);
+                    self.written.insert(f);
                 }
-                Entry::Dir(d) => {
-                    let mut made = Vec::new();
-                    let comps: Vec<&[u8]> = d.path.components().collect();
-                    let r = self.target.folder(&comps, &mut made);
-                    self.push_made(made);
-                    if let Err(e) = r {
-                        self.push(d.path.clone(), ResultKind::Folder, "", 0, failed(e));
-                    }
+                (self.progress)(crate::progress::Work::Item { bytes: item.size });
+                self.push(
+                    item.path.clone(),
+                    kind_of(item.kind),
+                    item.from.clone(),
+                    item.size,
+                    outcome,
+                );
+            }
+            Step::Dir(d) => {
+                self.owners_recorded |= d.owner.is_some();
+                if streamed {
+                    self.target.private.insert(d.path.clone());
+                    self.dirs.push(d.clone());
+                }
+                let mut made = Vec::new();
+                let comps: Vec<&[u8]> = d.path.components().collect();
+                let r = self.target.folder(&comps, &mut made);
+                self.push_made(made);
+                if let Err(e) = r {
+                    self.push_other(d.path.clone(), ResultKind::Folder, 0, failed(e));
                 }
             }
+        }
+    }
+
+    /// Folder metadata once everything is in place; the sink's error, if the output failed.
+    fn finish(&mut self) -> Result<(), ExploreError> {
+        if !self.opts.dry_run && self.sink_error.is_none() {
+            self.apply_dir_metadata();
+        }
+        match self.sink_error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -639,7 +1055,7 @@ impl Run<'_> {
             }
         };
         let src_dir = self.sources.parent_of(item)?;
-        let xattrs = self.plan.xattrs_recorded.then_some(item.xattrs.as_slice());
+        let xattrs = self.xattrs_recorded.then_some(item.xattrs.as_slice());
         match item.kind {
             FileKind::Dir => {
                 return Err(backup_platform::sandbox::FsError::new(
@@ -659,7 +1075,7 @@ impl Run<'_> {
                 if let Some(first) = item
                     .hardlink_of
                     .as_ref()
-                    .filter(|f| self.written.contains(*f))
+                    .filter(|f| self.written.contains(&self.fingerprint.hash_one(*f)))
                 {
                     if self.link_to(first, &parent, &name)? {
                         return Ok(action);
@@ -755,7 +1171,7 @@ impl Run<'_> {
     /// Folder metadata, deepest first: after every child is in place (a 0500 folder still got
     /// its children, and adding them did not move its mtime afterwards).
     fn apply_dir_metadata(&mut self) {
-        let mut dirs: Vec<&DirItem> = self.plan.dirs.iter().collect();
+        let mut dirs = std::mem::take(&mut self.dirs);
         dirs.sort_by(|a, b| {
             b.path
                 .depth()
@@ -764,7 +1180,7 @@ impl Run<'_> {
         });
         // Children are done: drop the handles so nothing below holds the chain open.
         self.target.chain.clear();
-        let xattrs_recorded = self.plan.xattrs_recorded;
+        let xattrs_recorded = self.xattrs_recorded;
         for d in dirs {
             let r = self.target.existing(Some(&d.path)).and_then(|h| match h {
                 Some(h) => meta::apply_dir(
@@ -780,7 +1196,7 @@ impl Run<'_> {
                 None => Ok(()),
             });
             if let Err(e) = r {
-                self.push(d.path.clone(), ResultKind::Folder, "", 0, failed(e));
+                self.push_other(d.path.clone(), ResultKind::Folder, 0, failed(e));
             }
         }
     }
@@ -789,10 +1205,10 @@ impl Run<'_> {
     /// entries the snapshot does not have and the selection covers, and entries whose kind
     /// differs from the snapshot's (a folder where a file was, a symlink where a folder was).
     /// Only through handles: a symlink is removed itself, never followed.
-    fn delete_extras(&mut self) {
+    fn delete_extras(&mut self, plan: &Plan) {
         let mut files: HashSet<&RelPath> = HashSet::new();
         let mut folders: HashSet<RelPath> = HashSet::new();
-        for i in &self.plan.items {
+        for i in &plan.items {
             files.insert(&i.path);
             let mut p = i.path.parent();
             while let Some(d) = p {
@@ -802,7 +1218,7 @@ impl Run<'_> {
                 }
             }
         }
-        for d in &self.plan.dirs {
+        for d in &plan.dirs {
             let mut p = Some(d.path.clone());
             while let Some(d) = p {
                 p = d.parent();
@@ -826,7 +1242,7 @@ impl Run<'_> {
                 Ok(l) => l,
                 Err(e) => {
                     if let Some(f) = folder {
-                        self.push(f.clone(), ResultKind::Folder, "", 0, failed(e));
+                        self.push_other(f.clone(), ResultKind::Folder, 0, failed(e));
                     }
                     continue;
                 }
@@ -850,7 +1266,7 @@ impl Run<'_> {
                 } else if folders.contains(&rel) {
                     !is_dir
                 } else {
-                    self.plan.selection.is_match(&rel)
+                    plan.selection.is_match(&rel)
                 };
                 if !remove {
                     continue;
@@ -871,7 +1287,7 @@ impl Run<'_> {
                 if outcome == Outcome::Delete {
                     self.target.deleted.insert(rel.clone());
                 }
-                self.push(rel, kind, "", if is_dir { 0 } else { st.size }, outcome);
+                self.push_other(rel, kind, if is_dir { 0 } else { st.size }, outcome);
             }
         }
     }
@@ -924,7 +1340,7 @@ mod tests {
             std::fs::write(&p, data).unwrap();
             Item {
                 path: rp(rel),
-                root: self.dist.join("mirror"),
+                root: self.dist.join("mirror").into(),
                 from: "mirror".into(),
                 size: data.len() as u64,
                 mtime_ns: 1_700_000_000_000_000_001,

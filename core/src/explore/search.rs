@@ -1,13 +1,19 @@
-//! `search`: files matching masks and filters across every increment and the mirror, from
-//! metadata alone (no file is opened or stat-ed).
+//! `search`: files matching masks and filters across every increment and the mirror, from the
+//! index alone (no file is opened or stat-ed), streamed hit by hit: memory is one folder of
+//! one catalog, whatever the number of hits.
+
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::mask::Masks;
 use super::point::parse_time;
+use super::walk::{CatalogWalk, MirrorWalk};
 use super::{Backup, ExploreError};
 use crate::format::{Category, FileKind, MTime, Op};
+use crate::index::IncrementState;
 use crate::relpath::RelPath;
+use crate::repo::IncrementName;
 
 /// An inclusive byte range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,23 +200,45 @@ impl Query {
     }
 }
 
-/// Hits grouped by location: increments oldest first, then the mirror; paths sorted within.
-pub fn search(backup: &Backup, q: &Query) -> Vec<Hit> {
-    let incs = &backup.increments;
+/// What a search went through besides its hits.
+#[derive(Clone, Debug, Default)]
+pub struct SearchStats {
+    pub hits: u64,
+    /// Increments in the searched range whose metadata cannot be read: their files are not
+    /// searched (say so; never pass the silence off as "no match there").
+    pub unreadable: Vec<IncrementName>,
+}
+
+/// Hands every hit to `f`, grouped by location: increments oldest first, then the mirror;
+/// within an increment folder by folder in path order, the mirror in walk order.
+pub fn search<E: From<ExploreError>>(
+    backup: &Backup,
+    q: &Query,
+    f: &mut dyn FnMut(Hit) -> Result<(), E>,
+) -> Result<SearchStats, E> {
+    let index = backup.index();
+    let incs = backup.increments()?;
     let skip = q
         .last_backups
         .map(|n| incs.len().saturating_sub(n))
         .unwrap_or(0);
-    let mut hits = Vec::new();
+    let mut stats = SearchStats::default();
     for inc in &incs[skip..] {
-        for (path, e) in &inc.meta.file_catalog {
-            if q.matches(path, e.size, e.mtime) {
-                hits.push(Hit {
+        if inc.state != IncrementState::Ok {
+            stats.unreadable.push(inc.name.clone());
+            continue;
+        }
+        for item in
+            CatalogWalk::of(index, inc, None, q.path.as_ref()).map_err(ExploreError::from)?
+        {
+            let (path, e) = item.map_err(ExploreError::from)?;
+            if q.matches(&path, e.size, e.mtime) {
+                stats.hits += 1;
+                f(Hit {
                     location: Location::Increment {
                         name: inc.name.to_string(),
                         category: e.category,
                     },
-                    path: path.clone(),
                     size: e.size,
                     mtime_ns: e.mtime.ns,
                     kind: e.kind,
@@ -220,39 +248,57 @@ pub fn search(backup: &Backup, q: &Query) -> Vec<Hit> {
                     },
                     op: Some(e.op()),
                     tracked: None,
-                });
+                    path,
+                })?;
             }
         }
     }
     if !q.skip_mirror {
-        for (path, e) in &backup.mirror.files {
-            if q.matches(path, e.size, e.mtime) {
-                hits.push(Hit {
+        for item in MirrorWalk::new(index, q.path.as_ref()) {
+            let (path, e) = item.map_err(ExploreError::from)?;
+            if e.kind == FileKind::Dir {
+                continue;
+            }
+            if q.matches(&path, e.size, e.mtime) {
+                stats.hits += 1;
+                f(Hit {
                     location: Location::Mirror,
-                    path: path.clone(),
                     size: e.size,
                     mtime_ns: e.mtime.ns,
                     kind: e.kind,
                     status: "mirror",
                     op: None,
                     tracked: Some(e.tracked),
-                });
+                    path,
+                })?;
             }
         }
     }
-    hits
+    Ok(stats)
 }
 
-/// Where a hit's bytes are on disk.
-pub fn hit_path(backup: &Backup, hit: &Hit) -> std::path::PathBuf {
+/// Where a hit's bytes are on disk, under the backup's folder `root`.
+pub fn hit_path(root: &Path, hit: &Hit) -> PathBuf {
     match &hit.location {
-        Location::Mirror => backup.repo.mirror_file(&hit.path),
+        Location::Mirror => hit.path.under(&root.join(crate::repo::MIRROR_DIR)),
         Location::Increment { name, category } => {
-            // Names in hits come from parsed increment folders.
-            match crate::repo::IncrementName::parse(name) {
-                Some(n) => backup.repo.increment_file(&n, *category, &hit.path),
-                None => backup.repo.root().join(name),
+            hit.path.under(&root.join(name).join(category.dir_name()))
+        }
+    }
+}
+
+/// A path as JSON writes file paths ([`RelPath::encode`]): itself when its bytes are UTF-8,
+/// else `"\u0000hex:"` and the hex of its bytes, so nothing is lost.
+pub fn encode_path(p: &Path) -> String {
+    let b = p.as_os_str().as_encoded_bytes();
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(_) => {
+            let mut s = String::from("\u{0}hex:");
+            for byte in b {
+                s.push_str(&format!("{byte:02x}"));
             }
+            s
         }
     }
 }

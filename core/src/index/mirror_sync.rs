@@ -187,7 +187,7 @@ impl Index {
         self.mirror_clear()?;
         let mut n = 0u64;
         let mut err = None;
-        crate::format::read_mirror_json(
+        let updated = crate::format::read_mirror_json(
             &path.display().to_string(),
             file,
             &mut |rel, e| {
@@ -200,10 +200,14 @@ impl Index {
             },
             &mut |p| problems.push(p),
         )?;
-        match err {
-            Some(e) => Err(e),
-            None => Ok(n),
+        if let Some(e) = err {
+            return Err(e);
         }
+        // `list` shows when the mirror was last written; an old backup says it here.
+        if let Some(u) = updated {
+            self.set_setting(super::MIRROR_UPDATED, &u)?;
+        }
+        Ok(n)
     }
 
     /// Brings the mirror table in step with `mirror/` on disk: rows that still describe their

@@ -28,6 +28,7 @@ mod codec;
 mod mirror_sync;
 mod open;
 mod query;
+mod views;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -43,6 +44,7 @@ pub use catalog::{IncrementRecord, IncrementState, SyncReport, Touched};
 pub use mirror_sync::Reconciled;
 pub use open::{IndexNote, Opened};
 pub use query::{HistoryChild, SnapChild, SnapNode, Spans};
+pub use views::MIRROR_UPDATED;
 
 /// Schema of the tables below; a newer file is refused (never half understood).
 pub const SCHEMA: i64 = 1;
@@ -373,6 +375,23 @@ impl Index {
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(self.err("begin"))
+    }
+
+    /// Runs `f` on one consistent state of the index: its queries all see the same commit,
+    /// even if a writer commits meanwhile (a snapshot read in WAL mode; it never blocks the
+    /// writer). Answers made of several queries (a folder listing, then the names of the
+    /// increments it refers to) must go through here.
+    pub fn read<T>(&self, f: impl FnOnce(&Index) -> Result<T>) -> Result<T> {
+        if self.in_transaction() {
+            return f(self);
+        }
+        self.conn
+            .execute_batch("BEGIN DEFERRED")
+            .map_err(self.err("begin a read"))?;
+        let out = f(self);
+        // A read has nothing to commit; ending it lets checkpoints move on.
+        let _ = self.conn.execute_batch("COMMIT");
+        out
     }
 
     pub fn commit(&self) -> Result<()> {

@@ -223,6 +223,17 @@ impl Index {
 /// The setting that remembers which `mirror.json` (size and mtime) was imported last.
 const MIRROR_JSON_IMPORTED: &str = "mirror_json_imported";
 
+impl Index {
+    /// Records that `mirror.json` was just written from this index (`export-mirror-json`), so
+    /// the next open does not import it back as if the original tool had run.
+    pub fn mark_mirror_json_current(&self, repo: &Repository) -> Result<()> {
+        match json_stat(repo) {
+            Some(stat) => self.set_setting(MIRROR_JSON_IMPORTED, &stat),
+            None => Ok(()),
+        }
+    }
+}
+
 fn json_stat(repo: &Repository) -> Option<String> {
     let m = std::fs::metadata(repo.mirror_index_path()).ok()?;
     Some(format!("{} {}", m.len(), crate::format::MTime::of(&m).ns))
