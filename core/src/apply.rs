@@ -1,25 +1,28 @@
-//! Apply: carry out a [`Plan`] on the repository.
+//! Apply: carry out the steps of a plan on the repository, one at a time, as the plan hands
+//! them out (see `pipeline`).
 //!
 //! Invariant 1 of SPEC §2 lives here: no byte is ever written into an inode that the mirror or
 //! an increment already holds. Every new version is copied into a fresh temporary file in the
-//! staging dir (hashed with blake3 while copying, mtime and mode set on it), hard-linked into
-//! `backup_X/track/<rel>` when it is a tracked new/changed file, and only then renamed over
-//! `mirror/<rel>`. Tracked deletions are renamed from the mirror into `backup_X/deleted/<rel>`.
-//!
-//! Order: deletions, pruning of emptied directories, then copies — so a path that turned from
-//! a file into a directory (or back) is free before it is written.
+//! staging dir (hashed with blake3 while copying, holes kept as holes, owner, mode, xattrs and
+//! mtime set on it, and made durable), hard-linked into `backup_X/track/<rel>` when it is a
+//! tracked new/changed file, and only then renamed over `mirror/<rel>`. Tracked deletions are
+//! renamed from the mirror into `backup_X/deleted/<rel>`. The other names of a hard-link group
+//! are links to the first one's inode, in the mirror and in the increment alike. A folder of the
+//! mirror is changed in place (no increment shares a folder): created with its recorded mode
+//! and owner, and given its mtime (and a restrictive mode) only once its entries are done.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Mutex, RwLock};
 
 use backup_platform::fs as pfs;
+use backup_platform::meta::{self as pmeta, Owners};
 
 use crate::durable::{DirRole, SyncSet};
-use crate::format::{Category, ContentHash, FileKind, IndexEntry, MTime, Op};
-use crate::plan::{CopyItem, DeleteItem, Plan};
+use crate::format::{Attrs, Category, ContentHash, FileKind, IndexEntry, MTime, Op, Owner};
+use crate::plan::{CopyItem, DeleteItem, FolderItem};
 use crate::progress::{Event, EventSink, FileError, RunNote};
 use crate::relpath::RelPath;
 use crate::repo::{IncrementName, Repository};
@@ -27,20 +30,27 @@ use crate::repo::{IncrementName, Repository};
 /// How often a file that keeps changing while it is copied is tried before it is reported.
 const COPY_ATTEMPTS: usize = 3;
 
-/// Shared state of the workers of one run.
+/// Shared state of the steps of one run (the plan's thread and the copy workers).
 pub struct Stage {
     repo: Repository,
     src: PathBuf,
-    increment: Option<IncrementName>,
-    /// Selected directories named in `preserved_dirs`: kept (with everything inside) even empty.
-    preserved: HashSet<RelPath>,
+    /// The run's increment, once a step first stores something (named then, by the pipeline).
+    increment: RwLock<Option<IncrementName>>,
     copy_fallback: AtomicBool,
     disk_full: AtomicBool,
     /// What the commit must make durable; each new version is fsynced here as it is staged.
-    sync: Arc<SyncSet>,
+    sync: std::sync::Arc<SyncSet>,
     next_temp: AtomicU64,
     mirror_dirs: Mutex<HashSet<RelPath>>,
     increment_dirs: Mutex<HashSet<(Category, RelPath)>>,
+    /// Folders of the mirror whose entries this run changed: their mtimes (and, when not
+    /// running as root, restrictive modes) are set once everything inside is done.
+    touched_folders: Mutex<HashSet<RelPath>>,
+    /// Folders of the mirror a deletion emptied, pruned at the end unless preserved.
+    emptied: Mutex<HashSet<RelPath>>,
+    preserved: Mutex<HashSet<RelPath>>,
+    owners: Mutex<Owners>,
+    root: bool,
     events: EventSink,
 }
 
@@ -48,24 +58,93 @@ impl Stage {
     pub fn new(
         repo: Repository,
         src: PathBuf,
-        increment: Option<IncrementName>,
-        preserved: &[RelPath],
-        sync: Arc<SyncSet>,
+        sync: std::sync::Arc<SyncSet>,
         events: EventSink,
     ) -> Self {
         Stage {
             repo,
             src,
-            increment,
-            preserved: preserved.iter().cloned().collect(),
+            increment: RwLock::new(None),
             copy_fallback: AtomicBool::new(false),
             disk_full: AtomicBool::new(false),
             sync,
             next_temp: AtomicU64::new(0),
             mirror_dirs: Mutex::new(HashSet::new()),
             increment_dirs: Mutex::new(HashSet::new()),
+            touched_folders: Mutex::new(HashSet::new()),
+            emptied: Mutex::new(HashSet::new()),
+            preserved: Mutex::new(HashSet::new()),
+            owners: Mutex::new(Owners::default()),
+            root: pmeta::is_root(),
             events,
         }
+    }
+
+    pub fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
+    pub fn sync(&self) -> &SyncSet {
+        &self.sync
+    }
+
+    /// The run's increment from now on (the pipeline names and creates it).
+    pub fn set_increment(&self, name: IncrementName) {
+        *self.increment.write().unwrap_or_else(|p| p.into_inner()) = Some(name);
+    }
+
+    pub fn increment(&self) -> Option<IncrementName> {
+        self.increment
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn emit(&self, e: Event) {
+        (self.events)(e)
+    }
+
+    pub fn link_fallback(&self) -> bool {
+        self.copy_fallback.load(Ordering::SeqCst)
+    }
+
+    pub fn disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::SeqCst)
+    }
+
+    /// From now on the run copies nothing more; what it did is still recorded.
+    pub fn mark_disk_full(&self) {
+        self.disk_full.store(true, Ordering::SeqCst);
+    }
+
+    fn touched(&self, folder: Option<RelPath>) {
+        if let (Some(f), Ok(mut t)) = (folder, self.touched_folders.lock()) {
+            t.insert(f);
+        }
+    }
+
+    /// The recorded owner of an entry, with names where the system knows them.
+    fn owner(&self, uid: u32, gid: u32) -> Owner {
+        let mut o = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        Owner {
+            uid,
+            gid,
+            user: o.user(uid),
+            group: o.group(gid),
+        }
+    }
+
+    /// The folders whose metadata must be set last, deepest first (and forgets them).
+    pub fn take_touched_folders(&self) -> Vec<RelPath> {
+        let set = std::mem::take(
+            &mut *self
+                .touched_folders
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let mut v: Vec<RelPath> = set.into_iter().collect();
+        v.sort_by_key(|d| std::cmp::Reverse(d.depth()));
+        v
     }
 }
 
@@ -74,7 +153,7 @@ impl Stage {
 pub struct Copied {
     pub rel: RelPath,
     pub entry: IndexEntry,
-    /// The increment event stored in `track/` (`None`: untracked, nothing stored).
+    /// The increment event stored in `track/` (`None`: untracked or a repair, nothing stored).
     pub stored: Option<Op>,
 }
 
@@ -87,23 +166,12 @@ pub struct Deleted {
     pub stored: bool,
 }
 
-#[derive(Debug, Default)]
-pub struct ApplyOutcome {
-    pub copied: Vec<Copied>,
-    pub copied_bytes: u64,
-    pub deleted: Vec<Deleted>,
-    pub errors: Vec<FileError>,
-    pub notes: Vec<RunNote>,
-    pub disk_full: bool,
-    pub link_fallback: bool,
-    /// Copies not attempted because the disk was full.
-    pub skipped_disk_full: usize,
-}
-
-enum CopyResult {
+/// What one copy came to.
+pub enum CopyResult {
     Done(Copied),
     Vanished(RelPath),
-    Failed(FileError, bool),
+    /// (A full disk also sets the stage's flag: the copies still queued are skipped.)
+    Failed(FileError),
     Skipped,
 }
 
@@ -117,144 +185,22 @@ fn io_err(rel: &RelPath, op: &'static str, e: &io::Error) -> (FileError, bool) {
     (FileError::new(Some(rel), op, msg), full)
 }
 
-/// Runs the plan. Deletions and pruning happen on one blocking thread, copies on up to
-/// `max_workers` blocking threads at once.
-pub async fn apply(
-    plan: Plan,
-    stage: Arc<Stage>,
-    max_workers: usize,
-    preserved_dirs: Vec<RelPath>,
-) -> ApplyOutcome {
-    let mut out = ApplyOutcome::default();
-    let setup = {
-        let stage = stage.clone();
-        tokio::task::spawn_blocking(move || prepare(&stage)).await
-    };
-    match setup {
-        Ok(Ok(())) => {}
-        Ok(Err((err, full))) => {
-            out.disk_full = full;
-            out.errors.push(err);
-            out.skipped_disk_full = plan.copies.len();
-            return out;
-        }
-        Err(join) => {
-            out.errors
-                .push(FileError::new(None, "prepare", join.to_string()));
-            return out;
-        }
-    }
-
-    let Plan {
-        copies, deletes, ..
-    } = plan;
-    let del_stage = stage.clone();
-    let del = tokio::task::spawn_blocking(move || {
-        let mut deleted = Vec::new();
-        let mut errors = Vec::new();
-        let mut notes = Vec::new();
-        for d in deletes {
-            match delete_one(&del_stage, &d) {
-                Ok(true) => deleted.push(Deleted {
-                    stored: d.is_tracked() && del_stage.increment.is_some(),
-                    rel: d.rel,
-                    previous: d.previous,
-                }),
-                Ok(false) => {
-                    notes.push(RunNote::MissingFromMirror { rel: d.rel.clone() });
-                    deleted.push(Deleted {
-                        rel: d.rel,
-                        previous: d.previous,
-                        stored: false,
-                    });
-                }
-                Err(e) => {
-                    let (err, full) = io_err(&d.rel, "remove from mirror", &e);
-                    if full {
-                        del_stage.disk_full.store(true, Ordering::SeqCst);
-                    }
-                    errors.push(err);
-                }
-            }
-        }
-        errors.extend(prune_dirs(&del_stage, deleted.iter().map(|d| &d.rel)));
-        for p in &preserved_dirs {
-            let _ = ensure_dir(
-                &del_stage.repo.mirror_dir(),
-                Some(p),
-                &del_stage.mirror_dirs,
-                true,
-                &del_stage.sync,
-            );
-        }
-        (deleted, errors, notes)
-    })
-    .await;
-    match del {
-        Ok((deleted, errors, notes)) => {
-            for e in &errors {
-                (stage.events)(Event::Error(e.clone()));
-            }
-            out.deleted = deleted;
-            out.errors.extend(errors);
-            out.notes.extend(notes);
-        }
-        Err(join) => out
-            .errors
-            .push(FileError::new(None, "delete", join.to_string())),
-    }
-
-    let sem = Arc::new(tokio::sync::Semaphore::new(max_workers.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    let collect = |r: Result<CopyResult, tokio::task::JoinError>, out: &mut ApplyOutcome| match r {
-        Ok(CopyResult::Done(c)) => {
-            out.copied_bytes += c.entry.size;
-            out.copied.push(c);
-        }
-        Ok(CopyResult::Vanished(rel)) => out.notes.push(RunNote::Vanished { rel }),
-        Ok(CopyResult::Failed(e, full)) => {
-            out.disk_full |= full;
-            out.errors.push(e);
-        }
-        Ok(CopyResult::Skipped) => out.skipped_disk_full += 1,
-        Err(join) => out
-            .errors
-            .push(FileError::new(None, "copy", join.to_string())),
-    };
-    for item in copies {
-        let Ok(permit) = sem.clone().acquire_owned().await else {
-            break;
-        };
-        let stage = stage.clone();
-        tasks.spawn_blocking(move || {
-            let r = copy_one(&stage, item);
-            drop(permit);
-            r
-        });
-        // Collect finished results as we go so memory stays bounded by the pool.
-        while let Some(r) = tasks.try_join_next() {
-            collect(r, &mut out);
-        }
-    }
-    while let Some(r) = tasks.join_next().await {
-        collect(r, &mut out);
-    }
-    out.disk_full |= stage.disk_full.load(Ordering::SeqCst);
-    out.link_fallback = stage.copy_fallback.load(Ordering::SeqCst);
-    out
-}
-
-fn prepare(stage: &Stage) -> Result<(), (FileError, bool)> {
-    let mk = |p: &Path, what: &'static str| {
-        stage.sync.create_dir_all(DirRole::Dist, p).map_err(|e| {
+/// Creates the mirror and staging folders (once, before the first change).
+pub fn prepare(stage: &Stage) -> Result<(), (FileError, bool)> {
+    stage
+        .sync
+        .create_dir_all(DirRole::Dist, &stage.repo.mirror_dir())
+        .map_err(|e| {
             let full = pfs::is_disk_full(&e);
             (
-                FileError::new(None, what, format!("{}: {e}", p.display())),
+                FileError::new(
+                    None,
+                    "create mirror",
+                    format!("{}: {e}", stage.repo.mirror_dir().display()),
+                ),
                 full,
             )
-        })
-    };
-    mk(&stage.repo.mirror_dir(), "create mirror")?;
+        })?;
     // The staging dir need not be durable: recovery removes whatever is left of it.
     std::fs::create_dir_all(stage.repo.staging_dir()).map_err(|e| {
         let full = pfs::is_disk_full(&e);
@@ -266,25 +212,30 @@ fn prepare(stage: &Stage) -> Result<(), (FileError, bool)> {
             ),
             full,
         )
-    })?;
-    // The increment folder was created (exclusively) when the run named it.
-    Ok(())
+    })
+}
+
+/// The mode a folder of the mirror gets: the recorded one, plus what this process needs to
+/// keep working in it when it is not root (root needs no permission bits; the index keeps the
+/// real mode, which restores and the mount show).
+fn mirror_folder_mode(stage: &Stage, recorded: u32) -> u32 {
+    if stage.root {
+        recorded & 0o7777
+    } else {
+        (recorded & 0o7777) | 0o700
+    }
 }
 
 /// Makes sure `root/rel` is a real directory, replacing anything else found on the way (a file
 /// or a symlink left there, which must never be followed out of the mirror). Results are
 /// cached, so each directory is checked once per run.
-fn ensure_dir(
-    root: &Path,
-    rel: Option<&RelPath>,
-    cache: &Mutex<HashSet<RelPath>>,
-    replace_non_dirs: bool,
-    sync: &SyncSet,
-) -> io::Result<()> {
+fn ensure_dir(stage: &Stage, rel: Option<&RelPath>) -> io::Result<()> {
     let Some(rel) = rel else { return Ok(()) };
+    let cache = &stage.mirror_dirs;
     if cache.lock().map(|c| c.contains(rel)).unwrap_or(false) {
         return Ok(());
     }
+    let root = stage.repo.mirror_dir();
     let mut cur: Option<RelPath> = None;
     for comp in rel.components() {
         let next = match &cur {
@@ -293,23 +244,20 @@ fn ensure_dir(
         }
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         if !cache.lock().map(|c| c.contains(&next)).unwrap_or(false) {
-            let path = next.under(root);
-            match std::fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) if replace_non_dirs => {
-                    std::fs::remove_file(&path)?;
-                    mkdir_tolerant(&path)?;
-                    sync.entry_changed(DirRole::Mirror, &path);
-                }
+            let path = next.under(&root);
+            let made = match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => false,
                 Ok(_) => {
-                    mkdir_tolerant(&path)?;
-                    sync.entry_changed(DirRole::Mirror, &path);
+                    std::fs::remove_file(&path)?;
+                    mkdir_tolerant(&path)?
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    mkdir_tolerant(&path)?;
-                    sync.entry_changed(DirRole::Mirror, &path);
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => mkdir_tolerant(&path)?,
                 Err(e) => return Err(e),
+            };
+            if made {
+                stage.sync.entry_changed(DirRole::Mirror, &path);
+                stage.touched(next.parent());
+                stage.touched(Some(next.clone()));
             }
             if let Ok(mut c) = cache.lock() {
                 c.insert(next.clone());
@@ -320,12 +268,98 @@ fn ensure_dir(
     Ok(())
 }
 
-fn mkdir_tolerant(p: &Path) -> io::Result<()> {
+/// `Ok(true)` when this call made it.
+fn mkdir_tolerant(p: &Path) -> io::Result<bool> {
     match std::fs::create_dir(p) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(true),
         // Another worker made it in between.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// A folder of the selection that is new or whose metadata changed: made, with its owner,
+/// mode and xattrs (its mtime comes last, see [`finish_folder`]).
+pub fn apply_folder(stage: &Stage, f: &FolderItem) -> Result<IndexEntry, (FileError, bool)> {
+    let rel = &f.folder.rel;
+    let err = |op, e: &io::Error| io_err(rel, op, e);
+    ensure_dir(stage, Some(rel)).map_err(|e| err("create folder", &e))?;
+    let path = rel.under(&stage.repo.mirror_dir());
+    if f.folder.preserved {
+        if let Ok(mut p) = stage.preserved.lock() {
+            p.insert(rel.clone());
+        }
+    }
+    let xattrs = match &f.xattrs {
+        Some(x) => x.clone(),
+        None => f
+            .previous
+            .as_ref()
+            .map(|p| p.attrs.xattrs.clone())
+            .unwrap_or_default(),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| err("open folder", &e))?;
+        let apply = pmeta::Apply {
+            mode: Some(mirror_folder_mode(stage, f.folder.mode)),
+            owner: Some((f.folder.uid, f.folder.gid)),
+            mtime_ns: None,
+            // Only what this process may set; the index keeps the whole set.
+            xattrs: Some(&xattrs),
+        };
+        if let Err(e) = pmeta::apply_fd(&dir, &path, &apply, stage.root) {
+            // Attributes a file system cannot hold (exFAT has no xattrs or owners) are in the
+            // index; the mirror's folder only carries what it can.
+            tracing::debug!("folder metadata of {}: {e}", path.display());
+        }
+    }
+    stage.touched(Some(rel.clone()));
+    Ok(IndexEntry {
+        size: 0,
+        mtime: f.folder.mtime,
+        tracked: false,
+        kind: FileKind::Dir,
+        mode: Some(f.folder.mode),
+        hash: None,
+        version_of: None,
+        attrs: Attrs {
+            owner: Some(stage.owner(f.folder.uid, f.folder.gid)),
+            xattrs,
+            ..Default::default()
+        },
+        ctime_ns: Some(f.folder.ctime_ns),
+    })
+}
+
+/// Gives a mirror folder its recorded mtime (and mode), after everything inside it changed.
+pub fn finish_folder(stage: &Stage, rel: &RelPath, recorded: &IndexEntry) -> io::Result<()> {
+    let path = rel.under(&stage.repo.mirror_dir());
+    if let Some(mode) = recorded.mode {
+        let want = mirror_folder_mode(stage, mode);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() && m.permissions().mode() & 0o7777 != want => {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(want))?
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = want;
+    }
+    match pfs::set_mtime_nofollow(&path, recorded.mtime.ns) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
     }
 }
 
@@ -361,40 +395,70 @@ fn increment_parent(
     Ok(rel.under(&root))
 }
 
-/// Returns `Ok(false)` when the file was already gone from the mirror.
-fn delete_one(stage: &Stage, d: &DeleteItem) -> io::Result<bool> {
+/// Removes a path that left the selection from the mirror: a tracked file's last version is
+/// renamed into the increment's `deleted/`, anything else unlinked; a folder is left for the
+/// pruning at the end (it may still hold what other rows describe).
+pub fn delete_one(stage: &Stage, d: &DeleteItem) -> Result<Deleted, (FileError, bool)> {
     let mirror = stage.repo.mirror_file(&d.rel);
-    fail::fail_point!("apply::remove", |_| Err(io::Error::other(format!(
-        "injected fault at apply::remove: remove {}",
-        mirror.display()
-    ))));
-    match (&stage.increment, d.is_tracked()) {
-        (Some(name), true) => {
-            let dest = increment_parent(stage, name, Category::Deleted, &d.rel)?;
-            match std::fs::rename(&mirror, &dest) {
-                Ok(()) => {
-                    stage.sync.entry_changed(DirRole::Mirror, &mirror);
-                    Ok(true)
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-                Err(e) => Err(e),
+    let run = || -> io::Result<bool> {
+        fail::fail_point!("apply::remove", |_| Err(io::Error::other(format!(
+            "injected fault at apply::remove: remove {}",
+            mirror.display()
+        ))));
+        if d.previous.kind == FileKind::Dir {
+            if let Ok(mut e) = stage.emptied.lock() {
+                e.insert(d.rel.clone());
             }
+            return Ok(true);
         }
-        _ => match std::fs::remove_file(&mirror) {
+        let increment = stage.increment();
+        let gone = match (&increment, d.is_tracked()) {
+            (Some(name), true) => {
+                let dest = increment_parent(stage, name, Category::Deleted, &d.rel)?;
+                std::fs::rename(&mirror, &dest)
+            }
+            _ => std::fs::remove_file(&mirror),
+        };
+        match gone {
             Ok(()) => {
                 stage.sync.entry_changed(DirRole::Mirror, &mirror);
+                stage.touched(d.rel.parent());
+                if let (Some(p), Ok(mut e)) = (d.rel.parent(), stage.emptied.lock()) {
+                    e.insert(p);
+                }
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
-        },
+        }
+    };
+    match run() {
+        Ok(found) => {
+            if !found {
+                (stage.events)(Event::Note(RunNote::MissingFromMirror {
+                    rel: d.rel.clone(),
+                }));
+            }
+            Ok(Deleted {
+                stored: found && d.is_tracked() && stage.increment().is_some(),
+                rel: d.rel.clone(),
+                previous: d.previous.clone(),
+            })
+        }
+        Err(e) => {
+            let (err, full) = io_err(&d.rel, "remove from mirror", &e);
+            if full {
+                stage.mark_disk_full();
+            }
+            Err((err, full))
+        }
     }
 }
 
-fn is_preserved(stage: &Stage, rel: &RelPath) -> bool {
+fn is_preserved(preserved: &HashSet<RelPath>, rel: &RelPath) -> bool {
     let mut cur = Some(rel.clone());
     while let Some(c) = cur {
-        if stage.preserved.contains(&c) {
+        if preserved.contains(&c) {
             return true;
         }
         cur = c.parent();
@@ -405,13 +469,21 @@ fn is_preserved(stage: &Stage, rel: &RelPath) -> bool {
 /// Removes `rel` when it holds nothing but (recursively) empty, unpreserved directories. Stops
 /// at the first file it meets, so a big directory costs one short read. `Ok(false)`: something
 /// is still inside; an error other than that is returned, for the run to report.
-fn remove_if_empty(stage: &Stage, root: &Path, rel: &RelPath) -> io::Result<bool> {
-    if is_preserved(stage, rel) {
+fn remove_if_empty(
+    stage: &Stage,
+    preserved: &HashSet<RelPath>,
+    root: &Path,
+    rel: &RelPath,
+    removed: &mut Vec<RelPath>,
+) -> io::Result<bool> {
+    if is_preserved(preserved, rel) {
         return Ok(false);
     }
     let path = rel.under(root);
     if let Some(done) = remove_empty_dir(&path)? {
         stage.sync.entry_changed(DirRole::Mirror, &path);
+        stage.touched(rel.parent());
+        removed.push(rel.clone());
         return Ok(done);
     }
     let Ok(rd) = std::fs::read_dir(&path) else {
@@ -431,15 +503,17 @@ fn remove_if_empty(stage: &Stage, root: &Path, rel: &RelPath) -> io::Result<bool
         }
     }
     for d in &subdirs {
-        if !remove_if_empty(stage, root, d)? {
+        if !remove_if_empty(stage, preserved, root, d, removed)? {
             return Ok(false);
         }
     }
-    let removed = remove_empty_dir(&path)?.unwrap_or(false);
-    if removed {
+    let gone = remove_empty_dir(&path)?.unwrap_or(false);
+    if gone {
         stage.sync.entry_changed(DirRole::Mirror, &path);
+        stage.touched(rel.parent());
+        removed.push(rel.clone());
     }
-    Ok(removed)
+    Ok(gone)
 }
 
 /// `Some(true)`: removed or already gone; `None`: not empty.
@@ -456,14 +530,19 @@ fn remove_empty_dir(path: &Path) -> io::Result<Option<bool>> {
     }
 }
 
-/// Removes directories of the mirror that the deletions left empty, deepest first, except
-/// selected preserved ones (and everything inside them: a `.git` keeps its empty `refs/tags`).
-/// Failures other than "still holds something" are reported.
-fn prune_dirs<'a>(stage: &Stage, removed: impl Iterator<Item = &'a RelPath>) -> Vec<FileError> {
-    let mut errors = Vec::new();
+/// Removes the folders of the mirror that deletions left empty, deepest first, except selected
+/// preserved ones (and everything inside them: a `.git` keeps its empty `refs/tags`). Returns
+/// the folders removed and the failures (other than "still holds something").
+pub fn prune_dirs(stage: &Stage) -> (Vec<RelPath>, Vec<FileError>) {
+    let emptied = std::mem::take(&mut *stage.emptied.lock().unwrap_or_else(|p| p.into_inner()));
+    let preserved = stage
+        .preserved
+        .lock()
+        .map(|p| p.clone())
+        .unwrap_or_default();
     let mut dirs: HashSet<RelPath> = HashSet::new();
-    for rel in removed {
-        let mut p = rel.parent();
+    for rel in emptied {
+        let mut p = Some(rel);
         while let Some(d) = p {
             if !dirs.insert(d.clone()) {
                 break;
@@ -474,30 +553,19 @@ fn prune_dirs<'a>(stage: &Stage, removed: impl Iterator<Item = &'a RelPath>) -> 
     let mut dirs: Vec<RelPath> = dirs.into_iter().collect();
     dirs.sort_by_key(|d| std::cmp::Reverse(d.depth()));
     let root = stage.repo.mirror_dir();
+    let mut errors = Vec::new();
+    let mut removed = Vec::new();
     for d in dirs {
-        if let Err(e) = remove_if_empty(stage, &root, &d) {
+        if let Err(e) = remove_if_empty(stage, &preserved, &root, &d, &mut removed) {
             errors.push(io_err(&d, "prune directory", &e).0);
         }
     }
-    errors
+    (removed, errors)
 }
 
 struct Staged {
     temp: PathBuf,
     entry: IndexEntry,
-}
-
-fn mode_of(m: &std::fs::Metadata) -> u32 {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        m.mode() & 0o7777
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = m;
-        0o644
-    }
 }
 
 enum StageError {
@@ -511,7 +579,41 @@ fn temp_path(stage: &Stage) -> PathBuf {
     stage.repo.staging_dir().join(format!("{n}.tmp"))
 }
 
-/// Copies the source version into a fresh staging file with its mtime and mode.
+#[cfg(unix)]
+fn stat_ids(m: &std::fs::Metadata) -> (u32, u32, u32, u64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    (
+        m.mode() & 0o7777,
+        m.uid(),
+        m.gid(),
+        m.blocks().saturating_mul(512),
+        m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+    )
+}
+
+#[cfg(not(unix))]
+fn stat_ids(m: &std::fs::Metadata) -> (u32, u32, u32, u64, i64) {
+    let mode = if m.permissions().readonly() {
+        0o444
+    } else {
+        0o644
+    };
+    (mode, 0, 0, m.len(), MTime::of(m).ns)
+}
+
+/// Opens a source file for reading without following a symlink in its last component.
+fn open_source(path: &Path) -> io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    o.open(path)
+}
+
+/// Copies the source version into a fresh staging file with its attributes.
 fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
     let src = item.entry.rel.under(&stage.src);
     let vanished = |op, e: io::Error| {
@@ -538,6 +640,14 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
             let temp = temp_path(stage);
             pfs::symlink(&target, &temp).map_err(|e| StageError::Io("create symlink", e))?;
             let mtime = MTime::of(&meta);
+            let (_, uid, gid, _, ctime) = stat_ids(&meta);
+            #[cfg(unix)]
+            if stage.root {
+                if let Err(e) = std::os::unix::fs::lchown(&temp, Some(uid), Some(gid)) {
+                    let _ = std::fs::remove_file(&temp);
+                    return Err(StageError::Io("change owner", e));
+                }
+            }
             if let Err(e) = pfs::set_mtime_nofollow(&temp, mtime.ns) {
                 let _ = std::fs::remove_file(&temp);
                 return Err(StageError::Io("set mtime", e));
@@ -553,8 +663,11 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                     mode: None,
                     hash: Some(ContentHash::of(bytes)),
                     version_of: None,
-                    attrs: Default::default(),
-                    ctime_ns: Default::default(),
+                    attrs: Attrs {
+                        owner: Some(stage.owner(uid, gid)),
+                        ..Default::default()
+                    },
+                    ctime_ns: Some(ctime),
                 },
             })
         }
@@ -567,41 +680,81 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                 ))
             )));
             for _ in 0..COPY_ATTEMPTS {
+                let input = open_source(&src).map_err(|e| vanished("open", e))?;
+                let before = input.metadata().map_err(|e| StageError::Io("stat", e))?;
+                if !before.is_file() {
+                    return Err(StageError::Io(
+                        "copy",
+                        io::Error::other("not a regular file any more"),
+                    ));
+                }
                 let temp = temp_path(stage);
+                let output = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&temp)
+                    .map_err(|e| StageError::Io("create", e))?;
                 let mut hasher = blake3::Hasher::new();
-                let out = pfs::copy_new_observed(&src, &temp, &mut |c| {
+                let mut observe = |c: &[u8]| {
                     hasher.update(c);
                     (stage.events)(Event::Copying {
                         bytes: c.len() as u64,
                     });
-                })
-                .map_err(|e| vanished("copy", e))?;
-                let (b, a) = (&out.before, &out.after);
-                let stable = b.len() == a.len()
-                    && out.len == a.len()
-                    && MTime::of(b) == MTime::of(a)
-                    && mode_of(b) == mode_of(a);
+                };
+                let copied = backup_platform::sparse::copy_sparse(
+                    &input,
+                    &output,
+                    backup_platform::sparse::Holes::Keep,
+                    Some(&mut observe),
+                );
+                let copied = match copied {
+                    Ok(c) => c,
+                    Err(e) => {
+                        drop(output);
+                        let _ = std::fs::remove_file(&temp);
+                        return Err(vanished("copy", e));
+                    }
+                };
+                let after = input.metadata().map_err(|e| StageError::Io("stat", e))?;
+                let (mode, uid, gid, allocated, ctime) = stat_ids(&before);
+                let stable = before.len() == after.len()
+                    && copied.len == after.len()
+                    && MTime::of(&before) == MTime::of(&after)
+                    && stat_ids(&after).0 == mode;
                 if !stable {
+                    drop(output);
                     let _ = std::fs::remove_file(&temp);
                     continue;
                 }
-                let mtime = MTime::of(a);
-                let mode = mode_of(a);
-                let finish = pfs::set_mode(&temp, mode)
-                    .map_err(|e| StageError::Io("set permissions", e))
-                    .and_then(|_| {
-                        pfs::set_mtime_nofollow(&temp, mtime.ns)
-                            .map_err(|e| StageError::Io("set mtime", e))
-                    });
+                // Attributes from the open source (what was copied is what is described).
+                let xattrs = pmeta::xattrs_of_fd(&input).unwrap_or_default();
+                let mtime = MTime::of(&after);
+                let apply = pmeta::Apply {
+                    mode: Some(mode),
+                    owner: Some((uid, gid)),
+                    mtime_ns: Some(mtime.ns),
+                    xattrs: Some(&xattrs),
+                };
+                // Owner, mode, xattrs, mtime on the new inode before anything links to it;
+                // what the file system cannot hold (exFAT: owners, xattrs) is in the index.
+                let finish = match pmeta::apply_fd(&output, &temp, &apply, stage.root) {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        tracing::debug!("attributes of {}: {e}", temp.display());
+                        pfs::set_mode(&temp, mode)
+                            .and_then(|_| pfs::set_mtime_nofollow(&temp, mtime.ns))
+                            .map_err(|e| StageError::Io("set mode and mtime", e))
+                    }
+                };
                 // Durable before anything links to it: a name that survives a power cut then
-                // always leads to the whole version, with its mtime and mode.
+                // always leads to the whole version, with its attributes.
                 let finish = finish.and_then(|_| {
                     stage
                         .sync
-                        .handle(&out.output)
+                        .handle(&output)
                         .map_err(|e| StageError::Io("sync", e))
                 });
-                drop(out.output);
+                drop(output);
                 if let Err(e) = finish {
                     let _ = std::fs::remove_file(&temp);
                     return Err(e);
@@ -609,15 +762,20 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                 return Ok(Staged {
                     temp,
                     entry: IndexEntry {
-                        size: out.len,
+                        size: copied.len,
                         mtime,
                         tracked: item.entry.tracked,
                         kind: FileKind::File,
                         mode: Some(mode),
                         hash: Some(hasher.finalize().into()),
                         version_of: None,
-                        attrs: Default::default(),
-                        ctime_ns: Default::default(),
+                        attrs: Attrs {
+                            owner: Some(stage.owner(uid, gid)),
+                            xattrs,
+                            sparse: allocated.saturating_add(4096) <= copied.len,
+                            hardlink_of: None,
+                        },
+                        ctime_ns: Some(ctime),
                     },
                 });
             }
@@ -626,13 +784,14 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
     }
 }
 
-/// Puts the staged version into `track/` of the increment: a hard link, or a copy where the
-/// file system cannot link (said once per run).
+/// Puts a version (the staged file at `from`) into `track/` of the increment: a hard link,
+/// or a copy where the file system cannot link (said once per run).
 fn store_in_increment(
     stage: &Stage,
     name: &IncrementName,
     rel: &RelPath,
-    s: &Staged,
+    from: &Path,
+    entry: &IndexEntry,
 ) -> io::Result<PathBuf> {
     let dest = increment_parent(stage, name, Category::Tracked, rel)?;
     fail::fail_point!("apply::link", |_| Err(io::Error::other(format!(
@@ -640,7 +799,7 @@ fn store_in_increment(
         dest.display()
     ))));
     if !stage.copy_fallback.load(Ordering::SeqCst) {
-        match std::fs::hard_link(&s.temp, &dest) {
+        match std::fs::hard_link(from, &dest) {
             Ok(()) => return Ok(dest),
             Err(e) if pfs::is_link_unsupported(&e) => {
                 if !stage.copy_fallback.swap(true, Ordering::SeqCst) {
@@ -653,38 +812,41 @@ fn store_in_increment(
             Err(e) => return Err(e),
         }
     }
-    match s.entry.kind {
+    match entry.kind {
         FileKind::Dir => return Err(io::Error::other("folders are not stored")),
         FileKind::Symlink => {
-            let target = std::fs::read_link(&s.temp)?;
+            let target = std::fs::read_link(from)?;
             pfs::symlink(&target, &dest)?;
         }
         FileKind::File => {
-            let mut sink = |_: &[u8]| {};
-            let out = pfs::copy_new_observed(&s.temp, &dest, &mut sink)?;
-            if let Some(mode) = s.entry.mode {
+            let input = std::fs::File::open(from)?;
+            let output = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&dest)?;
+            backup_platform::sparse::copy_sparse(
+                &input,
+                &output,
+                backup_platform::sparse::Holes::Keep,
+                None,
+            )?;
+            if let Some(mode) = entry.mode {
                 pfs::set_mode(&dest, mode)?;
             }
-            pfs::set_mtime_nofollow(&dest, s.entry.mtime.ns)?;
-            stage.sync.handle(&out.output)?;
+            pfs::set_mtime_nofollow(&dest, entry.mtime.ns)?;
+            stage.sync.handle(&output)?;
             return Ok(dest);
         }
     }
-    pfs::set_mtime_nofollow(&dest, s.entry.mtime.ns)?;
+    pfs::set_mtime_nofollow(&dest, entry.mtime.ns)?;
     Ok(dest)
 }
 
 fn install_in_mirror(stage: &Stage, rel: &RelPath, temp: &Path) -> io::Result<()> {
-    let root = stage.repo.mirror_dir();
-    ensure_dir(
-        &root,
-        rel.parent().as_ref(),
-        &stage.mirror_dirs,
-        true,
-        &stage.sync,
-    )?;
-    let dest = rel.under(&root);
+    ensure_dir(stage, rel.parent().as_ref())?;
+    let dest = rel.under(&stage.repo.mirror_dir());
     stage.sync.entry_changed(DirRole::Mirror, &dest);
+    stage.touched(rel.parent());
     fail::fail_point!("apply::rename", |_| Err(io::Error::other(format!(
         "injected fault at apply::rename: rename into {}",
         dest.display()
@@ -702,64 +864,106 @@ fn install_in_mirror(stage: &Stage, rel: &RelPath, temp: &Path) -> io::Result<()
     }
 }
 
-fn copy_one(stage: &Stage, item: CopyItem) -> CopyResult {
+fn report(stage: &Stage, (err, full): (FileError, bool)) -> CopyResult {
+    if full {
+        stage.mark_disk_full();
+    }
+    (stage.events)(Event::Error(err.clone()));
+    (stage.events)(Event::FileDone {
+        bytes: 0,
+        ok: false,
+    });
+    CopyResult::Failed(err)
+}
+
+/// Stores one new version: staged, linked into the increment when tracked, renamed into the
+/// mirror.
+pub fn copy_one(stage: &Stage, item: CopyItem) -> CopyResult {
     if stage.disk_full.load(Ordering::SeqCst) {
         return CopyResult::Skipped;
     }
     let rel = item.entry.rel.clone();
-    let report = |(err, full): (FileError, bool)| {
-        if full {
-            stage.disk_full.store(true, Ordering::SeqCst);
-        }
-        (stage.events)(Event::Error(err.clone()));
-        (stage.events)(Event::FileDone {
-            bytes: 0,
-            ok: false,
-        });
-        CopyResult::Failed(err, full)
-    };
     let staged = match stage_version(stage, &item) {
         Ok(s) => s,
         Err(StageError::Vanished) => {
             (stage.events)(Event::Note(RunNote::Vanished { rel: rel.clone() }));
             return CopyResult::Vanished(rel);
         }
-        Err(StageError::Io(op, e)) => return report(io_err(&rel, op, &e)),
+        Err(StageError::Io(op, e)) => return report(stage, io_err(&rel, op, &e)),
         Err(StageError::KeptChanging) => {
-            return report((
-                FileError::new(
-                    Some(&rel),
-                    "copy",
-                    format!("the file kept changing while being copied ({COPY_ATTEMPTS} attempts); not recorded"),
+            return report(
+                stage,
+                (
+                    FileError::new(
+                        Some(&rel),
+                        "copy",
+                        format!("the file kept changing while being copied ({COPY_ATTEMPTS} attempts); not recorded"),
+                    ),
+                    false,
                 ),
-                false,
-            ))
+            )
         }
     };
+    install(stage, &item, staged.temp, staged.entry)
+}
+
+/// Another name of a hard-link group whose first name (`first`, already in the mirror with its
+/// current version) is `first_entry`: linked to that inode, in the mirror and the increment.
+pub fn link_one(
+    stage: &Stage,
+    item: CopyItem,
+    first: &RelPath,
+    first_entry: &IndexEntry,
+) -> CopyResult {
+    if stage.disk_full.load(Ordering::SeqCst) {
+        return CopyResult::Skipped;
+    }
+    let rel = item.entry.rel.clone();
+    let temp = temp_path(stage);
+    if let Err(e) = std::fs::hard_link(stage.repo.mirror_file(first), &temp) {
+        if pfs::is_link_unsupported(&e) {
+            // exFAT: no links anywhere; the name gets a copy of its own.
+            return copy_one(stage, item);
+        }
+        return report(stage, io_err(&rel, "hard link", &e));
+    }
+    let mut entry = first_entry.clone();
+    entry.tracked = item.entry.tracked;
+    entry.version_of = None;
+    entry.ctime_ns = Some(item.entry.ctime_ns);
+    install(stage, &item, temp, entry)
+}
+
+fn install(stage: &Stage, item: &CopyItem, temp: PathBuf, mut entry: IndexEntry) -> CopyResult {
+    let rel = item.entry.rel.clone();
+    entry.attrs.hardlink_of = item.hardlink_of.clone();
     let op = item.increment_op();
-    let mut entry = staged.entry.clone();
     let mut stored_at = None;
-    if let (Some(op), Some(name)) = (op, &stage.increment) {
-        match store_in_increment(stage, name, &rel, &staged) {
+    let increment = stage.increment();
+    if let (Some(_), Some(name)) = (op, &increment) {
+        match store_in_increment(stage, name, &rel, &temp, &entry) {
             Ok(p) => {
                 stored_at = Some(p);
                 entry.version_of = Some(name.clone());
-                let _ = op;
             }
             Err(e) => {
-                let _ = std::fs::remove_file(&staged.temp);
-                return report(io_err(&rel, "store in increment", &e));
+                let _ = std::fs::remove_file(&temp);
+                return report(stage, io_err(&rel, "store in increment", &e));
             }
         }
+    } else if item.repair {
+        // The same version as recorded, in a sound copy: the increment that stored it keeps
+        // naming it.
+        entry.version_of = item.previous.as_ref().and_then(|p| p.version_of.clone());
     }
-    if let Err(e) = install_in_mirror(stage, &rel, &staged.temp) {
-        let _ = std::fs::remove_file(&staged.temp);
+    if let Err(e) = install_in_mirror(stage, &rel, &temp) {
+        let _ = std::fs::remove_file(&temp);
         // Keep the increment consistent with its metadata: without the mirror update the
         // catalog will not list this version.
         if let Some(p) = stored_at {
             let _ = std::fs::remove_file(p);
         }
-        return report(io_err(&rel, "rename into mirror", &e));
+        return report(stage, io_err(&rel, "rename into mirror", &e));
     }
     (stage.events)(Event::FileDone {
         bytes: entry.size,
@@ -770,4 +974,11 @@ fn copy_one(stage: &Stage, item: CopyItem) -> CopyResult {
         entry,
         stored: if stored_at.is_some() { op } else { None },
     })
+}
+
+/// The hard-link members held back until the copies of their first names are done, in walk
+/// order (bounded by the number of multi-linked files that changed).
+#[derive(Default)]
+pub struct LinkQueue {
+    pub items: BTreeMap<RelPath, CopyItem>,
 }

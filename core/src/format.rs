@@ -1001,70 +1001,109 @@ pub fn read_increment(
     })
 }
 
-/// Streams an increment's metadata file: the header, then `entries` and `folders` (each in
-/// path order), then `summary` (counted from the entries when the header has none). One entry
-/// per line, so the file stays readable and diffable.
+/// Streams an increment's metadata file: the header, then entries, then folders, then
+/// `summary` (counted from the entries when the header has none). One entry per line, so the
+/// file stays readable and diffable; entries come in whatever order they are given.
+pub struct IncrementWriter<'w> {
+    w: &'w mut dyn std::io::Write,
+    header: &'w IncrementHeader,
+    summary: IncrementSummary,
+    first: bool,
+    in_folders: bool,
+}
+
+impl<'w> IncrementWriter<'w> {
+    pub fn begin(
+        w: &'w mut dyn std::io::Write,
+        header: &'w IncrementHeader,
+    ) -> std::io::Result<Self> {
+        w.write_all(b"{\n")?;
+        for (k, v) in &header.extra {
+            if matches!(
+                k.as_str(),
+                "version" | "timestamp" | "backup_name" | "file_catalog" | "folders"
+            ) || (k == "summary" && header.summary.is_some())
+            {
+                continue;
+            }
+            write!(w, "  {}: ", serde_json::to_string(k)?)?;
+            serde_json::to_writer(&mut *w, v)?;
+            w.write_all(b",\n")?;
+        }
+        write!(
+            w,
+            "  \"version\": {},\n  \"timestamp\": {},\n  \"backup_name\": {},\n  \"file_catalog\": {{",
+            serde_json::to_string(&header.version)?,
+            serde_json::to_string(&header.timestamp)?,
+            serde_json::to_string(&header.backup_name)?
+        )?;
+        Ok(IncrementWriter {
+            w,
+            header,
+            summary: IncrementSummary::default(),
+            first: true,
+            in_folders: false,
+        })
+    }
+
+    pub fn entry(&mut self, p: &RelPath, e: &CatalogEntry) -> std::io::Result<()> {
+        debug_assert!(!self.in_folders, "entries come before folders");
+        self.summary.add(e);
+        self.item(p, &EntryJson(catalog_fields(e)))
+    }
+
+    pub fn folder(&mut self, p: &RelPath, f: &FolderEntry) -> std::io::Result<()> {
+        if !self.in_folders {
+            self.w.write_all(if self.first { b"}" } else { b"\n  }" })?;
+            self.w.write_all(b",\n  \"folders\": {")?;
+            self.in_folders = true;
+            self.first = true;
+        }
+        self.item(p, &EntryJson(folder_fields(f)))
+    }
+
+    fn item(&mut self, p: &RelPath, v: &EntryJson) -> std::io::Result<()> {
+        self.w
+            .write_all(if self.first { b"\n    " } else { b",\n    " })?;
+        self.first = false;
+        serde_json::to_writer(&mut *self.w, &p.encode())?;
+        self.w.write_all(b": ")?;
+        serde_json::to_writer(&mut *self.w, v)?;
+        Ok(())
+    }
+
+    /// Closes the file; returns the counts of the entries written.
+    pub fn finish(self) -> std::io::Result<IncrementSummary> {
+        let close = if self.first { &b"}"[..] } else { &b"\n  }"[..] };
+        self.w.write_all(close)?;
+        // An original-tool summary kept verbatim in `extra` (written above) stays as it was.
+        let theirs = self.header.summary.is_none() && self.header.extra.contains_key("summary");
+        if !theirs {
+            let s = self.header.summary.as_ref().unwrap_or(&self.summary);
+            write!(self.w, ",\n  \"summary\": {}", serde_json::to_string(s)?)?;
+        }
+        self.w.write_all(b"\n}\n")?;
+        Ok(self.summary)
+    }
+}
+
+/// [`IncrementWriter`] over two iterators.
 pub fn write_increment(
     w: &mut dyn std::io::Write,
     header: &IncrementHeader,
     entries: &mut dyn Iterator<Item = std::io::Result<(RelPath, CatalogEntry)>>,
     folders: &mut dyn Iterator<Item = std::io::Result<(RelPath, FolderEntry)>>,
 ) -> std::io::Result<IncrementSummary> {
-    let mut summary = IncrementSummary::default();
-    w.write_all(b"{\n")?;
-    for (k, v) in &header.extra {
-        if matches!(
-            k.as_str(),
-            "version" | "timestamp" | "backup_name" | "file_catalog" | "folders"
-        ) || (k == "summary" && header.summary.is_some())
-        {
-            continue;
-        }
-        write!(w, "  {}: ", serde_json::to_string(k)?)?;
-        serde_json::to_writer(&mut *w, v)?;
-        w.write_all(b",\n")?;
-    }
-    write!(
-        w,
-        "  \"version\": {},\n  \"timestamp\": {},\n  \"backup_name\": {},\n  \"file_catalog\": {{",
-        serde_json::to_string(&header.version)?,
-        serde_json::to_string(&header.timestamp)?,
-        serde_json::to_string(&header.backup_name)?
-    )?;
-    let mut first = true;
+    let mut iw = IncrementWriter::begin(w, header)?;
     for item in entries {
         let (p, e) = item?;
-        summary.add(&e);
-        w.write_all(if first { b"\n    " } else { b",\n    " })?;
-        first = false;
-        serde_json::to_writer(&mut *w, &p.encode())?;
-        w.write_all(b": ")?;
-        serde_json::to_writer(&mut *w, &EntryJson(catalog_fields(&e)))?;
+        iw.entry(&p, &e)?;
     }
-    w.write_all(if first { b"}" } else { b"\n  }" })?;
-    let mut first = true;
     for item in folders {
-        let (p, e) = item?;
-        if first {
-            w.write_all(b",\n  \"folders\": {")?;
-        }
-        w.write_all(if first { b"\n    " } else { b",\n    " })?;
-        first = false;
-        serde_json::to_writer(&mut *w, &p.encode())?;
-        w.write_all(b": ")?;
-        serde_json::to_writer(&mut *w, &EntryJson(folder_fields(&e)))?;
+        let (p, f) = item?;
+        iw.folder(&p, &f)?;
     }
-    if !first {
-        w.write_all(b"\n  }")?;
-    }
-    // An original-tool summary kept verbatim in `extra` (written above) stays as it was.
-    let theirs = header.summary.is_none() && header.extra.contains_key("summary");
-    if !theirs {
-        let s = header.summary.as_ref().unwrap_or(&summary);
-        write!(w, ",\n  \"summary\": {}", serde_json::to_string(s)?)?;
-    }
-    w.write_all(b"\n}\n")?;
-    Ok(summary)
+    iw.finish()
 }
 
 /// The metadata file of one increment, whole in memory (small uses: `delete`, `recreate`,

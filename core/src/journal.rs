@@ -1,16 +1,19 @@
 //! The journal of a run in progress (`dist/.backup-journal.json`) and the recovery of a run
 //! that was interrupted (kill -9, power loss, full disk).
 //!
-//! The journal is written before the first change to the repository and removed after
-//! `mirror.json` is written. It only names the increment being built: recovery does not trust a
+//! The journal is written before the first change to the repository and removed after the
+//! index committed the run. It only names the increment being built: recovery does not trust a
 //! log of operations, it looks at what is actually on disk —
 //! 1. the partial increment: its `track/` and `deleted/` files are real versions (each was
-//!    staged, verified and linked before anything else happened to it), so recovery finishes
-//!    its metadata from them (or removes it when it holds nothing);
-//! 2. the mirror: files already renamed in or removed make `mirror.json` stale, so every
-//!    index entry is checked against the file now in the mirror and re-described (re-hashed)
-//!    when it differs; files the index does not know are added. The next plan then compares
-//!    the source with what the mirror really holds and converges.
+//!    staged, verified and made durable before anything linked it), so recovery finishes its
+//!    metadata from them with the one function `recreate` uses
+//!    ([`crate::explore::recreate::rebuild_increment_meta`]), or removes it when it holds
+//!    nothing;
+//! 2. the index: the run's transaction never committed, so the index still describes the
+//!    mirror before the run; the catalog is synced (it picks up the finished increment) and the
+//!    mirror table is reconciled with `mirror/` ([`Index::reconcile_mirror`]): files the run
+//!    renamed in are recognised as the versions the increment holds, others described anew.
+//!    The next plan then compares the source with what the mirror really holds and converges.
 //!
 //! An increment whose metadata was already written is checked against it (a power cut on a
 //! drive that did not keep what it was told to, or a run of an older version): a missing or
@@ -18,8 +21,8 @@
 //! bytes, and what cannot be found is dropped from the catalog and reported as lost — the
 //! metadata never promises what the disk does not hold.
 //!
-//! Before recovery writes metadata or the index, everything they describe is made durable
-//! ([`SyncSet`]), as a run does.
+//! Before recovery writes metadata or commits the index, everything they describe is made
+//! durable ([`SyncSet`]), as a run does.
 
 use std::io;
 use std::path::Path;
@@ -29,13 +32,11 @@ use serde::{Deserialize, Serialize};
 use backup_platform::fs as pfs;
 
 use crate::durable::{DirRole, SyncSet};
-use crate::format::{
-    CatalogEntry, Category, ContentHash, FileKind, IncrementMeta, IndexEntry, MTime, MirrorIndex,
-    Op,
-};
+use crate::format::{CatalogEntry, ContentHash, FileKind, IncrementMeta, MTime};
 use crate::identity::{timestamp_of, IncrementTime};
+use crate::index::{Index, IndexError, Touched};
 use crate::relpath::RelPath;
-use crate::repo::{IncrementName, Repository};
+use crate::repo::{IncrementName, Repository, WriteLock};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct JournalJson {
@@ -107,12 +108,19 @@ pub enum RecoveryError {
         #[source]
         source: io::Error,
     },
+    #[error("recovering an interrupted run: {0}")]
+    Index(#[from] IndexError),
+    #[error("recovering an interrupted run: {0}")]
+    Rebuild(String),
 }
 
 impl RecoveryError {
     pub fn is_disk_full(&self) -> bool {
-        let RecoveryError::Io { source, .. } = self;
-        pfs::is_disk_full(source)
+        match self {
+            RecoveryError::Io { source, .. } => pfs::is_disk_full(source),
+            RecoveryError::Index(e) => e.is_disk_full(),
+            _ => false,
+        }
     }
 }
 
@@ -137,13 +145,10 @@ pub struct Recovered {
     pub lost: Vec<RelPath>,
 }
 
-/// Metadata of one file as found on disk.
+/// What a file found on disk is, enough to tell whether it can be the recorded version.
 struct Found {
     kind: FileKind,
     size: u64,
-    mtime: MTime,
-    mode: Option<u32>,
-    ino: Option<(u64, u64)>,
 }
 
 fn describe(m: &std::fs::Metadata) -> Found {
@@ -155,12 +160,6 @@ fn describe(m: &std::fs::Metadata) -> Found {
     Found {
         kind,
         size: m.len(),
-        mtime: MTime::of(m),
-        mode: match kind {
-            FileKind::File | FileKind::Dir => backup_platform::fs::mode_bits(m),
-            FileKind::Symlink => None,
-        },
-        ino: backup_platform::fs::file_id(m),
     }
 }
 
@@ -366,22 +365,15 @@ fn complete_recorded(
         meta.file_catalog.remove(rel);
     }
     if restored > 0 || !lost.is_empty() {
-        meta.summary = Default::default();
-        for e in meta.file_catalog.values() {
-            match e.op() {
-                Op::New => meta.summary.new += 1,
-                Op::Changed => meta.summary.changed += 1,
-                Op::Deleted => meta.summary.deleted += 1,
-            }
-            meta.summary.bytes = meta.summary.bytes.saturating_add(e.size);
-        }
+        meta.recount();
     }
     (restored, lost)
 }
 
-/// Finishes or rolls back an interrupted run, if the journal says there was one.
-pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
-    // Killed while writing the journal, `mirror.json` or (below) the increment metadata.
+/// Finishes or rolls back an interrupted run, if the journal says there was one. Runs under
+/// the writer lock.
+pub fn recover(repo: &Repository, lock: &WriteLock) -> Result<Option<Recovered>, RecoveryError> {
+    // Killed while writing the journal or (below) the increment metadata.
     remove_temp_siblings(repo.root());
     let jpath = repo.journal_path();
     let text = match std::fs::read(&jpath) {
@@ -400,209 +392,97 @@ pub fn recover(repo: &Repository) -> Result<Option<Recovered>, RecoveryError> {
         .and_then(|j| j.increment)
         .and_then(|n| IncrementName::parse(&n));
     // The staging folder stays until the end: it may hold a version a recorded increment lacks.
-    let old = repo.load_mirror_index().map(|(i, _)| i).unwrap_or_default();
     let sync = SyncSet::new(repo.root());
-    // A file this process cannot open was not written by a run of this user: leave it.
-    let synced = |p: &Path| match sync.file(p) {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
-        r => r.map_err(rio("sync", p)),
-    };
+    let opened = Index::open_for(repo, Some(lock))?;
+    let index = opened.index;
     let mut restored = 0;
     let mut lost = Vec::new();
+    let mut kept_files = 0;
+    let mut finished = None;
 
     // 1. The partial increment.
-    let mut meta: Option<IncrementMeta> = None;
-    let mut meta_written = false;
-    let mut track_found: std::collections::HashMap<RelPath, (Found, Option<ContentHash>)> =
-        Default::default();
     if let Some(name) = &increment {
         let dir = repo.increment_dir(name);
         remove_temp_siblings(&dir);
         if dir.is_dir() {
-            let track = walk(&dir.join(Category::Tracked.dir_name()));
+            // Whatever the run left there must be durable before metadata describes it.
+            sync.tree(DirRole::Increment, &dir)
+                .map_err(rio("sync", &dir))?;
             let existing = repo.load_increment(name).ok().map(|(m, _)| m);
-            // The run's own start, as a finished run would have recorded it.
-            let time = IncrementTime::of(started.as_deref(), name);
-            let mut built = IncrementMeta::new(name.as_str(), time.at.to_rfc3339());
-            for (rel, path, m) in track {
-                let f = describe(&m);
-                if f.kind == FileKind::File {
-                    synced(&path)?;
-                }
-                let hash = match existing.as_ref().and_then(|x| x.file_catalog.get(&rel)) {
-                    Some(c) if c.hash.is_some() => c.hash,
-                    _ => hash_of(&path, f.kind).ok(),
-                };
-                let op = match old.files.get(&rel) {
-                    Some(p) if p.tracked => Op::Changed,
-                    _ => Op::New,
-                };
-                built.file_catalog.insert(
-                    rel.clone(),
-                    CatalogEntry {
-                        size: f.size,
-                        mtime: f.mtime,
-                        category: Category::Tracked,
-                        op: Some(op),
-                        kind: f.kind,
-                        mode: f.mode,
-                        hash,
-                        version_of: None,
-                        attrs: Default::default(),
-                    },
-                );
-                match op {
-                    Op::New => built.summary.new += 1,
-                    _ => built.summary.changed += 1,
-                }
-                built.summary.bytes += f.size;
-                track_found.insert(rel, (f, hash));
-            }
-            for (rel, path, m) in walk(&dir.join(Category::Deleted.dir_name())) {
-                let f = describe(&m);
-                if f.kind == FileKind::File {
-                    synced(&path)?;
-                }
-                let prev = old.files.get(&rel);
-                let hash = prev
-                    .and_then(|p| p.hash)
-                    .or_else(|| hash_of(&path, f.kind).ok());
-                built.file_catalog.insert(
-                    rel,
-                    CatalogEntry {
-                        size: f.size,
-                        mtime: f.mtime,
-                        category: Category::Deleted,
-                        op: Some(Op::Deleted),
-                        kind: f.kind,
-                        mode: f.mode,
-                        hash,
-                        version_of: prev.and_then(|p| p.version_of.clone()),
-                        attrs: Default::default(),
-                    },
-                );
-                built.summary.deleted += 1;
-                built.summary.bytes += f.size;
-            }
-            meta = match existing {
+            let meta = match existing {
                 // The run got as far as writing its metadata: keep it, once the disk is known
                 // to hold what it records.
                 Some(mut m) => {
-                    meta_written = true;
                     let (r, l) = complete_recorded(repo, name, &mut m, &sync);
                     restored = r;
                     lost = l;
-                    (r > 0 || !lost.is_empty()).then_some(m)
+                    if r > 0 || !lost.is_empty() {
+                        Some(m)
+                    } else {
+                        finished = Some(name.clone());
+                        None
+                    }
                 }
-                None if built.file_catalog.is_empty() => None,
-                None => Some(built),
+                None => {
+                    let mut m =
+                        crate::explore::recreate::rebuild_increment_meta(repo, &index, name)
+                            .map_err(|e| RecoveryError::Rebuild(e.to_string()))?;
+                    // The run's own start, as a finished run would have recorded it.
+                    m.timestamp = IncrementTime::of(started.as_deref(), name).at.to_rfc3339();
+                    Some(m)
+                }
             };
-        }
-    }
-
-    // 2. The mirror as it really is.
-    let mut index = MirrorIndex::default();
-    for (rel, path, m) in walk(&repo.mirror_dir()) {
-        let f = describe(&m);
-        let prev = old.files.get(&rel);
-        let same_meta = prev.is_some_and(|p| {
-            p.kind == f.kind
-                && p.size == f.size
-                && p.mtime == f.mtime
-                && (f.kind == FileKind::Symlink || p.mode == f.mode)
-        });
-        if same_meta {
-            if let Some(p) = prev {
-                index.files.insert(rel, p.clone());
-            }
-            continue;
-        }
-        let Ok(hash) = hash_of(&path, f.kind) else {
-            continue;
-        };
-        // Re-described from what is there now: that must be what stays after a power cut.
-        if f.kind == FileKind::File {
-            synced(&path)?;
-        }
-        let in_increment = track_found.get(&rel).is_some_and(|(t, h)| {
-            (t.ino.is_some() && t.ino == f.ino) || (t.size == f.size && *h == Some(hash))
-        });
-        let entry = if in_increment {
-            IndexEntry {
-                size: f.size,
-                mtime: f.mtime,
-                tracked: true,
-                kind: f.kind,
-                mode: f.mode,
-                hash: Some(hash),
-                version_of: increment.clone(),
-                attrs: Default::default(),
-                ctime_ns: Default::default(),
-            }
-        } else if let Some(p) = prev.filter(|p| p.hash == Some(hash) && p.size == f.size) {
-            // Same bytes, metadata rounded by the file system (exFAT keeps 10 ms): keep.
-            p.clone()
-        } else {
-            IndexEntry {
-                size: f.size,
-                mtime: f.mtime,
-                tracked: prev.is_some_and(|p| p.tracked),
-                kind: f.kind,
-                mode: f.mode,
-                hash: Some(hash),
-                version_of: None,
-                attrs: Default::default(),
-                ctime_ns: Default::default(),
-            }
-        };
-        index.files.insert(rel, entry);
-    }
-
-    prune_empty_dirs(&repo.mirror_dir());
-
-    // Which entries the interrupted run changed is not known: every folder it may have
-    // touched is synced (increment first, then the mirror, then `dist`).
-    if let Some(name) = &increment {
-        for d in dirs_under(&repo.increment_dir(name)) {
-            sync.dir_changed(DirRole::Increment, &d);
-        }
-    }
-    for d in dirs_under(&repo.mirror_dir()) {
-        sync.dir_changed(DirRole::Mirror, &d);
-    }
-    sync.dir_changed(DirRole::Dist, repo.root());
-    sync.flush().map_err(|e| RecoveryError::Io {
-        op: "sync",
-        path: e.path,
-        source: e.source,
-    })?;
-    let mut kept_files = 0;
-    let mut finished = None;
-    if let Some(name) = &increment {
-        match &meta {
-            Some(m) if m.file_catalog.is_empty() => {
-                // Everything it recorded was lost: no empty increment.
-                let d = repo.increment_dir(name);
-                std::fs::remove_dir_all(&d).map_err(rio("remove", &d))?;
-            }
-            Some(m) => {
-                kept_files = m.file_catalog.len();
-                let p = repo.increment_meta_path(name);
-                pfs::write_atomic_with(&p, |w| m.write_json(w)).map_err(rio("write", &p))?;
-                finished = Some(name.clone());
-            }
-            None if meta_written => finished = Some(name.clone()),
-            None => {
-                let d = repo.increment_dir(name);
-                if d.exists() {
-                    std::fs::remove_dir_all(&d).map_err(rio("remove", &d))?;
+            sync.flush().map_err(|e| RecoveryError::Io {
+                op: "sync",
+                path: e.path,
+                source: e.source,
+            })?;
+            match meta {
+                Some(m) if m.file_catalog.is_empty() => {
+                    // Nothing stored, or everything it recorded was lost: no empty increment.
+                    std::fs::remove_dir_all(&dir).map_err(rio("remove", &dir))?;
+                    finished = None;
                 }
+                Some(mut m) => {
+                    m.recount();
+                    kept_files = m.file_catalog.len();
+                    let p = repo.increment_meta_path(name);
+                    pfs::write_atomic_with(&p, |w| m.write_json(w)).map_err(rio("write", &p))?;
+                    finished = Some(name.clone());
+                }
+                None => {}
             }
         }
     }
-    index.updated = Some(chrono::Local::now().to_rfc3339());
-    let ip = repo.mirror_index_path();
-    pfs::write_atomic_with(&ip, |w| index.write_json(w)).map_err(rio("write", &ip))?;
+
+    // 2. The index: the catalog with the finished increment, the mirror as it really is.
+    index.sync_catalog(repo)?;
+    prune_empty_dirs(&repo.mirror_dir());
+    index.begin()?;
+    let result = (|| -> Result<(), RecoveryError> {
+        let mut touched = Touched::default();
+        index.reconcile_mirror(repo, &mut touched)?;
+        index.settle(&mut touched)?;
+        // Which entries the interrupted run changed is not known: every folder it may have
+        // touched is synced (increment first, then the mirror, then `dist`).
+        for d in dirs_under(&repo.mirror_dir()) {
+            sync.dir_changed(DirRole::Mirror, &d);
+        }
+        sync.dir_changed(DirRole::Dist, repo.root());
+        sync.flush().map_err(|e| RecoveryError::Io {
+            op: "sync",
+            path: e.path,
+            source: e.source,
+        })?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => index.commit()?,
+        Err(e) => {
+            let _ = index.rollback();
+            return Err(e);
+        }
+    }
     let _ = std::fs::remove_dir_all(repo.staging_dir());
     std::fs::remove_file(&jpath).map_err(rio("remove", &jpath))?;
     pfs::fsync_dir(repo.root()).map_err(rio("sync", repo.root()))?;

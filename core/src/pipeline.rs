@@ -1,28 +1,46 @@
 //! The `backup` run as named stages (SPEC §3): lock → recover → select (scan) → plan → apply →
-//! commit. Each stage is a function from a value to a value; the I/O-heavy ones run on tokio's
-//! blocking pool. Progress goes out through an [`EventSink`]; the result is a [`RunSummary`].
+//! commit — as a stream, so memory follows the work, not the size of the backup.
+//!
+//! One concurrency style: plain threads joined by bounded channels (`std::sync::mpsc`), each
+//! stage on its own thread(s), inside one `std::thread::scope`:
+//!
+//! ```text
+//! scan ──items──▶ plan (merges with the index's mirror rows, in walk order)
+//!                  │  deletions and folders: done here, in order
+//!                  └──copies──▶ copy workers (max_workers) ──┐
+//!                  └──────────── records ───────────────────▶ recorder (the index's writer)
+//! ```
+//!
+//! The scan and the index both go in walk order, so the plan is one merge; the copies (the
+//! slow part) run in parallel; the recorder owns the index's write transaction and writes
+//! rows as results come. Deletions stay on the plan's thread because order matters there: a
+//! path that turned from a file into a folder (or back) must be free before it is written.
+//! The other names of a hard-link group wait until the copies of their first names are done.
+//! Channels are bounded, so nothing accumulates: a slow disk slows the scan down instead of
+//! filling memory.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use backup_platform::fs as pfs;
 
-use crate::apply::{self, Stage};
-use crate::commit::{self, CommitError};
+use crate::apply::{self, CopyResult, Stage};
+use crate::commit::{CommitError, Record, Recorder};
 use crate::config::Config;
-use crate::durable::{self, DirRole, SyncSet};
-use crate::format::{FormatError, MirrorIndex};
+use crate::durable::{self, SyncSet};
+use crate::index::{Index, IndexError};
 use crate::journal::{self, Journal, RecoveryError};
-use crate::plan::{self, CompareMode, Plan};
+use crate::plan::{CompareMode, CopyItem, Plan, Planner, Step};
 use crate::progress::{Event, EventSink, FileError, RunNote};
 use crate::repo::{IncrementName, RepoError, Repository};
-use crate::scan::{self, ScanOutcome};
+use crate::scan::{self, ScanItem, ScanOutcome};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunOptions {
-    /// Also compare content (blake3) of files whose size and mtime match.
+    /// Also compare content (blake3) of files whose size and mtime match, and repair mirror
+    /// copies that no longer hold what was recorded.
     pub checksum: bool,
 }
 
@@ -43,7 +61,7 @@ pub enum EngineError {
     #[error(transparent)]
     Recovery(#[from] RecoveryError),
     #[error(transparent)]
-    Index(#[from] FormatError),
+    Index(#[from] IndexError),
     #[error("{0}")]
     Commit(#[from] CommitError),
     #[error("internal error: {0}")]
@@ -58,6 +76,7 @@ impl EngineError {
             EngineError::Commit(c) => c.is_disk_full(),
             EngineError::Recovery(r) => r.is_disk_full(),
             EngineError::Dist { source, .. } => pfs::is_disk_full(source),
+            EngineError::Index(e) => e.is_disk_full(),
             _ => false,
         }
     }
@@ -83,6 +102,8 @@ pub struct RunSummary {
     /// Files removed from the mirror (deleted or no longer selected).
     pub removed: u64,
     pub unchanged: u64,
+    /// `--checksum`: mirror copies found damaged and copied again from the source.
+    pub repaired: u64,
     /// Selected files (and symlinks) in the source.
     pub selected: u64,
     pub errors: Vec<FileError>,
@@ -93,124 +114,219 @@ pub struct RunSummary {
     pub recovered: bool,
 }
 
-/// Stage 1: select — walk the source by the rules.
-pub async fn select(config: &Config) -> Result<ScanOutcome, EngineError> {
-    let c = config.clone();
-    tokio::task::spawn_blocking(move || scan::scan(&c))
-        .await
-        .map_err(|e| EngineError::Internal(e.to_string()))
-}
-
-/// Stage 2: plan — compare the selection (its entries are moved out of `scan`) with the
-/// mirror index.
-pub async fn plan_stage(
-    scan: &mut ScanOutcome,
-    index: Arc<MirrorIndex>,
-    src: PathBuf,
-    opts: RunOptions,
-) -> Result<Plan, EngineError> {
-    let entries = std::mem::take(&mut scan.entries);
-    let unreadable = plan::unreadable(scan);
-    tokio::task::spawn_blocking(move || {
-        let mode = CompareMode {
-            checksum_src: opts.checksum.then_some(src.as_path()),
-        };
-        plan::plan(entries, &unreadable, &index, mode)
-    })
-    .await
-    .map_err(|e| EngineError::Internal(e.to_string()))
-}
-
 /// What `--dry-run` shows: the plan, computed without writing anything (not even `dist`).
 #[derive(Debug)]
 pub struct Preview {
+    /// Notes and errors of the scan (its entries went to the plan).
     pub scan: ScanOutcome,
     pub plan: Plan,
     pub increment: Option<IncrementName>,
 }
 
+/// The index a dry run compares with: the backup's own, read only — or, where there is none
+/// yet, one built in a temporary file from what the backup holds (an old `mirror.json`, the
+/// mirror folder), so a dry run writes nothing at `dist`.
+fn preview_index(repo: &Repository) -> Result<(Index, Option<tempfile::TempDir>), EngineError> {
+    if let Some(i) = Index::open_read_only(repo)? {
+        return Ok((i, None));
+    }
+    let dir = tempfile::tempdir().map_err(|source| EngineError::Dist {
+        path: std::env::temp_dir().display().to_string(),
+        source,
+    })?;
+    let index = Index::open_at(&dir.path().join("index.sqlite"), false)?;
+    if repo.root().is_dir() {
+        index.sync_catalog(repo)?;
+        index.fill_mirror_from(repo)?;
+    }
+    Ok((index, Some(dir)))
+}
+
 pub async fn preview(config: &Config, opts: RunOptions) -> Result<Preview, EngineError> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || preview_blocking(&config, opts))
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))?
+}
+
+fn preview_blocking(config: &Config, opts: RunOptions) -> Result<Preview, EngineError> {
     let repo = Repository::at(&config.dist);
-    let index = if repo.mirror_index_path().exists() {
-        repo.load_mirror_index()?.0
-    } else {
-        MirrorIndex::default()
-    };
-    let mut scan = select(config).await?;
-    let plan = plan_stage(&mut scan, Arc::new(index), config.src.clone(), opts).await?;
-    let increment = if plan.needs_increment() {
+    let (index, _temp) = preview_index(&repo)?;
+    let mut plan = Plan::default();
+    let mut outcome = ScanOutcome::default();
+    let (tx, rx) = sync_channel::<ScanItem>(4096);
+    let mode = compare_mode(config, &repo, opts);
+    let counts = std::thread::scope(|s| -> Result<_, EngineError> {
+        let scan = s.spawn(move || scan::scan_stream(config, &mut |_| {}, &mut |i| send(&tx, i)));
+        let result = index.read(|idx| {
+            let mut planner = Planner::new(idx, config.src.clone(), mode);
+            let mut keep = |step: Step| match step {
+                Step::Copy(c) => plan.copies.push(c),
+                Step::Delete(d) => plan.deletes.push(d),
+                _ => {}
+            };
+            for item in rx.iter() {
+                planner.feed(item, &mut keep)?;
+            }
+            planner.finish(&mut keep)?;
+            Ok(planner.counts)
+        });
+        let summary = scan
+            .join()
+            .map_err(|_| EngineError::Internal("the scan panicked".into()))?;
+        outcome.notes = summary.notes;
+        outcome.errors = summary.errors;
+        Ok(result?)
+    })?;
+    plan.unchanged = counts.unchanged as usize;
+    plan.kept_unreadable = counts.kept_unreadable as usize;
+    let increment = if counts.tracked_copies > 0 || counts.tracked_deletes > 0 {
         let names = repo.increment_names().unwrap_or_default();
         Some(IncrementName::next(chrono::Local::now(), names.last()))
     } else {
         None
     };
     Ok(Preview {
-        scan,
+        scan: outcome,
         plan,
         increment,
     })
 }
 
-fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> impl std::future::Future<Output = Result<T, EngineError>> {
-    let h = tokio::task::spawn_blocking(f);
-    async move { h.await.map_err(|e| EngineError::Internal(e.to_string())) }
+fn send(tx: &SyncSender<ScanItem>, item: ScanItem) -> std::ops::ControlFlow<()> {
+    match tx.send(item) {
+        Ok(()) => std::ops::ControlFlow::Continue(()),
+        // The plan stopped (an error): so does the scan.
+        Err(_) => std::ops::ControlFlow::Break(()),
+    }
 }
 
-/// Names the run's increment (when it stores something), writes the journal that names it,
-/// then creates its folder. The folder is created exclusively: a run only ever removes or
-/// fills a folder it created itself, and a name that is somehow taken (a file of that name at
-/// `dist`) just moves on to the next name.
-fn begin_changes(
-    repo: &Repository,
-    needs_increment: bool,
+fn compare_mode(config: &Config, repo: &Repository, opts: RunOptions) -> CompareMode {
+    CompareMode {
+        checksum: opts
+            .checksum
+            .then(|| (config.src.clone(), repo.mirror_dir())),
+    }
+}
+
+/// A whole run.
+pub async fn run(
+    config: &Config,
+    opts: RunOptions,
+    events: EventSink,
+) -> Result<RunSummary, EngineError> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || run_blocking(&config, opts, events))
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))?
+}
+
+/// What the steps of a run send to the recorder.
+// Nearly every message is a `Record`: boxing it would add an allocation per file to save
+// channel slots that are bounded anyway.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Record(Record),
+    Failed(FileError),
+    Vanished,
+    Skipped,
+}
+
+/// The run's changes begin lazily, at the first step that changes anything: the journal is
+/// written then (a run with nothing to do writes nothing), and the increment is named and
+/// created at the first step that stores a version.
+struct Changes<'a> {
+    repo: &'a Repository,
+    stage: &'a Stage,
     started: chrono::DateTime<chrono::Local>,
-) -> Result<(Option<IncrementName>, Journal), EngineError> {
-    let journal_err = |source: std::io::Error| {
-        let path = repo.journal_path().display().to_string();
+    journal: Option<Journal>,
+    increment: Option<IncrementName>,
+    prepared: bool,
+}
+
+impl Changes<'_> {
+    fn begin(&mut self) -> Result<(), EngineError> {
+        if self.prepared {
+            return Ok(());
+        }
+        self.journal =
+            Some(Journal::open(self.repo, None, self.started).map_err(|e| self.journal_err(e))?);
+        apply::prepare(self.stage).map_err(|(e, full)| {
+            if full {
+                EngineError::Commit(CommitError::Write {
+                    path: e.path.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::StorageFull, e.message),
+                })
+            } else {
+                EngineError::Dist {
+                    path: e.path.clone(),
+                    source: std::io::Error::other(e.message),
+                }
+            }
+        })?;
+        self.prepared = true;
+        Ok(())
+    }
+
+    fn journal_err(&self, source: std::io::Error) -> EngineError {
+        let path = self.repo.journal_path().display().to_string();
         if pfs::is_disk_full(&source) {
             EngineError::Commit(CommitError::Write { path, source })
         } else {
             EngineError::Dist { path, source }
         }
-    };
-    if !needs_increment {
-        return Ok((
-            None,
-            Journal::open(repo, None, started).map_err(journal_err)?,
-        ));
     }
-    let names = repo
-        .increment_names()
-        .map_err(|e| EngineError::Internal(e.to_string()))?;
-    let mut name = IncrementName::next(started, names.last());
-    for _ in 0..1000 {
-        let journal = Journal::open(repo, Some(&name), started).map_err(journal_err)?;
-        let dir = repo.increment_dir(&name);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok((Some(name), journal)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                name = IncrementName::next(started, Some(&name));
-            }
-            Err(source) => {
-                let path = dir.display().to_string();
-                return Err(if pfs::is_disk_full(&source) {
-                    EngineError::Commit(CommitError::Write { path, source })
-                } else {
-                    EngineError::Dist { path, source }
-                });
+
+    /// Names the run's increment, writes the journal that names it, then creates its folder.
+    /// The folder is created exclusively: a run only ever removes or fills a folder it created
+    /// itself, and a name that is somehow taken (a file of that name at `dist`) just moves on
+    /// to the next name. Returns the name when this call made it.
+    fn increment(&mut self) -> Result<Option<IncrementName>, EngineError> {
+        if self.increment.is_some() {
+            return Ok(None);
+        }
+        self.begin()?;
+        let names = self
+            .repo
+            .increment_names()
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let mut name = IncrementName::next(self.started, names.last());
+        for _ in 0..1000 {
+            self.journal = Some(
+                Journal::open(self.repo, Some(&name), self.started)
+                    .map_err(|e| self.journal_err(e))?,
+            );
+            let dir = self.repo.increment_dir(&name);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {
+                    self.stage
+                        .sync()
+                        .entry_changed(crate::durable::DirRole::Dist, &dir);
+                    self.stage.set_increment(name.clone());
+                    self.increment = Some(name.clone());
+                    return Ok(Some(name));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    name = IncrementName::next(self.started, Some(&name));
+                }
+                Err(source) => {
+                    let path = dir.display().to_string();
+                    return Err(if pfs::is_disk_full(&source) {
+                        EngineError::Commit(CommitError::Write { path, source })
+                    } else {
+                        EngineError::Dist { path, source }
+                    });
+                }
             }
         }
+        Err(EngineError::Internal(format!(
+            "no free increment name after {name} in {}",
+            self.repo.root().display()
+        )))
     }
-    Err(EngineError::Internal(format!(
-        "no free increment name after {name} in {}",
-        repo.root().display()
-    )))
 }
 
-/// A whole run.
-pub async fn run(
+fn run_blocking(
     config: &Config,
     opts: RunOptions,
     events: EventSink,
@@ -229,14 +345,13 @@ pub async fn run(
         path: repo.root().display().to_string(),
         source,
     })?;
-    let _lock = repo.lock_for_writing().map_err(|e| match e {
+    let lock = repo.lock_for_writing().map_err(|e| match e {
         RepoError::Locked { dist, lock } => EngineError::Locked { dist, lock },
         RepoError::Lock { path, source } => EngineError::Dist { path, source },
         other => EngineError::Internal(other.to_string()),
     })?;
 
-    let r = repo.clone();
-    if let Some(rec) = blocking(move || journal::recover(&r)).await?? {
+    if let Some(rec) = journal::recover(&repo, &lock)? {
         summary.recovered = true;
         let increment = rec.increment.map(|n| n.as_str().to_owned());
         for rel in &rec.lost {
@@ -263,176 +378,380 @@ pub async fn run(
         );
     }
 
-    // The mirror index and the source scan are independent: load one while walking the other.
-    let t = std::time::Instant::now();
-    let index_exists = repo.mirror_index_path().exists();
-    let r = repo.clone();
-    let index_task = blocking(move || {
-        let t = std::time::Instant::now();
-        let res = r.load_mirror_index();
-        (res, t.elapsed())
-    });
-    let scan_task = select(config);
-    let (index_res, scan_res) = tokio::join!(index_task, scan_task);
-    let (index_res, index_time) = index_res?;
-    let mut scan = scan_res?;
-    let index = match index_res {
-        Ok((index, _problems)) => index,
-        Err(FormatError::Json { .. }) | Err(FormatError::Shape { .. }) => {
-            // A damaged mirror.json: rebuild it from the mirror itself, as after a crash.
-            let r = repo.clone();
-            blocking(move || -> Result<MirrorIndex, EngineError> {
-                Journal::open(&r, None, chrono::Local::now()).map_err(|source| {
-                    EngineError::Dist {
-                        path: r.journal_path().display().to_string(),
-                        source,
-                    }
-                })?;
-                journal::recover(&r)?;
-                Ok(r.load_mirror_index()?.0)
-            })
-            .await??
-        }
-        Err(e) => return Err(e.into()),
-    };
-    tracing::info!(
-        files = index.files.len(),
-        index_ms = index_time.as_millis() as u64,
-        selected = scan.entries.len(),
-        ms = t.elapsed().as_millis() as u64,
-        "mirror.json loaded and source scanned"
+    let opened = Index::open_for(&repo, Some(&lock))?;
+    for n in &opened.notes {
+        note(&mut summary, RunNote::Index(n.to_string()));
+    }
+    let index_path = opened.index.path().to_path_buf();
+    let sync = Arc::new(SyncSet::new(repo.root()));
+    tracing::info!(strategy = ?sync.strategy(), "durability");
+    let stage = Stage::new(
+        repo.clone(),
+        config.src.clone(),
+        sync.clone(),
+        events.clone(),
     );
-    events(Event::Scanned {
-        files: scan.entries.len(),
+    let mut recorder = Recorder::new(opened.index, repo.clone(), started)?;
+    let mode = compare_mode(config, &repo, opts);
+    let reader = Index::open_at(&index_path, true)?;
+
+    let (scan_tx, scan_rx) = sync_channel::<ScanItem>(4096);
+    let workers = config.max_workers.max(1);
+    let (work_tx, work_rx) = sync_channel::<CopyItem>(workers * 4);
+    let work_rx = Mutex::new(work_rx);
+    let (rec_tx, rec_rx) = sync_channel::<Msg>(4096);
+    let t = std::time::Instant::now();
+
+    let mut changes = Changes {
+        repo: &repo,
+        stage: &stage,
+        started,
+        journal: None,
+        increment: None,
+        prepared: false,
+    };
+    let outcome = std::thread::scope(|s| {
+        // The sender moves into the scan's thread: the plan's loop ends when the scan does.
+        let scan = s.spawn(move || {
+            scan::scan_stream(config, &mut |_| {}, &mut |item| send(&scan_tx, item))
+        });
+        let mut copiers = Vec::new();
+        for _ in 0..workers {
+            let rec_tx = rec_tx.clone();
+            let (stage, work_rx) = (&stage, &work_rx);
+            copiers.push(s.spawn(move || copy_worker(stage, work_rx, &rec_tx)));
+        }
+        let recording = s.spawn(|| record_all(&mut recorder, rec_rx));
+        // The plan runs here; everything it hands out goes to the copiers or the recorder.
+        let planned = plan_all(
+            &reader,
+            config,
+            mode,
+            scan_rx,
+            &stage,
+            &mut changes,
+            work_tx,
+            &rec_tx,
+        );
+        drop(rec_tx);
+        let scanned = scan.join();
+        for c in copiers {
+            let _ = c.join();
+        }
+        let recorded = recording.join();
+        (planned, scanned, recorded)
     });
-    summary.selected = scan.entries.len() as u64;
-    for n in &scan.notes {
+    let (planned, scanned, recorded) = outcome;
+    let scanned = scanned.map_err(|_| EngineError::Internal("the scan panicked".into()))?;
+    let recorded = recorded.map_err(|_| EngineError::Internal("the recorder panicked".into()))?;
+    for n in &scanned.notes {
         note(&mut summary, RunNote::Scan(n.clone()));
     }
-    for e in &scan.errors {
+    for e in &scanned.errors {
         let fe = FileError::new(e.rel.as_ref(), "scan", e.error.to_string());
         events(Event::Error(fe.clone()));
         summary.errors.push(fe);
     }
-
-    // plan
-    let index = Arc::new(index);
-    let t = std::time::Instant::now();
-    let plan = plan_stage(&mut scan, index.clone(), config.src.clone(), opts).await?;
+    summary.selected = scanned.progress.entries;
+    let (counts, links) = match planned {
+        Ok(p) => p,
+        Err(e) => {
+            recorder.abandon();
+            return Err(e);
+        }
+    };
+    let tally = match recorded {
+        Ok(t) => t,
+        Err(e) => {
+            recorder.abandon();
+            return Err(e.into());
+        }
+    };
     tracing::info!(
-        copies = plan.copies.len(),
-        deletes = plan.deletes.len(),
+        copies = counts.copies,
+        deletes = counts.deletes,
         ms = t.elapsed().as_millis() as u64,
-        "planned"
+        "planned and applied"
     );
-    summary.unchanged = plan.unchanged as u64;
-    if plan.kept_unreadable > 0 {
+    summary.unchanged = counts.unchanged;
+    summary.repaired = counts.repairs;
+    if counts.kept_unreadable > 0 {
         note(
             &mut summary,
             RunNote::KeptUnreadable {
-                count: plan.kept_unreadable,
+                count: counts.kept_unreadable as usize,
             },
         );
     }
-    events(Event::Planned {
-        copies: plan.copies.len(),
-        bytes: plan.copy_bytes(),
-        deletes: plan.deletes.len(),
-    });
-    let preserved = scan.preserved_dirs.clone();
-    drop(scan);
+    summary.copied = tally.copied;
+    summary.copied_bytes = tally.copied_bytes;
+    summary.removed = tally.removed;
+    summary.errors.extend(tally.errors);
 
-    let sync = Arc::new(SyncSet::new(repo.root()));
-    tracing::info!(strategy = ?sync.strategy(), "durability");
-    if plan.is_empty() && index_exists {
-        // A no-change run: the mirror already equals the selection; only make sure the
-        // preserved (possibly empty) directories exist, durably.
-        let mirror = repo.mirror_dir();
-        let s = sync.clone();
-        blocking(move || {
-            for p in &preserved {
-                let _ = s.create_dir_all(DirRole::Mirror, &p.under(&mirror));
+    // The other names of hard-link groups, now that their first names are in the mirror.
+    for (_, item) in links.items {
+        let Some(first) = item.hardlink_of.clone() else {
+            continue;
+        };
+        let first_entry = match recorder.mirror_entry(&first) {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                // Its first name could not be copied: this name gets a copy of its own.
+                match apply::copy_one(
+                    &stage,
+                    CopyItem {
+                        hardlink_of: None,
+                        ..item
+                    },
+                ) {
+                    CopyResult::Done(c) => {
+                        summary.copied += 1;
+                        summary.copied_bytes += c.entry.size;
+                        recorder.record(Record::Copied(c))?;
+                    }
+                    CopyResult::Failed(e) => summary.errors.push(e),
+                    _ => {}
+                }
+                continue;
             }
-            s.flush()
-        })
-        .await?
-        .map_err(CommitError::from)?;
-        events(Event::Committed);
-        return Ok(summary);
+            Err(e) => {
+                recorder.abandon();
+                return Err(e.into());
+            }
+        };
+        match apply::link_one(&stage, item, &first, &first_entry) {
+            CopyResult::Done(c) => {
+                summary.copied += 1;
+                recorder.record(Record::Copied(c))?;
+            }
+            CopyResult::Failed(e) => summary.errors.push(e),
+            _ => {}
+        }
     }
 
-    let (increment, journal) = {
-        let r = repo.clone();
-        let needs = plan.needs_increment();
-        blocking(move || begin_changes(&r, needs, started)).await??
-    };
-
-    // apply
-    let stage = Arc::new(Stage::new(
-        repo.clone(),
-        config.src.clone(),
-        increment.clone(),
-        &preserved,
-        sync.clone(),
-        events.clone(),
-    ));
-    let t = std::time::Instant::now();
-    let applied = apply::apply(plan, stage, config.max_workers, preserved.clone()).await;
-    tracing::info!(
-        copied = applied.copied.len(),
-        ms = t.elapsed().as_millis() as u64,
-        "applied"
-    );
-    let t = std::time::Instant::now();
-    for n in &applied.notes {
-        summary.notes.push(n.to_string());
-    }
-    summary.copied = applied.copied.len() as u64;
-    summary.copied_bytes = applied.copied_bytes;
-    summary.removed = applied.deleted.len() as u64;
-    summary.link_fallback = applied.link_fallback;
-    summary.disk_full = applied.disk_full;
-    if applied.link_fallback {
+    summary.link_fallback = stage.link_fallback();
+    summary.disk_full = stage.disk_full();
+    if summary.link_fallback {
         summary.notes.push(format!(
             "{} cannot hard-link: increments store copies instead of links",
             repo.root().display()
         ));
     }
-    summary.errors.extend(applied.errors.iter().cloned());
-
-    // commit
-    let mut index = Arc::try_unwrap(index).unwrap_or_else(|a| (*a).clone());
-    let r = repo.clone();
-    let committed = match blocking(move || {
-        let meta = commit::fold(&mut index, applied, increment.as_ref(), started);
-        commit::commit(
-            &r,
-            increment.as_ref(),
-            meta.as_ref(),
-            &mut index,
-            Some(journal),
-            &sync,
-        )
-    })
-    .await?
-    {
+    let journal = changes.journal.take();
+    if journal.is_none() && !recorder.changed() {
+        // A no-change run: nothing at all was written.
+        recorder.abandon();
+        events(Event::Committed);
+        return Ok(summary);
+    }
+    let committed = match recorder.finish(&stage, journal, &mut summary.errors) {
         Ok(c) => c,
         Err(e) => {
-            // The journal is still there: rebuild the metadata and the index from what is on
-            // disk right away, so the backup is consistent now when the disk allows it (a
-            // full disk leaves it to the next run's recovery).
-            let r = repo.clone();
-            if let Ok(Ok(Some(_))) = blocking(move || journal::recover(&r)).await {
+            // The journal is still there: recover right away, so the backup is consistent now
+            // when the disk allows it (a full disk leaves it to the next run's recovery).
+            if let Ok(Some(_)) = journal::recover(&repo, &lock) {
                 summary.recovered = true;
             }
             return Err(e.into());
         }
     };
-    tracing::info!(ms = t.elapsed().as_millis() as u64, "committed");
     summary.increment = committed.increment;
     summary.new = committed.new;
     summary.changed = committed.changed;
     summary.deleted = committed.deleted;
     events(Event::Committed);
     Ok(summary)
+}
+
+/// What the recorder counted.
+#[derive(Default)]
+struct Tally {
+    copied: u64,
+    copied_bytes: u64,
+    removed: u64,
+    errors: Vec<FileError>,
+}
+
+fn record_all(recorder: &mut Recorder, rx: Receiver<Msg>) -> Result<Tally, CommitError> {
+    let mut tally = Tally::default();
+    let mut failure = None;
+    for msg in rx {
+        // After a failure the channel is still drained, so no sender ever blocks.
+        if failure.is_some() {
+            continue;
+        }
+        let r = match msg {
+            Msg::Record(r) => {
+                match &r {
+                    Record::Copied(c) => {
+                        tally.copied += 1;
+                        tally.copied_bytes += c.entry.size;
+                    }
+                    Record::Deleted(_) => tally.removed += 1,
+                    _ => {}
+                }
+                recorder.record(r)
+            }
+            Msg::Failed(e) => {
+                tally.errors.push(e);
+                Ok(())
+            }
+            Msg::Vanished | Msg::Skipped => Ok(()),
+        };
+        if let Err(e) = r {
+            failure = Some(e);
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(tally),
+    }
+}
+
+fn copy_worker(stage: &Stage, rx: &Mutex<Receiver<CopyItem>>, tx: &SyncSender<Msg>) {
+    loop {
+        let item = match rx.lock() {
+            Ok(r) => r.recv(),
+            Err(_) => return,
+        };
+        let Ok(item) = item else { return };
+        let msg = match apply::copy_one(stage, item) {
+            CopyResult::Done(c) => Msg::Record(Record::Copied(c)),
+            CopyResult::Vanished(_) => Msg::Vanished,
+            CopyResult::Failed(e) => Msg::Failed(e),
+            CopyResult::Skipped => Msg::Skipped,
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+/// The plan's thread: merges the scan with the index and hands every step on.
+#[allow(clippy::too_many_arguments)]
+fn plan_all(
+    reader: &Index,
+    config: &Config,
+    mode: CompareMode,
+    scan_rx: Receiver<ScanItem>,
+    stage: &Stage,
+    changes: &mut Changes<'_>,
+    work_tx: SyncSender<CopyItem>,
+    rec_tx: &SyncSender<Msg>,
+) -> Result<(crate::plan::PlanCounts, apply::LinkQueue), EngineError> {
+    let mut links = apply::LinkQueue::default();
+    // The mirror's rows as they were when the run began (one snapshot of the index).
+    let result = reader.read(|idx| {
+        let mut planner = Planner::new(idx, config.src.clone(), mode);
+        let failure: std::cell::RefCell<Option<EngineError>> = std::cell::RefCell::new(None);
+        let mut handle = |step: Step| {
+            if failure.borrow().is_some() {
+                return;
+            }
+            if let Err(e) = step_one(step, stage, changes, &work_tx, rec_tx, &mut links) {
+                *failure.borrow_mut() = Some(e);
+            }
+        };
+        for item in scan_rx.iter() {
+            planner.feed(item, &mut handle)?;
+            if failure.borrow().is_some() {
+                break;
+            }
+        }
+        if failure.borrow().is_none() {
+            planner.finish(&mut handle)?;
+        }
+        let failure = failure.into_inner();
+        Ok((planner.counts, failure))
+    });
+    drop(work_tx);
+    let (counts, failure) = result?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    stage.events_planned(&counts);
+    Ok((counts, links))
+}
+
+fn step_one(
+    step: Step,
+    stage: &Stage,
+    changes: &mut Changes<'_>,
+    work_tx: &SyncSender<CopyItem>,
+    rec_tx: &SyncSender<Msg>,
+    links: &mut apply::LinkQueue,
+) -> Result<(), EngineError> {
+    let send = |m: Msg| {
+        rec_tx
+            .send(m)
+            .map_err(|_| EngineError::Internal("the recorder stopped".into()))
+    };
+    match step {
+        Step::Copy(item) => {
+            changes.begin()?;
+            if item.increment_op().is_some() {
+                if let Some(name) = changes.increment()? {
+                    send(Msg::Record(Record::IncrementCreated(name)))?;
+                }
+            }
+            if item.hardlink_of.is_some() {
+                links.items.insert(item.entry.rel.clone(), item);
+            } else {
+                work_tx
+                    .send(item)
+                    .map_err(|_| EngineError::Internal("the copy workers stopped".into()))?;
+            }
+        }
+        Step::Delete(d) => {
+            changes.begin()?;
+            if d.is_tracked() {
+                if let Some(name) = changes.increment()? {
+                    send(Msg::Record(Record::IncrementCreated(name)))?;
+                }
+            }
+            match apply::delete_one(stage, &d) {
+                Ok(del) => send(Msg::Record(Record::Deleted(del)))?,
+                Err((e, full)) => {
+                    if full {
+                        stage.mark_disk_full();
+                    }
+                    stage.report_error(&e);
+                    send(Msg::Failed(e))?
+                }
+            }
+        }
+        Step::Folder(f) => {
+            changes.begin()?;
+            match apply::apply_folder(stage, &f) {
+                Ok(entry) => send(Msg::Record(Record::Folder(f.folder.rel.clone(), entry)))?,
+                Err((e, full)) => {
+                    if full {
+                        stage.mark_disk_full();
+                    }
+                    stage.report_error(&e);
+                    send(Msg::Failed(e))?
+                }
+            }
+        }
+        Step::Touch { rel, ctime_ns } => send(Msg::Record(Record::Touch(rel, ctime_ns)))?,
+        Step::FolderRecord(rel) => send(Msg::Record(Record::FolderRecord(rel)))?,
+    }
+    Ok(())
+}
+
+impl Stage {
+    fn events_planned(&self, counts: &crate::plan::PlanCounts) {
+        self.emit(Event::Scanned {
+            files: (counts.unchanged + counts.copies) as usize,
+        });
+        self.emit(Event::Planned {
+            copies: counts.copies as usize,
+            bytes: counts.copy_bytes,
+            deletes: counts.deletes as usize,
+        });
+    }
+
+    fn report_error(&self, e: &FileError) {
+        self.emit(Event::Error(e.clone()));
+    }
 }

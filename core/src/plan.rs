@@ -1,39 +1,54 @@
-//! Plan: what a run must do, from the selection (the scan) against the state of the mirror
-//! (`mirror.json`). Pure apart from the optional `--checksum` reads of the source.
+//! Plan: what a run must do, from the selection (the scan, in walk order) against the state
+//! of the mirror (the index's `mirror` table, in the same order). One merge of two sorted
+//! streams: memory is bounded by the depth of the tree and the hard-link groups, never by
+//! the number of files.
 //!
-//! A file is unchanged when kind, size, mtime (exact ns), permission bits and the tracked flag
-//! all match the index entry (and, with `--checksum`, the blake3 hash of the source too).
-//! Everything else selected is copied; everything indexed but no longer selected is deleted.
+//! A file is unchanged when kind, size, mtime (exact ns), permission bits, owner, hard-link
+//! group, the tracked flag and its extended attributes all match the index entry (xattrs are
+//! read only where the inode's ctime moved: chmod, chown and setxattr all move it); with
+//! `--checksum` its content must also hash to the recorded blake3 — and so must the mirror's
+//! copy, or the mirror is repaired from the source. Everything else selected is copied (a
+//! change of metadata alone is a new version too: an inode an increment shares is never
+//! changed in place); everything indexed but no longer selected is deleted — except below a
+//! folder the scan could not read (a read error must never look like a deletion).
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
-use crate::format::{ContentHash, FileKind, IndexEntry, MirrorIndex, Op};
+use crate::format::{ContentHash, FileKind, IndexEntry, Op, Xattr};
+use crate::index::{self, MirrorEntries};
 use crate::relpath::RelPath;
-use crate::scan::{ScanOutcome, SourceEntry};
+use crate::scan::{ScanItem, SourceEntry, SourceFolder};
 
-/// A selected file to copy into the mirror.
+/// A selected file or symlink to copy into the mirror.
 #[derive(Clone, Debug)]
 pub struct CopyItem {
     pub entry: SourceEntry,
     /// What the mirror holds now under that path, if anything.
     pub previous: Option<IndexEntry>,
+    /// Another name of the same inode that comes first in walk order: this one is linked to
+    /// it rather than copied.
+    pub hardlink_of: Option<RelPath>,
+    /// True for a `--checksum` repair of a damaged mirror copy: no increment event.
+    pub repair: bool,
 }
 
 impl CopyItem {
-    /// The increment event this copy records (`None` for untracked files). A file that was in
-    /// the mirror but untracked has no stored version yet, so for history it is new.
+    /// The increment event this copy records (`None` for untracked files and repairs). A file
+    /// that was in the mirror but untracked has no stored version yet, so for history it is
+    /// new.
     pub fn increment_op(&self) -> Option<Op> {
-        if !self.entry.tracked {
+        if !self.entry.tracked || self.repair {
             return None;
         }
         match &self.previous {
-            Some(p) if p.tracked => Some(Op::Changed),
+            Some(p) if p.tracked && p.kind != FileKind::Dir => Some(Op::Changed),
             _ => Some(Op::New),
         }
     }
 }
 
-/// An indexed file that left the selection (deleted from the source or no longer selected).
+/// An indexed file, symlink or folder that left the selection.
 #[derive(Clone, Debug)]
 pub struct DeleteItem {
     pub rel: RelPath,
@@ -43,20 +58,45 @@ pub struct DeleteItem {
 impl DeleteItem {
     /// Tracked files keep their last version in the increment's `deleted/`.
     pub fn is_tracked(&self) -> bool {
-        self.previous.tracked
+        self.previous.tracked && self.previous.kind != FileKind::Dir
     }
 }
 
+/// A folder of the selection that is new to the mirror or whose metadata changed.
+#[derive(Clone, Debug)]
+pub struct FolderItem {
+    pub folder: SourceFolder,
+    pub previous: Option<IndexEntry>,
+    /// Read where the ctime moved (or for a new folder); `None`: unchanged.
+    pub xattrs: Option<Vec<Xattr>>,
+}
+
+/// One step of a run, in walk order.
+#[derive(Clone, Debug)]
+pub enum Step {
+    Copy(CopyItem),
+    Delete(DeleteItem),
+    Folder(FolderItem),
+    /// An unchanged entry whose ctime moved: only the index's remembered ctime changes.
+    Touch {
+        rel: RelPath,
+        ctime_ns: i64,
+    },
+    /// The increment records this folder's metadata: it changed and holds tracked content.
+    /// Comes after everything below the folder.
+    FolderRecord(RelPath),
+}
+
+/// A whole plan, collected (what `--dry-run` shows; a run streams its steps instead).
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
-    /// Sorted by path.
+    /// In walk order.
     pub copies: Vec<CopyItem>,
-    /// Sorted by path.
+    /// In walk order.
     pub deletes: Vec<DeleteItem>,
     /// Selected files identical to their mirror entry.
     pub unchanged: usize,
-    /// Indexed paths left alone because the directory holding them could not be scanned (a
-    /// read error must never look like a deletion).
+    /// Indexed paths left alone because the folder holding them could not be read.
     pub kept_unreadable: usize,
 }
 
@@ -66,10 +106,13 @@ impl Plan {
     }
     /// True when the run stores something in a new increment.
     pub fn needs_increment(&self) -> bool {
-        self.copies.iter().any(|c| c.entry.tracked) || self.deletes.iter().any(|d| d.is_tracked())
+        self.copies.iter().any(|c| c.increment_op().is_some())
+            || self.deletes.iter().any(|d| d.is_tracked())
     }
     pub fn copy_bytes(&self) -> u64 {
-        self.copies.iter().map(|c| c.entry.size).sum()
+        self.copies
+            .iter()
+            .fold(0u64, |s, c| s.saturating_add(c.entry.size))
     }
     pub fn count(&self, op: Op) -> usize {
         match op {
@@ -83,14 +126,61 @@ impl Plan {
     }
 }
 
-/// How to compare a selected file with its index entry.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CompareMode<'a> {
-    /// `Some(src)`: also hash the source file under `src` when the metadata matches.
-    pub checksum_src: Option<&'a Path>,
+/// Counts of what the plan found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanCounts {
+    pub unchanged: u64,
+    pub copies: u64,
+    pub copy_bytes: u64,
+    pub deletes: u64,
+    /// Of the deletions, tracked files (their last version goes to `deleted/`).
+    pub tracked_deletes: u64,
+    /// Copies that make an increment event.
+    pub tracked_copies: u64,
+    /// `--checksum`: mirror copies found damaged, copied again from the source.
+    pub repairs: u64,
+    /// Indexed paths left alone because the folder holding them could not be read.
+    pub kept_unreadable: u64,
 }
 
-fn metadata_matches(e: &SourceEntry, i: &IndexEntry) -> bool {
+/// How to compare a selected file with its index entry.
+#[derive(Clone, Debug, Default)]
+pub struct CompareMode {
+    /// `Some((src, mirror))`: also hash the source under `src` (and the mirror's copy) when
+    /// the metadata matches.
+    pub checksum: Option<(PathBuf, PathBuf)>,
+}
+
+/// A folder on the path of the merge, until everything below it was seen.
+struct OpenFolder {
+    rel: RelPath,
+    /// Its metadata changed in this run (or it is new).
+    changed: bool,
+    /// A tracked entry lies below it.
+    tracked_below: bool,
+}
+
+/// The merge of the scan with the index (see the module doc).
+pub struct Planner<'i> {
+    rows: std::iter::Peekable<MirrorEntries<'i>>,
+    src: PathBuf,
+    mode: CompareMode,
+    unreadable: Vec<Option<RelPath>>,
+    /// First name of each hard-link group seen (only inodes with more than one link).
+    links: HashMap<(u64, u64), RelPath>,
+    open: Vec<OpenFolder>,
+    pub counts: PlanCounts,
+}
+
+fn same_owner(e: &SourceEntry, i: &IndexEntry) -> bool {
+    match &i.attrs.owner {
+        Some(o) => o.uid == e.uid && o.gid == e.gid,
+        // Recorded by an older version without owners: not a change by itself.
+        None => true,
+    }
+}
+
+fn metadata_matches(e: &SourceEntry, i: &IndexEntry, hardlink_of: &Option<RelPath>) -> bool {
     e.kind == i.kind
         && e.size == i.size
         && e.mtime == i.mtime
@@ -99,102 +189,302 @@ fn metadata_matches(e: &SourceEntry, i: &IndexEntry) -> bool {
             FileKind::File | FileKind::Dir => i.mode == Some(e.mode),
             FileKind::Symlink => true,
         }
+        && same_owner(e, i)
+        && *hardlink_of == i.attrs.hardlink_of
 }
 
-fn source_hash(src: &Path, e: &SourceEntry) -> Option<ContentHash> {
-    let path = e.rel.under(src);
-    match e.kind {
-        FileKind::Dir => None,
+fn folder_matches(f: &SourceFolder, i: &IndexEntry) -> bool {
+    i.kind == FileKind::Dir
+        && i.mode == Some(f.mode)
+        && i.mtime == f.mtime
+        && i.attrs
+            .owner
+            .as_ref()
+            .is_none_or(|o| o.uid == f.uid && o.gid == f.gid)
+}
+
+fn hash_path(path: &Path, kind: FileKind) -> Option<ContentHash> {
+    match kind {
         FileKind::File => {
             let mut h = blake3::Hasher::new();
-            let f = std::fs::File::open(&path).ok()?;
+            let f = std::fs::File::open(path).ok()?;
             h.update_reader(f).ok()?;
             Some(h.finalize().into())
         }
         FileKind::Symlink => {
-            let t = std::fs::read_link(&path).ok()?;
+            let t = std::fs::read_link(path).ok()?;
             Some(ContentHash::of(t.as_os_str().as_encoded_bytes()))
         }
+        FileKind::Dir => None,
     }
 }
 
-/// The paths a scan could not read (`None`: the root itself), below which nothing may be
-/// deleted: a read error must never look like a deletion.
-pub fn unreadable(scan: &ScanOutcome) -> Vec<Option<RelPath>> {
-    scan.errors.iter().map(|e| e.rel.clone()).collect()
+/// The extended attributes of a source entry, read now (empty where there are none or the file
+/// system has none; unreadable counts as empty: the copy reads them again from the open file).
+fn xattrs_now(path: &Path) -> Vec<Xattr> {
+    backup_platform::meta::xattrs_of_path(path).unwrap_or_default()
 }
 
-/// Compares the selection (consumed, so a 100k-file run holds it once) with the mirror index.
-pub fn plan(
-    mut entries: Vec<SourceEntry>,
-    unreadable: &[Option<RelPath>],
-    index: &MirrorIndex,
-    mode: CompareMode<'_>,
-) -> Plan {
-    let mut out = Plan::default();
-    if !entries.windows(2).all(|w| w[0].rel <= w[1].rel) {
-        entries.sort_by(|a, b| a.rel.cmp(&b.rel));
-    }
-    let is_unreadable = |rel: &RelPath| {
-        unreadable.iter().any(|u| match u {
-            None => true,
-            Some(dir) => rel.starts_with(dir),
-        })
-    };
-
-    // Merge join of two sorted sequences.
-    let mut idx = index.files.iter().peekable();
-    let handle_gone = |rel: &RelPath, prev: &IndexEntry, out: &mut Plan| {
-        if is_unreadable(rel) {
-            out.kept_unreadable += 1;
-        } else {
-            out.deletes.push(DeleteItem {
-                rel: rel.clone(),
-                previous: prev.clone(),
-            });
+impl<'i> Planner<'i> {
+    pub fn new(index: &'i index::Index, src: PathBuf, mode: CompareMode) -> Planner<'i> {
+        Planner {
+            rows: index.mirror_entries().peekable(),
+            src,
+            mode,
+            unreadable: Vec::new(),
+            links: HashMap::new(),
+            open: Vec::new(),
+            counts: PlanCounts::default(),
         }
-    };
-    for e in entries {
-        while let Some((rel, prev)) = idx.peek() {
-            if *rel < &e.rel {
-                handle_gone(rel, prev, &mut out);
-                idx.next();
-            } else {
+    }
+
+    fn is_unreadable(&self, rel: &RelPath) -> bool {
+        self.unreadable.iter().any(|u| match u {
+            None => true,
+            Some(dir) => rel.starts_with(dir) && rel != dir,
+        })
+    }
+
+    /// An index row whose path is not in the selection any more.
+    fn gone(&mut self, rel: RelPath, previous: IndexEntry, emit: &mut dyn FnMut(Step)) {
+        if self.is_unreadable(&rel) {
+            self.counts.kept_unreadable += 1;
+            return;
+        }
+        let d = DeleteItem { rel, previous };
+        self.counts.deletes += 1;
+        if d.is_tracked() {
+            self.counts.tracked_deletes += 1;
+        }
+        emit(Step::Delete(d));
+    }
+
+    /// Hands out the rows before `rel` as gone, and returns the row of `rel` itself, if any.
+    fn rows_until(
+        &mut self,
+        rel: &RelPath,
+        emit: &mut dyn FnMut(Step),
+    ) -> index::Result<Option<IndexEntry>> {
+        loop {
+            let ord = match self.rows.peek() {
+                None => return Ok(None),
+                Some(Err(_)) => {
+                    return match self.rows.next() {
+                        Some(Err(e)) => Err(e),
+                        _ => Ok(None),
+                    }
+                }
+                Some(Ok((r, _))) => r.cmp(rel),
+            };
+            match ord {
+                std::cmp::Ordering::Less => {
+                    if let Some(Ok((r, e))) = self.rows.next() {
+                        self.gone(r, e, emit);
+                    }
+                }
+                std::cmp::Ordering::Equal => {
+                    return Ok(self.rows.next().and_then(|r| r.ok()).map(|(_, e)| e));
+                }
+                std::cmp::Ordering::Greater => return Ok(None),
+            }
+        }
+    }
+
+    /// Hands out every row below folder `rel` as gone (it became a file).
+    fn rows_below(&mut self, rel: &RelPath, emit: &mut dyn FnMut(Step)) -> index::Result<()> {
+        loop {
+            let below = match self.rows.peek() {
+                Some(Ok((r, _))) => r.starts_with(rel) && r != rel,
+                Some(Err(_)) => true,
+                None => false,
+            };
+            if !below {
+                return Ok(());
+            }
+            match self.rows.next() {
+                Some(Ok((r, e))) => self.gone(r, e, emit),
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Closes the folders that `rel` is not below, deepest first.
+    fn close_folders(&mut self, rel: Option<&RelPath>, emit: &mut dyn FnMut(Step)) {
+        while let Some(top) = self.open.last() {
+            if rel.is_some_and(|r| r.starts_with(&top.rel) && *r != top.rel) {
                 break;
             }
-        }
-        let previous = match idx.peek() {
-            Some((rel, prev)) if *rel == &e.rel => {
-                let p = (*prev).clone();
-                idx.next();
-                Some(p)
+            let f = self.open.pop().expect("checked above");
+            if f.changed && f.tracked_below {
+                emit(Step::FolderRecord(f.rel.clone()));
             }
-            _ => None,
+            if f.tracked_below {
+                if let Some(parent) = self.open.last_mut() {
+                    parent.tracked_below = true;
+                }
+            }
+        }
+    }
+
+    /// Takes one item of the scan.
+    pub fn feed(&mut self, item: ScanItem, emit: &mut dyn FnMut(Step)) -> index::Result<()> {
+        match item {
+            ScanItem::Unreadable(rel) => {
+                self.unreadable.push(rel);
+                Ok(())
+            }
+            ScanItem::Folder(f) => self.folder(f, emit),
+            ScanItem::Entry(e) => self.entry(e, emit),
+        }
+    }
+
+    fn folder(&mut self, f: SourceFolder, emit: &mut dyn FnMut(Step)) -> index::Result<()> {
+        self.close_folders(Some(&f.rel), emit);
+        let mut previous = self.rows_until(&f.rel, emit)?;
+        if let Some(p) = previous.take() {
+            if p.kind == FileKind::Dir {
+                previous = Some(p);
+            } else {
+                // A file became a folder: its last version leaves first.
+                self.gone(f.rel.clone(), p, emit);
+            }
+        }
+        let ctime_moved = previous
+            .as_ref()
+            .is_none_or(|p| p.ctime_ns != Some(f.ctime_ns));
+        let xattrs = ctime_moved.then(|| xattrs_now(&f.rel.under(&self.src)));
+        let changed = match &previous {
+            None => true,
+            Some(p) => {
+                !folder_matches(&f, p) || xattrs.as_ref().is_some_and(|x| *x != p.attrs.xattrs)
+            }
         };
+        let rel = f.rel.clone();
+        if changed || ctime_moved {
+            if !changed {
+                emit(Step::Touch {
+                    rel: rel.clone(),
+                    ctime_ns: f.ctime_ns,
+                });
+            } else {
+                emit(Step::Folder(FolderItem {
+                    folder: f,
+                    previous,
+                    xattrs,
+                }));
+            }
+        }
+        self.open.push(OpenFolder {
+            rel,
+            changed,
+            tracked_below: false,
+        });
+        Ok(())
+    }
+
+    fn entry(&mut self, e: SourceEntry, emit: &mut dyn FnMut(Step)) -> index::Result<()> {
+        self.close_folders(Some(&e.rel), emit);
+        let mut previous = self.rows_until(&e.rel, emit)?;
+        if previous.as_ref().is_some_and(|p| p.kind == FileKind::Dir) {
+            // A folder became a file: everything below it leaves first, then the folder.
+            self.rows_below(&e.rel, emit)?;
+            if let Some(p) = previous.take() {
+                self.gone(e.rel.clone(), p, emit);
+            }
+        }
+        if e.tracked {
+            for f in &mut self.open {
+                f.tracked_below = true;
+            }
+        }
+        let hardlink_of = if e.kind == FileKind::File && e.nlink > 1 {
+            match self.links.get(&(e.dev, e.ino)) {
+                Some(first) => Some(first.clone()),
+                None => {
+                    self.links.insert((e.dev, e.ino), e.rel.clone());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut repair = false;
         let same = match &previous {
-            Some(p) if metadata_matches(&e, p) => match mode.checksum_src {
-                None => true,
-                Some(src) => p.hash.is_some() && source_hash(src, &e) == p.hash,
-            },
+            Some(p) if metadata_matches(&e, p, &hardlink_of) => {
+                let xattrs_same = p.ctime_ns == Some(e.ctime_ns)
+                    || xattrs_now(&e.rel.under(&self.src)) == p.attrs.xattrs;
+                xattrs_same
+                    && match &self.mode.checksum {
+                        None => true,
+                        Some((src, mirror)) => {
+                            let recorded = p.hash;
+                            let source = hash_path(&e.rel.under(src), e.kind);
+                            if recorded.is_none() || source != recorded {
+                                false
+                            } else {
+                                // The source is unchanged; is the mirror's copy still true?
+                                let theirs = hash_path(&e.rel.under(mirror), e.kind);
+                                repair = theirs != recorded;
+                                !repair
+                            }
+                        }
+                    }
+            }
             _ => false,
         };
         if same {
-            out.unchanged += 1;
-        } else {
-            out.copies.push(CopyItem { entry: e, previous });
+            self.counts.unchanged += 1;
+            if previous
+                .as_ref()
+                .is_some_and(|p| p.ctime_ns != Some(e.ctime_ns))
+            {
+                emit(Step::Touch {
+                    rel: e.rel.clone(),
+                    ctime_ns: e.ctime_ns,
+                });
+            }
+            return Ok(());
         }
+        let item = CopyItem {
+            entry: e,
+            previous,
+            hardlink_of,
+            repair,
+        };
+        self.counts.copies += 1;
+        self.counts.copy_bytes = self.counts.copy_bytes.saturating_add(item.entry.size);
+        if repair {
+            self.counts.repairs += 1;
+        }
+        if item.increment_op().is_some() {
+            self.counts.tracked_copies += 1;
+        }
+        emit(Step::Copy(item));
+        Ok(())
     }
-    for (rel, prev) in idx {
-        handle_gone(rel, prev, &mut out);
+
+    /// The rows after the last item of the scan are gone; every open folder closes.
+    pub fn finish(&mut self, emit: &mut dyn FnMut(Step)) -> index::Result<()> {
+        self.close_folders(None, emit);
+        while let Some(row) = self.rows.next() {
+            let (r, e) = row?;
+            self.gone(r, e, emit);
+        }
+        Ok(())
     }
-    out
+
+    /// True when what was planned stores something in a new increment.
+    pub fn needs_increment(&self) -> bool {
+        self.counts.tracked_copies > 0 || self.counts.tracked_deletes > 0
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::MTime;
-    use crate::scan::ScanError;
+    use crate::format::{Attrs, MTime};
+    use crate::repo::Repository;
 
     fn entry(rel: &str, size: u64, ns: i64, tracked: bool) -> SourceEntry {
         SourceEntry {
@@ -224,128 +514,158 @@ mod tests {
             mode: Some(e.mode),
             hash: None,
             version_of: None,
-            attrs: Default::default(),
-            ctime_ns: Default::default(),
+            attrs: Attrs::default(),
+            ctime_ns: Some(e.ctime_ns),
         }
     }
 
+    fn run(rows: &[(&SourceEntry, IndexEntry)], scan: Vec<ScanItem>) -> (Vec<Step>, PlanCounts) {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::at(d.path());
+        let index = index::Index::open(&repo).unwrap();
+        index.begin().unwrap();
+        for (e, i) in rows {
+            index.mirror_put(&e.rel, i).unwrap();
+        }
+        index.commit().unwrap();
+        let mut p = Planner::new(&index, d.path().join("src"), CompareMode::default());
+        let mut steps = Vec::new();
+        for item in scan {
+            p.feed(item, &mut |s| steps.push(s)).unwrap();
+        }
+        p.finish(&mut |s| steps.push(s)).unwrap();
+        (steps, p.counts)
+    }
+
+    fn describe(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Copy(c) => format!("copy {} {:?}", c.entry.rel.display(), c.increment_op()),
+                Step::Delete(d) => format!("delete {} {}", d.rel.display(), d.is_tracked()),
+                Step::Folder(f) => format!("folder {}", f.folder.rel.display()),
+                Step::Touch { rel, .. } => format!("touch {}", rel.display()),
+                Step::FolderRecord(r) => format!("record {}", r.display()),
+            })
+            .collect()
+    }
+
     #[test]
-    fn classifies_new_changed_unchanged_deleted() {
+    fn classifies_new_changed_unchanged_deleted_in_walk_order() {
         let same = entry("a/same", 1, 10, true);
         let changed = entry("a/changed", 2, 20, true);
         let chmod = entry("b/chmod", 3, 30, false);
         let retracked = entry("c/retracked", 4, 40, true);
-        let mut index = MirrorIndex::default();
-        index.files.insert(same.rel.clone(), indexed(&same));
-        let mut old = indexed(&changed);
-        old.mtime = MTime::from_ns(19);
-        index.files.insert(changed.rel.clone(), old);
-        let mut old = indexed(&chmod);
-        old.mode = Some(0o600);
-        index.files.insert(chmod.rel.clone(), old);
-        let mut old = indexed(&retracked);
-        old.tracked = false;
-        index.files.insert(retracked.rel.clone(), old);
         let gone_t = entry("z/gone_tracked", 5, 50, true);
         let gone_u = entry("0/gone_untracked", 5, 50, false);
-        index.files.insert(gone_t.rel.clone(), indexed(&gone_t));
-        index.files.insert(gone_u.rel.clone(), indexed(&gone_u));
         let new = entry("n/new", 6, 60, true);
-        let scan = ScanOutcome {
-            entries: vec![
-                same.clone(),
-                changed.clone(),
-                chmod.clone(),
-                retracked.clone(),
-                new.clone(),
-            ],
-            ..Default::default()
-        };
-        let p = plan(scan.entries, &[], &index, CompareMode::default());
-        assert_eq!(p.unchanged, 1);
-        let ops: Vec<(String, Option<Op>)> = p
-            .copies
-            .iter()
-            .map(|c| (c.entry.rel.display().into_owned(), c.increment_op()))
-            .collect();
-        assert!(ops.contains(&("a/changed".into(), Some(Op::Changed))));
-        assert!(ops.contains(&("b/chmod".into(), None)));
-        assert!(ops.contains(&("c/retracked".into(), Some(Op::New))));
-        assert!(ops.contains(&("n/new".into(), Some(Op::New))));
-        assert_eq!(p.copies.len(), 4);
-        let dels: Vec<(String, bool)> = p
-            .deletes
-            .iter()
-            .map(|d| (d.rel.display().into_owned(), d.is_tracked()))
-            .collect();
+        let mut old_changed = indexed(&changed);
+        old_changed.mtime = MTime::from_ns(19);
+        let mut old_chmod = indexed(&chmod);
+        old_chmod.mode = Some(0o600);
+        let mut old_retracked = indexed(&retracked);
+        old_retracked.tracked = false;
+        let rows = [
+            (&same, indexed(&same)),
+            (&changed, old_changed),
+            (&chmod, old_chmod),
+            (&retracked, old_retracked),
+            (&gone_t, indexed(&gone_t)),
+            (&gone_u, indexed(&gone_u)),
+        ];
+        let mut scan: Vec<SourceEntry> = vec![
+            same.clone(),
+            changed.clone(),
+            chmod.clone(),
+            retracked.clone(),
+            new.clone(),
+        ];
+        scan.sort_by(|a, b| a.rel.cmp(&b.rel));
+        let (steps, counts) = run(&rows, scan.into_iter().map(ScanItem::Entry).collect());
         assert_eq!(
-            dels,
-            vec![
-                ("0/gone_untracked".into(), false),
-                ("z/gone_tracked".into(), true)
+            describe(&steps),
+            [
+                "delete 0/gone_untracked false",
+                "copy a/changed Some(Changed)",
+                "copy b/chmod None",
+                "copy c/retracked Some(New)",
+                "copy n/new Some(New)",
+                "delete z/gone_tracked true",
             ]
         );
-        assert!(p.needs_increment());
-        assert_eq!(p.count(Op::Deleted), 1);
+        assert_eq!(counts.unchanged, 1);
+        assert_eq!(counts.tracked_deletes, 1);
     }
 
     #[test]
-    fn unreadable_directory_is_not_a_deletion() {
+    fn an_unreadable_folder_is_not_a_deletion() {
         let a = entry("locked/a", 1, 1, true);
         let b = entry("open/b", 1, 1, true);
-        let mut index = MirrorIndex::default();
-        index.files.insert(a.rel.clone(), indexed(&a));
-        index.files.insert(b.rel.clone(), indexed(&b));
-        let scan = ScanOutcome {
-            errors: vec![ScanError {
-                rel: Some(RelPath::parse("locked").unwrap()),
-                error: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
-            }],
-            ..Default::default()
-        };
-        let p = plan(
-            Vec::new(),
-            &unreadable(&scan),
-            &index,
-            CompareMode::default(),
+        let (steps, counts) = run(
+            &[(&a, indexed(&a)), (&b, indexed(&b))],
+            vec![ScanItem::Unreadable(Some(
+                RelPath::parse("locked").unwrap(),
+            ))],
         );
-        assert_eq!(p.kept_unreadable, 1);
-        assert_eq!(p.deletes.len(), 1);
-        assert_eq!(p.deletes[0].rel.display(), "open/b");
+        assert_eq!(counts.kept_unreadable, 1);
+        assert_eq!(describe(&steps), ["delete open/b true"]);
     }
 
     #[test]
-    fn checksum_mode_catches_same_metadata_different_bytes() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("f"), b"new bytes").unwrap();
-        let e = entry("f", 9, 1, false);
-        let mut index = MirrorIndex::default();
-        let mut i = indexed(&e);
-        i.hash = Some(ContentHash::of(b"old bytes"));
-        index.files.insert(e.rel.clone(), i);
-        let entries = vec![e.clone()];
+    fn a_folder_that_became_a_file_leaves_before_the_file_comes() {
+        let inner = entry("x/inner", 1, 1, true);
+        let mut folder = indexed(&entry("x", 0, 5, true));
+        folder.kind = FileKind::Dir;
+        folder.tracked = false;
+        let file = entry("x", 3, 9, true);
+        let (steps, _) = run(
+            &[(&entry("x", 0, 5, true), folder), (&inner, indexed(&inner))],
+            vec![ScanItem::Entry(file)],
+        );
         assert_eq!(
-            plan(entries.clone(), &[], &index, CompareMode::default()).unchanged,
-            1
+            describe(&steps),
+            ["delete x/inner true", "delete x false", "copy x Some(New)"]
         );
-        let p = plan(
-            entries.clone(),
+    }
+
+    #[test]
+    fn hard_link_groups_are_found_and_changed_folders_recorded() {
+        let mut h1 = entry("d/h1", 3, 1, true);
+        let mut h2 = entry("d/h2", 3, 1, true);
+        for h in [&mut h1, &mut h2] {
+            h.nlink = 2;
+            h.dev = 7;
+            h.ino = 42;
+        }
+        let folder = SourceFolder {
+            rel: RelPath::parse("d").unwrap(),
+            mode: 0o700,
+            uid: 0,
+            gid: 0,
+            mtime: MTime::from_ns(3),
+            ctime_ns: 3,
+            preserved: false,
+            tracked: true,
+        };
+        let (steps, _) = run(
             &[],
-            &index,
-            CompareMode {
-                checksum_src: Some(d.path()),
-            },
+            vec![
+                ScanItem::Folder(folder),
+                ScanItem::Entry(h1),
+                ScanItem::Entry(h2),
+            ],
         );
-        assert_eq!(p.copies.len(), 1);
-        index.files.get_mut(&e.rel).unwrap().hash = Some(ContentHash::of(b"new bytes"));
-        let p = plan(
-            entries,
-            &[],
-            &index,
-            CompareMode {
-                checksum_src: Some(d.path()),
-            },
+        let s = describe(&steps);
+        assert_eq!(
+            s,
+            [
+                "folder d",
+                "copy d/h1 Some(New)",
+                "copy d/h2 Some(New)",
+                "record d"
+            ]
         );
-        assert_eq!(p.unchanged, 1);
+        let Step::Copy(c) = &steps[2] else { panic!() };
+        assert_eq!(c.hardlink_of, Some(RelPath::parse("d/h1").unwrap()));
     }
 }

@@ -34,6 +34,9 @@ pub enum RunNote {
     KeptUnreadable {
         count: usize,
     },
+    /// Something the index said when it was opened (created, imported, rebuilt, increments
+    /// changed by hand).
+    Index(String),
 }
 
 impl std::fmt::Display for RunNote {
@@ -50,6 +53,7 @@ impl std::fmt::Display for RunNote {
             RunNote::Scan(ScanNote::UnmatchedRule { key, pattern }) => {
                 write!(f, "rule {key} {pattern:?} matches nothing")
             }
+            RunNote::Index(s) => f.write_str(s),
             RunNote::LinkFallback { dist, reason } => write!(
                 f,
                 "{dist} cannot hard-link ({reason}): increments store copies instead of links"

@@ -59,6 +59,17 @@ pub enum RelPathError {
 }
 
 impl RelPath {
+    /// True when `name` can be one component of a path: what a folder listing read from
+    /// stored data (which a hostile or damaged backup may hold) may show.
+    pub fn is_component(name: &[u8]) -> bool {
+        !(name.is_empty()
+            || name == b"."
+            || name == b".."
+            || name.contains(&b'/')
+            || name.contains(&0)
+            || (cfg!(windows) && name.contains(&b'\\')))
+    }
+
     /// Builds from `/`-separated encoded bytes, refusing anything that could escape a root.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, RelPathError> {
         let show = || String::from_utf8_lossy(bytes).into_owned();

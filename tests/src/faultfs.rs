@@ -23,7 +23,9 @@ use fuser::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailAt {
     Open,
-    /// Reads past the first 4 KiB fail: the copy has started when the error comes.
+    /// A bad sector past the first 4 KiB: any read that covers a byte there fails (a reader
+    /// with small buffers has started its copy when the error comes; one with a large buffer
+    /// meets it on its first read).
     Read,
     /// Every read waits until the fault is lifted (`set_fault(rel, None)`), then succeeds.
     Stall,
@@ -183,7 +185,9 @@ impl Filesystem for FaultFs {
         let Some((file, rel)) = self.files.lock().ok().and_then(|f| f.get(&fh.0).cloned()) else {
             return reply.error(Errno::EBADF);
         };
-        if self.fault(&rel) == Some(FailAt::Read) && (offset >= 4096 || file_len(&file) <= 4096) {
+        if self.fault(&rel) == Some(FailAt::Read)
+            && (offset + u64::from(size) > 4096 || file_len(&file) <= 4096)
+        {
             self.served(&rel);
             return reply.error(Errno::EIO);
         }

@@ -214,6 +214,33 @@ impl TestEnv {
         v
     }
 
+    /// The mirror's state as the index records it, in the `mirror.json` shape
+    /// (`{"files": {path: entry}}`), read through `backup-tool export-mirror-json -`.
+    pub fn mirror_state(&self) -> serde_json::Value {
+        let out = Command::new(bin("backup-tool"))
+            .arg(&self.dist)
+            .args(["export-mirror-json", "-"])
+            .output()
+            .expect("run backup-tool export-mirror-json");
+        assert!(
+            out.status.success(),
+            "export-mirror-json failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("mirror state JSON")
+    }
+
+    /// Every byte of the index files (the database and its WAL), to prove a run wrote nothing.
+    pub fn index_bytes(&self) -> Vec<(String, Vec<u8>)> {
+        ["", "-wal"]
+            .iter()
+            .map(|ext| {
+                let p = self.dist.join(format!(".backup-index.sqlite{ext}"));
+                (ext.to_string(), std::fs::read(&p).unwrap_or_default())
+            })
+            .collect()
+    }
+
     /// The metadata JSON of one increment.
     pub fn increment_meta(&self, name: &str) -> serde_json::Value {
         let p = self.dist.join(name).join(format!("{name}.json"));

@@ -54,8 +54,7 @@ fn history_is_never_rewritten() {
         "new"
     );
     // The unchanged file keeps pointing at the increment that stored its version.
-    let index: serde_json::Value =
-        serde_json::from_slice(&read(env.dist.join("mirror.json"))).unwrap();
+    let index = env.mirror_state();
     assert_eq!(
         index["files"]["docs/other.txt"]["version_of"],
         incs[0].as_str()
@@ -201,7 +200,7 @@ fn mirror_equals_selection_with_hostile_names() {
             .is_symlink()
     );
     // Non-UTF-8 names are stored losslessly in the metadata.
-    let index = String::from_utf8(read(env.dist.join("mirror.json"))).unwrap();
+    let index = env.mirror_state().to_string();
     assert!(
         index.contains("\\u0000hex:"),
         "non-UTF-8 name must use the hex form"
@@ -293,19 +292,15 @@ fn untracked_change_updates_mirror_without_increment() {
     assert_eq!(s["copied"], 1);
     assert_eq!(env.increments().len(), 1);
     assert_eq!(read(env.mirror().join("data/b")), b"b2");
-    // Nothing changed at all: nothing is written, not even mirror.json.
-    let before = std::fs::metadata(env.dist.join("mirror.json"))
-        .unwrap()
-        .modified()
-        .unwrap();
+    // Nothing changed at all: nothing is written, not even the index.
+    let before = env.index_bytes();
     let s = env.backup_json();
     assert_eq!(s["copied"], 0);
     assert_eq!(s["unchanged"], 2);
-    let after = std::fs::metadata(env.dist.join("mirror.json"))
-        .unwrap()
-        .modified()
-        .unwrap();
-    assert_eq!(before, after);
+    assert!(
+        before == env.index_bytes(),
+        "a run with no change wrote to the index"
+    );
 }
 
 /// A file that keeps changing while it is copied is reported (exit 1, named) and never
@@ -346,8 +341,7 @@ fn file_changing_during_copy_is_never_recorded_as_good() {
     );
     let s: serde_json::Value = serde_json::from_str(&so).unwrap();
     assert_eq!(s["errors"][0]["path"], "docs/busy.log");
-    let index: serde_json::Value =
-        serde_json::from_slice(&read(env.dist.join("mirror.json"))).unwrap();
+    let index = env.mirror_state();
     assert!(index["files"].get("docs/busy.log").is_none());
     assert!(index["files"].get("docs/calm").is_some());
     assert!(!env.mirror().join("docs/busy.log").exists());
@@ -383,8 +377,9 @@ fn checksum_mode_finds_content_changes_with_same_size_and_mtime() {
     assert_eq!(read(env.dist.join(&incs[0]).join("track/docs/a")), b"aaaa");
 }
 
-/// A damaged mirror.json (truncated by a failing disk, edited by hand) is rebuilt from the
-/// mirror itself; the run converges and history stays whole.
+/// A damaged index (truncated by a failing disk, edited by hand) is set aside and rebuilt from
+/// the mirror and the catalogs; the run converges, stores nothing again, and history stays
+/// whole.
 #[test]
 fn damaged_mirror_index_is_rebuilt_from_the_mirror() {
     let env = TestEnv::new();
@@ -394,18 +389,29 @@ fn damaged_mirror_index_is_rebuilt_from_the_mirror() {
     env.backup_ok(&[]);
     let first = env.increments()[0].clone();
     let kept = tree(&env.dist.join(&first));
-    let index = env.dist.join("mirror.json");
+    let index = env.dist.join(".backup-index.sqlite");
     let bytes = read(&index);
     std::fs::write(&index, &bytes[..bytes.len() / 2]).unwrap();
     let f = env.write("docs/a", b"a2, changed");
     set_mtime(&f, 1_700_000_000, 0);
-    let out = env.backup(&[]);
+    let out = env.backup(&["--json"]);
     let (so, se) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{so}\n{se}");
+    let s: serde_json::Value = serde_json::from_str(&so).unwrap();
+    // Only the one changed file is stored: the rebuilt index knew the rest.
+    assert_eq!(
+        (s["copied"].as_u64(), s["changed"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    assert!(
+        se.contains("damaged") || so.contains("damaged"),
+        "said once: {se}"
+    );
     assert_same_tree(&tree(&env.src), &tree(&env.mirror()));
     assert_same_tree(&kept, &tree(&env.dist.join(&first)));
     let s = env.backup_json();
     assert_eq!(s["copied"], 0, "index agrees with the mirror again: {s}");
-    let idx: serde_json::Value = serde_json::from_slice(&read(&index)).unwrap();
+    let idx = env.mirror_state();
     assert_eq!(idx["files"]["data/b"]["tracked"], false);
 }

@@ -228,6 +228,54 @@ fn variants() -> Vec<Variant> {
             }),
         ),
         (
+            "a damaged index",
+            Box::new(|d: &Path, _n: &[String], _o: &Path| {
+                let ix = d.join(".backup-index.sqlite");
+                let mut b = std::fs::read(&ix).unwrap();
+                // Keep the header, scribble over the pages.
+                for (i, byte) in b.iter_mut().enumerate().skip(100) {
+                    *byte = (i % 7) as u8;
+                }
+                std::fs::write(&ix, &b).unwrap();
+            }),
+        ),
+        (
+            "crafted index rows naming paths outside",
+            Box::new(|d: &Path, _n: &[String], _o: &Path| {
+                let sql = "
+                    INSERT INTO mirror(key, kind, size, mtime_ns, tracked)
+                        VALUES (CAST('..' AS BLOB) || x'00' || CAST('outside' AS BLOB) || x'00'
+                                || CAST('victim.txt' AS BLOB), 0, 30, 0, 1);
+                    INSERT INTO mirror(key, kind, size, mtime_ns, tracked)
+                        VALUES (x'00' || CAST('etc' AS BLOB), 0, 30, 0, 1);
+                    INSERT INTO dirs(parent, name, depth) VALUES (1, CAST('..' AS BLOB), 1);
+                    CREATE TEMP TABLE t AS SELECT * FROM events LIMIT 1;
+                    UPDATE t SET dir = (SELECT max(id) FROM dirs),
+                                 name = CAST('victim.txt' AS BLOB), size = 30;
+                    INSERT INTO events SELECT * FROM t;
+                    UPDATE t SET dir = 1, name = CAST('a/../../x' AS BLOB);
+                    INSERT INTO events SELECT * FROM t;
+                    UPDATE increments SET name = '../../outside' WHERE id = (SELECT min(id) FROM increments);
+                ";
+                let st = Command::new("sqlite3")
+                    .arg(d.join(".backup-index.sqlite"))
+                    .arg(sql)
+                    .status()
+                    .expect("sqlite3 (apt-get install sqlite3)");
+                assert!(st.success());
+            }),
+        ),
+        (
+            "the index a symlink to a file outside",
+            Box::new(|d: &Path, _n: &[String], o: &Path| {
+                let ix = d.join(".backup-index.sqlite");
+                std::fs::remove_file(&ix).unwrap();
+                let _ = std::fs::remove_file(d.join(".backup-index.sqlite-wal"));
+                let _ = std::fs::remove_file(d.join(".backup-index.sqlite-shm"));
+                symlink(o.join("victim.txt"), &ix).unwrap();
+            }),
+        ),
+        (
             "increment folders that are files or symlinks out",
             Box::new(|d: &Path, n: &[String], o: &Path| {
                 std::fs::remove_dir_all(d.join(&n[0]).join("track")).unwrap();
@@ -436,6 +484,12 @@ fn crafted_metadata_never_panics_nor_escapes() {
     env.backup_ok(&[]);
     let names = env.increments();
     assert_eq!(names.len(), 2);
+    // The backup keeps its state in the index; a `mirror.json` (the original tool's, or one
+    // exported for it) is imported when it changes: write one, for the variants to craft.
+    let d0 = env.dist.to_str().unwrap();
+    let out = env.tool(&[d0, "export-mirror-json"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(env.dist.join("mirror.json").is_file());
     let base = env.dist.clone();
     let outside_before = tree(&outside);
     let tool_limit = Duration::from_secs(30);

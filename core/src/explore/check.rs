@@ -677,9 +677,19 @@ impl Checker<'_> {
             rest.sort();
             for (_, id) in rest {
                 for (n, e) in backup.index().increment_dir_events(inc.id, id, Some(cat))? {
-                    let rel = backup.index().join_path(id, &n)?;
                     self.item(e.size);
-                    self.problem(&name, Some(rel.encode()), ProblemKind::Missing);
+                    match backup.index().join_path(id, &n) {
+                        Ok(rel) => self.problem(&name, Some(rel.encode()), ProblemKind::Missing),
+                        // Only a damaged or edited index holds such a row: say so (rebuilding
+                        // the index from the backup clears it).
+                        Err(e) => self.problem(
+                            &name,
+                            Some(String::from_utf8_lossy(&n).into_owned()),
+                            ProblemKind::Unreadable {
+                                error: e.to_string(),
+                            },
+                        ),
+                    }
                 }
             }
         }

@@ -102,7 +102,9 @@ impl<'a> CatalogWalk<'a> {
                 .index
                 .increment_dir_events(self.inc, id, self.category)?
             {
-                let path = self.index.join_path(id, &name)?;
+                let Some(path) = self.index.path_of_row(id, &name)? else {
+                    continue;
+                };
                 if self.under.as_ref().is_none_or(|u| path.starts_with(u)) {
                     self.current.push_back((path, e));
                 }

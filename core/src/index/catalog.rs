@@ -240,7 +240,9 @@ impl Index {
             };
             after = (*d, n.clone());
             for (dir, name, e) in page {
-                f(self.join_path(dir, &name)?, e)?;
+                if let Some(path) = self.path_of_row(dir, &name)? {
+                    f(path, e)?;
+                }
             }
         }
     }
@@ -271,6 +273,16 @@ impl Index {
             f(p, e)?;
         }
         Ok(())
+    }
+
+    /// `join_path` for readers walking many rows: a row whose folder or name no path can
+    /// have (a damaged or crafted index) is `None`, so one bad row hides only itself.
+    pub(crate) fn path_of_row(&self, dir: i64, name: &[u8]) -> Result<Option<RelPath>> {
+        match self.join_path(dir, name) {
+            Ok(p) => Ok(Some(p)),
+            Err(IndexError::Corrupt { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub(crate) fn join_path(&self, dir: i64, name: &[u8]) -> Result<RelPath> {
@@ -411,6 +423,24 @@ impl Index {
                 .map_err(self.err("drop an increment"))?;
         }
         Ok(())
+    }
+
+    /// Whether increment `id` records any event of its own.
+    pub fn increment_has_events(&self, id: i64) -> Result<bool> {
+        self.conn()
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM events INDEXED BY events_by_inc
+                                WHERE inc = ?1 AND origin = 0)",
+            )
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+            .map_err(self.err("read an increment's events"))
+    }
+
+    /// Removes increment `id` and what was derived from it, re-folding what it touched.
+    pub fn drop_increment_now(&self, id: i64) -> Result<()> {
+        let mut touched = Touched::default();
+        self.drop_increment(id, &mut touched)?;
+        self.settle(&mut touched)
     }
 
     /// Adds an increment's row; its events follow. Returns its id.
@@ -747,7 +777,9 @@ impl Index {
 
     /// Recomputes the versions other holders keep for one path (`history::fold_path`).
     pub(crate) fn refold(&self, dir: i64, name: &[u8]) -> Result<()> {
-        let path = self.join_path(dir, name)?;
+        let Some(path) = self.path_of_row(dir, name)? else {
+            return Ok(());
+        };
         let rows: Vec<(i64, CatalogEntry)> = self
             .conn()
             .prepare_cached(&format!(

@@ -43,6 +43,7 @@ use crate::repo::Repository;
 pub use catalog::{IncrementRecord, IncrementState, SyncReport, Touched};
 pub use mirror_sync::Reconciled;
 pub use open::{IndexNote, Opened};
+
 pub use query::{HistoryChild, SnapChild, SnapNode, Spans};
 pub use views::MIRROR_UPDATED;
 
@@ -88,6 +89,39 @@ pub enum IndexError {
 }
 
 pub type Result<T> = std::result::Result<T, IndexError>;
+
+impl IndexError {
+    /// True when the file system holding the index ran out of space (or quota).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            IndexError::Sql { source, .. } => {
+                source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+            }
+            IndexError::Io { source, .. } => backup_platform::fs::is_disk_full(source),
+            _ => false,
+        }
+    }
+}
+
+/// SQLite reports a write into its shared memory or WAL that failed for want of space as a
+/// generic I/O error; the errno it saw tells the two apart, so a full disk is called by its
+/// name (the user can act on it; "disk I/O error" sends them looking for a broken drive).
+fn full_or(conn: &Connection, source: rusqlite::Error) -> rusqlite::Error {
+    if source.sqlite_error_code() != Some(rusqlite::ErrorCode::SystemIoFailure) {
+        return source;
+    }
+    // SAFETY: the handle is valid for the connection's life and only read here.
+    let errno = unsafe { rusqlite::ffi::sqlite3_system_errno(conn.handle()) };
+    let err = std::io::Error::from_raw_os_error(errno);
+    if errno != 0 && backup_platform::fs::is_disk_full(&err) {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some(format!("the disk is full ({err})")),
+        )
+    } else {
+        source
+    }
+}
 
 /// How the database journals its transactions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,12 +199,17 @@ impl Index {
     /// Opens (or creates, unless `read_only`) an index file anywhere: a backup on a read-only
     /// drive gets its index built in a temporary file, through the same code.
     pub fn open_at(path: &Path, read_only: bool) -> Result<Index> {
+        // NOFOLLOW: an index that is a symlink (planted in a copied or hostile backup) is
+        // refused, never followed to a database (or any file) outside the backup.
         let flags = if read_only {
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW
         } else {
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW
         };
         let shown = path.display().to_string();
         let conn = Connection::open_with_flags(path, flags).map_err(|source| IndexError::Sql {
@@ -223,7 +262,7 @@ impl Index {
         move |source| IndexError::Sql {
             path: self.path.display().to_string(),
             op,
-            source,
+            source: full_or(&self.conn, source),
         }
     }
 
@@ -322,14 +361,14 @@ impl Index {
             .map_err(|source| IndexError::Sql {
                 path: shown.clone(),
                 op: "read schema version",
-                source,
+                source: full_or(&tx, source),
             })?;
         if again == 0 {
             tx.execute_batch(SCHEMA_SQL)
                 .map_err(|source| IndexError::Sql {
                     path: shown.clone(),
                     op: "create tables",
-                    source,
+                    source: full_or(&tx, source),
                 })?;
             tx.execute_batch(&format!(
                 "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA};"
@@ -337,13 +376,13 @@ impl Index {
             .map_err(|source| IndexError::Sql {
                 path: shown.clone(),
                 op: "mark schema",
-                source,
+                source: full_or(&tx, source),
             })?;
         }
         tx.commit().map_err(|source| IndexError::Sql {
             path: shown,
             op: "commit schema",
-            source,
+            source: full_or(&self.conn, source),
         })
     }
 

@@ -31,6 +31,8 @@ pub enum IndexNote {
     Temporary { path: String },
     /// Entries of `mirror.json` that could not be used.
     Skipped { problems: Vec<FormatProblem> },
+    /// The index file could not be read as an index: it was set aside (`kept`) and rebuilt.
+    Damaged { error: String, kept: String },
 }
 
 impl std::fmt::Display for IndexNote {
@@ -67,6 +69,10 @@ impl std::fmt::Display for IndexNote {
                 f,
                 "the backup cannot be written; its index was built in the temporary file {path}"
             ),
+            IndexNote::Damaged { error, kept } => write!(
+                f,
+                "the index was damaged ({error}); it was set aside as {kept} and rebuilt from the backup"
+            ),
             IndexNote::Skipped { problems } => {
                 write!(f, "{} entries of mirror.json could not be used", problems.len())
             }
@@ -90,8 +96,43 @@ impl Index {
         let path = repo.index_path();
         let existed = path.exists();
         let mut notes = Vec::new();
-        let (index, temp) = match Index::open(repo) {
+        // An index that is not a plain file (a symlink planted in the backup, a folder) is
+        // treated as damaged: set aside, never followed or copied.
+        let planted = std::fs::symlink_metadata(&path).is_ok_and(|m| !m.file_type().is_file());
+        let opened = match planted {
+            true => Err(IndexError::Corrupt {
+                path: path.display().to_string(),
+                message: "is not a plain file (a symlink or a folder); it is not followed".into(),
+            }),
+            false => Index::open(repo),
+        };
+        let (index, temp) = match opened {
             Ok(i) => (i, None),
+            Err(e) if is_damaged(&e) && (lock.is_some() || !repo.writer_running()) => {
+                // A damaged index (a failing disk, a file truncated or edited by hand) is
+                // derived data: set it aside for whoever wants to look, and build it anew.
+                let aside = repo.root().join(format!(
+                    "{}.damaged-{}",
+                    crate::repo::INDEX_FILE,
+                    chrono::Local::now().format("%Y%m%d%H%M%S")
+                ));
+                std::fs::rename(&path, &aside).map_err(|source| IndexError::Io {
+                    op: "set aside",
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                for ext in ["-wal", "-shm"] {
+                    let _ = std::fs::remove_file(
+                        repo.root()
+                            .join(format!("{}{ext}", crate::repo::INDEX_FILE)),
+                    );
+                }
+                notes.push(IndexNote::Damaged {
+                    error: e.to_string(),
+                    kept: aside.display().to_string(),
+                });
+                (Index::open(repo)?, None)
+            }
             Err(e) if lock.is_none() && is_read_only(&e) => {
                 // A read-only drive: build the index where we may, from the same sources.
                 let dir = tempfile::tempdir().map_err(|source| IndexError::Io {
@@ -114,7 +155,11 @@ impl Index {
             }
             Err(e) => return Err(e),
         };
-        if !existed && temp.is_none() {
+        // Only a backup that already held something lost an index (a new one just gets one).
+        let had_backup = repo.mirror_dir().is_dir()
+            || repo.mirror_index_path().exists()
+            || repo.increment_names().is_ok_and(|n| !n.is_empty());
+        if !existed && temp.is_none() && had_backup {
             notes.push(IndexNote::Created);
         }
         // A reader does not wait for a writer's whole run to sync: it shows what is committed.
@@ -170,6 +215,12 @@ impl Index {
 
     /// Fills an empty mirror table: from `mirror.json` when there is one (an old backup),
     /// else from `mirror/` itself.
+    /// Fills this index's mirror table from the backup (an old `mirror.json`, else the
+    /// mirror folder), for an index built outside `dist` (a dry run, a read-only drive).
+    pub fn fill_mirror_from(&self, repo: &Repository) -> Result<Vec<IndexNote>> {
+        self.fill_mirror(repo)
+    }
+
     fn fill_mirror(&self, repo: &Repository) -> Result<Vec<IndexNote>> {
         let mut notes = Vec::new();
         self.begin()?;
@@ -244,6 +295,14 @@ fn sqlite_code(e: &IndexError) -> Option<rusqlite::ErrorCode> {
         IndexError::Sql { source, .. } => source.sqlite_error_code(),
         _ => None,
     }
+}
+
+/// The file is not a readable SQLite database of ours (truncated, overwritten).
+fn is_damaged(e: &IndexError) -> bool {
+    matches!(
+        sqlite_code(e),
+        Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt)
+    ) || matches!(e, IndexError::Foreign { .. } | IndexError::Corrupt { .. })
 }
 
 fn is_read_only(e: &IndexError) -> bool {

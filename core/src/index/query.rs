@@ -325,14 +325,13 @@ impl Index {
             if row.entry.category == Category::Deleted || row.entry.kind == FileKind::Dir {
                 continue;
             }
+            // A name no file can have (a damaged or crafted index) is not shown; the rest of
+            // the folder still is.
             let path = match dir {
                 Some(d) => d.join(&name),
                 None => RelPath::from_bytes(&name),
-            }
-            .map_err(|e| IndexError::Corrupt {
-                path: self.path().display().to_string(),
-                message: format!("a name in folder {id}: {e}"),
-            })?;
+            };
+            let Ok(path) = path else { continue };
             if let Some(v) = self.version_of_row(&path, &row)? {
                 out.insert(name, SnapNode::File(Box::new(v)));
             }
@@ -343,6 +342,9 @@ impl Index {
             .and_then(|mut s| s.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(self.err("list a snapshot folder"))?;
         for (name, spans) in subdirs {
+            if !RelPath::is_component(&name) {
+                continue;
+            }
             let present = spans
                 .and_then(|b| Spans::decode(&b))
                 .is_some_and(|s| s.contains(&at_key));
@@ -458,6 +460,7 @@ impl Index {
                 out.push((name, true));
             }
         }
+        out.retain(|(name, _)| RelPath::is_component(name));
         out.sort();
         Ok(Some(out))
     }
@@ -496,8 +499,8 @@ impl Index {
                 gid.and_then(|g| u32::try_from(g).ok()),
                 extra.as_deref(),
             );
-            if let Some(first) = attrs.hardlink_of {
-                out.insert((self.join_path(dir, &name)?, first));
+            if let (Some(first), Some(path)) = (attrs.hardlink_of, self.path_of_row(dir, &name)?) {
+                out.insert((path, first));
             }
         }
         Ok(out.into_iter().collect())
@@ -540,14 +543,15 @@ impl Index {
                 return Ok(());
             };
             for (dir, name) in page {
-                let path = match self.dir_path(dir)? {
-                    Some(d) => d.join(&name),
-                    None => RelPath::from_bytes(&name),
-                }
-                .map_err(|e| IndexError::Corrupt {
-                    path: self.path().display().to_string(),
-                    message: e.to_string(),
-                })?;
+                // A row whose folder or name no path can have is skipped, not fatal: one
+                // crafted or damaged row must not hide every other path.
+                let path = match self.dir_path(dir) {
+                    Ok(Some(d)) => d.join(&name),
+                    Ok(None) => RelPath::from_bytes(&name),
+                    Err(IndexError::Corrupt { .. }) => continue,
+                    Err(e) => return Err(e),
+                };
+                let Ok(path) = path else { continue };
                 let tl = self.timeline(&path)?;
                 f(&path, &tl)?;
             }
