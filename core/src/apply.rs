@@ -38,6 +38,9 @@ pub struct Stage {
     increment: RwLock<Option<IncrementName>>,
     copy_fallback: AtomicBool,
     disk_full: AtomicBool,
+    /// New versions start as unnamed files in their mirror folder (until a file system says
+    /// it has none).
+    unnamed_files: AtomicBool,
     /// What the commit must make durable; each new version is fsynced here as it is staged.
     sync: std::sync::Arc<SyncSet>,
     next_temp: AtomicU64,
@@ -67,6 +70,7 @@ impl Stage {
             increment: RwLock::new(None),
             copy_fallback: AtomicBool::new(false),
             disk_full: AtomicBool::new(false),
+            unnamed_files: AtomicBool::new(true),
             sync,
             next_temp: AtomicU64::new(0),
             mirror_dirs: Mutex::new(HashSet::new()),
@@ -564,14 +568,62 @@ pub fn prune_dirs(stage: &Stage) -> (Vec<RelPath>, Vec<FileError>) {
 }
 
 struct Staged {
-    temp: PathBuf,
+    out: Output,
     entry: IndexEntry,
+}
+
+/// A new version, written and complete, before it has its names in the increment and the
+/// mirror.
+enum Output {
+    /// A file (or symlink) in staging.
+    Named(PathBuf),
+    /// A file with no name yet (see [`pfs::create_unnamed`]): each name it gets is a link
+    /// from the handle, with no staging name and no rename.
+    Unnamed(std::fs::File),
+}
+
+impl Output {
+    fn discard(&self) {
+        if let Output::Named(t) = self {
+            let _ = std::fs::remove_file(t);
+        }
+    }
 }
 
 enum StageError {
     Vanished,
     Io(&'static str, io::Error),
     KeptChanging,
+}
+
+/// The file a new version is written to: unnamed in its mirror folder where the file system
+/// has such files (named in staging once written), else a named file in staging
+/// (`Some(path)`).
+fn create_output(
+    stage: &Stage,
+    rel: &RelPath,
+) -> Result<(std::fs::File, Option<PathBuf>), StageError> {
+    if stage.unnamed_files.load(Ordering::Relaxed) {
+        ensure_dir(stage, rel.parent().as_ref()).map_err(|e| StageError::Io("create folder", e))?;
+        let dir = match rel.parent() {
+            Some(p) => p.under(&stage.repo.mirror_dir()),
+            None => stage.repo.mirror_dir(),
+        };
+        match pfs::create_unnamed(&dir) {
+            Ok(f) => return Ok((f, None)),
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                stage.unnamed_files.store(false, Ordering::Relaxed);
+            }
+            Err(e) => return Err(StageError::Io("create", e)),
+        }
+    }
+    let temp = temp_path(stage);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .map_err(|e| StageError::Io("create", e))?;
+    Ok((f, Some(temp)))
 }
 
 fn temp_path(stage: &Stage) -> PathBuf {
@@ -654,7 +706,7 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
             }
             let bytes = target.as_os_str().as_encoded_bytes();
             Ok(Staged {
-                temp,
+                out: Output::Named(temp),
                 entry: IndexEntry {
                     size: bytes.len() as u64,
                     mtime,
@@ -688,12 +740,13 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                         io::Error::other("not a regular file any more"),
                     ));
                 }
-                let temp = temp_path(stage);
-                let output = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&temp)
-                    .map_err(|e| StageError::Io("create", e))?;
+                let (output, named) = create_output(stage, &item.entry.rel)?;
+                // Until it is linked into staging, an unnamed file needs no clean-up.
+                let discard = |temp: &Option<PathBuf>| {
+                    if let Some(t) = temp {
+                        let _ = std::fs::remove_file(t);
+                    }
+                };
                 let mut hasher = blake3::Hasher::new();
                 let mut observe = |c: &[u8]| {
                     hasher.update(c);
@@ -711,7 +764,7 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                     Ok(c) => c,
                     Err(e) => {
                         drop(output);
-                        let _ = std::fs::remove_file(&temp);
+                        discard(&named);
                         return Err(vanished("copy", e));
                     }
                 };
@@ -723,9 +776,14 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                     && stat_ids(&after).0 == mode;
                 if !stable {
                     drop(output);
-                    let _ = std::fs::remove_file(&temp);
+                    discard(&named);
                     continue;
                 }
+                let mut named = named;
+                // Where messages say the file is (an unnamed one has only its destination).
+                let shown = named
+                    .clone()
+                    .unwrap_or_else(|| item.entry.rel.under(&stage.repo.mirror_dir()));
                 // Attributes from the open source (what was copied is what is described).
                 let xattrs = pmeta::xattrs_of_fd(&input).unwrap_or_default();
                 let mtime = MTime::of(&after);
@@ -737,13 +795,26 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                 };
                 // Owner, mode, xattrs, mtime on the new inode before anything links to it;
                 // what the file system cannot hold (exFAT: owners, xattrs) is in the index.
-                let finish = match pmeta::apply_fd(&output, &temp, &apply, stage.root) {
+                let finish = match pmeta::apply_fd(&output, &shown, &apply, stage.root) {
                     Ok(()) => Ok(()),
                     Err(e) => {
-                        tracing::debug!("attributes of {}: {e}", temp.display());
-                        pfs::set_mode(&temp, mode)
-                            .and_then(|_| pfs::set_mtime_nofollow(&temp, mtime.ns))
-                            .map_err(|e| StageError::Io("set mode and mtime", e))
+                        tracing::debug!("attributes of {}: {e}", shown.display());
+                        // The fallback works on a name: give an unnamed file one in staging.
+                        let temp = match &named {
+                            Some(t) => Ok(t.clone()),
+                            None => {
+                                let t = temp_path(stage);
+                                pfs::link_unnamed(&output, &t)
+                                    .map(|()| t)
+                                    .map_err(|e| StageError::Io("name the new file", e))
+                            }
+                        };
+                        temp.and_then(|t| {
+                            named = Some(t.clone());
+                            pfs::set_mode(&t, mode)
+                                .and_then(|_| pfs::set_mtime_nofollow(&t, mtime.ns))
+                                .map_err(|e| StageError::Io("set mode and mtime", e))
+                        })
                     }
                 };
                 // Durable before anything links to it: a name that survives a power cut then
@@ -754,13 +825,16 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                         .handle(&output)
                         .map_err(|e| StageError::Io("sync", e))
                 });
-                drop(output);
                 if let Err(e) = finish {
-                    let _ = std::fs::remove_file(&temp);
+                    drop(output);
+                    discard(&named);
                     return Err(e);
                 }
                 return Ok(Staged {
-                    temp,
+                    out: match named {
+                        Some(t) => Output::Named(t),
+                        None => Output::Unnamed(output),
+                    },
                     entry: IndexEntry {
                         size: copied.len,
                         mtime,
@@ -784,13 +858,13 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
     }
 }
 
-/// Puts a version (the staged file at `from`) into `track/` of the increment: a hard link,
-/// or a copy where the file system cannot link (said once per run).
+/// Puts a version (the staged file `out`) into `track/` of the increment: a hard link, or a
+/// copy where the file system cannot link (said once per run).
 fn store_in_increment(
     stage: &Stage,
     name: &IncrementName,
     rel: &RelPath,
-    from: &Path,
+    out: &Output,
     entry: &IndexEntry,
 ) -> io::Result<PathBuf> {
     let dest = increment_parent(stage, name, Category::Tracked, rel)?;
@@ -798,6 +872,11 @@ fn store_in_increment(
         "injected fault at apply::link: hard link {}",
         dest.display()
     ))));
+    let from = match out {
+        Output::Named(p) => p,
+        // Only file systems with links have unnamed files.
+        Output::Unnamed(f) => return pfs::link_unnamed(f, &dest).map(|()| dest),
+    };
     if !stage.copy_fallback.load(Ordering::SeqCst) {
         match std::fs::hard_link(from, &dest) {
             Ok(()) => return Ok(dest),
@@ -842,7 +921,34 @@ fn store_in_increment(
     Ok(dest)
 }
 
-fn install_in_mirror(stage: &Stage, rel: &RelPath, temp: &Path) -> io::Result<()> {
+/// Gives the new version its mirror name. A named file is renamed over whatever is there; an
+/// unnamed one where nothing is there yet is linked (from its increment name when it has one,
+/// so both are one inode), else named in staging and renamed like the rest.
+fn install_in_mirror(
+    stage: &Stage,
+    rel: &RelPath,
+    out: Output,
+    stored_at: Option<&Path>,
+    replaces: bool,
+) -> io::Result<()> {
+    let named = match &out {
+        Output::Named(t) => Some(t.clone()),
+        Output::Unnamed(_) => None,
+    };
+    let placed = place_in_mirror(stage, rel, out, stored_at, replaces);
+    if let (Err(_), Some(t)) = (&placed, named) {
+        let _ = std::fs::remove_file(t);
+    }
+    placed
+}
+
+fn place_in_mirror(
+    stage: &Stage,
+    rel: &RelPath,
+    out: Output,
+    stored_at: Option<&Path>,
+    replaces: bool,
+) -> io::Result<()> {
     ensure_dir(stage, rel.parent().as_ref())?;
     let dest = rel.under(&stage.repo.mirror_dir());
     stage.sync.entry_changed(DirRole::Mirror, &dest);
@@ -851,13 +957,42 @@ fn install_in_mirror(stage: &Stage, rel: &RelPath, temp: &Path) -> io::Result<()
         "injected fault at apply::rename: rename into {}",
         dest.display()
     ))));
-    match std::fs::rename(temp, &dest) {
+    let temp = match out {
+        Output::Named(t) => t,
+        Output::Unnamed(f) => {
+            if !replaces {
+                let linked = match stored_at {
+                    Some(p) => std::fs::hard_link(p, &dest),
+                    None => pfs::link_unnamed(&f, &dest),
+                };
+                match linked {
+                    Ok(()) => return Ok(()),
+                    // Something is there after all (left by an interrupted run): replace it.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let t = temp_path(stage);
+            pfs::link_unnamed(&f, &t)?;
+            let renamed = rename_over(&t, &dest);
+            if renamed.is_err() {
+                let _ = std::fs::remove_file(&t);
+            }
+            return renamed;
+        }
+    };
+    rename_over(&temp, &dest)
+}
+
+/// Renames `temp` to `dest`, removing a folder that is in the way.
+fn rename_over(temp: &Path, dest: &Path) -> io::Result<()> {
+    match std::fs::rename(temp, dest) {
         Ok(()) => Ok(()),
-        Err(e) => match std::fs::symlink_metadata(&dest) {
+        Err(e) => match std::fs::symlink_metadata(dest) {
             // A directory (left over where the source now has a file) is in the way.
             Ok(m) if m.is_dir() => {
-                std::fs::remove_dir_all(&dest)?;
-                std::fs::rename(temp, &dest)
+                std::fs::remove_dir_all(dest)?;
+                std::fs::rename(temp, dest)
             }
             _ => Err(e),
         },
@@ -904,7 +1039,7 @@ pub fn copy_one(stage: &Stage, item: CopyItem) -> CopyResult {
             )
         }
     };
-    install(stage, &item, staged.temp, staged.entry)
+    install(stage, &item, staged.out, staged.entry)
 }
 
 /// Another name of a hard-link group whose first name (`first`, already in the mirror with its
@@ -931,23 +1066,23 @@ pub fn link_one(
     entry.tracked = item.entry.tracked;
     entry.version_of = None;
     entry.ctime_ns = Some(item.entry.ctime_ns);
-    install(stage, &item, temp, entry)
+    install(stage, &item, Output::Named(temp), entry)
 }
 
-fn install(stage: &Stage, item: &CopyItem, temp: PathBuf, mut entry: IndexEntry) -> CopyResult {
+fn install(stage: &Stage, item: &CopyItem, out: Output, mut entry: IndexEntry) -> CopyResult {
     let rel = item.entry.rel.clone();
     entry.attrs.hardlink_of = item.hardlink_of.clone();
     let op = item.increment_op();
     let mut stored_at = None;
     let increment = stage.increment();
     if let (Some(_), Some(name)) = (op, &increment) {
-        match store_in_increment(stage, name, &rel, &temp, &entry) {
+        match store_in_increment(stage, name, &rel, &out, &entry) {
             Ok(p) => {
                 stored_at = Some(p);
                 entry.version_of = Some(name.clone());
             }
             Err(e) => {
-                let _ = std::fs::remove_file(&temp);
+                out.discard();
                 return report(stage, io_err(&rel, "store in increment", &e));
             }
         }
@@ -956,8 +1091,8 @@ fn install(stage: &Stage, item: &CopyItem, temp: PathBuf, mut entry: IndexEntry)
         // naming it.
         entry.version_of = item.previous.as_ref().and_then(|p| p.version_of.clone());
     }
-    if let Err(e) = install_in_mirror(stage, &rel, &temp) {
-        let _ = std::fs::remove_file(&temp);
+    let replaces = item.previous.is_some();
+    if let Err(e) = install_in_mirror(stage, &rel, out, stored_at.as_deref(), replaces) {
         // Keep the increment consistent with its metadata: without the mirror update the
         // catalog will not list this version.
         if let Some(p) = stored_at {

@@ -36,6 +36,9 @@ pub enum CommitError {
     Sync(#[from] SyncError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// A bug: a stored version reached the recorder before its increment.
+    #[error("internal error: {0} was stored before its increment was recorded")]
+    Order(RelPath),
 }
 
 impl CommitError {
@@ -44,6 +47,7 @@ impl CommitError {
             CommitError::Write { source, .. } => pfs::is_disk_full(source),
             CommitError::Sync(e) => pfs::is_disk_full(&e.source),
             CommitError::Index(e) => e.is_disk_full(),
+            CommitError::Order(_) => false,
         }
     }
 }
@@ -124,6 +128,11 @@ impl Recorder {
             }
             Record::Copied(c) => {
                 self.index.mirror_put(&c.rel, &c.entry)?;
+                if c.stored.is_some() && self.increment.is_none() {
+                    // A version is in track/ of an increment this recorder was not told of:
+                    // recording on would leave it out of the catalog.
+                    return Err(CommitError::Order(c.rel.clone()));
+                }
                 if let (Some(op), Some((id, name))) = (c.stored, &self.increment) {
                     let e = CatalogEntry {
                         size: c.entry.size,

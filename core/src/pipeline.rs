@@ -154,10 +154,10 @@ fn preview_blocking(config: &Config, opts: RunOptions) -> Result<Preview, Engine
     let (index, _temp) = preview_index(&repo)?;
     let mut plan = Plan::default();
     let mut outcome = ScanOutcome::default();
-    let (tx, rx) = sync_channel::<ScanItem>(4096);
+    let (tx, rx) = sync_channel::<Vec<ScanItem>>(16);
     let mode = compare_mode(config, &repo, opts);
     let counts = std::thread::scope(|s| -> Result<_, EngineError> {
-        let scan = s.spawn(move || scan::scan_stream(config, &mut |_| {}, &mut |i| send(&tx, i)));
+        let scan = s.spawn(move || scan_batched(config, tx));
         let result = index.read(|idx| {
             let mut planner = Planner::new(idx, config.src.clone(), mode);
             let mut keep = |step: Step| match step {
@@ -165,7 +165,7 @@ fn preview_blocking(config: &Config, opts: RunOptions) -> Result<Preview, Engine
                 Step::Delete(d) => plan.deletes.push(d),
                 _ => {}
             };
-            for item in rx.iter() {
+            for item in rx.iter().flatten() {
                 planner.feed(item, &mut keep)?;
             }
             planner.finish(&mut keep)?;
@@ -193,12 +193,55 @@ fn preview_blocking(config: &Config, opts: RunOptions) -> Result<Preview, Engine
     })
 }
 
-fn send(tx: &SyncSender<ScanItem>, item: ScanItem) -> std::ops::ControlFlow<()> {
-    match tx.send(item) {
+/// Items handed from one of the run's threads to another in batches: a thread wakes once per
+/// batch, not once per file (per-file hand-offs cost more in futex calls and context switches
+/// than the copy of a small file).
+struct Batch<T> {
+    tx: SyncSender<Vec<T>>,
+    buf: Vec<T>,
+    max: usize,
+}
+
+impl<T> Batch<T> {
+    fn new(tx: SyncSender<Vec<T>>, max: usize) -> Self {
+        Batch {
+            tx,
+            buf: Vec::with_capacity(max),
+            max,
+        }
+    }
+
+    /// Queues `item`; sends the batch once full. `Err` when the receiver is gone.
+    fn push(&mut self, item: T) -> Result<(), ()> {
+        self.buf.push(item);
+        if self.buf.len() >= self.max {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(self.max));
+        self.tx.send(batch).map_err(|_| ())
+    }
+}
+
+/// Scanned entries per batch.
+const SCAN_BATCH: usize = 256;
+
+/// Runs the scan, sending what it finds in batches.
+fn scan_batched(config: &Config, tx: SyncSender<Vec<ScanItem>>) -> scan::ScanSummary {
+    let mut batch = Batch::new(tx, SCAN_BATCH);
+    let outcome = scan::scan_stream(config, &mut |_| {}, &mut |item| match batch.push(item) {
         Ok(()) => std::ops::ControlFlow::Continue(()),
         // The plan stopped (an error): so does the scan.
-        Err(_) => std::ops::ControlFlow::Break(()),
-    }
+        Err(()) => std::ops::ControlFlow::Break(()),
+    });
+    let _ = batch.flush();
+    outcome
 }
 
 fn compare_mode(config: &Config, repo: &Repository, opts: RunOptions) -> CompareMode {
@@ -395,11 +438,12 @@ fn run_blocking(
     let mode = compare_mode(config, &repo, opts);
     let reader = Index::open_at(&index_path, true)?;
 
-    let (scan_tx, scan_rx) = sync_channel::<ScanItem>(4096);
+    // Bounded everywhere: at most a few thousand entries in flight, whatever the file count.
+    let (scan_tx, scan_rx) = sync_channel::<Vec<ScanItem>>(16);
     let workers = config.max_workers.max(1);
-    let (work_tx, work_rx) = sync_channel::<CopyItem>(workers * 4);
+    let (work_tx, work_rx) = sync_channel::<Vec<CopyItem>>(workers * 2);
     let work_rx = Mutex::new(work_rx);
-    let (rec_tx, rec_rx) = sync_channel::<Msg>(4096);
+    let (rec_tx, rec_rx) = sync_channel::<Vec<Msg>>(64);
     let t = std::time::Instant::now();
 
     let mut changes = Changes {
@@ -412,9 +456,7 @@ fn run_blocking(
     };
     let outcome = std::thread::scope(|s| {
         // The sender moves into the scan's thread: the plan's loop ends when the scan does.
-        let scan = s.spawn(move || {
-            scan::scan_stream(config, &mut |_| {}, &mut |item| send(&scan_tx, item))
-        });
+        let scan = s.spawn(move || scan_batched(config, scan_tx));
         let mut copiers = Vec::new();
         for _ in 0..workers {
             let rec_tx = rec_tx.clone();
@@ -572,10 +614,10 @@ struct Tally {
     errors: Vec<FileError>,
 }
 
-fn record_all(recorder: &mut Recorder, rx: Receiver<Msg>) -> Result<Tally, CommitError> {
+fn record_all(recorder: &mut Recorder, rx: Receiver<Vec<Msg>>) -> Result<Tally, CommitError> {
     let mut tally = Tally::default();
     let mut failure = None;
-    for msg in rx {
+    for msg in rx.into_iter().flatten() {
         // After a failure the channel is still drained, so no sender ever blocks.
         if failure.is_some() {
             continue;
@@ -608,22 +650,68 @@ fn record_all(recorder: &mut Recorder, rx: Receiver<Msg>) -> Result<Tally, Commi
     }
 }
 
-fn copy_worker(stage: &Stage, rx: &Mutex<Receiver<CopyItem>>, tx: &SyncSender<Msg>) {
+fn copy_worker(stage: &Stage, rx: &Mutex<Receiver<Vec<CopyItem>>>, tx: &SyncSender<Vec<Msg>>) {
     loop {
-        let item = match rx.lock() {
+        let batch = match rx.lock() {
             Ok(r) => r.recv(),
             Err(_) => return,
         };
-        let Ok(item) = item else { return };
-        let msg = match apply::copy_one(stage, item) {
-            CopyResult::Done(c) => Msg::Record(Record::Copied(c)),
-            CopyResult::Vanished(_) => Msg::Vanished,
-            CopyResult::Failed(e) => Msg::Failed(e),
-            CopyResult::Skipped => Msg::Skipped,
-        };
-        if tx.send(msg).is_err() {
+        let Ok(batch) = batch else { return };
+        let msgs = batch
+            .into_iter()
+            .map(|item| match apply::copy_one(stage, item) {
+                CopyResult::Done(c) => Msg::Record(Record::Copied(c)),
+                CopyResult::Vanished(_) => Msg::Vanished,
+                CopyResult::Failed(e) => Msg::Failed(e),
+                CopyResult::Skipped => Msg::Skipped,
+            })
+            .collect();
+        if tx.send(msgs).is_err() {
             return;
         }
+    }
+}
+
+/// What the plan hands on, batched: copies to the workers, the rest to the recorder.
+struct Outbox {
+    work: Batch<CopyItem>,
+    work_bytes: u64,
+    rec: Batch<Msg>,
+}
+
+/// Copies per batch, and the bytes after which a batch goes anyway (big files spread over
+/// the workers instead of queueing behind one).
+const COPY_BATCH: usize = 32;
+const COPY_BATCH_BYTES: u64 = 8 << 20;
+
+impl Outbox {
+    fn copy(&mut self, item: CopyItem) -> Result<(), EngineError> {
+        self.work_bytes += item.entry.size;
+        // Not `Batch::push`, which would send the copies ahead of the records queued before
+        // them (the increment they go into).
+        self.work.buf.push(item);
+        if self.work.buf.len() >= self.work.max || self.work_bytes >= COPY_BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, msg: Msg) -> Result<(), EngineError> {
+        self.rec
+            .push(msg)
+            .map_err(|_| EngineError::Internal("the recorder stopped".into()))
+    }
+
+    /// Sends everything queued: the recorder's first, so that it knows the increment before
+    /// any copy into it reports back.
+    fn flush(&mut self) -> Result<(), EngineError> {
+        self.rec
+            .flush()
+            .map_err(|_| EngineError::Internal("the recorder stopped".into()))?;
+        self.work_bytes = 0;
+        self.work
+            .flush()
+            .map_err(|_| EngineError::Internal("the copy workers stopped".into()))
     }
 }
 
@@ -633,13 +721,18 @@ fn plan_all(
     reader: &Index,
     config: &Config,
     mode: CompareMode,
-    scan_rx: Receiver<ScanItem>,
+    scan_rx: Receiver<Vec<ScanItem>>,
     stage: &Stage,
     changes: &mut Changes<'_>,
-    work_tx: SyncSender<CopyItem>,
-    rec_tx: &SyncSender<Msg>,
+    work_tx: SyncSender<Vec<CopyItem>>,
+    rec_tx: &SyncSender<Vec<Msg>>,
 ) -> Result<(crate::plan::PlanCounts, apply::LinkQueue), EngineError> {
     let mut links = apply::LinkQueue::default();
+    let out = std::cell::RefCell::new(Outbox {
+        work: Batch::new(work_tx, COPY_BATCH),
+        work_bytes: 0,
+        rec: Batch::new(rec_tx.clone(), SCAN_BATCH),
+    });
     // The mirror's rows as they were when the run began (one snapshot of the index).
     let result = reader.read(|idx| {
         let mut planner = Planner::new(idx, config.src.clone(), mode);
@@ -648,23 +741,34 @@ fn plan_all(
             if failure.borrow().is_some() {
                 return;
             }
-            if let Err(e) = step_one(step, stage, changes, &work_tx, rec_tx, &mut links) {
+            if let Err(e) = step_one(step, stage, changes, &mut out.borrow_mut(), &mut links) {
                 *failure.borrow_mut() = Some(e);
             }
         };
-        for item in scan_rx.iter() {
-            planner.feed(item, &mut handle)?;
+        for batch in scan_rx.iter() {
+            for item in batch {
+                planner.feed(item, &mut handle)?;
+            }
+            // What this batch planned goes now: a quiet stretch of the tree does not hold
+            // back the copies found before it.
+            if let Err(e) = out.borrow_mut().flush() {
+                failure.borrow_mut().get_or_insert(e);
+            }
             if failure.borrow().is_some() {
                 break;
             }
         }
         if failure.borrow().is_none() {
             planner.finish(&mut handle)?;
+            if let Err(e) = out.borrow_mut().flush() {
+                failure.borrow_mut().get_or_insert(e);
+            }
         }
         let failure = failure.into_inner();
         Ok((planner.counts, failure))
     });
-    drop(work_tx);
+    // The workers end when this last sender goes.
+    drop(out);
     let (counts, failure) = result?;
     if let Some(e) = failure {
         return Err(e);
@@ -677,64 +781,58 @@ fn step_one(
     step: Step,
     stage: &Stage,
     changes: &mut Changes<'_>,
-    work_tx: &SyncSender<CopyItem>,
-    rec_tx: &SyncSender<Msg>,
+    out: &mut Outbox,
     links: &mut apply::LinkQueue,
 ) -> Result<(), EngineError> {
-    let send = |m: Msg| {
-        rec_tx
-            .send(m)
-            .map_err(|_| EngineError::Internal("the recorder stopped".into()))
-    };
     match step {
         Step::Copy(item) => {
             changes.begin()?;
             if item.increment_op().is_some() {
                 if let Some(name) = changes.increment()? {
-                    send(Msg::Record(Record::IncrementCreated(name)))?;
+                    out.record(Msg::Record(Record::IncrementCreated(name)))?;
                 }
             }
             if item.hardlink_of.is_some() {
                 links.items.insert(item.entry.rel.clone(), item);
             } else {
-                work_tx
-                    .send(item)
-                    .map_err(|_| EngineError::Internal("the copy workers stopped".into()))?;
+                out.copy(item)?;
             }
         }
         Step::Delete(d) => {
             changes.begin()?;
             if d.is_tracked() {
                 if let Some(name) = changes.increment()? {
-                    send(Msg::Record(Record::IncrementCreated(name)))?;
+                    out.record(Msg::Record(Record::IncrementCreated(name)))?;
                 }
             }
             match apply::delete_one(stage, &d) {
-                Ok(del) => send(Msg::Record(Record::Deleted(del)))?,
+                Ok(del) => out.record(Msg::Record(Record::Deleted(del)))?,
                 Err((e, full)) => {
                     if full {
                         stage.mark_disk_full();
                     }
                     stage.report_error(&e);
-                    send(Msg::Failed(e))?
+                    out.record(Msg::Failed(e))?
                 }
             }
         }
         Step::Folder(f) => {
             changes.begin()?;
             match apply::apply_folder(stage, &f) {
-                Ok(entry) => send(Msg::Record(Record::Folder(f.folder.rel.clone(), entry)))?,
+                Ok(entry) => {
+                    out.record(Msg::Record(Record::Folder(f.folder.rel.clone(), entry)))?
+                }
                 Err((e, full)) => {
                     if full {
                         stage.mark_disk_full();
                     }
                     stage.report_error(&e);
-                    send(Msg::Failed(e))?
+                    out.record(Msg::Failed(e))?
                 }
             }
         }
-        Step::Touch { rel, ctime_ns } => send(Msg::Record(Record::Touch(rel, ctime_ns)))?,
-        Step::FolderRecord(rel) => send(Msg::Record(Record::FolderRecord(rel)))?,
+        Step::Touch { rel, ctime_ns } => out.record(Msg::Record(Record::Touch(rel, ctime_ns)))?,
+        Step::FolderRecord(rel) => out.record(Msg::Record(Record::FolderRecord(rel)))?,
     }
     Ok(())
 }

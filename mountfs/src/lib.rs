@@ -403,6 +403,24 @@ fn open_backing(p: &Path) -> FsResult<File> {
     }
 }
 
+fn allocated_blocks(p: &Path) -> Option<u64> {
+    std::fs::symlink_metadata(p)
+        .ok()
+        .as_ref()
+        .and_then(disk_blocks)
+}
+
+#[cfg(unix)]
+fn disk_blocks(m: &std::fs::Metadata) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Some(m.blocks())
+}
+
+#[cfg(not(unix))]
+fn disk_blocks(_m: &std::fs::Metadata) -> Option<u64> {
+    None
+}
+
 fn rel_join(base: &Option<RelPath>, name: &[u8]) -> FsResult<RelPath> {
     match base {
         Some(b) => b.join(name),
@@ -820,7 +838,13 @@ impl BackupFs {
             Some(o) => (o.uid, o.gid),
             None => (self.uid, self.gid),
         };
+        // Only a version recorded with holes pays a stat of its stored file.
+        let blocks = match v.attrs.sparse {
+            true => allocated_blocks(&v.backing_path(&self.repo)),
+            false => None,
+        };
         NodeAttr {
+            blocks,
             ino,
             kind: node_kind(v.kind),
             size: match shown {
@@ -847,6 +871,7 @@ impl BackupFs {
                 nlink: 1,
                 uid: m.uid,
                 gid: m.gid,
+                blocks: None,
             },
             Node::Disk(_, m) => {
                 let (uid, gid) = owner(Some(m));
@@ -860,6 +885,7 @@ impl BackupFs {
                     nlink: 1,
                     uid,
                     gid,
+                    blocks: disk_blocks(m),
                 }
             }
             Node::Version(v, shown) => self.version_attr(ino, v, shown.as_ref()),

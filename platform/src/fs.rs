@@ -317,6 +317,58 @@ pub fn copy_new_observed(
     })
 }
 
+/// A new file with no name, in `dir`'s file system (Linux `O_TMPFILE`), written and then
+/// named with [`link_unnamed`]. The inode is allocated where `dir`'s are (ext4 places a new
+/// inode in its folder's group: creating every file of a run in one staging folder makes
+/// each allocation scan that one group), and a crash before it is named leaves nothing behind.
+/// `Unsupported` where the file system or the OS has no such files (exFAT, FUSE, macOS).
+pub fn create_unnamed(dir: &Path) -> io::Result<fs::File> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::fs::{Mode, OFlags};
+        match rustix::fs::open(
+            dir,
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => Ok(fs::File::from(fd)),
+            Err(
+                rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL,
+            ) => Err(io::ErrorKind::Unsupported.into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = dir;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Gives a file made by [`create_unnamed`] the name `to` (which must not exist).
+pub fn link_unnamed(file: &fs::File, to: &Path) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::fs::{AtFlags, CWD};
+        match rustix::fs::linkat(file, "", CWD, to, AtFlags::EMPTY_PATH) {
+            Ok(()) => Ok(()),
+            // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; through /proc any owner may link it.
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::PERM) => {
+                use std::os::fd::AsRawFd;
+                let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+                rustix::fs::linkat(CWD, proc.as_str(), CWD, to, AtFlags::SYMLINK_FOLLOW)
+                    .map_err(io::Error::from)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (file, to);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
 /// Sets the modification time of `path` itself (a symlink is not followed), leaving atime.
 pub fn set_mtime_nofollow(path: &Path, mtime_ns: i64) -> io::Result<()> {
     let atime = filetime::FileTime::from_last_access_time(&fs::symlink_metadata(path)?);

@@ -18,8 +18,8 @@ use std::time::Duration;
 use fuser::{
     BackingId, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 
 use crate::rofs::{
@@ -130,7 +130,7 @@ fn fuse_attr(a: &NodeAttr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
-        blocks: a.size.div_ceil(512),
+        blocks: a.blocks.unwrap_or(a.size.div_ceil(512)),
         atime: a.mtime,
         mtime: a.mtime,
         ctime: a.mtime,
@@ -313,6 +313,35 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
             }
         }
         reply.data(&buf[..filled]);
+    }
+
+    // SEEK_DATA / SEEK_HOLE (the kernel answers the other kinds itself): `cp`, `rsync -S` and
+    // `tar -S` find the holes of a sparse version without reading them.
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let file = match self.lock().files.get(&fh.0) {
+            Some(o) => Arc::clone(&o.file),
+            None => return reply.error(Errno::EBADF),
+        };
+        let Ok(offset) = u64::try_from(offset) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let to = match whence {
+            libc::SEEK_DATA => rustix::fs::SeekFrom::Data(offset),
+            libc::SEEK_HOLE => rustix::fs::SeekFrom::Hole(offset),
+            _ => return reply.error(Errno::EINVAL),
+        };
+        match rustix::fs::seek(&*file, to) {
+            Ok(at) => reply.offset(at as i64),
+            Err(e) => reply.error(Errno::from_i32(e.raw_os_error())),
+        }
     }
 
     fn flush(

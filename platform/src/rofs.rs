@@ -33,6 +33,9 @@ pub struct NodeAttr {
     pub nlink: u32,
     pub uid: u32,
     pub gid: u32,
+    /// 512-byte blocks allocated, when they differ from what `size` implies (a file with
+    /// holes): `du` and `cp --sparse=auto` through the mount then see the holes.
+    pub blocks: Option<u64>,
 }
 
 /// One entry of a directory listing (without `.` and `..`, which the adapters add).
