@@ -37,6 +37,8 @@ pub struct Stage {
     /// The run's increment, once a step first stores something (named then, by the pipeline).
     increment: RwLock<Option<IncrementName>>,
     copy_fallback: AtomicBool,
+    /// `dist` cannot hold symlinks: they are stored as plain files holding their targets.
+    symlink_fallback: AtomicBool,
     disk_full: AtomicBool,
     /// New versions start as unnamed files in their mirror folder (until a file system says
     /// it has none).
@@ -69,6 +71,7 @@ impl Stage {
             src,
             increment: RwLock::new(None),
             copy_fallback: AtomicBool::new(false),
+            symlink_fallback: AtomicBool::new(false),
             disk_full: AtomicBool::new(false),
             unnamed_files: AtomicBool::new(true),
             sync,
@@ -690,11 +693,18 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
             }
             let target = std::fs::read_link(&src).map_err(|e| vanished("read link", e))?;
             let temp = temp_path(stage);
-            pfs::symlink(&target, &temp).map_err(|e| StageError::Io("create symlink", e))?;
+            let real = pfs::store_symlink(&target, &temp)
+                .map_err(|e| StageError::Io("create symlink", e))?;
+            if !real && !stage.symlink_fallback.swap(true, Ordering::SeqCst) {
+                (stage.events)(Event::Note(RunNote::SymlinkFallback {
+                    dist: stage.repo.root().display().to_string(),
+                }));
+            }
             let mtime = MTime::of(&meta);
             let (_, uid, gid, _, ctime) = stat_ids(&meta);
+            // (A plain file standing in for a symlink is on a file system without owners.)
             #[cfg(unix)]
-            if stage.root {
+            if stage.root && real {
                 if let Err(e) = std::os::unix::fs::lchown(&temp, Some(uid), Some(gid)) {
                     let _ = std::fs::remove_file(&temp);
                     return Err(StageError::Io("change owner", e));
@@ -811,9 +821,13 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                         };
                         temp.and_then(|t| {
                             named = Some(t.clone());
-                            pfs::set_mode(&t, mode)
-                                .and_then(|_| pfs::set_mtime_nofollow(&t, mtime.ns))
-                                .map_err(|e| StageError::Io("set mode and mtime", e))
+                            // The index holds the mode whatever the file system keeps of it
+                            // (exFAT refuses setuid, setgid and sticky bits, or any mode).
+                            if pfs::set_mode(&t, mode).is_err() {
+                                let _ = pfs::set_mode(&t, mode & 0o777);
+                            }
+                            pfs::set_mtime_nofollow(&t, mtime.ns)
+                                .map_err(|e| StageError::Io("set mtime", e))
                         })
                     }
                 };
@@ -894,8 +908,8 @@ fn store_in_increment(
     match entry.kind {
         FileKind::Dir => return Err(io::Error::other("folders are not stored")),
         FileKind::Symlink => {
-            let target = std::fs::read_link(from)?;
-            pfs::symlink(&target, &dest)?;
+            let target = pfs::read_stored_link(from)?;
+            pfs::store_symlink(&target, &dest)?;
         }
         FileKind::File => {
             let input = std::fs::File::open(from)?;
@@ -909,8 +923,11 @@ fn store_in_increment(
                 backup_platform::sparse::Holes::Keep,
                 None,
             )?;
+            // The catalog holds the mode whatever this file system keeps of it.
             if let Some(mode) = entry.mode {
-                pfs::set_mode(&dest, mode)?;
+                if pfs::set_mode(&dest, mode).is_err() {
+                    let _ = pfs::set_mode(&dest, mode & 0o777);
+                }
             }
             pfs::set_mtime_nofollow(&dest, entry.mtime.ns)?;
             stage.sync.handle(&output)?;

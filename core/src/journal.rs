@@ -167,7 +167,7 @@ fn hash_of(path: &Path, kind: FileKind) -> io::Result<ContentHash> {
     match kind {
         FileKind::Dir => Err(io::Error::other("a folder has no content hash")),
         FileKind::Symlink => {
-            let t = std::fs::read_link(path)?;
+            let t = pfs::read_stored_link(path)?;
             Ok(ContentHash::of(t.as_os_str().as_encoded_bytes()))
         }
         FileKind::File => {
@@ -296,7 +296,7 @@ fn restore_from(from: &Path, dest: &Path, e: &CatalogEntry, sync: &SyncSet) -> i
     match e.kind {
         FileKind::Dir => return Err(io::Error::other("a folder is not a stored version")),
         FileKind::Symlink => {
-            pfs::symlink(&std::fs::read_link(from)?, dest)?;
+            pfs::store_symlink(&pfs::read_stored_link(from)?, dest)?;
             pfs::set_mtime_nofollow(dest, e.mtime.ns)?;
         }
         FileKind::File => {

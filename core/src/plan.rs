@@ -212,7 +212,7 @@ fn hash_path(path: &Path, kind: FileKind) -> Option<ContentHash> {
             Some(h.finalize().into())
         }
         FileKind::Symlink => {
-            let t = std::fs::read_link(path).ok()?;
+            let t = backup_platform::fs::read_stored_link(path).ok()?;
             Some(ContentHash::of(t.as_os_str().as_encoded_bytes()))
         }
         FileKind::Dir => None,

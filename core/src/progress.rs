@@ -11,6 +11,9 @@ use crate::scan::ScanNote;
 pub enum RunNote {
     Scan(ScanNote),
     /// `dist` cannot hard-link: increments hold copies instead of links.
+    SymlinkFallback {
+        dist: String,
+    },
     LinkFallback {
         dist: String,
         reason: String,
@@ -57,6 +60,11 @@ impl std::fmt::Display for RunNote {
             RunNote::LinkFallback { dist, reason } => write!(
                 f,
                 "{dist} cannot hard-link ({reason}): increments store copies instead of links"
+            ),
+            RunNote::SymlinkFallback { dist } => write!(
+                f,
+                "{dist} cannot hold symlinks: each is stored as a small file holding its \
+                 target, and restored as a symlink"
             ),
             RunNote::Vanished { rel } => {
                 write!(f, "{} vanished during the run; not copied", rel.display())

@@ -27,7 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use backup_core::format::FormatProblem;
+use backup_core::format::{FormatProblem, IndexEntry};
+use backup_core::history::Holder;
 use backup_core::identity::IncrementTime;
 use backup_core::index::{IncrementState, Index, IndexError, IndexNote, Opened, SnapNode};
 use backup_core::repo::RepoError;
@@ -682,6 +683,38 @@ impl BackupFs {
             })
     }
 
+    /// A path of the mirror as the index records it (the owner, mode and attributes of the
+    /// source, which a `dist` on exFAT cannot hold), with the stored file's content; what the
+    /// index does not know (a run is writing it) as it is on disk.
+    fn mirror_node(&self, r: &RelPath, entry: Option<IndexEntry>) -> FsResult<Node> {
+        let Some(e) = entry else {
+            return self.disk(self.repo.mirror_file(r));
+        };
+        if e.kind == FileKind::Dir {
+            return Ok(Node::Dir(DirMeta {
+                mtime: e.mtime.to_system_time(),
+                perm: e.mode.map(|m| (m & 0o7777) as u16).unwrap_or(0o755),
+                uid: e.attrs.owner.as_ref().map(|o| o.uid).unwrap_or(self.uid),
+                gid: e.attrs.owner.as_ref().map(|o| o.gid).unwrap_or(self.gid),
+                xattrs: (!e.attrs.xattrs.is_empty()).then(|| Arc::new(e.attrs.xattrs)),
+            }));
+        }
+        Ok(Node::Version(
+            Box::new(Version {
+                path: r.clone(),
+                start: e.version_of,
+                holder: Holder::Mirror,
+                size: e.size,
+                mtime: e.mtime,
+                mode: e.mode,
+                kind: e.kind,
+                hash: e.hash,
+                attrs: e.attrs,
+            }),
+            None,
+        ))
+    }
+
     fn disk(&self, p: PathBuf) -> FsResult<Node> {
         let m = lstat(&p)?;
         Ok(Node::Disk(p, m))
@@ -699,7 +732,10 @@ impl BackupFs {
                 Err(FsError::NotFound) => Ok(Node::Dir(self.top_meta(&cat))),
                 other => other,
             },
-            Loc::Mirror(Some(r)) => self.disk(self.repo.mirror_file(r)),
+            Loc::Mirror(Some(r)) => {
+                let entry = self.pool.with(|i| i.mirror_get(r))?;
+                self.mirror_node(r, entry)
+            }
             Loc::Increment(n, r) => {
                 if cat.get(n).is_none() {
                     return Err(FsError::NotFound);
@@ -812,7 +848,7 @@ impl BackupFs {
         from: Option<&IncrementName>,
         to: Option<&IncrementName>,
     ) -> Option<OsString> {
-        let stored = std::fs::read_link(v.backing_path(&self.repo)).ok()?;
+        let stored = backup_platform::fs::read_stored_link(&v.backing_path(&self.repo)).ok()?;
         let inc = cat
             .incs
             .iter()
@@ -902,10 +938,45 @@ impl BackupFs {
         }
     }
 
+    /// `link_group` for the mirror: members whose recorded version is the first path's.
+    fn mirror_link_group(&self, path: &RelPath, v: &Version) -> (Loc, u32) {
+        let here = Loc::Mirror(Some(path.clone()));
+        let links = self.links.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let first = v.attrs.hardlink_of.clone();
+        let root = first.clone().unwrap_or_else(|| path.clone());
+        let Some(members) = links.as_ref().and_then(|l| l.get(&root).cloned()) else {
+            return (here, 1);
+        };
+        let counted = self.pool.with(|index| {
+            let Some(root_e) = index.mirror_get(&root)? else {
+                return Ok(None);
+            };
+            if root_e.kind != FileKind::File || (first.is_some() && root_e.hash != v.hash) {
+                return Ok(None);
+            }
+            let mut n = 1u32;
+            for m in &members {
+                if let Some(me) = index.mirror_get(m)? {
+                    if me.attrs.hardlink_of.as_ref() == Some(&root) && me.hash == root_e.hash {
+                        n += 1;
+                    }
+                }
+            }
+            Ok(Some(n))
+        });
+        match counted {
+            Ok(Some(n)) if n > 1 => (Loc::Mirror(Some(root)), n),
+            _ => (here, 1),
+        }
+    }
+
     /// For a member of a recorded hard-link group in a snapshot: the location of the group's
     /// first path when that holds the same version there (then both are one inode), and the
     /// group's size at that point.
     fn link_group(&self, loc: &Loc, v: &Version) -> (Loc, u32) {
+        if let Loc::Mirror(Some(path)) = loc {
+            return self.mirror_link_group(path, v);
+        }
         let Loc::Snapshot(k, Some(path)) = loc else {
             return (loc.clone(), 1);
         };
@@ -1046,10 +1117,13 @@ impl BackupFs {
                 }
             }
             Loc::Mirror(_) | Loc::Increment(..) => {
-                let node = self.resolve(loc)?;
-                let p = match node {
-                    Node::Dir(_) => return Ok(out),
-                    Node::Disk(p, m) if m.is_dir() => p,
+                let p = match (loc, self.resolve(loc)?) {
+                    (Loc::Mirror(r), Node::Dir(_)) => match r {
+                        Some(r) => self.repo.mirror_file(r),
+                        None => self.repo.mirror_dir(),
+                    },
+                    (_, Node::Dir(_)) => return Ok(out),
+                    (_, Node::Disk(p, m)) if m.is_dir() => p,
                     _ => return Err(FsError::NotDir),
                 };
                 let rd = std::fs::read_dir(&p).map_err(|e| FsError::from_io(&e))?;
@@ -1060,6 +1134,30 @@ impl BackupFs {
                 }
                 // Sorted, so listings (and offsets) are stable and file managers need not sort.
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
+                if let Loc::Mirror(_) = loc {
+                    // One read of the index for the whole folder.
+                    let mut children = Vec::with_capacity(entries.len());
+                    for (name, _) in &entries {
+                        if let Loc::Mirror(Some(r)) = self.child(loc, name)? {
+                            children.push(r);
+                        }
+                    }
+                    let recorded = self.pool.with(|i| {
+                        children
+                            .iter()
+                            .map(|r| i.mirror_get(r))
+                            .collect::<Result<Vec<_>, _>>()
+                    })?;
+                    for ((name, _), (r, e)) in
+                        entries.into_iter().zip(children.into_iter().zip(recorded))
+                    {
+                        let Ok(node) = self.mirror_node(&r, e) else {
+                            continue;
+                        };
+                        out.push((Loc::Mirror(Some(r)), name, node));
+                    }
+                    return Ok(out);
+                }
                 for (name, path) in entries {
                     let Ok(m) = lstat(&path) else { continue };
                     let child = self.child(loc, &name)?;
@@ -1391,13 +1489,19 @@ impl ReadOnlyFs for BackupFs {
 
     fn readlink(&self, ino: Ino) -> FsResult<OsString> {
         let loc = self.loc(ino)?;
-        let path = match self.resolve(&loc)? {
-            Node::Disk(p, m) if m.file_type().is_symlink() => p,
+        let (path, node_is_version) = match self.resolve(&loc)? {
+            Node::Disk(p, m) if m.file_type().is_symlink() => (p, false),
             Node::Version(_, Some(shown)) => return Ok(shown),
-            Node::Version(v, None) => v.backing_path(&self.repo),
+            Node::Version(v, None) if v.kind == FileKind::Symlink => {
+                (v.backing_path(&self.repo), true)
+            }
             _ => return Err(FsError::NotSymlink),
         };
-        match std::fs::read_link(&path) {
+        let read = match &node_is_version {
+            true => backup_platform::fs::read_stored_link(&path),
+            false => std::fs::read_link(&path),
+        };
+        match read {
             Ok(t) => Ok(t.into_os_string()),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(FsError::NotSymlink),
             Err(e) => Err(FsError::from_io(&e)),

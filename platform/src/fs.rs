@@ -369,6 +369,74 @@ pub fn link_unnamed(file: &fs::File, to: &Path) -> io::Result<()> {
     }
 }
 
+/// True when the file system cannot hold symlinks (exFAT through FUSE says ENOSYS, FAT EPERM).
+pub fn is_symlink_unsupported(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP)
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        e.kind() == io::ErrorKind::Unsupported || e.kind() == io::ErrorKind::PermissionDenied
+    }
+}
+
+/// The longest symlink target stored as a plain file (Linux's `PATH_MAX`).
+pub const STORED_LINK_MAX: u64 = 4096;
+
+/// Where `dist` cannot hold symlinks, a symlink is stored as a plain file holding its target
+/// (the index and catalog say it is a symlink). `target_of_stored` reads either form.
+pub fn target_of_stored_file(f: fs::File) -> io::Result<PathBuf> {
+    use std::io::Read;
+    let mut b = Vec::new();
+    f.take(STORED_LINK_MAX + 1).read_to_end(&mut b)?;
+    if b.len() as u64 > STORED_LINK_MAX || b.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a stored symlink target",
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStringExt;
+        Ok(PathBuf::from(std::ffi::OsString::from_vec(b)))
+    }
+    #[cfg(not(unix))]
+    {
+        String::from_utf8(b)
+            .map(PathBuf::from)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// The target of a stored symlink at `path`: the link's own, or the content of the plain file
+/// standing in for it (see [`target_of_stored_file`]).
+pub fn read_stored_link(path: &Path) -> io::Result<PathBuf> {
+    match fs::read_link(path) {
+        Ok(t) => Ok(t),
+        Err(_) if fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) => {
+            target_of_stored_file(fs::File::open(path)?)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Stores a symlink to `target` at `link`, or, where the file system cannot hold symlinks, a
+/// plain file holding the target. Returns false for the plain-file form.
+pub fn store_symlink(target: &Path, link: &Path) -> io::Result<bool> {
+    match symlink(target, link) {
+        Ok(()) => Ok(true),
+        Err(e) if is_symlink_unsupported(&e) => {
+            fs::write(link, target.as_os_str().as_encoded_bytes())?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Sets the modification time of `path` itself (a symlink is not followed), leaving atime.
 pub fn set_mtime_nofollow(path: &Path, mtime_ns: i64) -> io::Result<()> {
     let atime = filetime::FileTime::from_last_access_time(&fs::symlink_metadata(path)?);

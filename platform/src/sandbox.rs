@@ -497,6 +497,16 @@ mod imp {
             Ok(PathBuf::from(OsStr::from_bytes(t.to_bytes())))
         }
 
+        /// The target of a stored symlink `name`: a symlink's, or that of the plain file
+        /// standing in for one on a file system without symlinks (`fs::store_symlink`).
+        pub fn read_stored_link(&self, name: &OsStr) -> Result<PathBuf, FsError> {
+            match self.lstat(name)?.kind {
+                EntryKind::File => crate::fs::target_of_stored_file(self.open_file(name)?)
+                    .map_err(|e| self.err("read symlink", name, e)),
+                _ => self.read_link(name),
+            }
+        }
+
         /// `mkdirat`; umask applies.
         pub fn mkdir(&self, name: &OsStr, mode: u32) -> Result<(), FsError> {
             check_name(name).map_err(|e| self.err("create folder", name, e))?;
@@ -677,6 +687,11 @@ mod imp {
             crate::dir::DirHandle::open(&self.path)
                 .and_then(|mut d| d.list())
                 .map_err(|e| FsError::new("list", &self.path, e))
+        }
+
+        pub fn read_stored_link(&self, name: &OsStr) -> Result<PathBuf, FsError> {
+            let p = self.real(name, "read symlink")?;
+            crate::fs::read_stored_link(&p).map_err(|e| FsError::new("read symlink", p, e))
         }
 
         pub fn read_link(&self, name: &OsStr) -> Result<PathBuf, FsError> {

@@ -398,6 +398,7 @@ pub fn text(out: &Output) -> (String, String) {
 }
 
 pub mod capability;
+pub mod exfat;
 pub mod faultfs;
 pub mod faults;
 pub mod lazyfs;

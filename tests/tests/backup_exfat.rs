@@ -1,80 +1,18 @@
 //! Invariant 5 of SPEC §2 on a real exFAT file system (FUSE driver on a loop device): a `dist`
 //! that cannot hard-link gets copies in its increments, and the run says so once.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use backup_tests::capability::require;
+use backup_tests::exfat::mount_exfat;
 use backup_tests::{contents, set_mtime, text, TestEnv};
 use serde_json::json;
-
-/// Mount point, loop device and image, undone in reverse order whatever happens.
-struct ExFat {
-    mnt: PathBuf,
-    loopdev: Option<String>,
-    mounted: bool,
-}
-
-impl Drop for ExFat {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = Command::new("umount").arg(&self.mnt).status();
-            if Path::new(&self.mnt).join("dist").exists() {
-                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-            }
-        }
-        if let Some(dev) = &self.loopdev {
-            let _ = Command::new("losetup").arg("-d").arg(dev).status();
-        }
-    }
-}
-
-fn run(cmd: &str, args: &[&std::ffi::OsStr]) -> Result<String, String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(format!(
-            "{cmd} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// `Err` only when no loop device can be set up; panics on any later failure.
-fn mount_exfat(dir: &Path) -> Result<ExFat, String> {
-    let img = dir.join("exfat.img");
-    std::fs::File::create(&img)
-        .and_then(|f| f.set_len(64 << 20))
-        .expect("image file");
-    let mnt = dir.join("usb");
-    std::fs::create_dir(&mnt).expect("mount point");
-    let mut guard = ExFat {
-        mnt: mnt.clone(),
-        loopdev: None,
-        mounted: false,
-    };
-    // Only a missing loop device is a capability (see `require`); every other failure fails
-    // the test.
-    let dev = run(
-        "losetup",
-        &["-f".as_ref(), "--show".as_ref(), img.as_os_str()],
-    )?;
-    guard.loopdev = Some(dev.clone());
-    run("mkfs.exfat", &[dev.as_ref()]).expect("mkfs.exfat (package exfatprogs)");
-    run("mount.exfat-fuse", &[dev.as_ref(), mnt.as_os_str()])
-        .expect("mount.exfat-fuse (package exfat-fuse)");
-    guard.mounted = true;
-    Ok(guard)
-}
 
 #[test]
 fn exfat_dist_falls_back_to_copies_and_says_so_once() {
     let env = TestEnv::new();
-    let Some(fs) = require("loop device (losetup -f)", mount_exfat(env.dir.path())) else {
+    let Some(fs) = require(
+        "loop device (losetup -f)",
+        mount_exfat(env.dir.path(), 64 << 20),
+    ) else {
         return;
     };
     let env = TestEnv {

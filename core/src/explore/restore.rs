@@ -1119,15 +1119,16 @@ impl<'a> Run<'a> {
                 }
             }
             FileKind::Symlink => {
+                // A plain file stands in for a symlink on a dist without symlinks (exFAT).
                 let st = src_dir.lstat(&name)?;
-                if st.kind != EntryKind::Symlink {
+                if st.kind != EntryKind::Symlink && st.kind != EntryKind::File {
                     return Err(FsError::new(
                         "read symlink",
                         src_dir.child_path(&name),
                         std::io::Error::other("should be a symlink"),
                     ));
                 }
-                let link = src_dir.read_link(&name)?;
+                let link = src_dir.read_stored_link(&name)?;
                 let Some(parent) = parent else {
                     return Ok(action);
                 };

@@ -29,6 +29,8 @@ pub enum IndexNote {
     Stale { reason: String },
     /// `dist` cannot be written: the index was built in a temporary file for this command.
     Temporary { path: String },
+    /// A running backup holds the index where no reader can enter it.
+    Busy { error: String },
     /// Entries of `mirror.json` that could not be used.
     Skipped { problems: Vec<FormatProblem> },
     /// The index file could not be read as an index: it was set aside (`kept`) and rebuilt.
@@ -65,6 +67,10 @@ impl std::fmt::Display for IndexNote {
                 write!(f, "increments changed since the index last saw them ({})", parts.join("; "))
             }
             IndexNote::Stale { reason } => write!(f, "the index may lag behind the backup: {reason}"),
+            IndexNote::Busy { error } => write!(
+                f,
+                "the index is held by a running backup ({error}); reading the backup itself"
+            ),
             IndexNote::Temporary { path } => write!(
                 f,
                 "the backup cannot be written; its index was built in the temporary file {path}"
@@ -104,7 +110,7 @@ impl Index {
                 path: path.display().to_string(),
                 message: "is not a plain file (a symlink or a folder); it is not followed".into(),
             }),
-            false => Index::open(repo),
+            false => open_waiting(repo, lock.is_none()),
         };
         let (index, temp) = match opened {
             Ok(i) => (i, None),
@@ -132,6 +138,23 @@ impl Index {
                     kept: aside.display().to_string(),
                 });
                 (Index::open(repo)?, None)
+            }
+            Err(e) if lock.is_none() && is_busy(&e) && !is_read_only(&e) => {
+                // A writer holds the index in a state no reader can enter (stopped while it
+                // opened the index, say): read the backup itself, through a temporary index.
+                let dir = tempfile::tempdir().map_err(|source| IndexError::Io {
+                    op: "create a temporary folder for",
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let tpath = dir.path().join("index.sqlite");
+                notes.push(IndexNote::Busy {
+                    error: e.to_string(),
+                });
+                notes.push(IndexNote::Temporary {
+                    path: tpath.display().to_string(),
+                });
+                (Index::open_at(&tpath, false)?, Some(dir))
             }
             Err(e) if lock.is_none() && is_read_only(&e) => {
                 // A read-only drive: build the index where we may, from the same sources.
@@ -315,6 +338,28 @@ fn is_read_only(e: &IndexError) -> bool {
 fn is_busy(e: &IndexError) -> bool {
     matches!(
         sqlite_code(e),
-        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked)
+        Some(rusqlite::ErrorCode::DatabaseBusy)
+            | Some(rusqlite::ErrorCode::DatabaseLocked)
+            // A reader that found the WAL index changing under it too many times in a row.
+            | Some(rusqlite::ErrorCode::FileLockingProtocolFailed)
     ) || is_read_only(e)
+}
+
+/// Opens the index; a reader that finds it busy (a writer in the middle of opening or
+/// recovering it) tries again for a few seconds before giving up.
+fn open_waiting(repo: &Repository, reader: bool) -> Result<Index> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match Index::open(repo) {
+            Err(e)
+                if reader
+                    && is_busy(&e)
+                    && !is_read_only(&e)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }

@@ -473,9 +473,9 @@ impl Index {
         }
     }
 
-    /// Every (member, first path) of the hard-link groups any version records
-    /// (`attrs.hardlink_of`), each pair once. One pass over the events; memory is the number
-    /// of group members, not of paths.
+    /// Every (member, first path) of the hard-link groups any version or the mirror records
+    /// (`attrs.hardlink_of`), each pair once. One pass over the events and the mirror; memory
+    /// is the number of group members, not of paths.
     pub fn hardlink_pairs(&self) -> Result<Vec<(RelPath, RelPath)>> {
         type Row = (i64, Vec<u8>, Option<i64>, Option<i64>, Option<String>);
         let rows: Vec<Row> = self
@@ -500,6 +500,28 @@ impl Index {
                 extra.as_deref(),
             );
             if let (Some(first), Some(path)) = (attrs.hardlink_of, self.path_of_row(dir, &name)?) {
+                out.insert((path, first));
+            }
+        }
+        // The mirror's groups too (untracked files have no events).
+        type MirrorRow = (Vec<u8>, Option<i64>, Option<i64>, Option<String>);
+        let rows: Vec<MirrorRow> = self
+            .conn()
+            .prepare_cached(
+                r#"SELECT key, uid, gid, extra FROM mirror WHERE extra LIKE '%"hardlink_of"%'"#,
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect()
+            })
+            .map_err(self.err("list hard-link groups"))?;
+        for (key, uid, gid, extra) in rows {
+            let attrs = crate::format::attrs_from_extra(
+                uid.and_then(|u| u32::try_from(u).ok()),
+                gid.and_then(|g| u32::try_from(g).ok()),
+                extra.as_deref(),
+            );
+            if let (Some(first), Ok(path)) = (attrs.hardlink_of, RelPath::from_sort_key(&key)) {
                 out.insert((path, first));
             }
         }
