@@ -92,6 +92,8 @@ fn writers_are_refused_while_a_backup_runs_and_check_describes_it() {
         vec!["recreate", "--force"],
         vec!["delete", first.as_str(), "--mask", "*"],
         vec!["prune", "--keep-last", "1"],
+        // Replaces DIST/mirror.json: a write at dist like the others.
+        vec!["export-mirror-json"],
     ] {
         let mut full = vec![dist.as_str()];
         full.extend(args.iter().copied());
