@@ -261,7 +261,7 @@ impl CatalogEntry {
 
 /// One entry of `file_catalog`, `mirror.json` or `folders` as JSON. Only an object is an entry:
 /// serde would otherwise read `[1, 2]` as size 1, mtime 2 (see [`EntryJson`]'s Deserialize).
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Serialize, Deserialize, Default, Clone)]
 struct EntryFields {
     #[serde(default)]
     size: u64,
@@ -459,9 +459,26 @@ pub(crate) fn attrs_extra(a: &Attrs) -> Option<String> {
 
 /// The inverse of [`attrs_extra`], with the owner's numbers from their own columns.
 pub(crate) fn attrs_from_extra(uid: Option<u32>, gid: Option<u32>, extra: Option<&str>) -> Attrs {
-    let mut f: EntryFields = extra
-        .and_then(|t| serde_json::from_str(t).ok())
-        .unwrap_or_default();
+    // Most rows of an index share one `extra` (the same owner names, nothing else): parse each
+    // text once per thread, not once per row (a run reads every row of the mirror).
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(String, EntryFields)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let mut f: EntryFields = match extra {
+        None => EntryFields::default(),
+        Some(t) => LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            match &*last {
+                Some((text, f)) if text == t => f.clone(),
+                _ => {
+                    let f: EntryFields = serde_json::from_str(t).unwrap_or_default();
+                    *last = Some((t.to_owned(), f.clone()));
+                    f
+                }
+            }
+        }),
+    };
     f.uid = uid;
     f.gid = gid;
     f.attrs().0

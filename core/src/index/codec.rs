@@ -106,7 +106,12 @@ impl MirrorValues {
 pub(crate) fn mirror_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<IndexEntry> {
     let uid: Option<i64> = r.get(at + 4)?;
     let gid: Option<i64> = r.get(at + 5)?;
-    let extra: Option<String> = r.get(at + 9)?;
+    // Borrowed: no String per row.
+    let extra = r.get_ref(at + 9)?;
+    let extra = match extra {
+        rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t).ok(),
+        _ => None,
+    };
     Ok(IndexEntry {
         kind: kind_of(r.get(at)?),
         size: r.get::<_, i64>(at + 1)?.max(0) as u64,
@@ -118,7 +123,7 @@ pub(crate) fn mirror_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<IndexEnt
             .get::<_, Option<String>>(at + 8)?
             .as_deref()
             .and_then(IncrementName::parse),
-        attrs: attrs_from_extra(u32_of(uid), u32_of(gid), extra.as_deref()),
+        attrs: attrs_from_extra(u32_of(uid), u32_of(gid), extra),
         ctime_ns: r.get(at + 10)?,
     })
 }
