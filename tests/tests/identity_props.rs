@@ -42,9 +42,8 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0..FILES.len()).prop_map(Edit::Write),
         1 => (0..FILES.len()).prop_map(Edit::Delete),
     ];
-    (clock, 0..ZONES.len(), proptest::collection::vec(edit, 1..3)).prop_map(
-        |(clock, zone, edits)| Step { clock, zone, edits },
-    )
+    (clock, 0..ZONES.len(), proptest::collection::vec(edit, 1..3))
+        .prop_map(|(clock, zone, edits)| Step { clock, zone, edits })
 }
 
 /// A faked wall-clock reading (what libfaketime takes), `secs` after 2024-06-01 12:00:00.
@@ -104,7 +103,11 @@ fn run_sequence(steps: &[Step]) -> Result<(), TestCaseError> {
             prop_assert!(written.is_empty(), "run {n} stored nothing: {so}");
         }
     }
-    eprintln!("{} runs, {} stored versions verified", steps.len(), stored.len());
+    eprintln!(
+        "{} runs, {} stored versions verified",
+        steps.len(),
+        stored.len()
+    );
     verify(&env, &stored)
 }
 
@@ -140,7 +143,11 @@ fn verify(env: &TestEnv, stored: &Stored) -> Result<(), TestCaseError> {
         prop_assert!(listed, "log {path} lacks {inc} {h}: {log}");
         let to = scratch.path().join(format!("r{k}"));
         let out = tool(&["restore", path, "--at", inc, "--to", to.to_str().unwrap()]);
-        prop_assert!(out.status.success(), "restore {path} --at {inc}: {:?}", text(&out));
+        prop_assert!(
+            out.status.success(),
+            "restore {path} --at {inc}: {:?}",
+            text(&out)
+        );
         let got = std::fs::read(to.join(path)).unwrap();
         prop_assert_eq!(&hash(&got), h, "restore {} --at {}", path, inc);
     }

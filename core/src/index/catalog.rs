@@ -422,6 +422,7 @@ impl Index {
                 .and_then(|mut s| s.execute([id]))
                 .map_err(self.err("drop an increment"))?;
         }
+        self.forget_increment_names();
         Ok(())
     }
 
@@ -472,6 +473,7 @@ impl Index {
                 ])
             })
             .map_err(self.err("add an increment"))?;
+        self.forget_increment_names();
         Ok(self.conn().last_insert_rowid())
     }
 

@@ -32,6 +32,8 @@ mod views;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+
+use crate::identity::IncrementName;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -103,6 +105,20 @@ impl IndexError {
     }
 }
 
+/// Process-wide SQLite settings, before the first connection: no memory statistics (they put
+/// one global mutex around every allocation of every connection: a mount's request threads
+/// spent an eighth of their time on it).
+fn configure_library() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: called once, before any connection of this process is opened (every
+        // connection goes through `open_at`); a failure leaves the default in place.
+        unsafe {
+            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0);
+        }
+    });
+}
+
 /// SQLite reports a write into its shared memory or WAL that failed for want of space as a
 /// generic I/O error; the errno it saw tells the two apart, so a full disk is called by its
 /// name (the user can act on it; "disk I/O error" sends them looking for a broken drive).
@@ -170,6 +186,9 @@ pub struct Index {
     path: PathBuf,
     journal: JournalMode,
     dirs: RefCell<DirCache>,
+    /// Increment names by row id, for the length of one read (ids of dropped increments can
+    /// be reused): a folder listing names the same few increments for every entry.
+    inc_names: RefCell<HashMap<i64, Option<IncrementName>>>,
 }
 
 impl std::fmt::Debug for Index {
@@ -199,6 +218,7 @@ impl Index {
     /// Opens (or creates, unless `read_only`) an index file anywhere: a backup on a read-only
     /// drive gets its index built in a temporary file, through the same code.
     pub fn open_at(path: &Path, read_only: bool) -> Result<Index> {
+        configure_library();
         // NOFOLLOW: an index that is a symlink (planted in a copied or hostile backup) is
         // refused, never followed to a database (or any file) outside the backup.
         let flags = if read_only {
@@ -222,6 +242,7 @@ impl Index {
             path: path.to_path_buf(),
             journal: JournalMode::Wal,
             dirs: RefCell::new(DirCache::default()),
+            inc_names: RefCell::new(HashMap::new()),
         };
         index.configure(read_only)?;
         index.migrate(read_only)?;
@@ -266,6 +287,28 @@ impl Index {
         }
     }
 
+    /// Forgets remembered increment names (the increments table changed).
+    pub(crate) fn forget_increment_names(&self) {
+        self.inc_names.borrow_mut().clear();
+    }
+
+    pub(crate) fn cached_increment_name(
+        &self,
+        id: i64,
+        load: impl FnOnce() -> Result<Option<IncrementName>>,
+    ) -> Result<Option<IncrementName>> {
+        if let Some(n) = self.inc_names.borrow().get(&id) {
+            return Ok(n.clone());
+        }
+        let n = load()?;
+        let mut c = self.inc_names.borrow_mut();
+        if c.len() > 4096 {
+            c.clear();
+        }
+        c.insert(id, n.clone());
+        Ok(n)
+    }
+
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn
     }
@@ -278,7 +321,7 @@ impl Index {
         // Every query is a cached statement: room for all of them (rusqlite keeps 16 by
         // default; a mount's request thread uses more, and re-preparing each time costs more
         // than the query).
-        self.conn.set_prepared_statement_cache_capacity(64);
+        self.conn.set_prepared_statement_cache_capacity(128);
         // Bounded memory whatever the row count: 16 MiB of page cache.
         self.conn
             .execute_batch("PRAGMA cache_size = -16000; PRAGMA temp_store = FILE;")
@@ -425,11 +468,16 @@ impl Index {
             return f(self);
         }
         self.conn
-            .execute_batch("BEGIN DEFERRED")
+            .prepare_cached("BEGIN DEFERRED")
+            .and_then(|mut s| s.execute([]))
             .map_err(self.err("begin a read"))?;
+        self.inc_names.borrow_mut().clear();
         let out = f(self);
         // A read has nothing to commit; ending it lets checkpoints move on.
-        let _ = self.conn.execute_batch("COMMIT");
+        let _ = self
+            .conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]));
         out
     }
 

@@ -146,11 +146,13 @@ fn event_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<EventRow> {
 impl Index {
     /// The increment with id `id`, by name (cached: a snapshot asks this per entry).
     pub(crate) fn increment_name(&self, id: i64) -> Result<Option<IncrementName>> {
-        self.conn()
-            .prepare_cached("SELECT name FROM increments WHERE id = ?1")
-            .and_then(|mut s| s.query_row([id], |r| r.get::<_, String>(0)).optional())
-            .map(|n| n.as_deref().and_then(IncrementName::parse))
-            .map_err(self.err("read increment"))
+        self.cached_increment_name(id, || {
+            self.conn()
+                .prepare_cached("SELECT name FROM increments WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id], |r| r.get::<_, String>(0)).optional())
+                .map(|n| n.as_deref().and_then(IncrementName::parse))
+                .map_err(self.err("read increment"))
+        })
     }
 
     /// Turns an event row of `path` into what it makes present (`None` for a deletion).
