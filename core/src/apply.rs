@@ -291,7 +291,6 @@ pub fn apply_folder(stage: &Stage, f: &FolderItem) -> Result<IndexEntry, (FileEr
     let rel = &f.folder.rel;
     let err = |op, e: &io::Error| io_err(rel, op, e);
     ensure_dir(stage, Some(rel)).map_err(|e| err("create folder", &e))?;
-    let path = rel.under(&stage.repo.mirror_dir());
     if f.folder.preserved {
         if let Ok(mut p) = stage.preserved.lock() {
             p.insert(rel.clone());
@@ -308,6 +307,7 @@ pub fn apply_folder(stage: &Stage, f: &FolderItem) -> Result<IndexEntry, (FileEr
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
+        let path = rel.under(&stage.repo.mirror_dir());
         let dir = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
@@ -805,7 +805,7 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                 };
                 // Owner, mode, xattrs, mtime on the new inode before anything links to it;
                 // what the file system cannot hold (exFAT: owners, xattrs) is in the index.
-                let finish = match pmeta::apply_fd(&output, &shown, &apply, stage.root) {
+                let finish = match pmeta::apply_file(&output, &shown, &apply, stage.root) {
                     Ok(()) => Ok(()),
                     Err(e) => {
                         tracing::debug!("attributes of {}: {e}", shown.display());

@@ -192,6 +192,18 @@ pub fn apply_dir(d: &SafeDir, m: &Apply<'_>, may_chown: bool) -> Result<(), FsEr
     }
 }
 
+/// Extended attributes are not read on Windows (alternate data streams are not kept yet).
+#[cfg(not(unix))]
+pub fn xattrs_of_path(_path: &Path) -> std::io::Result<Vec<Xattr>> {
+    Ok(Vec::new())
+}
+
+/// Extended attributes are not read on Windows (see [`xattrs_of_path`]).
+#[cfg(not(unix))]
+pub fn xattrs_of_fd(_f: &std::fs::File) -> std::io::Result<Vec<Xattr>> {
+    Ok(Vec::new())
+}
+
 #[cfg(not(unix))]
 /// Symlink metadata is not restored on Windows yet.
 pub fn apply_symlink(

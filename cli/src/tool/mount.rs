@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use backup_core::Repository;
@@ -211,7 +210,7 @@ async fn wait_for_end(
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || watch(&fs, &stop))
     };
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
     let end = loop {
         tokio::select! {
             Some(_) = signals.int.recv() => break End::Signal("interrupted"),
