@@ -23,4 +23,4 @@ echo "== backup-tool list"
 "$bin/backup-tool" "$work/dist" list --detailed
 echo "== backup-tool search --mask main.rs"
 "$bin/backup-tool" "$work/dist" search --mask main.rs
-echo "== the backup is in $work/dist (mirror/, backup_*/, mirror.json)"
+echo "== the backup is in $work/dist (mirror/, backup_*/, .backup-index.sqlite)"

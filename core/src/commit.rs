@@ -87,6 +87,9 @@ pub struct Recorder {
     /// record after its content, but a folder record may precede the first tracked change
     /// elsewhere): written once it exists, dropped if it never does.
     pending_folders: Vec<RelPath>,
+    /// Folders recorded into this run's increment: remembered again if the increment is
+    /// dropped after all.
+    recorded_folders: Vec<RelPath>,
     touched: Touched,
     /// Anything changed at all (else nothing is committed).
     changed: bool,
@@ -105,6 +108,7 @@ impl Recorder {
             started,
             increment: None,
             pending_folders: Vec::new(),
+            recorded_folders: Vec::new(),
             touched: Touched::default(),
             changed: false,
         })
@@ -122,8 +126,13 @@ impl Recorder {
                 let ts = timestamp_of(self.started);
                 let id = self.index.add_increment(&name, &time, Some(&ts))?;
                 self.increment = Some((id, name));
-                for rel in std::mem::take(&mut self.pending_folders) {
-                    self.folder_record(&rel)?;
+                // Folders changed by earlier runs that made no increment, then this run's.
+                let mut rels = self.index.pending_folders()?;
+                rels.append(&mut self.pending_folders);
+                rels.sort();
+                rels.dedup();
+                for rel in &rels {
+                    self.folder_record(rel)?;
                 }
             }
             Record::Copied(c) => {
@@ -193,6 +202,7 @@ impl Recorder {
         let Some((id, name)) = &self.increment else {
             return Ok(());
         };
+        self.recorded_folders.push(rel.clone());
         if let Some(e) = self.index.mirror_get(rel)? {
             if e.kind == FileKind::Dir {
                 let f = FolderEntry {
@@ -270,6 +280,7 @@ impl Recorder {
                 }));
                 let summary = self.write_metadata(id, &name, &path)?;
                 self.index.finish_increment(id, &path)?;
+                self.index.pending_folders_clear()?;
                 out.increment = Some(name);
                 out.new = summary.new;
                 out.changed = summary.changed;
@@ -280,9 +291,11 @@ impl Recorder {
                 self.index.drop_increment_now(id)?;
                 let _ = std::fs::remove_dir_all(&dir);
                 let _ = pfs::fsync_dir(repo.root());
+                self.index.pending_folders_add(&self.recorded_folders)?;
             }
         } else {
             self.index.settle(&mut self.touched)?;
+            self.index.pending_folders_add(&self.pending_folders)?;
         }
         self.index.set_setting(
             crate::index::MIRROR_UPDATED,

@@ -310,7 +310,8 @@ fn file_changing_during_copy_is_never_recorded_as_good() {
     let env = TestEnv::new();
     env.config(json!({"track_dirs": ["docs"], "max_workers": 1}));
     env.write("docs/calm", b"calm");
-    let busy = env.write("docs/busy.log", &vec![b'x'; 16 << 20]);
+    // Big enough that a copy lasts many of the writer's beats even on a busy machine.
+    let busy = env.write("docs/busy.log", &vec![b'x'; 64 << 20]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
@@ -326,7 +327,7 @@ fn file_changing_during_copy_is_never_recorded_as_good() {
                 f.write_all(&[b'y'; 512]).unwrap();
                 written += 512;
                 // Often enough to move the mtime during every copy, slowly enough to stay small.
-                std::thread::sleep(std::time::Duration::from_micros(500));
+                std::thread::sleep(std::time::Duration::from_micros(50));
             }
         })
     };

@@ -463,3 +463,54 @@ fn metadata_changes_are_history_the_older_views_keep_the_old_metadata() {
     }
     m.terminate();
 }
+
+/// A folder's metadata changed in a run that stored no file (so made no increment): the next
+/// increment must still show the folder as it was then, not as the first increment had it.
+#[test]
+fn a_folder_change_without_an_increment_is_recorded_by_the_next_increment() {
+    let Some(env) = env_with_tree(Extras {
+        big_sparse: false,
+        non_utf8: false,
+    }) else {
+        return;
+    };
+    env.backup_ok(&[]);
+    let first = env.increments()[0].clone();
+    let folder = env.src.join("t/private");
+    let before = facts(&folder);
+
+    chmod(&folder, 0o750);
+    lchown(&folder, Some(777), Some(778)).unwrap();
+    setfattr(&folder, "user.folder", b"changed");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    env.backup_ok(&[]);
+    assert_eq!(
+        env.increments(),
+        vec![first.clone()],
+        "a folder change alone makes no increment"
+    );
+    let changed = facts(&folder);
+    assert_ne!(before, changed);
+
+    // A tracked file elsewhere changes: the increment it makes holds the folder as it is now.
+    fs::write(env.src.join("t/plain.txt"), b"a later version\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    env.backup_ok(&[]);
+    let incs = env.increments();
+    assert_eq!(incs.len(), 2, "{incs:?}");
+    let second = incs[1].clone();
+
+    for (at, want) in [(&first, &before), (&second, &changed)] {
+        let r = env.dir.path().join(format!("r-{at}"));
+        restore(&env, &r, Some(at));
+        assert_eq!(&facts(&r.join("t/private")), want, "restore --at {at}");
+    }
+    let mnt = env.dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let mut m = MountedBackup::start(&env.dist, &mnt);
+    for (at, want) in [(&first, &before), (&second, &changed)] {
+        let p: PathBuf = m.path(&format!("snapshots/{at}/t/private"));
+        assert_eq!(&facts(&p), want, "mount, t/private in {at}");
+    }
+    m.terminate();
+}

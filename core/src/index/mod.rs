@@ -450,6 +450,62 @@ impl Index {
             .map_err(self.err("write setting"))
     }
 
+    /// Remembers folders whose metadata changed in a run that made no increment, so the next
+    /// increment records them: a history view at that increment must show the folder as it
+    /// was then, and the mirror's row (already updated) no longer tells that it changed.
+    /// Like the mirror table, this cannot be derived from the increments.
+    pub fn pending_folders_add(&self, rels: &[RelPath]) -> Result<()> {
+        self.ensure_pending_folders()?;
+        let mut s = self
+            .conn
+            .prepare_cached("INSERT OR IGNORE INTO pending_folders(key) VALUES (?1)")
+            .map_err(self.err("remember folder change"))?;
+        for rel in rels {
+            s.execute([rel.sort_key()])
+                .map_err(self.err("remember folder change"))?;
+        }
+        Ok(())
+    }
+
+    /// The folders [`Index::pending_folders_add`] remembered (names that cannot be read back
+    /// are skipped: the folder's next change records it again).
+    pub fn pending_folders(&self) -> Result<Vec<RelPath>> {
+        self.ensure_pending_folders()?;
+        let mut s = self
+            .conn
+            .prepare_cached("SELECT key FROM pending_folders ORDER BY key")
+            .map_err(self.err("read folder changes"))?;
+        let keys = s
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .and_then(|rows| rows.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(self.err("read folder changes"))?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| RelPath::from_sort_key(k).ok())
+            .collect())
+    }
+
+    /// Forgets the remembered folder changes (an increment recorded them).
+    pub fn pending_folders_clear(&self) -> Result<()> {
+        self.ensure_pending_folders()?;
+        self.conn
+            .execute("DELETE FROM pending_folders", [])
+            .map(|_| ())
+            .map_err(self.err("forget folder changes"))
+    }
+
+    /// Indexes of schema 1 made before this table existed get it on first use (older readers
+    /// ignore it, so the schema number stays).
+    fn ensure_pending_folders(&self) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "CREATE TABLE IF NOT EXISTS pending_folders(key BLOB PRIMARY KEY) WITHOUT ROWID",
+            )
+            .and_then(|mut s| s.execute([]))
+            .map(|_| ())
+            .map_err(self.err("create pending_folders"))
+    }
+
     /// Starts a write transaction (IMMEDIATE: it holds the write lock from the start, so two
     /// writers never deadlock half-way). Everything until [`Index::commit`] is invisible to
     /// readers, which keep reading the last committed state.
