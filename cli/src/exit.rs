@@ -1,4 +1,4 @@
-//! Exit statuses, in one place (SPEC §3).
+//! Exit statuses, in one place (`docs/tool.md`, "Exit status").
 
 /// Everything done.
 pub const SUCCESS: i32 = 0;

@@ -1,7 +1,7 @@
 //! Apply: carry out the steps of a plan on the repository, one at a time, as the plan hands
 //! them out (see `pipeline`).
 //!
-//! Invariant 1 of SPEC §2 lives here: no byte is ever written into an inode that the mirror or
+//! Invariant 1 of `docs/format.md` lives here: no byte is ever written into an inode that the mirror or
 //! an increment already holds. Every new version is copied into a fresh temporary file in the
 //! staging dir (hashed with blake3 while copying, holes kept as holes, owner, mode, xattrs and
 //! mtime set on it, and made durable), hard-linked into `backup_X/track/<rel>` when it is a

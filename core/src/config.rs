@@ -1,4 +1,4 @@
-//! Configuration: one JSON file per profile (SPEC §1), validated into a [`Config`] that cannot
+//! Configuration: one JSON file per profile (`docs/config.md`), validated into a [`Config`] that cannot
 //! hold an invalid state. Everything wrong is refused before anything is written, with one line
 //! that names the file and the offending key, pattern or path.
 //!
@@ -288,7 +288,7 @@ impl RawConfig {
 }
 
 impl Config {
-    /// The lookup order of SPEC §1: `explicit`, then `./config.json`, then the platform config
+    /// The lookup order of `docs/config.md`: `explicit`, then `./config.json`, then the platform config
     /// dir (`~/.config/backup/config.json` on Linux).
     pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
         if let Some(p) = explicit {

@@ -1,6 +1,6 @@
 //! Point-in-time folding: which version of each tracked file existed right after increment K.
 //!
-//! SPEC §2 "Point in time": a tracked path is present at K when its latest event up to K is a
+//! `docs/format.md`, "Point in time": a tracked path is present at K when its latest event up to K is a
 //! `track/` event (that version) and absent when it is a `deleted/` event. Every version has a
 //! *start* — the name of the increment that stored it — and one or more *holders*: the
 //! `track/` link of that increment, the `deleted/` link of the increment that recorded its
@@ -139,7 +139,7 @@ pub struct Folded {
 }
 
 /// The fold of one path: its catalog events (in increment order), plus the versions other
-/// holders keep. The one implementation of the point-in-time rules (SPEC "Point in time"), used
+/// holders keep. The one implementation of the point-in-time rules (`docs/format.md`, "Point in time"), used
 /// by [`History`] in memory and by the index, which stores its result.
 pub fn fold_path(
     path: &RelPath,

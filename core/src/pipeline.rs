@@ -1,4 +1,4 @@
-//! The `backup` run as named stages (SPEC §3): lock → recover → select (scan) → plan → apply →
+//! The `backup` run as named stages (`docs/format.md`, "How a run writes"): lock → recover → select (scan) → plan → apply →
 //! commit — as a stream, so memory follows the work, not the size of the backup.
 //!
 //! One concurrency style: plain threads joined by bounded channels (`std::sync::mpsc`), each

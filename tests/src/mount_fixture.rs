@@ -1,5 +1,5 @@
 //! Backups written file by file with the core types, for the mount tests: the layout of
-//! SPEC §2 (mirror updated by rename, increments as hard links, metadata JSON) plus the model
+//! `docs/format.md` (mirror updated by rename, increments as hard links, metadata JSON) plus the model
 //! of what every point in time holds, to compare the mounted views against.
 
 use std::collections::BTreeMap;

@@ -168,7 +168,7 @@ pub fn fingerprint(root: &Path) -> String {
             continue;
         }
         // The index (`.backup-index.sqlite` and SQLite's `-wal`/`-shm`/`-journal` beside it) is
-        // derived data every command may create or bring up to date (SPEC §2 "The index"):
+        // derived data every command may create or bring up to date (`docs/format.md`, "The index"):
         // not a change of the backup. For the same reason `dist`'s own mtime, which those
         // files' creation moves, is left out; its entries are all still compared.
         let name = e.file_name().to_string_lossy();

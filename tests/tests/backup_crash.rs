@@ -1,4 +1,4 @@
-//! Invariant 4 of SPEC §2: interrupted runs (kill -9 at random moments, a full disk) lose
+//! Invariant 4 of `docs/format.md`: interrupted runs (kill -9 at random moments, a full disk) lose
 //! nothing stored earlier, and the next run converges. Plus the lock, between real runs.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Invariant 5 of SPEC §2 on a real exFAT file system (FUSE driver on a loop device): a `dist`
+//! Invariant 5 of `docs/format.md` on a real exFAT file system (FUSE driver on a loop device): a `dist`
 //! that cannot hard-link gets copies in its increments, and the run says so once.
 
 use backup_tests::capability::require;

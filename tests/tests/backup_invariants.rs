@@ -1,4 +1,4 @@
-//! Invariants 1–3 of SPEC §2 and the pipeline rules of SPEC §3, on the real `backup` binary.
+//! Invariants 1–3 of `docs/format.md` and its rules for how a run writes, on the real `backup` binary.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;

@@ -1,4 +1,4 @@
-//! Every refusal of SPEC §1 through the real `backup` binary: exit status 2, exactly one line
+//! Every refusal of `docs/config.md` through the real `backup` binary: exit status 2, exactly one line
 //! on stderr naming what is wrong, and nothing created at `dist` (nor anywhere else).
 
 use std::path::{Path, PathBuf};

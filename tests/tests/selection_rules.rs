@@ -1,4 +1,4 @@
-//! The selection rules of SPEC §1 end to end: what `backup` puts in the mirror and which files
+//! The selection rules of `docs/config.md` end to end: what `backup` puts in the mirror and which files
 //! it tracks in the increment, and the notes it prints for unmatched rules and `dist` inside
 //! `src`.
 
