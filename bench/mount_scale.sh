@@ -93,3 +93,16 @@ ld=$(best ls -l "$DIST/mirror/big")
 echo "ls -l of $BIG entries, warm (best of 5): mount $lm s, disk $ld s, ratio $(ratio "$lm" "$ld")"
 echo "VmHWM at the end: $(hwm)"
 stop_mount
+
+# Prune cost follows the increment, not the backup: remove the oldest increment (its
+# 100 changed files) out of all of them, then the next one, and compare with
+# `list` (which reads only the increments table). Changes DIST: a rerun has one fewer.
+n_inc=$(ls -d "$DIST"/backup_* | wc -l)
+for keep in $((n_inc - 1)) $((n_inc - 2)); do
+  /usr/bin/time -f '%e %M %O' -o "$WORK/prune.time" "$TOOL" "$DIST" prune --keep-last "$keep" -q >/dev/null
+  read -r pt prss pio <"$WORK/prune.time"
+  echo "prune 1 of $((keep + 1)) increments: ${pt} s, RSS $((prss / 1024)) MiB, wrote $((pio / 2)) KiB"
+done
+lt=$(best "$TOOL" "$DIST" list)
+echo "list (reference, best of 5): $lt s"
+
