@@ -1,6 +1,6 @@
-//! Configuration: one JSON file per profile (`docs/config.md`), validated into a [`Config`] that cannot
-//! hold an invalid state. Everything wrong is refused before anything is written, with one line
-//! that names the file and the offending key, pattern or path.
+//! Configuration: one JSON file per profile (`docs/config.md`), validated into a [`Config`]
+//! that cannot hold an invalid state. Everything wrong is refused before anything is written,
+//! with one line that names the file and the offending key, pattern or path.
 //!
 //! Loading never creates anything: not `dist`, not the config dir.
 //!
@@ -19,15 +19,8 @@ use serde::de::{Deserializer as _, MapAccess, Visitor};
 use serde_json::Value;
 
 use crate::explore::prune::{Policy, Within};
-use crate::selection::{RuleKey, Selection};
-
-/// Which rule wins for a file under both an include dir and a track dir.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum DirectoryPriority {
-    #[default]
-    Track,
-    Include,
-}
+use crate::selection::{DirectoryPriority, RuleKey, Selection, SelectionError};
+use crate::text::one_line;
 
 /// A validated profile.
 #[derive(Clone, Debug)]
@@ -49,6 +42,9 @@ pub struct Config {
     pub hooks: Hooks,
     /// The retention policy of `backup-tool prune` without flags and `backup --prune`.
     pub retention: Option<Policy>,
+    /// `rules` compiled by [`Config::load`], so that a bad glob is refused there and never met
+    /// mid-run (changing `rules` afterwards does not recompile it).
+    selection: Selection,
 }
 
 /// One hook command: a string is run by the shell (`sh -c`, `cmd /C` on Windows), a list is
@@ -101,7 +97,7 @@ impl Hooks {
     }
 }
 
-/// The selection keys of a profile, as written (globs checked by [`RawConfig::parse`]).
+/// The selection keys of a profile, as written (compiled by [`RawConfig::parse`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rules {
     pub include_dirs: Vec<String>,
@@ -126,11 +122,6 @@ impl Rules {
             (RuleKey::ExcludeFiles, &self.exclude_files),
         ]
     }
-
-    /// The compiled selection rules.
-    pub fn selection(&self) -> Result<Selection, String> {
-        Selection::compile(&self.pairs(), self.directory_priority)
-    }
 }
 
 /// Why a configuration was refused. Each variant's message is one clear line.
@@ -140,6 +131,22 @@ pub enum ConfigError {
     NotFound(String),
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
+    #[error("{path}: {error}")]
+    Selection {
+        path: String,
+        #[source]
+        error: SelectionError,
+    },
+}
+
+/// Why [`RawConfig::parse`] refused a profile's text; one line without the file name (the
+/// caller adds it).
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Selection(#[from] SelectionError),
 }
 
 /// Every key a profile may hold.
@@ -183,7 +190,7 @@ pub const MAX_WORKERS_LIMIT: usize = 1024;
 
 /// The profile as written, with keys, types and globs checked but no filesystem access:
 /// what [`Config::load`] builds first, and what the fuzz target exercises.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct RawConfig {
     pub src: String,
     pub dist: String,
@@ -192,13 +199,23 @@ pub struct RawConfig {
     pub max_workers: Option<usize>,
     pub hooks: Hooks,
     pub retention: Option<Policy>,
+    /// `rules` compiled; [`Config::load`] moves it into the [`Config`] rather than compiling
+    /// twice.
+    selection: Selection,
 }
 
 impl RawConfig {
-    /// Parses and checks the JSON text of a profile. The error is one line without the file
-    /// name (the caller adds it).
-    pub fn parse(text: &str) -> Result<RawConfig, String> {
-        Self::parse_inner(text).map_err(|m| one_line(&m))
+    /// Parses and checks the JSON text of a profile.
+    pub fn parse(text: &str) -> Result<RawConfig, ParseError> {
+        let mut raw = Self::parse_inner(text).map_err(|m| ParseError::Invalid(one_line(&m)))?;
+        // Last: of several faults, the structural one (a missing key, no rule at all) is named.
+        raw.selection = Selection::compile(&raw.rules.pairs(), raw.rules.directory_priority)?;
+        Ok(raw)
+    }
+
+    /// The compiled selection rules.
+    pub fn selection(&self) -> &Selection {
+        &self.selection
     }
 
     fn parse_inner(text: &str) -> Result<RawConfig, String> {
@@ -281,15 +298,13 @@ impl RawConfig {
                     .to_owned(),
             );
         }
-        // Compiling checks every glob and names the first bad one with its key.
-        raw.rules.selection()?;
         Ok(raw)
     }
 }
 
 impl Config {
-    /// The lookup order of `docs/config.md`: `explicit`, then `./config.json`, then the platform config
-    /// dir (`~/.config/backup/config.json` on Linux).
+    /// The lookup order of `docs/config.md`: `explicit`, then `./config.json`, then the
+    /// platform config dir (`~/.config/backup/config.json` on Linux).
     pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
         if let Some(p) = explicit {
             return if p.exists() {
@@ -331,7 +346,13 @@ impl Config {
             }
             Err(e) => return Err(invalid(format!("cannot read: {e}"))),
         };
-        let raw = RawConfig::parse(&text).map_err(&invalid)?;
+        let raw = RawConfig::parse(&text).map_err(|e| match e {
+            ParseError::Invalid(message) => invalid(message),
+            ParseError::Selection(error) => ConfigError::Selection {
+                path: show(&file),
+                error,
+            },
+        })?;
         let base = file.parent().unwrap_or(Path::new("/"));
 
         let src = resolve(&raw.src, base);
@@ -371,13 +392,13 @@ impl Config {
             max_workers,
             hooks: raw.hooks,
             retention: raw.retention,
+            selection: raw.selection,
         })
     }
 
-    /// The compiled selection rules. Globs were checked by [`Config::load`]; a `Config` built by
-    /// hand with a bad glob gets the same one-line message here.
-    pub fn selection(&self) -> Result<Selection, String> {
-        self.rules.selection()
+    /// The compiled selection rules.
+    pub fn selection(&self) -> &Selection {
+        &self.selection
     }
 
     /// `dist` relative to `src` when it lies inside it (the scan leaves it out).
@@ -674,23 +695,6 @@ fn canonical_prefix(p: &Path) -> PathBuf {
     }
 }
 
-/// Escapes control characters (a newline in a pattern or in a library's message), so a
-/// refusal stays one line whatever the input.
-pub(crate) fn one_line(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_owned();
-    }
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 /// A path for a one-line message: quoted, control characters escaped.
 pub(crate) fn show(p: &Path) -> String {
     format!("{:?}", p.to_string_lossy())
@@ -723,6 +727,9 @@ mod tests {
         }
         /// Loads, expects a refusal, checks it is one line naming the file, returns it.
         fn refuse(&self, text: &str) -> String {
+            self.refuse_error(text).to_string()
+        }
+        fn refuse_error(&self, text: &str) -> ConfigError {
             let err = self.load(text).expect_err("config accepted");
             let msg = err.to_string();
             assert!(!msg.contains('\n'), "not one line: {msg:?}");
@@ -731,7 +738,7 @@ mod tests {
                 "does not name the file: {msg}"
             );
             assert!(!self.path("dist").exists(), "loading created dist: {msg}");
-            msg
+            err
         }
     }
 
@@ -899,30 +906,44 @@ mod tests {
 
     #[test]
     fn refuses_invalid_globs_naming_pattern_and_key() {
+        use crate::selection::PatternErrorKind as K;
+        use globset::ErrorKind as G;
         let env = Env::new();
-        for (key, pat) in [
-            ("include_dirs", "a/[bc"),
-            ("track_dirs", "{a,b"),
-            ("exclude_dirs", "x/a\\"),
-            ("include_files", "[z"),
-            ("track_files", "/etc/passwd"),
-            ("exclude_files", ""),
-            ("include_files", "dir/"),
-            ("track_dirs", "?[?*-\n"),
+        for (key, pat, kind) in [
+            (RuleKey::IncludeDirs, "a/[bc", K::Glob(G::UnclosedClass)),
+            (RuleKey::TrackDirs, "{a,b", K::Glob(G::UnclosedAlternates)),
+            (RuleKey::ExcludeDirs, "x/a\\", K::Glob(G::DanglingEscape)),
+            (RuleKey::IncludeFiles, "[z", K::Glob(G::UnclosedClass)),
+            (RuleKey::TrackFiles, "/etc/passwd", K::Absolute),
+            (RuleKey::ExcludeFiles, "", K::Empty),
+            (RuleKey::IncludeFiles, "dir/", K::NamesDirectory),
+            (RuleKey::TrackFiles, "./", K::Empty),
+            (RuleKey::IncludeFiles, ".:rec", K::NamesNoFile),
+            (RuleKey::ExcludeFiles, "b}", K::Glob(G::UnopenedAlternates)),
+            // globset's message holds the range's raw newline; the refusal must stay one line.
+            (
+                RuleKey::TrackDirs,
+                "?[?*-\n",
+                K::Glob(G::InvalidRange('*', '\n')),
+            ),
         ] {
-            let text = format!(
-                r#"{{"src": "src", "dist": "d", "include_dirs": ["ok"], "{key}": ["fine", {pat:?}]}}"#
-            );
-            let text = if key == "include_dirs" {
-                format!(r#"{{"src": "src", "dist": "d", "{key}": ["fine", {pat:?}]}}"#)
+            let name = key.name();
+            let text = if key == RuleKey::IncludeDirs {
+                format!(r#"{{"src": "src", "dist": "d", "{name}": ["fine", {pat:?}]}}"#)
             } else {
-                text
+                format!(
+                    r#"{{"src": "src", "dist": "d", "include_dirs": ["ok"], "{name}": ["fine", {pat:?}]}}"#
+                )
             };
-            let msg = env.refuse(&text);
-            assert!(msg.contains(&format!("\"{key}\"")), "{text} -> {msg}");
-            if !pat.is_empty() {
-                assert!(msg.contains(&format!("{pat:?}")), "{text} -> {msg}");
-            }
+            let err = env.refuse_error(&text);
+            assert!(
+                matches!(
+                    &err,
+                    ConfigError::Selection { error, .. }
+                        if *error == SelectionError { key, pattern: pat.to_owned(), kind: kind.clone() }
+                ),
+                "{text} -> {err:?}"
+            );
         }
     }
 

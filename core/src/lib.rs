@@ -20,6 +20,7 @@ pub mod relpath;
 pub mod repo;
 pub mod scan;
 pub mod selection;
+mod text;
 
 pub use format::{
     CatalogEntry, Category, ContentHash, FileKind, IncrementMeta, IndexEntry, MTime, MirrorIndex,

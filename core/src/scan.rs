@@ -186,20 +186,11 @@ pub fn scan_stream(
     sink: &mut dyn FnMut(ScanItem) -> ControlFlow<()>,
 ) -> ScanSummary {
     let mut summary = ScanSummary::default();
-    let selection = match config.selection() {
-        Ok(s) => s,
-        Err(msg) => {
-            summary.errors.push(ScanError {
-                rel: None,
-                error: std::io::Error::new(std::io::ErrorKind::InvalidInput, msg),
-            });
-            return summary;
-        }
-    };
+    let selection = config.selection();
     let mut hits = selection.new_hits();
     let root_state = selection.root_state(&mut hits);
     let mut walk = Walk {
-        selection: &selection,
+        selection,
         dist_rel: config
             .dist_inside_src()
             .and_then(|p| RelPath::from_path(p).ok()),

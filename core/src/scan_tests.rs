@@ -435,8 +435,7 @@ mod pruning {
     //! equals classifying it without.
     use proptest::prelude::*;
 
-    use crate::config::DirectoryPriority;
-    use crate::selection::{RuleKey, Selection};
+    use crate::selection::{DirectoryPriority, RuleKey, Selection};
 
     fn classify_without_pruning(sel: &Selection, comps: &[&[u8]]) -> Option<bool> {
         let mut hits = sel.new_hits();

@@ -48,7 +48,15 @@ use std::path::Path;
 
 use globset::{Candidate, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 
-use crate::config::DirectoryPriority;
+use crate::text::one_line;
+
+/// Which rule wins for a file under both an include dir and a track dir.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DirectoryPriority {
+    #[default]
+    Track,
+    Include,
+}
 
 /// The six rule keys, in the order [`Selection::compile`] takes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -100,6 +108,62 @@ impl RuleKey {
     }
 }
 
+/// A pattern that cannot be compiled: the first bad one, with its key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", one_line(&self.describe()))]
+pub struct SelectionError {
+    pub key: RuleKey,
+    /// As written in the profile; empty for [`PatternErrorKind::Set`], which no single pattern
+    /// causes.
+    pub pattern: String,
+    pub kind: PatternErrorKind,
+}
+
+/// Why a pattern was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PatternErrorKind {
+    /// Nothing left once `./`, `:rec` and trailing `/` are removed.
+    Empty,
+    /// Starts with `/`: patterns are relative to `src`.
+    Absolute,
+    /// A file pattern ending in `/`.
+    NamesDirectory,
+    /// `.` as a file pattern.
+    NamesNoFile,
+    /// `globset` refuses the glob.
+    Glob(globset::ErrorKind),
+    /// `globset` cannot build the key's patterns into one set (a size limit, not one pattern).
+    Set(globset::Error),
+}
+
+impl SelectionError {
+    fn new(key: RuleKey, pattern: &str, kind: PatternErrorKind) -> SelectionError {
+        SelectionError {
+            key,
+            pattern: pattern.to_owned(),
+            kind,
+        }
+    }
+
+    /// The message before control characters are escaped (a pattern or a globset message may
+    /// hold a newline, and a refusal is one line).
+    fn describe(&self) -> String {
+        let (key, pattern) = (self.key.name(), &self.pattern);
+        match &self.kind {
+            PatternErrorKind::Empty => format!("empty pattern in {key:?}"),
+            PatternErrorKind::Absolute => {
+                format!("pattern {pattern:?} in {key:?} must be relative to src (no leading '/')")
+            }
+            PatternErrorKind::NamesDirectory => format!(
+                "pattern {pattern:?} in {key:?} names a directory; file patterns match files"
+            ),
+            PatternErrorKind::NamesNoFile => format!("pattern \".\" in {key:?} names no file"),
+            PatternErrorKind::Glob(kind) => format!("invalid glob {pattern:?} in {key:?}: {kind}"),
+            PatternErrorKind::Set(error) => format!("invalid glob in {key:?}: {error}"),
+        }
+    }
+}
+
 /// One path component of a pattern, for deciding whether a directory can hold a match.
 #[derive(Clone, Debug)]
 enum Part {
@@ -125,13 +189,14 @@ struct RuleSet {
 }
 
 impl RuleSet {
-    fn compile(key: RuleKey, patterns: &[String]) -> Result<RuleSet, String> {
+    fn compile(key: RuleKey, patterns: &[String]) -> Result<RuleSet, SelectionError> {
         let mut builder = GlobSetBuilder::new();
         let mut rules = Vec::with_capacity(patterns.len());
         for written in patterns {
-            let effective = effective_pattern(key, written)?;
+            let effective = effective_pattern(key, written)
+                .map_err(|kind| SelectionError::new(key, written, kind))?;
             let glob = glob(&effective)
-                .map_err(|kind| format!("invalid glob {written:?} in {:?}: {kind}", key.name()))?;
+                .map_err(|kind| SelectionError::new(key, written, PatternErrorKind::Glob(kind)))?;
             builder.add(glob);
             rules.push(Rule {
                 written: written.clone(),
@@ -141,7 +206,7 @@ impl RuleSet {
         }
         let set = builder
             .build()
-            .map_err(|e| format!("invalid glob in {:?}: {e}", key.name()))?;
+            .map_err(|e| SelectionError::new(key, "", PatternErrorKind::Set(e)))?;
         Ok(RuleSet { set, rules })
     }
 
@@ -179,16 +244,13 @@ fn glob(pattern: &str) -> Result<globset::Glob, globset::ErrorKind> {
 }
 
 /// The glob actually matched against relative paths (see the module doc).
-fn effective_pattern(key: RuleKey, written: &str) -> Result<String, String> {
-    let name = key.name();
+fn effective_pattern(key: RuleKey, written: &str) -> Result<String, PatternErrorKind> {
     let (mut p, rec) = match written.strip_suffix(":rec") {
         Some(p) => (p, true),
         None => (written, false),
     };
     if p.starts_with('/') {
-        return Err(format!(
-            "pattern {written:?} in {name:?} must be relative to src (no leading '/')"
-        ));
+        return Err(PatternErrorKind::Absolute);
     }
     while let Some(rest) = p.strip_prefix("./") {
         p = rest;
@@ -210,15 +272,13 @@ fn effective_pattern(key: RuleKey, written: &str) -> Result<String, String> {
             p = ".";
         }
     } else if p.ends_with('/') {
-        return Err(format!(
-            "pattern {written:?} in {name:?} names a directory; file patterns match files"
-        ));
+        return Err(PatternErrorKind::NamesDirectory);
     }
     if p.is_empty() {
-        return Err(format!("empty pattern in {name:?}"));
+        return Err(PatternErrorKind::Empty);
     }
     if p == "." && !key.is_dir_rule() {
-        return Err(format!("pattern \".\" in {name:?} names no file"));
+        return Err(PatternErrorKind::NamesNoFile);
     }
     let any_depth =
         rec || (matches!(key, RuleKey::ExcludeDirs | RuleKey::ExcludeFiles) && !anchored);
@@ -300,7 +360,7 @@ pub(crate) fn bytes_path(b: &[u8]) -> &Path {
 }
 
 /// The compiled rules of a profile.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Selection {
     sets: [RuleSet; 6],
     priority: DirectoryPriority,
@@ -391,11 +451,10 @@ impl Selection {
     pub fn compile(
         rules: &[(RuleKey, &[String]); 6],
         priority: DirectoryPriority,
-    ) -> Result<Selection, String> {
+    ) -> Result<Selection, SelectionError> {
         let mut sets: [RuleSet; 6] = Default::default();
         for (key, patterns) in rules {
-            sets[key.index()] =
-                RuleSet::compile(*key, patterns).map_err(|m| crate::config::one_line(&m))?;
+            sets[key.index()] = RuleSet::compile(*key, patterns)?;
         }
         Ok(Selection { sets, priority })
     }
@@ -738,5 +797,59 @@ mod why_tests {
             why(&s, "a.txt").decided_by.unwrap().key,
             RuleKey::TrackFiles
         );
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    fn refusal(key: RuleKey, pattern: &str) -> String {
+        let mut rules: [(RuleKey, &[String]); 6] = RuleKey::ALL.map(|k| (k, &[][..]));
+        let pats = [pattern.to_owned()];
+        rules[key.index()].1 = &pats;
+        Selection::compile(&rules, DirectoryPriority::Track)
+            .unwrap_err()
+            .to_string()
+    }
+
+    /// The refusal is what users read (and `docs/config.md` quotes): one line that names the
+    /// key and the pattern.
+    #[test]
+    fn messages_name_key_and_pattern_on_one_line() {
+        for (key, pattern, want) in [
+            (
+                RuleKey::IncludeDirs,
+                "docs/[a-",
+                r#"invalid glob "docs/[a-" in "include_dirs": unclosed character class; missing ']'"#,
+            ),
+            (
+                RuleKey::TrackFiles,
+                "/etc/passwd",
+                r#"pattern "/etc/passwd" in "track_files" must be relative to src (no leading '/')"#,
+            ),
+            (
+                RuleKey::IncludeFiles,
+                "dir/",
+                r#"pattern "dir/" in "include_files" names a directory; file patterns match files"#,
+            ),
+            (
+                RuleKey::ExcludeFiles,
+                "",
+                r#"empty pattern in "exclude_files""#,
+            ),
+            (
+                RuleKey::TrackFiles,
+                ".",
+                r#"pattern "." in "track_files" names no file"#,
+            ),
+            (
+                RuleKey::TrackDirs,
+                "?[?*-\n",
+                r#"invalid glob "?[?*-\n" in "track_dirs": invalid range; '*' > '\n'"#,
+            ),
+        ] {
+            assert_eq!(refusal(key, pattern), want);
+        }
     }
 }

@@ -823,8 +823,8 @@ fn check_config(cli: &Cli, config: &Config) -> i32 {
         "track_files": r.track_files,
         "exclude_files": r.exclude_files,
         "directory_priority": match r.directory_priority {
-            backup_core::config::DirectoryPriority::Track => "track",
-            backup_core::config::DirectoryPriority::Include => "include",
+            backup_core::selection::DirectoryPriority::Track => "track",
+            backup_core::selection::DirectoryPriority::Include => "include",
         },
         "preserved_dirs": r.preserved_dirs,
         "max_workers": config.max_workers,
@@ -903,10 +903,7 @@ fn check_config(cli: &Cli, config: &Config) -> i32 {
 
 /// `--explain`: the verdict of the selection rules for each path, with the rule that decided.
 fn explain(cli: &Cli, config: &Config) -> i32 {
-    let selection = match config.selection() {
-        Ok(s) => s,
-        Err(e) => return report(cli, &format!("backup: {e}"), exit::REFUSED),
-    };
+    let selection = config.selection();
     let mut docs = Vec::new();
     let mut code = exit::SUCCESS;
     for p in &cli.explain {
