@@ -237,7 +237,10 @@ fn sqlite_in_wal_mode_keeps_committed_rows() {
     assert!(v.status.success());
     let db = m.mountpoint.join("index.sqlite");
     let sql = |q: &str| {
+        // A reader opening the file at the same moment briefly locks it: wait, as the
+        // backup's connections do, instead of failing.
         let out = Command::new("sqlite3")
+            .args(["-cmd", ".timeout 10000"])
             .arg(&db)
             .arg(q)
             .output()
@@ -257,11 +260,19 @@ fn sqlite_in_wal_mode_keeps_committed_rows() {
     let mut reader = Command::new("sqlite3")
         .arg(&db)
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let stdin = reader.stdin.as_mut().unwrap();
     writeln!(stdin, "BEGIN; SELECT count(*) FROM t;").unwrap();
+    // Its read transaction is open once it has answered.
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(reader.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "500");
     sql("PRAGMA synchronous=FULL; INSERT INTO t VALUES (1000, 'in the wal');");
     assert!(
         std::fs::metadata(m.mountpoint.join("index.sqlite-wal"))
