@@ -119,10 +119,7 @@ pub(crate) fn mirror_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<IndexEnt
         mode: u32_of(r.get(at + 3)?),
         tracked: r.get(at + 6)?,
         hash: hash_of(r.get(at + 7)?),
-        version_of: r
-            .get::<_, Option<String>>(at + 8)?
-            .as_deref()
-            .and_then(IncrementName::parse),
+        version_of: name_of(r.get_ref(at + 8)?),
         attrs: attrs_from_extra(u32_of(uid), u32_of(gid), extra),
         ctime_ns: r.get(at + 10)?,
     })
@@ -181,10 +178,7 @@ pub(crate) fn event_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<CatalogEn
         mtime: MTime::from_ns(r.get(at + 4)?),
         mode: u32_of(r.get(at + 5)?),
         hash: hash_of(r.get(at + 8)?),
-        version_of: r
-            .get::<_, Option<String>>(at + 9)?
-            .as_deref()
-            .and_then(IncrementName::parse),
+        version_of: name_of(r.get_ref(at + 9)?),
         attrs: attrs_from_extra(u32_of(uid), u32_of(gid), extra.as_deref()),
     })
 }
@@ -227,3 +221,29 @@ pub(crate) fn folder_of_index(e: &IndexEntry) -> FolderEntry {
         },
     }
 }
+
+/// An increment name column, read borrowed. Neighbouring rows mostly name the same increment
+/// (the one that stored a folder's files): each distinct text is parsed once per thread
+/// (parsing the stamp costs more than the rest of the row).
+fn name_of(v: rusqlite::types::ValueRef<'_>) -> Option<IncrementName> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<IncrementName>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let rusqlite::types::ValueRef::Text(t) = v else {
+        return None;
+    };
+    let t = std::str::from_utf8(t).ok()?;
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some(n) if n.as_str() == t => Some(n.clone()),
+            _ => {
+                let n = IncrementName::parse(t)?;
+                *last = Some(n.clone());
+                Some(n)
+            }
+        }
+    })
+}
+
