@@ -898,4 +898,6 @@ CREATE TABLE problems(
     message TEXT NOT NULL
 );
 CREATE INDEX problems_by_inc ON problems(inc);
+
+CREATE TABLE pending_folders(key BLOB PRIMARY KEY) WITHOUT ROWID;
 ";
