@@ -9,15 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::{bin, text, tree, Node};
 
-/// The binary `name`: from `FAULTS_BIN_DIR` when set (the campaign script runs on a frozen copy,
-/// so rebuilding the workspace meanwhile cannot change what is tested), else the workspace's.
-pub fn tool_bin(name: &str) -> PathBuf {
-    match std::env::var_os("FAULTS_BIN_DIR") {
-        Some(d) => PathBuf::from(d).join(name),
-        None => bin(name),
-    }
-}
-
 /// The corpus generator shared by benchmarks and tests.
 pub fn corpus_script() -> PathBuf {
     if let Ok(p) = std::env::var("BACKUP_CORPUS_PY") {
@@ -176,7 +167,7 @@ pub fn assert_check_clean(dist: &Path, when: &str) {
 
 /// `None` when `backup-tool DIST check` exits 0, else its exit status and report.
 pub fn check_problems(dist: &Path) -> Option<String> {
-    let out = Command::new(tool_bin("backup-tool"))
+    let out = Command::new(bin("backup-tool"))
         .arg(dist)
         .arg("check")
         .output()
@@ -326,7 +317,7 @@ pub const INCLUDED_TOP: &[&str] = &["music", "tmp"];
 
 fn run_backup(config: &Path) -> (std::process::Output, Duration) {
     let t = Instant::now();
-    let out = Command::new(tool_bin("backup"))
+    let out = Command::new(bin("backup"))
         .arg("--config")
         .arg(config)
         .arg("-q")
@@ -339,7 +330,7 @@ fn run_backup(config: &Path) -> (std::process::Output, Duration) {
 /// it was still running at that moment, and the run time when it finished by itself.
 pub fn kill_after(config: &Path, delay: Duration) -> (bool, Option<Duration>) {
     let start = Instant::now();
-    let mut child = Command::new(tool_bin("backup"))
+    let mut child = Command::new(bin("backup"))
         .arg("--config")
         .arg(config)
         .arg("-q")

@@ -10,9 +10,9 @@
 //! assert_eq!(tree(&env.src), tree(&env.mirror()));
 //! ```
 //!
-//! Binaries: found next to the test executable (`target/<profile>/backup`), built once per test
-//! process with `cargo build -p backup-cli --bins` so they are never stale (set
-//! `BACKUP_TESTS_NO_BUILD=1` to skip that when they are known to be current).
+//! Binaries: the tests live in `cli/tests`, integration tests of the package that defines
+//! `backup` and `backup-tool`, so Cargo builds both before any test runs and names them in
+//! `CARGO_BIN_EXE_<name>` (see [`bin`]); nothing here ever runs `cargo build`.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -20,15 +20,26 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 pub use serde_json;
 
-/// `target/<profile>/<name>` for the binaries of the workspace.
+/// The workspace binary `name` (`backup` or `backup-tool`), in this order:
+///
+/// 1. `FAULTS_BIN_DIR/<name>` when that is set: the campaign scripts run a frozen copy, so
+///    rebuilding the workspace meanwhile cannot change what is tested;
+/// 2. `CARGO_BIN_EXE_<name>`, which Cargo sets for the integration tests of `backup-cli`
+///    (at run time as well as at compile time);
+/// 3. next to the test executable (`target/<profile>/deps/<test>` → `target/<profile>/<name>`),
+///    where Cargo put the binaries it built for those same tests: for a Cargo that sets
+///    `CARGO_BIN_EXE_*` at compile time only, or a test executable started by hand.
 pub fn bin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
+    if let Some(d) = std::env::var_os("FAULTS_BIN_DIR") {
+        return PathBuf::from(d).join(name);
+    }
+    if let Some(p) = std::env::var_os(format!("CARGO_BIN_EXE_{name}")) {
+        return PathBuf::from(p);
+    }
     let exe = std::env::current_exe().expect("current exe");
-    // target/debug/deps/<test> → target/debug
     let dir = exe
         .parent()
         .and_then(|d| {
@@ -38,24 +49,11 @@ pub fn bin(name: &str) -> PathBuf {
                 Some(d)
             }
         })
-        .expect("target dir")
-        .to_path_buf();
+        .expect("target dir");
     let path = dir.join(name);
-    // `cargo test -p backup-tests` does not rebuild the binaries of another package, so make
-    // sure they are current (a no-op when they are). BACKUP_TESTS_NO_BUILD=1 skips it.
-    if !path.exists() || std::env::var_os("BACKUP_TESTS_NO_BUILD").is_none() {
-        BUILT.get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let st = Command::new(cargo)
-                .args(["build", "-p", "backup-cli", "--bins"])
-                .status()
-                .expect("run cargo build");
-            assert!(st.success(), "building the binaries failed");
-        });
-    }
     assert!(
         path.exists(),
-        "{} not found; run cargo build --workspace",
+        "{} not found: run the end-to-end tests through `cargo test -p backup-cli`, which builds it",
         path.display()
     );
     path

@@ -11,11 +11,6 @@ use std::time::{Duration, Instant};
 /// A generous bound for things that normally take milliseconds; never a timing assertion.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-/// The workspace binary `name` (built on demand by the shared harness).
-pub fn binary(name: &str) -> PathBuf {
-    crate::bin(name)
-}
-
 /// True when `dir` is a mount point according to the kernel.
 pub fn is_mounted(dir: &Path) -> bool {
     let dir = dir.to_string_lossy().replace(' ', "\\040");
@@ -58,7 +53,7 @@ impl MountedBackup {
     fn spawn(dist: &Path, dir: &Path, extra: &[&str], stderr: Stdio) -> MountedBackup {
         fs::create_dir_all(dir).expect("mount dir");
         let dir = fs::canonicalize(dir).expect("canonical mount dir");
-        let child = Command::new(binary("backup-tool"))
+        let child = Command::new(crate::bin("backup-tool"))
             .arg(dist)
             .arg("mount")
             .arg(&dir)

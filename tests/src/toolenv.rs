@@ -9,11 +9,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-/// The workspace binary `name` (built if missing).
-pub fn binary(name: &str) -> PathBuf {
-    crate::bin(name)
-}
-
 pub struct Env {
     pub tmp: tempfile::TempDir,
     pub src: PathBuf,
@@ -109,7 +104,7 @@ impl Env {
     }
 
     pub fn tool_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = std::process::Command::new(binary("backup-tool"));
+        let mut c = std::process::Command::new(crate::bin("backup-tool"));
         c.arg(&self.dist).args(args).env_remove("NO_COLOR");
         for (k, v) in env {
             c.env(k, v);

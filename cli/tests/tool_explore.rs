@@ -10,7 +10,7 @@ fn not_a_backup_is_refused_with_status_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a backup"), "{err}");
-    let missing = std::process::Command::new(backup_tests::toolenv::binary("backup-tool"))
+    let missing = std::process::Command::new(backup_tests::bin("backup-tool"))
         .args(["/nonexistent/backup", "search", "--mask", "x"])
         .output()
         .unwrap();
@@ -185,7 +185,7 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     {
         return;
     }
-    let bin = backup_tests::toolenv::binary("backup-tool");
+    let bin = backup_tests::bin("backup-tool");
     let cmd = format!(
         "{} {} search --mask '*.py'",
         bin.display(),

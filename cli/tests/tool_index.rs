@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 
-use backup_tests::toolenv::{binary, fingerprint, put, scenario, Env};
+use backup_tests::toolenv::{fingerprint, put, scenario, Env};
 
 fn problems(v: &serde_json::Value) -> Vec<(String, String, String)> {
     v["problems"]
@@ -517,7 +517,7 @@ fn search_scripts_and_json_name_stored_files_exactly() {
     env.backup().unwrap();
     // The backup named by a relative path, from its parent folder.
     let run = |args: &[&str]| {
-        Command::new(binary("backup-tool"))
+        Command::new(backup_tests::bin("backup-tool"))
             .arg("dist")
             .args(args)
             .current_dir(env.tmp.path())

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use backup_tests::toolenv::{binary, Env};
+use backup_tests::toolenv::Env;
 
 const FILES: usize = 2_000;
 const ROUNDS: usize = 5;
@@ -78,7 +78,7 @@ fn a_folder_swapped_for_a_symlink_mid_restore_never_leads_outside() {
     }
     let tool = std::env::var_os("RESTORE_RACE_TOOL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| binary("backup-tool"));
+        .unwrap_or_else(|| backup_tests::bin("backup-tool"));
     let mut env = Env::new();
     for i in 0..FILES {
         env.write_at(

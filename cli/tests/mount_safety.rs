@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use backup_tests::mount::{binary, digest, is_mounted, read_tree, MountedBackup};
+use backup_tests::mount::{digest, is_mounted, read_tree, MountedBackup};
 use backup_tests::TestEnv;
 
 /// Two real runs: `[A, B]`.
@@ -252,7 +252,7 @@ fn missing_busy_or_non_empty_mount_points_are_refused() {
     let (env, _, _) = two_backups();
     let t = env.dir.path();
     let dist = env.dist.clone();
-    let tool = binary("backup-tool");
+    let tool = backup_tests::bin("backup-tool");
     let run = |dir: &Path| {
         Command::new(&tool)
             .arg(&dist)
