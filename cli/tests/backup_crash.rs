@@ -308,10 +308,8 @@ fn full_disk_stops_cleanly_and_the_next_run_converges() {
     let Some(_tmpfs) = require("tmpfs mount (mount -t tmpfs)", Tmpfs::mount(&mnt, "40m")) else {
         return;
     };
-    let env = TestEnv {
-        dist: mnt.join("dist"),
-        ..env
-    };
+    let mut env = env;
+    env.dist = mnt.join("dist");
     env.config(json!({"track_dirs": ["docs"], "include_dirs": ["big"]}));
     let mb: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 249) as u8).collect();
     for i in 0..10 {

@@ -15,10 +15,8 @@ fn exfat_dist_falls_back_to_copies_and_says_so_once() {
     ) else {
         return;
     };
-    let env = TestEnv {
-        dist: fs.mnt.join("dist"),
-        ..env
-    };
+    let mut env = env;
+    env.dist = fs.mnt.join("dist");
     env.config(json!({"track_dirs": ["docs"], "include_dirs": ["data"]}));
     for i in 0..5 {
         let f = env.write(

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use backup_tests::toolenv::Env;
+use backup_tests::TestEnv;
 
 const FILES: usize = 2_000;
 const ROUNDS: usize = 5;
@@ -79,7 +79,7 @@ fn a_folder_swapped_for_a_symlink_mid_restore_never_leads_outside() {
     let tool = std::env::var_os("RESTORE_RACE_TOOL")
         .map(PathBuf::from)
         .unwrap_or_else(|| backup_tests::bin("backup-tool"));
-    let mut env = Env::new();
+    let env = TestEnv::new();
     for i in 0..FILES {
         env.write_at(
             &format!("top/d/f{i:05}"),
@@ -87,7 +87,7 @@ fn a_folder_swapped_for_a_symlink_mid_restore_never_leads_outside() {
             1_704_448_800,
         );
     }
-    env.backup().unwrap();
+    env.backup_all().unwrap();
 
     let outside = tempfile::tempdir().unwrap();
     fs::write(outside.path().join("precious"), b"keep me").unwrap();
@@ -95,7 +95,7 @@ fn a_folder_swapped_for_a_symlink_mid_restore_never_leads_outside() {
     let mut total_failures = 0;
     let mut total_swaps = 0;
     for round in 0..ROUNDS {
-        let to = env.tmp.path().join(format!("target{round}"));
+        let to = env.dir.path().join(format!("target{round}"));
         // The user's preparation: the folder restore will write into, and a symlink to swap.
         fs::create_dir_all(to.join("top/d")).unwrap();
         std::os::unix::fs::symlink(outside.path(), to.join("top/swap")).unwrap();

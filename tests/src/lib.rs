@@ -59,13 +59,26 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A temporary folder with `src/` (the source tree), a `dist` path (not created) and a config
-/// file path.
+/// The one environment of the end-to-end tests: a temporary folder with `src/` (the source
+/// tree), a `dist` path (not created), a config file path and an isolated home.
+///
+/// Every command it starts ([`TestEnv::command`]) runs in that folder with `HOME` and the XDG
+/// base folders inside it (`home/`, not created) and no `RUST_LOG`, so nothing of the engineer's
+/// own profile or settings is seen. [`TestEnv::expect`] and the `*_ok` helpers report a
+/// failure the way ripgrep's harness does: the command, the working folder, a listing of it,
+/// the exit status and both outputs.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub src: PathBuf,
     pub dist: PathBuf,
     pub config_path: PathBuf,
+    /// `HOME` of every command: `dir/home` (the XDG folders below it).
+    pub home: PathBuf,
+    /// For [`TestEnv::backup_all`]: top-level folders included untracked; every other one is
+    /// tracked.
+    pub untracked_prefixes: Vec<String>,
+    /// The mtime [`TestEnv::write_next`] gives the next file (seconds since the epoch).
+    clock: std::cell::Cell<i64>,
 }
 
 impl Default for TestEnv {
@@ -81,11 +94,16 @@ impl TestEnv {
         std::fs::create_dir(&src).expect("mkdir src");
         let dist = dir.path().join("dist");
         let config_path = dir.path().join("config.json");
+        let home = dir.path().join("home");
         TestEnv {
             dir,
             src,
             dist,
             config_path,
+            home,
+            untracked_prefixes: vec!["untracked".into()],
+            // 2024-01-05 10:00:00 UTC
+            clock: std::cell::Cell::new(1_704_448_800),
         }
     }
 
@@ -94,6 +112,11 @@ impl TestEnv {
         let mut env = Self::new();
         env.dist = dist;
         env
+    }
+
+    /// `rel` under the environment's folder.
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.dir.path().join(rel)
     }
 
     pub fn mirror(&self) -> PathBuf {
@@ -125,6 +148,24 @@ impl TestEnv {
         p
     }
 
+    /// Writes a source file (in place, parents created) with a fixed mtime (seconds since the
+    /// epoch).
+    pub fn write_at(&self, rel: &str, content: &[u8], mtime_secs: i64) {
+        let p = self.src.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime_secs as u64))
+            .unwrap();
+    }
+
+    /// [`TestEnv::write_at`] a minute after the previous such write (the first at
+    /// 2024-01-05 10:01 UTC): histories with distinct, reproducible mtimes.
+    pub fn write_next(&self, rel: &str, content: &[u8]) {
+        self.clock.set(self.clock.get() + 60);
+        self.write_at(rel, content, self.clock.get());
+    }
+
     /// Writes a source file whose name is raw bytes (non-UTF-8 allowed).
     pub fn write_raw(&self, dir: &str, name: &[u8], data: &[u8]) -> PathBuf {
         let d = self.src.join(dir);
@@ -138,48 +179,101 @@ impl TestEnv {
         std::fs::remove_file(self.src.join(rel)).expect("remove source file");
     }
 
+    /// The binary `name` ([`bin`]) set up to run in this environment: working folder `dir`,
+    /// `HOME` and the XDG base folders under `dir/home`, no `RUST_LOG`.
+    pub fn command(&self, name: &str) -> Command {
+        let mut c = Command::new(bin(name));
+        c.current_dir(self.dir.path())
+            .env("HOME", &self.home)
+            .env("XDG_CONFIG_HOME", self.home.join(".config"))
+            .env("XDG_CACHE_HOME", self.home.join(".cache"))
+            .env("XDG_DATA_HOME", self.home.join(".local/share"))
+            .env("XDG_STATE_HOME", self.home.join(".local/state"))
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    /// Runs `cmd` and expects exit status `code` (`None`: killed by a signal); on anything else
+    /// panics with the command, the working folder, its listing, the status and both outputs.
+    pub fn expect(&self, cmd: &mut Command, code: Option<i32>) -> Output {
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
+        if out.status.code() != code {
+            panic!(
+                "{}",
+                self.report(cmd, &out, &format!("expected exit status {code:?}"))
+            );
+        }
+        out
+    }
+
+    /// The failure report of [`TestEnv::expect`], for callers that check something else.
+    pub fn report(&self, cmd: &Command, out: &Output, what: &str) -> String {
+        let cwd = cmd
+            .get_current_dir()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+        let listing: Vec<String> = self
+            .listing()
+            .iter()
+            .take(200)
+            .map(|p| p.display().to_string())
+            .collect();
+        format!(
+            "\n\n==========\ncommand: {cmd:?}\n\ncwd: {}\n\ndir list: {listing:?}\n\n{what}, got {:?}\n\nstdout:\n{}\n\nstderr:\n{}\n==========\n",
+            cwd.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// Everything under the environment's folder (relative paths, sorted; symlinks not
+    /// followed).
+    pub fn listing(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, root: &Path, out: &mut Vec<PathBuf>) {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                out.push(p.strip_prefix(root).unwrap().to_path_buf());
+                if p.is_dir() && !p.is_symlink() {
+                    walk(&p, root, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.dir.path(), self.dir.path(), &mut out);
+        out.sort();
+        out
+    }
+
+    /// `backup --config <config> ARGS`, not yet run.
+    pub fn backup_cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.command("backup");
+        c.arg("--config").arg(&self.config_path).args(args);
+        c
+    }
+
     /// Runs `backup --config <config> ARGS`.
     pub fn backup(&self, args: &[&str]) -> Output {
-        Command::new(bin("backup"))
-            .arg("--config")
-            .arg(&self.config_path)
-            .args(args)
-            .output()
-            .expect("run backup")
+        self.backup_cmd(args).output().expect("run backup")
     }
 
     /// Runs `backup --config <config> ARGS` with extra environment variables (a time zone, a
     /// faked clock: see [`clock_at`]).
     pub fn backup_env(&self, env: &[(String, String)], args: &[&str]) -> Output {
-        Command::new(bin("backup"))
-            .arg("--config")
-            .arg(&self.config_path)
-            .args(args)
+        self.backup_cmd(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("run backup")
     }
 
-    /// Runs `backup-tool DIST ARGS` with extra environment variables.
-    pub fn tool_env(&self, env: &[(String, String)], args: &[&str]) -> Output {
-        Command::new(bin("backup-tool"))
-            .arg(&self.dist)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .expect("run backup-tool")
-    }
-
     /// Runs `backup` and asserts exit status 0; returns stdout.
     pub fn backup_ok(&self, args: &[&str]) -> String {
-        let out = self.backup(args);
-        assert!(
-            out.status.success(),
-            "backup failed ({:?})\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = self.expect(&mut self.backup_cmd(args), Some(0));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -189,12 +283,81 @@ impl TestEnv {
         serde_json::from_str(&s).expect("summary JSON")
     }
 
+    /// One run of `backup -q` over the whole source tree, asserted to succeed: every
+    /// top-level folder tracked but those named in `untracked_prefixes`, which are included
+    /// untracked (the config is rewritten for each run). Returns the increment it made.
+    pub fn backup_all(&self) -> Option<String> {
+        let mut track = Vec::new();
+        let mut include = Vec::new();
+        for e in std::fs::read_dir(&self.src).unwrap() {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            if self.untracked_prefixes.contains(&n) {
+                include.push(n);
+            } else {
+                track.push(n);
+            }
+        }
+        self.config(serde_json::json!({"track_dirs": track, "include_dirs": include}));
+        let before = self.increments();
+        self.expect(&mut self.backup_cmd(&["-q"]), Some(0));
+        self.increments().into_iter().find(|n| !before.contains(n))
+    }
+
     /// Runs `backup-tool ARGS` (no implicit backup path).
     pub fn tool(&self, args: &[&str]) -> Output {
-        Command::new(bin("backup-tool"))
+        self.command("backup-tool")
             .args(args)
             .output()
             .expect("run backup-tool")
+    }
+
+    /// Runs `backup-tool DIST ARGS` with extra environment variables.
+    pub fn tool_env(&self, env: &[(String, String)], args: &[&str]) -> Output {
+        self.command("backup-tool")
+            .arg(&self.dist)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run backup-tool")
+    }
+
+    /// `backup-tool DIST ARGS` with `NO_COLOR` unset, not yet run.
+    pub fn tool_cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.command("backup-tool");
+        c.arg(&self.dist).args(args).env_remove("NO_COLOR");
+        c
+    }
+
+    /// Runs `backup-tool DIST ARGS` (`NO_COLOR` unset).
+    pub fn tool_dist(&self, args: &[&str]) -> Output {
+        self.tool_cmd(args).output().expect("run backup-tool")
+    }
+
+    /// Runs `backup-tool DIST ARGS` (`NO_COLOR` unset) with extra environment variables.
+    pub fn tool_dist_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = self.tool_cmd(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("run backup-tool")
+    }
+
+    /// Runs `backup-tool DIST ARGS` and expects exit status `code`; returns stdout.
+    pub fn tool_ok(&self, args: &[&str], code: i32) -> String {
+        let out = self.expect(&mut self.tool_cmd(args), Some(code));
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// [`TestEnv::tool_ok`] with `--json` appended, parsed.
+    pub fn tool_json(&self, args: &[&str], code: i32) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.tool_ok(&a, code)).expect("valid JSON")
+    }
+
+    /// Mounts the backup at `dir` with `backup-tool DIST mount DIR EXTRA` (unmounted on drop).
+    pub fn mount(&self, dir: &Path, extra: &[&str]) -> mount::MountedBackup {
+        mount::MountedBackup::start_with(&self.dist, dir, extra)
     }
 
     /// Increment folder names at `dist`, sorted.
@@ -215,16 +378,9 @@ impl TestEnv {
     /// The mirror's state as the index records it, in the `mirror.json` shape
     /// (`{"files": {path: entry}}`), read through `backup-tool export-mirror-json -`.
     pub fn mirror_state(&self) -> serde_json::Value {
-        let out = Command::new(bin("backup-tool"))
-            .arg(&self.dist)
-            .args(["export-mirror-json", "-"])
-            .output()
-            .expect("run backup-tool export-mirror-json");
-        assert!(
-            out.status.success(),
-            "export-mirror-json failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut c = self.command("backup-tool");
+        c.arg(&self.dist).args(["export-mirror-json", "-"]);
+        let out = self.expect(&mut c, Some(0));
         serde_json::from_slice(&out.stdout).expect("mirror state JSON")
     }
 
@@ -247,6 +403,95 @@ impl TestEnv {
     }
 }
 
+/// The standard history of the `backup-tool` tests: four increments over a small tree.
+///
+/// 1. new `projects/a.py` (v1), `projects/b.pdf`, `docs/readme.md`; untracked `untracked/u.txt`
+/// 2. `a.py` changed (v2), new `projects/sub/c.py`
+/// 3. `b.pdf` deleted, `readme.md` changed
+/// 4. `a.py` changed (v3)
+pub struct Scenario {
+    pub env: TestEnv,
+    pub incs: Vec<String>,
+}
+
+pub fn scenario() -> Scenario {
+    let env = TestEnv::new();
+    let mut incs = Vec::new();
+    env.write_next("projects/a.py", b"print('v1')\n");
+    env.write_next("projects/b.pdf", &vec![b'%'; 2048]);
+    env.write_next("docs/readme.md", b"# readme v1\n");
+    env.write_next("untracked/u.txt", b"untracked\n");
+    incs.push(env.backup_all().expect("first increment"));
+    env.write_next("projects/a.py", b"print('version two')\n");
+    env.write_next("projects/sub/c.py", b"c = 1\n");
+    incs.push(env.backup_all().expect("second increment"));
+    env.remove("projects/b.pdf");
+    env.write_next("docs/readme.md", b"# readme, second edition\n");
+    incs.push(env.backup_all().expect("third increment"));
+    env.write_next("projects/a.py", b"print('v3')\n");
+    incs.push(env.backup_all().expect("fourth increment"));
+    Scenario { env, incs }
+}
+
+/// A fingerprint of a whole tree: every entry's path, type, content, mode and mtime (and
+/// symlink targets), so a read-only command can be shown to change nothing.
+pub fn fingerprint(root: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = String::new();
+    for e in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let e = e.unwrap();
+        // The lock file only records who last held the lock; taking it (a writer command that
+        // finds nothing to do) is not a change of the backup.
+        if e.file_name() == ".backup.lock" {
+            continue;
+        }
+        // The index (`.backup-index.sqlite` and SQLite's `-wal`/`-shm`/`-journal` beside it) is
+        // derived data every command may create or bring up to date (SPEC §2 "The index"):
+        // not a change of the backup. For the same reason `dist`'s own mtime, which those
+        // files' creation moves, is left out; its entries are all still compared.
+        let name = e.file_name().to_string_lossy();
+        if e.depth() == 1 && name.starts_with(".backup-index.sqlite") {
+            continue;
+        }
+        let md = e.metadata().unwrap();
+        if e.depth() == 0 {
+            let _ = writeln!(
+                &mut out as &mut dyn std::fmt::Write,
+                "{} {:o} (dist: mtime not compared)",
+                e.path().display(),
+                md.mode()
+            );
+            continue;
+        }
+        let content = if md.is_file() {
+            blake3::hash(&std::fs::read(e.path()).unwrap())
+                .to_hex()
+                .to_string()
+        } else if md.file_type().is_symlink() {
+            std::fs::read_link(e.path()).unwrap().display().to_string()
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            &mut out as &mut dyn std::fmt::Write,
+            "{} {:o} {} {} {} {}",
+            e.path().display(),
+            md.mode(),
+            md.mtime(),
+            md.mtime_nsec(),
+            md.nlink(),
+            content
+        );
+    }
+    out
+}
+
+/// Writes `text` to `path`, creating folders.
+pub fn put(path: &Path, text: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
 /// One entry of a tree as compared by tests: content hash, size, mtime (ns), permissions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Node {
@@ -262,7 +507,8 @@ pub enum Node {
     },
 }
 
-fn mtime_ns(m: &std::fs::Metadata) -> i64 {
+/// A file time in nanoseconds since the epoch.
+pub fn mtime_ns(m: &std::fs::Metadata) -> i64 {
     m.mtime() * 1_000_000_000 + m.mtime_nsec()
 }
 
@@ -404,8 +650,6 @@ pub mod mount;
 pub mod mount_fixture;
 pub mod power;
 pub mod serve;
-
-pub mod toolenv;
 
 /// The environment that makes a process see the wall clock at `at` (`"2024-01-05 10:00:00"`,
 /// read in `tz`) and the time zone `tz`, through libfaketime (Debian package `faketime`): the
