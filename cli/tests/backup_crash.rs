@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use backup_tests::capability::{require, Tmpfs};
 use backup_tests::faultfs::{self, FailAt};
 use backup_tests::faults::{assert_check_clean, assert_no_orphan_increment, kill_after};
-use backup_tests::{assert_same_tree, bin, text, tree, Node, TestEnv};
+use backup_tests::{assert_same_tree, bin, text, tree, TestEnv, Tree};
 use serde_json::json;
 
 /// A tiny deterministic generator (the seed is printed, so a failure can be replayed).
@@ -119,7 +119,7 @@ fn check_catalogs(env: &TestEnv) {
     }
 }
 
-fn selection(env: &TestEnv) -> BTreeMap<Vec<u8>, Node> {
+fn selection(env: &TestEnv) -> Tree {
     tree(&env.src)
 }
 
@@ -142,7 +142,7 @@ fn kill_9_at_random_moments_loses_nothing_and_converges() {
     env.backup_ok(&[]);
     let full = started.elapsed();
 
-    let mut kept: BTreeMap<String, BTreeMap<Vec<u8>, Node>> = BTreeMap::new();
+    let mut kept: BTreeMap<String, Tree> = BTreeMap::new();
     let trials = std::env::var("BACKUP_CRASH_TRIALS")
         .ok()
         .and_then(|s| s.parse().ok())

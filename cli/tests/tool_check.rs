@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use backup_tests::{fingerprint, put, scenario, TestEnv};
+use backup_tests::{put, scenario, TestEnv, Tree};
 
 fn problems(v: &serde_json::Value) -> Vec<(String, String, String)> {
     v["problems"]
@@ -163,7 +163,7 @@ fn python_backup() -> TestEnv {
 #[test]
 fn original_python_backups_are_read_as_they_are() {
     let env = python_backup();
-    let before = fingerprint(&env.dist);
+    let before = Tree::exact(&env.dist).without_derived();
     let v = env.tool_json(&["list"], 0);
     assert_eq!(v["increments"].as_array().unwrap().len(), 2);
     assert_eq!(v["increments"][1]["deleted"], 1);
@@ -200,7 +200,7 @@ fn original_python_backups_are_read_as_they_are() {
     assert!(!to2.join("docs/old.txt").exists());
     let log = env.tool_json(&["log", "docs/old.txt"], 0);
     assert_eq!(log["events"][1]["event"], "deleted");
-    assert_eq!(fingerprint(&env.dist), before);
+    assert_eq!(Tree::exact(&env.dist).without_derived(), before);
 }
 
 #[test]
@@ -283,13 +283,13 @@ fn delete_removes_matching_files_from_one_increment() {
 fn prune_keeps_by_policy_and_later_views_survive() {
     let s = scenario();
     let e = &s.env;
-    let before = fingerprint(&e.dist);
+    let before = Tree::exact(&e.dist).without_derived();
     let out = e.tool_ok(&["prune", "--keep-last", "2", "--dry-run"], 0);
     assert!(
         out.contains("would remove") && out.contains(&s.incs[0]),
         "{out}"
     );
-    assert_eq!(fingerprint(&e.dist), before);
+    assert_eq!(Tree::exact(&e.dist).without_derived(), before);
     assert_eq!(
         e.tool_dist(&["prune"]).status.code(),
         Some(2),

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 
-use backup_tests::{fingerprint, put, scenario, TestEnv};
+use backup_tests::{put, scenario, TestEnv, Tree};
 
 fn problems(v: &serde_json::Value) -> Vec<(String, String, String)> {
     v["problems"]
@@ -102,7 +102,7 @@ fn read_only_commands_add_nothing_to_dist_but_the_index() {
         fs::remove_file(e.dist.join(f)).unwrap();
     }
     let names = top_names(&e.dist);
-    let before = fingerprint(&e.dist);
+    let before = Tree::exact(&e.dist).without_derived();
     let to = e.dir.path().join("r");
     for args in [
         vec!["check", "--verify"],
@@ -110,7 +110,7 @@ fn read_only_commands_add_nothing_to_dist_but_the_index() {
         vec!["log", "projects/a.py"],
     ] {
         e.tool_ok(&args, 0);
-        assert_eq!(fingerprint(&e.dist), before, "{args:?}");
+        assert_eq!(Tree::exact(&e.dist).without_derived(), before, "{args:?}");
         let mut now = top_names(&e.dist);
         now.retain(|n| !n.starts_with(".backup-index.sqlite"));
         assert_eq!(now, names, "{args:?}");
@@ -460,10 +460,10 @@ fn original_tool_backups_check_clean_and_real_damage_is_still_found() {
     let env = python_backup();
     let d = &env.dist;
     let n2 = "backup_20240106_100000";
-    let before = fingerprint(d);
+    let before = Tree::exact(d).without_derived();
     let out = env.tool_ok(&["check", "--verify"], 0);
     assert!(out.contains("OK: 2 increments"), "{out}");
-    assert_eq!(fingerprint(d), before);
+    assert_eq!(Tree::exact(d).without_derived(), before);
     // A file in deleted/ beyond what its summary counts is reported.
     put(&d.join(n2).join("deleted/docs/zzz.txt"), b"stray");
     let c = env.tool_json(&["check"], 1);
@@ -572,7 +572,7 @@ fn export_mirror_json_for_the_original_tool() {
     let s = scenario();
     let e = &s.env;
     e.tool_ok(&["list"], 0);
-    let before = fingerprint(&e.dist);
+    let before = Tree::exact(&e.dist).without_derived();
     // Into the backup, where the original tool reads it: the flat map.
     let out = e.tool_ok(&["export-mirror-json", "--flat"], 0);
     assert!(out.contains("wrote") && out.contains("4 entries"), "{out}");
@@ -593,13 +593,11 @@ fn export_mirror_json_for_the_original_tool() {
     let v = e.tool_json(&["list"], 0);
     assert!(notes(&v).is_empty(), "{v}");
     // Nothing else changed.
-    let strip = |t: &str| {
-        t.lines()
-            .filter(|l| !l.contains("/mirror.json "))
-            .collect::<Vec<_>>()
-            .join("\n")
+    let strip = |mut t: Tree| {
+        t.remove(b"mirror.json".as_slice());
+        t
     };
-    assert_eq!(strip(&fingerprint(&e.dist)), strip(&before));
+    assert_eq!(strip(Tree::exact(&e.dist).without_derived()), strip(before));
     // Ours (schema 2), elsewhere, as JSON; and to stdout.
     let file = e.dir.path().join("state.json");
     let v = e.tool_json(&["export-mirror-json", file.to_str().unwrap()], 0);

@@ -6,47 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use backup_tests::{put, scenario, TestEnv};
-
-/// Every file below `root` as (relative path bytes, content or link target, mtime ns, mode).
-fn tree(root: &Path) -> Vec<(Vec<u8>, Vec<u8>, i64, u32)> {
-    let mut v = Vec::new();
-    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
-        let e = e.unwrap();
-        if e.file_type().is_dir() {
-            continue;
-        }
-        let md = e.metadata().unwrap();
-        let data = if e.file_type().is_symlink() {
-            fs::read_link(e.path())
-                .unwrap()
-                .as_os_str()
-                .as_bytes()
-                .to_vec()
-        } else {
-            fs::read(e.path()).unwrap()
-        };
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .as_os_str()
-            .as_bytes()
-            .to_vec();
-        let mode = if e.file_type().is_symlink() {
-            0
-        } else {
-            md.mode() & 0o7777
-        };
-        v.push((
-            rel,
-            data,
-            md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-            mode,
-        ));
-    }
-    v
-}
+use backup_tests::{put, scenario, tree, TestEnv, Tree};
 
 #[test]
 fn restores_each_point_in_time_with_mtimes_and_modes() {
@@ -440,7 +400,7 @@ fn never_writes_through_symlinks_in_the_target() {
 fn a_target_inside_the_backup_is_refused() {
     let s = scenario();
     let e = &s.env;
-    let before = backup_tests::fingerprint(&e.dist);
+    let before = Tree::exact(&e.dist).without_derived();
     for to in [
         e.dist.join("mirror"),
         e.dist.join("new/folder"),
@@ -464,7 +424,7 @@ fn a_target_inside_the_backup_is_refused() {
     let to = link.join("mirror/x");
     let out = e.tool_dist(&["restore", "--to", to.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(backup_tests::fingerprint(&e.dist), before);
+    assert_eq!(Tree::exact(&e.dist).without_derived(), before);
 }
 
 fn set_mtime(p: &Path, secs: i64) {
@@ -513,7 +473,7 @@ fn if_newer_delete_and_dry_run_list_each_action() {
     put(&to.join("p/extra.txt"), b"x");
     put(&to.join("p/old/deep/x.txt"), b"x");
     std::os::unix::fs::symlink(outside.path(), to.join("p/link-out")).unwrap();
-    let before = backup_tests::fingerprint(&to);
+    let before = Tree::exact(&to).without_derived();
     let args = [
         "restore",
         "--to",
@@ -541,7 +501,7 @@ fn if_newer_delete_and_dry_run_list_each_action() {
     ] {
         assert!(out.contains(line), "{line:?} missing in:\n{out}");
     }
-    assert_eq!(backup_tests::fingerprint(&to), before);
+    assert_eq!(Tree::exact(&to).without_derived(), before);
     // Dry run, JSON: the same actions.
     let v = env.tool_json(&dry, 0);
     assert_eq!(v["dry_run"], true);
@@ -562,7 +522,7 @@ fn if_newer_delete_and_dry_run_list_each_action() {
     .map(|(p, a)| (p.to_string(), a.to_string()))
     .collect();
     assert_eq!(got, want);
-    assert_eq!(backup_tests::fingerprint(&to), before);
+    assert_eq!(Tree::exact(&to).without_derived(), before);
 
     // For real.
     let v = env.tool_json(&args, 0);

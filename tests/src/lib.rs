@@ -433,77 +433,34 @@ pub fn scenario() -> Scenario {
     Scenario { env, incs }
 }
 
-/// A fingerprint of a whole tree: every entry's path, type, content, mode and mtime (and
-/// symlink targets), so a read-only command can be shown to change nothing.
-pub fn fingerprint(root: &Path) -> String {
-    use std::os::unix::fs::MetadataExt;
-    let mut out = String::new();
-    for e in walkdir::WalkDir::new(root).sort_by_file_name() {
-        let e = e.unwrap();
-        // The lock file only records who last held the lock; taking it (a writer command that
-        // finds nothing to do) is not a change of the backup.
-        if e.file_name() == ".backup.lock" {
-            continue;
-        }
-        // The index (`.backup-index.sqlite` and SQLite's `-wal`/`-shm`/`-journal` beside it) is
-        // derived data every command may create or bring up to date (SPEC §2 "The index"):
-        // not a change of the backup. For the same reason `dist`'s own mtime, which those
-        // files' creation moves, is left out; its entries are all still compared.
-        let name = e.file_name().to_string_lossy();
-        if e.depth() == 1 && name.starts_with(".backup-index.sqlite") {
-            continue;
-        }
-        let md = e.metadata().unwrap();
-        if e.depth() == 0 {
-            let _ = writeln!(
-                &mut out as &mut dyn std::fmt::Write,
-                "{} {:o} (dist: mtime not compared)",
-                e.path().display(),
-                md.mode()
-            );
-            continue;
-        }
-        let content = if md.is_file() {
-            blake3::hash(&std::fs::read(e.path()).unwrap())
-                .to_hex()
-                .to_string()
-        } else if md.file_type().is_symlink() {
-            std::fs::read_link(e.path()).unwrap().display().to_string()
-        } else {
-            String::new()
-        };
-        let _ = writeln!(
-            &mut out as &mut dyn std::fmt::Write,
-            "{} {:o} {} {} {} {}",
-            e.path().display(),
-            md.mode(),
-            md.mtime(),
-            md.mtime_nsec(),
-            md.nlink(),
-            content
-        );
-    }
-    out
-}
-
 /// Writes `text` to `path`, creating folders.
 pub fn put(path: &Path, text: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
 }
 
-/// One entry of a tree as compared by tests: content hash, size, mtime (ns), permissions.
+/// One entry of a [`Tree`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Node {
+    /// A regular file ([`Tree::files`]): content hash, size, mtime (ns), permission bits.
     File {
         hash: [u8; 32],
         size: u64,
         mtime_ns: i64,
         mode: u32,
     },
-    Symlink {
-        target: Vec<u8>,
+    /// A symlink ([`Tree::files`]), never followed: target bytes and mtime (ns).
+    Symlink { target: Vec<u8>, mtime_ns: i64 },
+    /// A folder ([`Tree::with_dirs`]): its presence only.
+    Dir,
+    /// Any entry as [`Tree::exact`] records it: the whole `st_mode` (type bits too), size,
+    /// mtime (ns), link count, and the content hash (files) or target (symlinks).
+    Exact {
+        mode: u32,
+        size: u64,
         mtime_ns: i64,
+        nlink: u64,
+        content: Vec<u8>,
     },
 }
 
@@ -512,103 +469,237 @@ pub fn mtime_ns(m: &std::fs::Metadata) -> i64 {
     m.mtime() * 1_000_000_000 + m.mtime_nsec()
 }
 
-/// Every file and symlink under `root` (directories and special files left out), keyed by raw
-/// relative path bytes. Symlinks are never followed.
-pub fn tree(root: &Path) -> BTreeMap<Vec<u8>, Node> {
-    let mut out = BTreeMap::new();
-    if !root.exists() {
-        return out;
+/// The one snapshot of a folder the tests compare: entries by raw relative path bytes.
+///
+/// * [`Tree::files`] (also [`tree`]): files and symlinks, what a backup must keep;
+/// * [`Tree::with_dirs`]: the same plus every folder;
+/// * [`Tree::exact`]: every entry with every fact, for "nothing changed" checks (the root
+///   itself as `""`, its mode only: the files SQLite and the lock create in `dist` move its
+///   size and mtime).
+///
+/// A missing root is an empty tree. It dereferences to the map.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Tree(BTreeMap<Vec<u8>, Node>);
+
+impl std::fmt::Debug for Tree {
+    /// Paths as text, for failure messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (String::from_utf8_lossy(k), v)))
+            .finish()
     }
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).expect("read_dir") {
-            let e = e.expect("dir entry");
-            let p = e.path();
-            let m = std::fs::symlink_metadata(&p).expect("lstat");
-            let rel = p
-                .strip_prefix(root)
-                .unwrap()
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
-            let ft = m.file_type();
-            if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_symlink() {
-                let t = std::fs::read_link(&p).expect("readlink");
-                out.insert(
-                    rel,
-                    Node::Symlink {
-                        target: t.as_os_str().as_bytes().to_vec(),
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Facts {
+    Files,
+    WithDirs,
+    Exact,
+}
+
+impl Tree {
+    pub fn files(root: &Path) -> Tree {
+        Self::scan(root, Facts::Files)
+    }
+
+    pub fn with_dirs(root: &Path) -> Tree {
+        Self::scan(root, Facts::WithDirs)
+    }
+
+    pub fn exact(root: &Path) -> Tree {
+        Self::scan(root, Facts::Exact)
+    }
+
+    /// [`Tree::files`] of a `dist` without the derived files ([`is_derived`]): every byte a
+    /// backup holds, for "nothing changed" checks (compare two calls).
+    pub fn dist(dir: &Path) -> Tree {
+        Self::files(dir).without_derived()
+    }
+
+    /// Without the index and the lock file at the top ([`is_derived`]).
+    pub fn without_derived(mut self) -> Tree {
+        self.0.retain(|k, _| !is_derived(k));
+        self
+    }
+
+    fn scan(root: &Path, facts: Facts) -> Tree {
+        let mut out = BTreeMap::new();
+        if std::fs::symlink_metadata(root).is_err() {
+            return Tree(out);
+        }
+        if facts == Facts::Exact {
+            // The root: its mode only (see above).
+            let m = std::fs::symlink_metadata(root).expect("lstat root");
+            out.insert(
+                Vec::new(),
+                Node::Exact {
+                    mode: m.mode(),
+                    size: 0,
+                    mtime_ns: 0,
+                    nlink: 0,
+                    content: Vec::new(),
+                },
+            );
+        }
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let rd =
+                std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display()));
+            for e in rd {
+                let p = e.expect("dir entry").path();
+                let m = std::fs::symlink_metadata(&p).expect("lstat");
+                let rel = p
+                    .strip_prefix(root)
+                    .unwrap()
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec();
+                let ft = m.file_type();
+                if ft.is_dir() {
+                    stack.push(p.clone());
+                }
+                let node = match facts {
+                    Facts::Exact => exact(&p, &m),
+                    _ if ft.is_dir() && facts == Facts::WithDirs => Node::Dir,
+                    _ if ft.is_symlink() => Node::Symlink {
+                        target: std::fs::read_link(&p)
+                            .expect("readlink")
+                            .as_os_str()
+                            .as_bytes()
+                            .to_vec(),
                         mtime_ns: mtime_ns(&m),
                     },
-                );
-            } else if ft.is_file() {
-                let data = std::fs::read(&p).expect("read");
-                out.insert(
-                    rel,
-                    Node::File {
-                        hash: *blake3::hash(&data).as_bytes(),
+                    _ if ft.is_file() => Node::File {
+                        hash: *blake3::hash(
+                            &std::fs::read(&p)
+                                .unwrap_or_else(|e| panic!("read {}: {e}", p.display())),
+                        )
+                        .as_bytes(),
                         size: m.len(),
                         mtime_ns: mtime_ns(&m),
                         mode: m.mode() & 0o7777,
                     },
-                );
+                    // Folders (but with_dirs) and special files are left out.
+                    _ => continue,
+                };
+                out.insert(rel, node);
             }
         }
+        Tree(out)
     }
-    out
+
+    /// Content only (hash of bytes or link target): for file systems that cannot keep modes or
+    /// exact mtimes (exFAT).
+    pub fn contents(&self) -> BTreeMap<Vec<u8>, [u8; 32]> {
+        self.0
+            .iter()
+            .filter_map(|(k, n)| {
+                let h = match n {
+                    Node::File { hash, .. } => *hash,
+                    Node::Symlink { target, .. } => *blake3::hash(target).as_bytes(),
+                    Node::Exact { content, .. } => *blake3::hash(content).as_bytes(),
+                    Node::Dir => return None,
+                };
+                Some((k.clone(), h))
+            })
+            .collect()
+    }
+
+    /// The first 20 differences with `actual` (missing, differing, unexpected entries).
+    pub fn differences(&self, actual: &Tree) -> Vec<String> {
+        let mut diffs = Vec::new();
+        if self == actual {
+            return diffs;
+        }
+        for (k, v) in &self.0 {
+            match actual.get(k) {
+                None => diffs.push(format!("missing {:?}", String::from_utf8_lossy(k))),
+                Some(a) if a != v => diffs.push(format!(
+                    "differs {:?}: expected {v:?}, got {a:?}",
+                    String::from_utf8_lossy(k)
+                )),
+                _ => {}
+            }
+        }
+        for k in actual.keys() {
+            if !self.contains_key(k) {
+                diffs.push(format!("unexpected {:?}", String::from_utf8_lossy(k)));
+            }
+        }
+        diffs.truncate(20);
+        diffs
+    }
 }
 
-/// Like [`tree`] but content only (hash of bytes or link target): for file systems that cannot
-/// keep modes or exact mtimes (exFAT).
-pub fn contents(root: &Path) -> BTreeMap<Vec<u8>, [u8; 32]> {
-    tree(root)
-        .into_iter()
-        .map(|(k, n)| {
-            let h = match n {
-                Node::File { hash, .. } => hash,
-                Node::Symlink { target, .. } => *blake3::hash(&target).as_bytes(),
-            };
-            (k, h)
-        })
-        .collect()
+fn exact(p: &Path, m: &std::fs::Metadata) -> Node {
+    let content = if m.is_file() {
+        blake3::hash(&std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())))
+            .as_bytes()
+            .to_vec()
+    } else if m.file_type().is_symlink() {
+        std::fs::read_link(p)
+            .expect("readlink")
+            .as_os_str()
+            .as_bytes()
+            .to_vec()
+    } else {
+        Vec::new()
+    };
+    Node::Exact {
+        mode: m.mode(),
+        size: m.len(),
+        mtime_ns: mtime_ns(m),
+        nlink: m.nlink(),
+        content,
+    }
+}
+
+impl std::ops::Deref for Tree {
+    type Target = BTreeMap<Vec<u8>, Node>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Tree {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl IntoIterator for Tree {
+    type Item = (Vec<u8>, Node);
+    type IntoIter = std::collections::btree_map::IntoIter<Vec<u8>, Node>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Tree {
+    type Item = (&'a Vec<u8>, &'a Node);
+    type IntoIter = std::collections::btree_map::Iter<'a, Vec<u8>, Node>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl FromIterator<(Vec<u8>, Node)> for Tree {
+    fn from_iter<I: IntoIterator<Item = (Vec<u8>, Node)>>(iter: I) -> Self {
+        Tree(iter.into_iter().collect())
+    }
+}
+
+/// [`Tree::files`]: every file and symlink under `root`.
+pub fn tree(root: &Path) -> Tree {
+    Tree::files(root)
 }
 
 /// Asserts two trees are equal, naming the first differences.
-pub fn assert_same_tree(expected: &BTreeMap<Vec<u8>, Node>, actual: &BTreeMap<Vec<u8>, Node>) {
-    let diffs = tree_differences(expected, actual);
+pub fn assert_same_tree(expected: &Tree, actual: &Tree) {
+    let diffs = expected.differences(actual);
     if !diffs.is_empty() {
         panic!("trees differ:\n{}", diffs.join("\n"));
     }
-}
-
-/// The first 20 differences between two trees (missing, differing, unexpected entries).
-pub fn tree_differences(
-    expected: &BTreeMap<Vec<u8>, Node>,
-    actual: &BTreeMap<Vec<u8>, Node>,
-) -> Vec<String> {
-    let mut diffs = Vec::new();
-    if expected == actual {
-        return diffs;
-    }
-    for (k, v) in expected {
-        match actual.get(k) {
-            None => diffs.push(format!("missing {:?}", String::from_utf8_lossy(k))),
-            Some(a) if a != v => diffs.push(format!(
-                "differs {:?}: expected {v:?}, got {a:?}",
-                String::from_utf8_lossy(k)
-            )),
-            _ => {}
-        }
-    }
-    for k in actual.keys() {
-        if !expected.contains_key(k) {
-            diffs.push(format!("unexpected {:?}", String::from_utf8_lossy(k)));
-        }
-    }
-    diffs.truncate(20);
-    diffs
 }
 
 /// Files at `dist` that are not part of what the backup holds: the index (derived data that
@@ -616,14 +707,6 @@ pub fn tree_differences(
 /// shared-memory files) and the lock file (which only records who last held the lock).
 pub fn is_derived(rel: &[u8]) -> bool {
     rel == b".backup.lock" || rel.starts_with(b".backup-index.sqlite")
-}
-
-/// Every byte under `dir` (files, symlinks, and directories by name) but the derived files of
-/// [`is_derived`], for "nothing changed" checks: compare two calls.
-pub fn hash_dist(dir: &Path) -> BTreeMap<Vec<u8>, Node> {
-    let mut t = tree(dir);
-    t.retain(|k, _| !is_derived(k));
-    t
 }
 
 /// Sets a file's times (seconds + ns) without following symlinks.

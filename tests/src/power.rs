@@ -25,7 +25,7 @@ use crate::faults::{
     TRACKED_TOP,
 };
 use crate::lazyfs::{self, LazyMount};
-use crate::{text, tree, Node};
+use crate::{text, tree, Node, Tree};
 
 /// Campaign parameters (`BACKUP_POWER_TRIALS`, `BACKUP_POWER_FILES`, `BACKUP_POWER_SEED`
 /// override the defaults).
@@ -300,7 +300,7 @@ struct Campaign<'a> {
     config: PathBuf,
     top: Vec<&'static str>,
     /// The stored versions of every finished run: never to be lost.
-    recorded: BTreeMap<String, BTreeMap<Vec<u8>, Node>>,
+    recorded: BTreeMap<String, Tree>,
     report: PowerReport,
     seed: u64,
 }
