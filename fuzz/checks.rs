@@ -1,5 +1,5 @@
 //! What each fuzz target checks, shared by the cargo-fuzz targets (`fuzz_targets/*.rs`) and
-//! the replay of every committed input in `cargo test` (`tests/tests/fuzz_replay.rs`), so
+//! the replay of every committed input in `cargo test` (`cli/tests/fuzz_replay.rs`), so
 //! both run exactly the same code. Each function panics when its property does not hold.
 
 use std::collections::BTreeMap;

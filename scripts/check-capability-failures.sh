@@ -24,17 +24,17 @@ done
 
 # package | test target ("--lib" for a unit test) | test name | capability named on failure
 cases=(
-  "backup-tests|backup_exfat|exfat_dist_falls_back_to_copies_and_says_so_once|loop device (losetup -f)"
-  "backup-tests|faults_disk|disk_full_at_any_moment_loses_nothing_and_the_next_run_converges|tmpfs mount"
-  "backup-tests|backup_crash|full_disk_stops_cleanly_and_the_next_run_converges|tmpfs mount"
-  "backup-tests|faults_source|unreadable_files_as_an_unprivileged_user_are_named_and_retried|setpriv --reuid=nobody"
-  "backup-tests|scan_unreadable|unreadable_dir_and_file_are_named_and_the_rest_is_kept|setpriv --reuid=65534"
+  "backup-cli|backup_exfat|exfat_dist_falls_back_to_copies_and_says_so_once|loop device (losetup -f)"
+  "backup-cli|faults_disk|disk_full_at_any_moment_loses_nothing_and_the_next_run_converges|tmpfs mount"
+  "backup-cli|backup_crash|full_disk_stops_cleanly_and_the_next_run_converges|tmpfs mount"
+  "backup-cli|faults_source|unreadable_files_as_an_unprivileged_user_are_named_and_retried|setpriv --reuid=nobody"
+  "backup-cli|scan_unreadable|unreadable_dir_and_file_are_named_and_the_rest_is_kept|setpriv --reuid=65534"
   "backup-core|--lib|scan::tests::dist_reached_through_a_bind_mount_is_recognized|bind mount (mount --bind)"
 )
 
 # Build first, with the real PATH and without CI, so only the tests see the stubs.
 cargo build -q -p backup-cli --bins
-cargo test -q -p backup-tests --no-run --test backup_exfat --test faults_disk \
+cargo test -q -p backup-cli --no-run --test backup_exfat --test faults_disk \
   --test backup_crash --test faults_source --test scan_unreadable 2>/dev/null
 cargo test -q -p backup-core --lib --no-run 2>/dev/null
 
@@ -44,7 +44,7 @@ run_case() { # ci package target name -> output in $log, status in $rc
   [ "$target" = "--lib" ] && sel=(--lib)
   log="$logs/$target-$ci.log"
   set +e
-  env PATH="$stubs:$PATH" CI="$ci" BACKUP_TESTS_NO_BUILD=1 \
+  env PATH="$stubs:$PATH" CI="$ci" \
     cargo test -q -p "$pkg" "${sel[@]}" -- --exact "$name" --test-threads=1 --nocapture >"$log" 2>&1
   rc=$?
   set -e

@@ -2,7 +2,7 @@
 # Crash campaign: kill -9 `backup` at random moments of runs on a mutating corpus, and after
 # every kill prove that each increment committed before it is byte-identical, then that the
 # next run converges (mirror == source, `backup-tool check` clean, no increment without
-# metadata). The same code runs in CI in a short mode (tests/tests/faults_crash.rs).
+# metadata). The same code runs in CI in a short mode (cli/tests/faults_crash.rs).
 #
 #   scripts/crash_campaign.sh [--trials N] [--files N] [--seed S]
 #
@@ -28,4 +28,4 @@ cp target/debug/backup target/debug/backup-tool "$bins"/
 export FAULTS_BIN_DIR="$bins"
 export CRASH_TRIALS="$trials" CRASH_FILES="$files"
 [ -n "$seed" ] && export CRASH_SEED="$seed"
-cargo test -q -p backup-tests --test faults_crash -- --nocapture --test-threads=1
+cargo test -q -p backup-cli --test faults_crash -- --nocapture --test-threads=1

@@ -5,7 +5,7 @@
 # deletions, renames). After every cut: each increment with metadata re-hashed against its
 # catalog, every version of a finished run kept; after a cut that followed exit 0 also the
 # mirror, mirror.json and `check --verify`; then the next run must recover and converge.
-# The same code runs in CI in a short mode (tests/tests/faults_power.rs).
+# The same code runs in CI in a short mode (cli/tests/faults_power.rs).
 #
 #   scripts/power_campaign.sh [--trials N] [--files N] [--seed S]
 #
@@ -31,4 +31,4 @@ cp target/debug/backup target/debug/backup-tool "$bins"/
 export FAULTS_BIN_DIR="$bins"
 export BACKUP_POWER_TRIALS="$trials" BACKUP_POWER_FILES="$files"
 [ -n "$seed" ] && export BACKUP_POWER_SEED="$seed"
-cargo test -q -p backup-tests --test faults_power -- --nocapture --test-threads=1
+cargo test -q -p backup-cli --test faults_power -- --nocapture --test-threads=1

@@ -44,7 +44,7 @@ pub struct MountConfig {
     pub threads: usize,
     /// Testing only, never false in the product: `false` mounts without the kernel's
     /// read-only flag, so a write-type call reaches this adapter and meets its own `EROFS`
-    /// (tests/tests/mount_safety.rs) instead of the kernel's.
+    /// (cli/tests/mount_safety.rs) instead of the kernel's.
     pub kernel_read_only: bool,
 }
 

@@ -7,16 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{bin, text, tree, Node};
-
-/// The binary `name`: from `FAULTS_BIN_DIR` when set (the campaign script runs on a frozen copy,
-/// so rebuilding the workspace meanwhile cannot change what is tested), else the workspace's.
-pub fn tool_bin(name: &str) -> PathBuf {
-    match std::env::var_os("FAULTS_BIN_DIR") {
-        Some(d) => PathBuf::from(d).join(name),
-        None => bin(name),
-    }
-}
+use crate::{bin, text, tree, Tree};
 
 /// The corpus generator shared by benchmarks and tests.
 pub fn corpus_script() -> PathBuf {
@@ -93,7 +84,7 @@ pub fn increment_dirs(dist: &Path) -> Vec<(String, bool)> {
 
 /// The stored versions of every increment that has metadata: `name → tree(track/ + deleted/)`.
 /// The metadata file itself is left out (recovery may finish it), the versions are not.
-pub fn committed_versions(dist: &Path) -> BTreeMap<String, BTreeMap<Vec<u8>, Node>> {
+pub fn committed_versions(dist: &Path) -> BTreeMap<String, Tree> {
     increment_dirs(dist)
         .into_iter()
         .filter(|(_, has)| *has)
@@ -107,11 +98,7 @@ pub fn committed_versions(dist: &Path) -> BTreeMap<String, BTreeMap<Vec<u8>, Nod
 }
 
 /// Panics naming the first damaged increments when a recorded increment is gone or differs.
-pub fn assert_versions_kept(
-    dist: &Path,
-    recorded: &BTreeMap<String, BTreeMap<Vec<u8>, Node>>,
-    when: &str,
-) {
+pub fn assert_versions_kept(dist: &Path, recorded: &BTreeMap<String, Tree>, when: &str) {
     let bad = versions_changed(dist, recorded);
     assert!(
         bad.is_empty(),
@@ -122,10 +109,7 @@ pub fn assert_versions_kept(
 
 /// The first 20 ways the recorded increments differ from what `dist` holds now: an increment
 /// (or its metadata) gone, a version lost, changed or added.
-pub fn versions_changed(
-    dist: &Path,
-    recorded: &BTreeMap<String, BTreeMap<Vec<u8>, Node>>,
-) -> Vec<String> {
+pub fn versions_changed(dist: &Path, recorded: &BTreeMap<String, Tree>) -> Vec<String> {
     let now = committed_versions(dist);
     let mut bad = Vec::new();
     for (name, files) in recorded {
@@ -157,7 +141,7 @@ pub fn versions_changed(
 
 /// The part of `tree(src)` the campaign's config selects: everything under the given top-level
 /// folders.
-pub fn selected(src: &Path, top: &[&str]) -> BTreeMap<Vec<u8>, Node> {
+pub fn selected(src: &Path, top: &[&str]) -> Tree {
     tree(src)
         .into_iter()
         .filter(|(k, _)| {
@@ -176,7 +160,7 @@ pub fn assert_check_clean(dist: &Path, when: &str) {
 
 /// `None` when `backup-tool DIST check` exits 0, else its exit status and report.
 pub fn check_problems(dist: &Path) -> Option<String> {
-    let out = Command::new(tool_bin("backup-tool"))
+    let out = Command::new(bin("backup-tool"))
         .arg(dist)
         .arg("check")
         .output()
@@ -236,8 +220,8 @@ pub fn orphan_increments(dist: &Path) -> Vec<String> {
 /// the problems found (empty: none).
 pub fn verify_after_kill(
     dist: &Path,
-    recorded: &BTreeMap<String, BTreeMap<Vec<u8>, Node>>,
-    before: &BTreeMap<String, BTreeMap<Vec<u8>, Node>>,
+    recorded: &BTreeMap<String, Tree>,
+    before: &BTreeMap<String, Tree>,
 ) -> Vec<String> {
     let mut problems = versions_changed(dist, recorded);
     problems.extend(versions_changed(dist, before));
@@ -252,13 +236,14 @@ pub fn verify_converged(
     src: &Path,
     top: &[&str],
     dist: &Path,
-    recorded: &BTreeMap<String, BTreeMap<Vec<u8>, Node>>,
-    before: &BTreeMap<String, BTreeMap<Vec<u8>, Node>>,
+    recorded: &BTreeMap<String, Tree>,
+    before: &BTreeMap<String, Tree>,
 ) -> Vec<String> {
     let mut problems = verify_after_kill(dist, recorded, before);
     let mirror = tree(&dist.join("mirror"));
     problems.extend(
-        crate::tree_differences(&selected(src, top), &mirror)
+        selected(src, top)
+            .differences(&mirror)
             .into_iter()
             .map(|d| format!("mirror != selection: {d}")),
     );
@@ -326,7 +311,7 @@ pub const INCLUDED_TOP: &[&str] = &["music", "tmp"];
 
 fn run_backup(config: &Path) -> (std::process::Output, Duration) {
     let t = Instant::now();
-    let out = Command::new(tool_bin("backup"))
+    let out = Command::new(bin("backup"))
         .arg("--config")
         .arg(config)
         .arg("-q")
@@ -339,7 +324,7 @@ fn run_backup(config: &Path) -> (std::process::Output, Duration) {
 /// it was still running at that moment, and the run time when it finished by itself.
 pub fn kill_after(config: &Path, delay: Duration) -> (bool, Option<Duration>) {
     let start = Instant::now();
-    let mut child = Command::new(tool_bin("backup"))
+    let mut child = Command::new(bin("backup"))
         .arg("--config")
         .arg(config)
         .arg("-q")

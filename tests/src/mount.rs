@@ -1,20 +1,13 @@
 //! Harness of the mount tests: run `backup-tool BACKUP mount DIR` for real, wait until the
 //! kernel lists the mount, and always unmount afterwards, even when a test fails.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// A generous bound for things that normally take milliseconds; never a timing assertion.
 pub const DEADLINE: Duration = Duration::from_secs(60);
-
-/// The workspace binary `name` (built on demand by the shared harness).
-pub fn binary(name: &str) -> PathBuf {
-    crate::bin(name)
-}
 
 /// True when `dir` is a mount point according to the kernel.
 pub fn is_mounted(dir: &Path) -> bool {
@@ -58,7 +51,7 @@ impl MountedBackup {
     fn spawn(dist: &Path, dir: &Path, extra: &[&str], stderr: Stdio) -> MountedBackup {
         fs::create_dir_all(dir).expect("mount dir");
         let dir = fs::canonicalize(dir).expect("canonical mount dir");
-        let child = Command::new(binary("backup-tool"))
+        let child = Command::new(crate::bin("backup-tool"))
             .arg(dist)
             .arg("mount")
             .arg(&dir)
@@ -132,88 +125,4 @@ impl Drop for MountedBackup {
             let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         }
     }
-}
-
-/// One file of a tree: bytes, mtime (ns), permission bits.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TreeFile {
-    pub content: Vec<u8>,
-    pub mtime_ns: i64,
-    pub mode: u32,
-}
-
-/// Every regular file under `root`, by relative path.
-pub fn read_tree(root: &Path) -> BTreeMap<String, TreeFile> {
-    let mut out = BTreeMap::new();
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, TreeFile>) {
-        let mut entries: Vec<_> = fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
-            .map(|e| e.expect("entry").path())
-            .collect();
-        entries.sort();
-        for p in entries {
-            let m = fs::symlink_metadata(&p).expect("lstat");
-            if m.is_dir() {
-                walk(root, &p, out);
-            } else if m.is_file() {
-                let rel = p.strip_prefix(root).expect("under root");
-                out.insert(
-                    rel.to_string_lossy().into_owned(),
-                    TreeFile {
-                        content: fs::read(&p)
-                            .unwrap_or_else(|e| panic!("read {}: {e}", p.display())),
-                        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-                        mode: m.permissions().mode() & 0o7777,
-                    },
-                );
-            }
-        }
-    }
-    walk(root, root, &mut out);
-    out
-}
-
-/// A digest of everything under `root` that a read-only user must not change: names, kinds,
-/// bytes, sizes, modes and modification times.
-pub fn digest(root: &Path) -> String {
-    let mut lines = Vec::new();
-    fn walk(root: &Path, dir: &Path, lines: &mut Vec<String>) {
-        let mut entries: Vec<_> = fs::read_dir(dir)
-            .expect("list")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        entries.sort();
-        for p in entries {
-            let m = fs::symlink_metadata(&p).expect("lstat");
-            let rel = p
-                .strip_prefix(root)
-                .expect("under root")
-                .to_string_lossy()
-                .into_owned();
-            let content = if m.is_file() {
-                blake3::hash(&fs::read(&p).expect("read"))
-                    .to_hex()
-                    .to_string()
-            } else if m.file_type().is_symlink() {
-                fs::read_link(&p)
-                    .expect("readlink")
-                    .to_string_lossy()
-                    .into_owned()
-            } else {
-                String::new()
-            };
-            let mtime = m.mtime() * 1_000_000_000 + m.mtime_nsec();
-            lines.push(format!(
-                "{rel}\t{:o}\t{}\t{mtime}\t{}\t{content}",
-                m.mode(),
-                m.len(),
-                m.nlink()
-            ));
-            if m.is_dir() {
-                walk(root, &p, lines);
-            }
-        }
-    }
-    walk(root, root, &mut lines);
-    lines.join("\n")
 }

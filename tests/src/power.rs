@@ -21,11 +21,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::faults::{
-    assert_versions_kept, committed_versions, corpus, increment_dirs, selected, tool_bin, Rng,
-    INCLUDED_TOP, TRACKED_TOP,
+    assert_versions_kept, committed_versions, corpus, increment_dirs, selected, Rng, INCLUDED_TOP,
+    TRACKED_TOP,
 };
 use crate::lazyfs::{self, LazyMount};
-use crate::{text, tree, Node};
+use crate::{text, tree, Node, Tree};
 
 /// Campaign parameters (`BACKUP_POWER_TRIALS`, `BACKUP_POWER_FILES`, `BACKUP_POWER_SEED`
 /// override the defaults).
@@ -191,7 +191,7 @@ pub fn verify_mirror_index(dist: &Path) -> Vec<String> {
 }
 
 fn check_verify(dist: &Path) -> Output {
-    Command::new(tool_bin("backup-tool"))
+    Command::new(crate::bin("backup-tool"))
         .arg(dist)
         .args(["check", "--verify"])
         .output()
@@ -253,7 +253,7 @@ fn rename_some(src: &Path, rng: &mut Rng, round: usize) {
 }
 
 fn spawn_backup(config: &Path) -> std::process::Child {
-    Command::new(tool_bin("backup"))
+    Command::new(crate::bin("backup"))
         .arg("--config")
         .arg(config)
         .arg("-q")
@@ -265,7 +265,7 @@ fn spawn_backup(config: &Path) -> std::process::Child {
 
 fn run_backup(config: &Path) -> (Output, Duration) {
     let t = Instant::now();
-    let out = Command::new(tool_bin("backup"))
+    let out = Command::new(crate::bin("backup"))
         .arg("--config")
         .arg(config)
         .arg("--json")
@@ -300,7 +300,7 @@ struct Campaign<'a> {
     config: PathBuf,
     top: Vec<&'static str>,
     /// The stored versions of every finished run: never to be lost.
-    recorded: BTreeMap<String, BTreeMap<Vec<u8>, Node>>,
+    recorded: BTreeMap<String, Tree>,
     report: PowerReport,
     seed: u64,
 }

@@ -36,10 +36,8 @@ fn disk_full_at_any_moment_loses_nothing_and_the_next_run_converges() {
     let Some(_tmpfs) = require("tmpfs mount (mount -t tmpfs)", Tmpfs::mount(&mnt, "24m")) else {
         return;
     };
-    let env = TestEnv {
-        dist: mnt.join("dist"),
-        ..env
-    };
+    let mut env = env;
+    env.dist = mnt.join("dist");
     env.config(json!({"track_dirs": ["docs"], "include_dirs": ["media"], "max_workers": 2}));
     let pattern: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let write_round = |round: usize| {

@@ -367,10 +367,8 @@ fn a_restore_from_an_exfat_dist_gets_its_metadata_from_the_catalog() {
     ) else {
         return;
     };
-    let env = TestEnv {
-        dist: fs.mnt.join("dist"),
-        ..env
-    };
+    let mut env = env;
+    env.dist = fs.mnt.join("dist");
     env.config(json!({"track_dirs": ["t"], "include_dirs": ["u"]}));
     let out = env.backup(&[]);
     let (so, se) = text(&out);

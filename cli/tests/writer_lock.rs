@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use backup_tests::{bin, hash_dist, serde_json, text, TestEnv};
+use backup_tests::{bin, serde_json, text, TestEnv, Tree};
 
 struct Frozen(Child);
 
@@ -86,7 +86,7 @@ fn writers_are_refused_while_a_backup_runs_and_check_describes_it() {
     let first = env.increments()[0].clone();
     let dist = env.dist.to_str().unwrap().to_owned();
     let frozen = frozen_backup(&env);
-    let before = hash_dist(&env.dist);
+    let before = Tree::dist(&env.dist);
 
     for args in [
         vec!["recreate", "--force"],
@@ -138,7 +138,7 @@ fn writers_are_refused_while_a_backup_runs_and_check_describes_it() {
 
     assert_eq!(
         before,
-        hash_dist(&env.dist),
+        Tree::dist(&env.dist),
         "refused commands changed nothing"
     );
     drop(frozen);

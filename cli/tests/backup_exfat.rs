@@ -3,7 +3,7 @@
 
 use backup_tests::capability::require;
 use backup_tests::exfat::mount_exfat;
-use backup_tests::{contents, set_mtime, text, TestEnv};
+use backup_tests::{set_mtime, text, tree, TestEnv};
 use serde_json::json;
 
 #[test]
@@ -15,10 +15,8 @@ fn exfat_dist_falls_back_to_copies_and_says_so_once() {
     ) else {
         return;
     };
-    let env = TestEnv {
-        dist: fs.mnt.join("dist"),
-        ..env
-    };
+    let mut env = env;
+    env.dist = fs.mnt.join("dist");
     env.config(json!({"track_dirs": ["docs"], "include_dirs": ["data"]}));
     for i in 0..5 {
         let f = env.write(
@@ -73,7 +71,7 @@ fn exfat_dist_falls_back_to_copies_and_says_so_once() {
     }
     let p = env.dist.join(&incs[1]).join("deleted/docs/sub/f4.txt");
     assert_eq!(std::fs::read(p).unwrap(), b"first 4");
-    assert_eq!(contents(&env.src), contents(&env.mirror()));
+    assert_eq!(tree(&env.src).contents(), tree(&env.mirror()).contents());
     // Deleting the first increment (copies, not links) leaves the second whole.
     std::fs::remove_dir_all(env.dist.join(&incs[0])).unwrap();
     let p = env.dist.join(&incs[1]).join("track/docs/sub/f0.txt");

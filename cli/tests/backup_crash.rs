@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use backup_tests::capability::{require, Tmpfs};
 use backup_tests::faultfs::{self, FailAt};
 use backup_tests::faults::{assert_check_clean, assert_no_orphan_increment, kill_after};
-use backup_tests::{assert_same_tree, bin, text, tree, Node, TestEnv};
+use backup_tests::{assert_same_tree, bin, text, tree, TestEnv, Tree};
 use serde_json::json;
 
 /// A tiny deterministic generator (the seed is printed, so a failure can be replayed).
@@ -119,7 +119,7 @@ fn check_catalogs(env: &TestEnv) {
     }
 }
 
-fn selection(env: &TestEnv) -> BTreeMap<Vec<u8>, Node> {
+fn selection(env: &TestEnv) -> Tree {
     tree(&env.src)
 }
 
@@ -142,7 +142,7 @@ fn kill_9_at_random_moments_loses_nothing_and_converges() {
     env.backup_ok(&[]);
     let full = started.elapsed();
 
-    let mut kept: BTreeMap<String, BTreeMap<Vec<u8>, Node>> = BTreeMap::new();
+    let mut kept: BTreeMap<String, Tree> = BTreeMap::new();
     let trials = std::env::var("BACKUP_CRASH_TRIALS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -308,10 +308,8 @@ fn full_disk_stops_cleanly_and_the_next_run_converges() {
     let Some(_tmpfs) = require("tmpfs mount (mount -t tmpfs)", Tmpfs::mount(&mnt, "40m")) else {
         return;
     };
-    let env = TestEnv {
-        dist: mnt.join("dist"),
-        ..env
-    };
+    let mut env = env;
+    env.dist = mnt.join("dist");
     env.config(json!({"track_dirs": ["docs"], "include_dirs": ["big"]}));
     let mb: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 249) as u8).collect();
     for i in 0..10 {

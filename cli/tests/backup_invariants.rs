@@ -4,7 +4,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use backup_tests::{assert_same_tree, set_mtime, text, tree, Node, TestEnv};
+use backup_tests::{assert_same_tree, set_mtime, text, tree, TestEnv, Tree};
 use serde_json::json;
 
 fn read(p: impl AsRef<Path>) -> Vec<u8> {
@@ -112,8 +112,8 @@ fn increments_are_independent() {
     );
 }
 
-fn selection(env: &TestEnv, dirs: &[&str]) -> std::collections::BTreeMap<Vec<u8>, Node> {
-    let mut all = std::collections::BTreeMap::new();
+fn selection(env: &TestEnv, dirs: &[&str]) -> Tree {
+    let mut all = Tree::default();
     for d in dirs {
         for (k, v) in tree(&env.src.join(d)) {
             let mut key = d.as_bytes().to_vec();

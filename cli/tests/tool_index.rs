@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 
-use backup_tests::toolenv::{binary, fingerprint, put, scenario, Env};
+use backup_tests::{put, scenario, TestEnv, Tree};
 
 fn problems(v: &serde_json::Value) -> Vec<(String, String, String)> {
     v["problems"]
@@ -71,7 +71,7 @@ fn a_lost_index_is_rebuilt_and_said_once() {
         fs::remove_file(e.dist.join(f)).unwrap();
     }
     // Human output: the note on stderr, once; then nothing more to say.
-    let out = e.tool(&["search", "--mask", "*"]);
+    let out = e.tool_dist(&["search", "--mask", "*"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
     assert_eq!(
@@ -79,7 +79,7 @@ fn a_lost_index_is_rebuilt_and_said_once() {
         1,
         "{err}"
     );
-    let again = e.tool(&["search", "--mask", "*"]);
+    let again = e.tool_dist(&["search", "--mask", "*"]);
     assert!(!stderr(&again).contains("note:"), "{}", stderr(&again));
     // JSON: in "notes", and the answers are those of before.
     for f in index_files(&e.dist) {
@@ -102,15 +102,15 @@ fn read_only_commands_add_nothing_to_dist_but_the_index() {
         fs::remove_file(e.dist.join(f)).unwrap();
     }
     let names = top_names(&e.dist);
-    let before = fingerprint(&e.dist);
-    let to = e.tmp.path().join("r");
+    let before = Tree::exact(&e.dist).without_derived();
+    let to = e.dir.path().join("r");
     for args in [
         vec!["check", "--verify"],
         vec!["restore", "--at", "latest", "--to", to.to_str().unwrap()],
         vec!["log", "projects/a.py"],
     ] {
         e.tool_ok(&args, 0);
-        assert_eq!(fingerprint(&e.dist), before, "{args:?}");
+        assert_eq!(Tree::exact(&e.dist).without_derived(), before, "{args:?}");
         let mut now = top_names(&e.dist);
         now.retain(|n| !n.starts_with(".backup-index.sqlite"));
         assert_eq!(now, names, "{args:?}");
@@ -190,7 +190,7 @@ fn increments_changed_by_hand_are_noticed() {
         v["notes"][0]["sync"]["removed"],
         serde_json::json!([i[0], copy])
     );
-    let to = e.tmp.path().join("r");
+    let to = e.dir.path().join("r");
     e.tool_ok(&["restore", "--at", &i[1], "--to", to.to_str().unwrap()], 0);
     assert_eq!(
         fs::read(to.join("projects/a.py")).unwrap(),
@@ -209,9 +209,9 @@ fn damaged_metadata_is_refused_never_answered_from_another_increment() {
     let text = fs::read(&meta).unwrap();
     // The newest metadata truncated (a crash, a full disk, a bad sector).
     fs::write(&meta, &text[..text.len() / 2]).unwrap();
-    let to = e.tmp.path().join("r");
+    let to = e.dir.path().join("r");
     let refused = |args: &[&str]| {
-        let out = e.tool(args);
+        let out = e.tool_dist(args);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(
@@ -256,7 +256,7 @@ fn damaged_metadata_is_refused_never_answered_from_another_increment() {
     refused(&["show", "latest"]);
     // Repaired as the message says: answered from itself.
     e.tool_ok(&["recreate", "--backup", &i[3]], 0);
-    let to2 = e.tmp.path().join("r2");
+    let to2 = e.dir.path().join("r2");
     e.tool_ok(
         &["restore", "--at", "latest", "--to", to2.to_str().unwrap()],
         0,
@@ -275,8 +275,8 @@ fn a_damaged_increment_warns_the_views_after_it() {
     let i = &s.incs;
     let meta = e.dist.join(&i[1]).join(format!("{}.json", i[1]));
     fs::write(&meta, b"{ truncated").unwrap();
-    let to = e.tmp.path().join("r");
-    let out = e.tool(&["restore", "--at", &i[2], "--to", to.to_str().unwrap()]);
+    let to = e.dir.path().join("r");
+    let out = e.tool_dist(&["restore", "--at", &i[2], "--to", to.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -284,7 +284,7 @@ fn a_damaged_increment_warns_the_views_after_it() {
             && err.contains(&format!("at {}", i[2])),
         "{err}"
     );
-    let out = e.tool(&["search", "--mask", "*.py"]);
+    let out = e.tool_dist(&["search", "--mask", "*.py"]);
     assert!(
         stderr(&out).contains("its files were not searched"),
         "{}",
@@ -325,8 +325,8 @@ fn unusable_catalog_entries_are_named_by_check_and_restore() {
         "{human}"
     );
     // restore names what it skipped (stderr, and "skipped" in JSON), and restores the rest.
-    let to = e.tmp.path().join("r");
-    let out = e.tool(&["restore", "--at", &i[0], "--to", to.to_str().unwrap()]);
+    let to = e.dir.path().join("r");
+    let out = e.tool_dist(&["restore", "--at", &i[0], "--to", to.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -334,8 +334,8 @@ fn unusable_catalog_entries_are_named_by_check_and_restore() {
         "{err}"
     );
     assert!(to.join("docs/readme.md").exists());
-    assert!(!e.tmp.path().join("outside").exists());
-    let to2 = e.tmp.path().join("r2");
+    assert!(!e.dir.path().join("outside").exists());
+    let to2 = e.dir.path().join("r2");
     let j = e.tool_json(
         &[
             "restore",
@@ -374,8 +374,8 @@ fn set_ns(p: &Path, ns: i64) {
 /// A backup as the original tool writes it: float mtimes of nanosecond-precise files, a flat
 /// `mirror.json`, and deletions kept in `deleted/` but not catalogued (its summary counts
 /// them).
-fn python_backup() -> Env {
-    let env = Env::new();
+fn python_backup() -> TestEnv {
+    let env = TestEnv::new();
     let d = &env.dist;
     let (n1, n2) = ("backup_20240105_100000", "backup_20240106_100000");
     let files: [(&str, &[u8], i64); 4] = [
@@ -460,10 +460,10 @@ fn original_tool_backups_check_clean_and_real_damage_is_still_found() {
     let env = python_backup();
     let d = &env.dist;
     let n2 = "backup_20240106_100000";
-    let before = fingerprint(d);
+    let before = Tree::exact(d).without_derived();
     let out = env.tool_ok(&["check", "--verify"], 0);
     assert!(out.contains("OK: 2 increments"), "{out}");
-    assert_eq!(fingerprint(d), before);
+    assert_eq!(Tree::exact(d).without_derived(), before);
     // A file in deleted/ beyond what its summary counts is reported.
     put(&d.join(n2).join("deleted/docs/zzz.txt"), b"stray");
     let c = env.tool_json(&["check"], 1);
@@ -507,20 +507,20 @@ fn original_tool_backups_check_clean_and_real_damage_is_still_found() {
 
 #[test]
 fn search_scripts_and_json_name_stored_files_exactly() {
-    let mut env = Env::new();
-    env.write("docs/plain.txt", b"plain");
+    let env = TestEnv::new();
+    env.write_next("docs/plain.txt", b"plain");
     let raw = env
         .src
         .join("docs")
         .join(std::ffi::OsStr::from_bytes(b"latin1-\xe9t\xe9"));
     fs::write(&raw, b"latin").unwrap();
-    env.backup().unwrap();
+    env.backup_all().unwrap();
     // The backup named by a relative path, from its parent folder.
     let run = |args: &[&str]| {
-        Command::new(binary("backup-tool"))
+        Command::new(backup_tests::bin("backup-tool"))
             .arg("dist")
             .args(args)
-            .current_dir(env.tmp.path())
+            .current_dir(env.dir.path())
             .output()
             .unwrap()
     };
@@ -542,7 +542,7 @@ fn search_scripts_and_json_name_stored_files_exactly() {
         assert_eq!(fs::read(p).unwrap(), b"latin");
     }
     // The script copies every hit, run from anywhere.
-    let script = env.tmp.path().join("r.sh");
+    let script = env.dir.path().join("r.sh");
     let out = run(&[
         "search",
         "--mask",
@@ -572,7 +572,7 @@ fn export_mirror_json_for_the_original_tool() {
     let s = scenario();
     let e = &s.env;
     e.tool_ok(&["list"], 0);
-    let before = fingerprint(&e.dist);
+    let before = Tree::exact(&e.dist).without_derived();
     // Into the backup, where the original tool reads it: the flat map.
     let out = e.tool_ok(&["export-mirror-json", "--flat"], 0);
     assert!(out.contains("wrote") && out.contains("4 entries"), "{out}");
@@ -583,7 +583,7 @@ fn export_mirror_json_for_the_original_tool() {
     for (k, v) in map {
         let md = fs::metadata(e.dist.join("mirror").join(k)).unwrap();
         assert_eq!(v["size"].as_u64(), Some(md.len()), "{k}");
-        let ns = backup_tests::toolenv::ns_of(&md);
+        let ns = backup_tests::mtime_ns(&md);
         // Bit for bit the float Python's os.stat reports: the original tool sees it unchanged.
         let py: f64 = py_mtime(ns).parse().unwrap();
         assert_eq!(v["mtime"].as_f64(), Some(py), "{k}");
@@ -593,15 +593,13 @@ fn export_mirror_json_for_the_original_tool() {
     let v = e.tool_json(&["list"], 0);
     assert!(notes(&v).is_empty(), "{v}");
     // Nothing else changed.
-    let strip = |t: &str| {
-        t.lines()
-            .filter(|l| !l.contains("/mirror.json "))
-            .collect::<Vec<_>>()
-            .join("\n")
+    let strip = |mut t: Tree| {
+        t.remove(b"mirror.json".as_slice());
+        t
     };
-    assert_eq!(strip(&fingerprint(&e.dist)), strip(&before));
+    assert_eq!(strip(Tree::exact(&e.dist).without_derived()), strip(before));
     // Ours (schema 2), elsewhere, as JSON; and to stdout.
-    let file = e.tmp.path().join("state.json");
+    let file = e.dir.path().join("state.json");
     let v = e.tool_json(&["export-mirror-json", file.to_str().unwrap()], 0);
     assert_eq!(v["entries"], 4);
     assert_eq!(v["format"], "schema-2");

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 
 use backup_tests::mount::wait_until;
 use backup_tests::serve::{curl, fixture, get, have, status, Server};
-use backup_tests::{hash_dist, text};
+use backup_tests::{text, Tree};
 
 fn http_date(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0)
@@ -220,7 +220,7 @@ fn every_write_method_is_refused_and_changes_nothing() {
         return;
     }
     let env = fixture(true);
-    let before = hash_dist(&env.dist);
+    let before = Tree::dist(&env.dist);
     let s = Server::start(&env.dist);
     let file = s.url("mirror/docs/plain.txt");
     let new = s.url("mirror/docs/new.txt");
@@ -267,7 +267,7 @@ fn every_write_method_is_refused_and_changes_nothing() {
         assert!(!allow.contains(m), "{m} offered in {allow}");
     }
     drop(s);
-    assert_eq!(before, hash_dist(&env.dist), "the backup changed");
+    assert_eq!(before, Tree::dist(&env.dist), "the backup changed");
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use backup_tests::toolenv::{fingerprint, put, scenario, Env};
+use backup_tests::{put, scenario, TestEnv, Tree};
 
 fn problems(v: &serde_json::Value) -> Vec<(String, String, String)> {
     v["problems"]
@@ -62,8 +62,8 @@ fn clean_backup_checks_ok_and_verify_detects_a_flipped_byte() {
         "{human}"
     );
     // Restoring the damaged version says so (status 1) instead of passing it off as good.
-    let to = e.tmp.path().join("r");
-    let out = e.tool(&["restore", "--at", &s.incs[0], "--to", to.to_str().unwrap()]);
+    let to = e.dir.path().join("r");
+    let out = e.tool_dist(&["restore", "--at", &s.incs[0], "--to", to.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -114,8 +114,8 @@ fn check_reports_missing_extra_mismatched_and_leftovers() {
 
 /// A backup exactly as the original Python tool writes it: category `track`, no `op`, float
 /// mtimes, a flat `mirror.json`, an unknown summary shape.
-fn python_backup() -> Env {
-    let env = Env::new();
+fn python_backup() -> TestEnv {
+    let env = TestEnv::new();
     let d = &env.dist;
     let n1 = "backup_20240105_100000";
     let n2 = "backup_20240106_100000";
@@ -163,7 +163,7 @@ fn python_backup() -> Env {
 #[test]
 fn original_python_backups_are_read_as_they_are() {
     let env = python_backup();
-    let before = fingerprint(&env.dist);
+    let before = Tree::exact(&env.dist).without_derived();
     let v = env.tool_json(&["list"], 0);
     assert_eq!(v["increments"].as_array().unwrap().len(), 2);
     assert_eq!(v["increments"][1]["deleted"], 1);
@@ -172,7 +172,7 @@ fn original_python_backups_are_read_as_they_are() {
     assert_eq!(hits["count"], 3);
     assert_eq!(hits["hits"][0]["mtime_ns"], 1_704_445_200_750_000_000i64);
     env.tool_ok(&["check", "--verify"], 0);
-    let to = env.tmp.path().join("r");
+    let to = env.dir.path().join("r");
     env.tool_ok(
         &[
             "restore",
@@ -185,7 +185,7 @@ fn original_python_backups_are_read_as_they_are() {
     );
     assert_eq!(fs::read(to.join("docs/notes.txt")).unwrap(), b"notes v1");
     assert_eq!(fs::read(to.join("docs/old.txt")).unwrap(), b"old");
-    let to2 = env.tmp.path().join("r2");
+    let to2 = env.dir.path().join("r2");
     env.tool_ok(
         &[
             "restore",
@@ -200,7 +200,7 @@ fn original_python_backups_are_read_as_they_are() {
     assert!(!to2.join("docs/old.txt").exists());
     let log = env.tool_json(&["log", "docs/old.txt"], 0);
     assert_eq!(log["events"][1]["event"], "deleted");
-    assert_eq!(fingerprint(&env.dist), before);
+    assert_eq!(Tree::exact(&env.dist).without_derived(), before);
 }
 
 #[test]
@@ -241,7 +241,7 @@ fn recreate_rebuilds_missing_and_damaged_metadata_only() {
     assert_eq!(v["increments"][0]["status"], "rebuilt");
     assert_eq!(v["increments"].as_array().unwrap().len(), 1);
     assert_eq!(
-        e.tool(&["recreate", "--backup", "backup_19990101_000000"])
+        e.tool_dist(&["recreate", "--backup", "backup_19990101_000000"])
             .status
             .code(),
         Some(2)
@@ -267,7 +267,7 @@ fn delete_removes_matching_files_from_one_increment() {
     // increment still shows the version the mirror holds.
     assert!(e.dist.join("mirror/projects/sub/c.py").exists());
     e.tool_ok(&["check", "--verify"], 0);
-    let to = e.tmp.path().join("r");
+    let to = e.dir.path().join("r");
     e.tool_ok(
         &["restore", "--at", &s.incs[1], "--to", to.to_str().unwrap()],
         0,
@@ -276,22 +276,22 @@ fn delete_removes_matching_files_from_one_increment() {
         std::fs::read(to.join("projects/sub/c.py")).unwrap(),
         b"c = 1\n"
     );
-    assert_eq!(e.tool(&["delete", &s.incs[1]]).status.code(), Some(2));
+    assert_eq!(e.tool_dist(&["delete", &s.incs[1]]).status.code(), Some(2));
 }
 
 #[test]
 fn prune_keeps_by_policy_and_later_views_survive() {
     let s = scenario();
     let e = &s.env;
-    let before = fingerprint(&e.dist);
+    let before = Tree::exact(&e.dist).without_derived();
     let out = e.tool_ok(&["prune", "--keep-last", "2", "--dry-run"], 0);
     assert!(
         out.contains("would remove") && out.contains(&s.incs[0]),
         "{out}"
     );
-    assert_eq!(fingerprint(&e.dist), before);
+    assert_eq!(Tree::exact(&e.dist).without_derived(), before);
     assert_eq!(
-        e.tool(&["prune"]).status.code(),
+        e.tool_dist(&["prune"]).status.code(),
         Some(2),
         "no rule: refused"
     );
@@ -300,7 +300,7 @@ fn prune_keeps_by_policy_and_later_views_survive() {
     assert_eq!(e.increments(), vec![s.incs[2].clone(), s.incs[3].clone()]);
     e.tool_ok(&["check", "--verify"], 0);
     // The view at increment 3 still has c.py (held by the mirror) and the new readme.
-    let to = e.tmp.path().join("r");
+    let to = e.dir.path().join("r");
     e.tool_ok(
         &["restore", "--at", &s.incs[2], "--to", to.to_str().unwrap()],
         0,

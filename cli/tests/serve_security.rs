@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use backup_tests::serve::{curl, fixture, get, have, raw_request, raw_status, status, Server};
-use backup_tests::{bin, hash_dist, text};
+use backup_tests::{bin, text, Tree};
 
 #[test]
 fn a_non_loopback_address_without_credentials_is_refused() {
@@ -146,7 +146,7 @@ fn https_with_a_self_signed_certificate() {
 #[test]
 fn paths_never_resolve_outside_the_backup() {
     let env = fixture(true);
-    let before = hash_dist(&env.dist);
+    let before = Tree::dist(&env.dist);
     let s = Server::start(&env.dist);
     let attempts: &[&str] = &[
         "/../../../../etc/passwd",
@@ -186,7 +186,7 @@ fn paths_never_resolve_outside_the_backup() {
     );
     assert!(!String::from_utf8_lossy(&resp).contains("root:"));
     drop(s);
-    assert_eq!(before, hash_dist(&env.dist));
+    assert_eq!(before, Tree::dist(&env.dist));
 }
 
 fn propfind_raw(port: u16, headers: &str, body: &[u8]) -> u16 {

@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 
 use backup_tests::mount::{is_mounted, wait_until};
 use backup_tests::serve::{curl, fixture, fixture_with, have, status, Server};
-use backup_tests::{contents, hash_dist, text};
+use backup_tests::{text, tree, Tree};
 
 fn rclone(args: &[&str]) -> Output {
     Command::new("rclone")
@@ -35,7 +35,8 @@ fn rclone_ok(args: &[&str]) -> String {
 
 /// Relative paths (as text) of the files under `root`.
 fn utf8_files(root: &Path) -> Vec<String> {
-    let mut v: Vec<String> = contents(root)
+    let mut v: Vec<String> = tree(root)
+        .contents()
         .into_keys()
         .filter_map(|k| String::from_utf8(k).ok())
         .collect();
@@ -112,7 +113,7 @@ fn rclone_lists_copies_and_checks_through_the_server() {
     assert_eq!(latest_utf8, mirror_utf8);
     assert_eq!(
         latest.len(),
-        contents(&env.mirror()).len(),
+        tree(&env.mirror()).contents().len(),
         "the non-UTF-8 name is listed too"
     );
 
@@ -123,12 +124,12 @@ fn rclone_lists_copies_and_checks_through_the_server() {
         &format!(":webdav:snapshots/{}", incs[0]),
         dest.to_str().unwrap(),
     ]);
-    let mut expected = contents(&env.mirror());
+    let mut expected = tree(&env.mirror()).contents();
     expected.insert(
         b"docs/plain.txt".to_vec(),
         *blake3::hash(b"plain v1\n").as_bytes(),
     );
-    let got = contents(&dest);
+    let got = tree(&dest).contents();
     let utf8 = |m: &BTreeMap<Vec<u8>, [u8; 32]>| -> BTreeMap<Vec<u8>, [u8; 32]> {
         m.iter()
             .filter(|(k, _)| std::str::from_utf8(k).is_ok_and(|s| !s.contains('\u{fffd}')))
@@ -187,7 +188,7 @@ fn davfs2_mounts_the_server_reads_work_and_writes_change_nothing() {
     }
     // davfs2 keeps names as UTF-8 only, so this fixture has no Latin-1 name.
     let env = fixture_with(false, false);
-    let before = hash_dist(&env.dist);
+    let before = Tree::dist(&env.dist);
     let pw = env.dir.path().join("pw");
     fs::write(&pw, "dav pass\n").unwrap();
     let s = Server::start_with(
@@ -269,7 +270,7 @@ fn davfs2_mounts_the_server_reads_work_and_writes_change_nothing() {
         .output()
         .unwrap();
     assert!(out.status.success(), "cp -a: {}", text(&out).1);
-    assert_eq!(contents(&dest), contents(&env.mirror()));
+    assert_eq!(tree(&dest).contents(), tree(&env.mirror()).contents());
 
     // Writes: what davfs2 refuses itself fails at once; what it caches locally (a new file, an
     // overwrite, a removal) is refused by the server when davfs2 sends it.
@@ -304,7 +305,7 @@ fn davfs2_mounts_the_server_reads_work_and_writes_change_nothing() {
 
     assert_eq!(
         before,
-        hash_dist(&env.dist),
+        Tree::dist(&env.dist),
         "the backup changed through davfs2"
     );
     assert_eq!(

@@ -2,7 +2,6 @@
 //! every snapshot against the fold model, history, `cp -a` restores, and a backup written by
 //! the original Python tool.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -11,10 +10,11 @@ use std::process::Command;
 
 use backup_tests::mount::MountedBackup;
 use backup_tests::mount_fixture::write_python_backup;
+use backup_tests::Tree;
 use backup_tests::{assert_same_tree, set_mtime, tree, Node, TestEnv};
 
 /// Tracked files as the model sees them (symlink mtimes left out: not every step keeps them).
-fn tracked(root: &Path) -> BTreeMap<Vec<u8>, Node> {
+fn tracked(root: &Path) -> Tree {
     tree(root)
         .into_iter()
         .filter(|(k, _)| k.starts_with(b"docs/") || k.starts_with(b"code/"))
@@ -31,7 +31,7 @@ fn tracked(root: &Path) -> BTreeMap<Vec<u8>, Node> {
         .collect()
 }
 
-fn snapshot_tree(root: &Path) -> BTreeMap<Vec<u8>, Node> {
+fn snapshot_tree(root: &Path) -> Tree {
     tree(root)
         .into_iter()
         .map(|(k, n)| match n {
@@ -48,7 +48,7 @@ fn snapshot_tree(root: &Path) -> BTreeMap<Vec<u8>, Node> {
 }
 
 /// The tracked files right after each increment, by increment name.
-type Model = Vec<(String, BTreeMap<Vec<u8>, Node>)>;
+type Model = Vec<(String, Tree)>;
 
 /// Runs `backup` and, when it made an increment, records the model state under its name.
 fn run(env: &TestEnv, model: &mut Model) {

@@ -119,9 +119,8 @@ fn directory_priority_include_makes_nested_track_untracked() {
 
 #[test]
 fn dist_inside_src_is_skipped_and_said_once() {
-    let env = TestEnv::new();
-    let dist = env.src.join("backup");
-    let env = TestEnv { dist, ..env };
+    let mut env = TestEnv::new();
+    env.dist = env.src.join("backup");
     env.write("data/a.txt", b"a");
     env.config(json!({"track_dirs": ["."]}));
     for run in 0..2 {

@@ -6,53 +6,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use backup_tests::toolenv::{put, scenario, Env};
-
-/// Every file below `root` as (relative path bytes, content or link target, mtime ns, mode).
-fn tree(root: &Path) -> Vec<(Vec<u8>, Vec<u8>, i64, u32)> {
-    let mut v = Vec::new();
-    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
-        let e = e.unwrap();
-        if e.file_type().is_dir() {
-            continue;
-        }
-        let md = e.metadata().unwrap();
-        let data = if e.file_type().is_symlink() {
-            fs::read_link(e.path())
-                .unwrap()
-                .as_os_str()
-                .as_bytes()
-                .to_vec()
-        } else {
-            fs::read(e.path()).unwrap()
-        };
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .as_os_str()
-            .as_bytes()
-            .to_vec();
-        let mode = if e.file_type().is_symlink() {
-            0
-        } else {
-            md.mode() & 0o7777
-        };
-        v.push((
-            rel,
-            data,
-            md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-            mode,
-        ));
-    }
-    v
-}
+use backup_tests::{put, scenario, tree, TestEnv, Tree};
 
 #[test]
 fn restores_each_point_in_time_with_mtimes_and_modes() {
-    let mut env = Env::new();
-    env.write("projects/a.py", b"one");
-    env.write("projects/run.sh", b"#!/bin/sh\n");
+    let env = TestEnv::new();
+    env.write_next("projects/a.py", b"one");
+    env.write_next("projects/run.sh", b"#!/bin/sh\n");
     fs::set_permissions(
         env.src.join("projects/run.sh"),
         fs::Permissions::from_mode(0o750),
@@ -65,19 +25,19 @@ fn restores_each_point_in_time_with_mtimes_and_modes() {
     .unwrap();
     std::os::unix::fs::symlink("a.py", env.src.join("projects/link")).unwrap();
     let mut snapshots = Vec::new();
-    let i1 = env.backup().unwrap();
+    let i1 = env.backup_all().unwrap();
     snapshots.push((i1.clone(), tree(&env.src)));
-    env.write("projects/a.py", b"two, longer");
-    env.write("docs/new.md", b"new");
-    let i2 = env.backup().unwrap();
+    env.write_next("projects/a.py", b"two, longer");
+    env.write_next("docs/new.md", b"new");
+    let i2 = env.backup_all().unwrap();
     snapshots.push((i2.clone(), tree(&env.src)));
     env.remove("projects/run.sh");
     // Names carry seconds: a later second lets a time name increment 2 but not 3.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let i3 = env.backup().unwrap();
+    let i3 = env.backup_all().unwrap();
     snapshots.push((i3.clone(), tree(&env.src)));
     for (name, expected) in &snapshots {
-        let to = env.tmp.path().join(format!("r-{name}"));
+        let to = env.dir.path().join(format!("r-{name}"));
         env.tool_ok(&["restore", "--at", name, "--to", to.to_str().unwrap()], 0);
         assert_eq!(&tree(&to), expected, "restore at {name}");
         assert!(fs::symlink_metadata(to.join("projects/link"))
@@ -87,17 +47,17 @@ fn restores_each_point_in_time_with_mtimes_and_modes() {
     }
     // A time resolves to the newest increment at or before it.
     let t = backup_core::IncrementName::parse(&i2).unwrap().stamp();
-    let to = env.tmp.path().join("r-time");
+    let to = env.dir.path().join("r-time");
     let when = t.format("%Y-%m-%d %H:%M:%S").to_string();
     env.tool_ok(&["restore", "--at", &when, "--to", to.to_str().unwrap()], 0);
     assert_eq!(tree(&to), snapshots[1].1);
     // Without --at: the mirror, i.e. the current state.
-    let to = env.tmp.path().join("r-mirror");
+    let to = env.dir.path().join("r-mirror");
     env.tool_ok(&["restore", "--to", to.to_str().unwrap()], 0);
     assert_eq!(tree(&to), tree(&env.src));
     // Before the first increment there is nothing.
     assert_eq!(
-        env.tool(&["restore", "--at", "2000-01-01", "--to", "x"])
+        env.tool_dist(&["restore", "--at", "2000-01-01", "--to", "x"])
             .status
             .code(),
         Some(2)
@@ -108,7 +68,7 @@ fn restores_each_point_in_time_with_mtimes_and_modes() {
 fn selection_dry_run_and_overwrite_modes() {
     let s = scenario();
     let e = &s.env;
-    let to = e.tmp.path().join("r");
+    let to = e.dir.path().join("r");
     let dest = to.to_str().unwrap();
     // Dry run: says what it would do and creates nothing.
     let out = e.tool_ok(
@@ -202,13 +162,13 @@ fn selection_dry_run_and_overwrite_modes() {
         b"# readme, second edition\n"
     );
     // Nothing matches: status 1 and a message.
-    let out = e.tool(&["restore", "no/such", "--to", dest]);
+    let out = e.tool_dist(&["restore", "no/such", "--to", dest]);
     assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
 fn odd_names_round_trip_through_restore_and_generated_script() {
-    let mut env = Env::new();
+    let env = TestEnv::new();
     let names: Vec<&[u8]> = vec![
         b"odd/with space.txt",
         b"odd/it's \"quoted\".txt",
@@ -222,12 +182,12 @@ fn odd_names_round_trip_through_restore_and_generated_script() {
         let p = env.src.join(std::ffi::OsStr::from_bytes(n));
         put(&p, format!("content {k}").as_bytes());
     }
-    env.backup().unwrap();
-    let to = env.tmp.path().join("restored");
+    env.backup_all().unwrap();
+    let to = env.dir.path().join("restored");
     env.tool_ok(&["restore", "--to", to.to_str().unwrap()], 0);
     assert_eq!(tree(&to), tree(&env.src));
 
-    let script = env.tmp.path().join("restore.sh");
+    let script = env.dir.path().join("restore.sh");
     env.tool_ok(
         &[
             "search",
@@ -238,11 +198,11 @@ fn odd_names_round_trip_through_restore_and_generated_script() {
         ],
         0,
     );
-    let target = env.tmp.path().join("by-script");
+    let target = env.dir.path().join("by-script");
     let out = std::process::Command::new("bash")
         .arg(&script)
         .arg(&target)
-        .current_dir(env.tmp.path())
+        .current_dir(env.dir.path())
         .output()
         .unwrap();
     assert!(
@@ -251,7 +211,7 @@ fn odd_names_round_trip_through_restore_and_generated_script() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        !env.tmp.path().join("pwned").exists(),
+        !env.dir.path().join("pwned").exists(),
         "the script ran a name as code"
     );
     // Two places hold each file: the increment and the mirror.
@@ -270,8 +230,8 @@ fn odd_names_round_trip_through_restore_and_generated_script() {
 }
 
 /// A backup whose single increment's metadata and tree are written by hand.
-fn crafted(catalog: serde_json::Value, setup: impl FnOnce(&Path)) -> (Env, String) {
-    let env = Env::new();
+fn crafted(catalog: serde_json::Value, setup: impl FnOnce(&Path)) -> (TestEnv, String) {
+    let env = TestEnv::new();
     let name = "backup_20240105_100000".to_owned();
     let inc = env.dist.join(&name);
     fs::create_dir_all(inc.join("track")).unwrap();
@@ -306,12 +266,12 @@ fn crafted_paths_in_metadata_never_escape_the_target() {
         put(&inc.join("track/ok.txt"), b"ok");
         put(&inc.join("escape.txt"), b"x");
     });
-    let to = env.tmp.path().join("deep/target");
+    let to = env.dir.path().join("deep/target");
     let v = env.tool_json(&["restore", "--at", &name, "--to", to.to_str().unwrap()], 0);
     assert_eq!(v["results"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(fs::read(to.join("ok.txt")).unwrap(), b"ok");
     assert_eq!(
-        fs::read_dir(env.tmp.path().join("deep")).unwrap().count(),
+        fs::read_dir(env.dir.path().join("deep")).unwrap().count(),
         1,
         "only the target inside deep/"
     );
@@ -347,8 +307,8 @@ fn symlinks_inside_increments_are_never_followed_when_reading() {
         std::os::unix::fs::symlink(o.join("secret.txt"), inc.join("track/plain.txt")).unwrap();
         put(&inc.join("track/good.txt"), b"good");
     });
-    let to = env.tmp.path().join("target");
-    let out = env.tool(&["restore", "--at", &name, "--to", to.to_str().unwrap()]);
+    let to = env.dir.path().join("target");
+    let out = env.tool_dist(&["restore", "--at", &name, "--to", to.to_str().unwrap()]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -397,12 +357,12 @@ fn never_writes_through_symlinks_in_the_target() {
         &inc2.join(format!("{second}.json")),
         meta.to_string().as_bytes(),
     );
-    let to = env.tmp.path().join("target");
+    let to = env.dir.path().join("target");
     fs::create_dir_all(&to).unwrap();
     // Present before the restore: dir -> outside, victim.txt -> outside/victim.txt.
     std::os::unix::fs::symlink(&o, to.join("dir")).unwrap();
     std::os::unix::fs::symlink(o.join("victim.txt"), to.join("victim.txt")).unwrap();
-    let out = env.tool(&[
+    let out = env.tool_dist(&[
         "restore",
         "--at",
         second,
@@ -440,13 +400,13 @@ fn never_writes_through_symlinks_in_the_target() {
 fn a_target_inside_the_backup_is_refused() {
     let s = scenario();
     let e = &s.env;
-    let before = backup_tests::toolenv::fingerprint(&e.dist);
+    let before = Tree::exact(&e.dist).without_derived();
     for to in [
         e.dist.join("mirror"),
         e.dist.join("new/folder"),
         e.dist.clone(),
     ] {
-        let out = e.tool(&[
+        let out = e.tool_dist(&[
             "restore",
             "--at",
             &s.incs[1],
@@ -459,12 +419,12 @@ fn a_target_inside_the_backup_is_refused() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("inside the backup"));
     }
     // Also through a symlink that leads into it.
-    let link = e.tmp.path().join("sneaky");
+    let link = e.dir.path().join("sneaky");
     std::os::unix::fs::symlink(&e.dist, &link).unwrap();
     let to = link.join("mirror/x");
-    let out = e.tool(&["restore", "--to", to.to_str().unwrap()]);
+    let out = e.tool_dist(&["restore", "--to", to.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(backup_tests::toolenv::fingerprint(&e.dist), before);
+    assert_eq!(Tree::exact(&e.dist).without_derived(), before);
 }
 
 fn set_mtime(p: &Path, secs: i64) {
@@ -488,7 +448,7 @@ fn actions(v: &serde_json::Value) -> Vec<(String, String)> {
 
 #[test]
 fn if_newer_delete_and_dry_run_list_each_action() {
-    let mut env = Env::new();
+    let env = TestEnv::new();
     for n in ["a", "b", "c", "d"] {
         env.write_at(
             &format!("p/{n}.txt"),
@@ -497,10 +457,10 @@ fn if_newer_delete_and_dry_run_list_each_action() {
         );
     }
     env.write_at("p/new/e.txt", b"e", 1_704_448_800);
-    env.backup().unwrap();
+    env.backup_all().unwrap();
     let outside = tempfile::tempdir().unwrap();
     put(&outside.path().join("keep.txt"), b"outside");
-    let to = env.tmp.path().join("t");
+    let to = env.dir.path().join("t");
     let dest = to.to_str().unwrap();
     // Older than the version: replaced. Newer: kept. Same size and mtime: unchanged.
     put(&to.join("p/a.txt"), b"a local");
@@ -513,7 +473,7 @@ fn if_newer_delete_and_dry_run_list_each_action() {
     put(&to.join("p/extra.txt"), b"x");
     put(&to.join("p/old/deep/x.txt"), b"x");
     std::os::unix::fs::symlink(outside.path(), to.join("p/link-out")).unwrap();
-    let before = backup_tests::toolenv::fingerprint(&to);
+    let before = Tree::exact(&to).without_derived();
     let args = [
         "restore",
         "--to",
@@ -541,7 +501,7 @@ fn if_newer_delete_and_dry_run_list_each_action() {
     ] {
         assert!(out.contains(line), "{line:?} missing in:\n{out}");
     }
-    assert_eq!(backup_tests::toolenv::fingerprint(&to), before);
+    assert_eq!(Tree::exact(&to).without_derived(), before);
     // Dry run, JSON: the same actions.
     let v = env.tool_json(&dry, 0);
     assert_eq!(v["dry_run"], true);
@@ -562,7 +522,7 @@ fn if_newer_delete_and_dry_run_list_each_action() {
     .map(|(p, a)| (p.to_string(), a.to_string()))
     .collect();
     assert_eq!(got, want);
-    assert_eq!(backup_tests::toolenv::fingerprint(&to), before);
+    assert_eq!(Tree::exact(&to).without_derived(), before);
 
     // For real.
     let v = env.tool_json(&args, 0);
@@ -591,13 +551,13 @@ fn if_newer_delete_and_dry_run_list_each_action() {
 
 #[test]
 fn delete_removes_only_selected_extras_inside_the_target() {
-    let mut env = Env::new();
+    let env = TestEnv::new();
     env.write_at("p/sub/a.txt", b"a", 1_704_448_800);
     env.write_at("p/other.txt", b"o", 1_704_448_800);
-    env.backup().unwrap();
+    env.backup_all().unwrap();
     let outside = tempfile::tempdir().unwrap();
     put(&outside.path().join("victim/v.txt"), b"victim");
-    let to = env.tmp.path().join("t");
+    let to = env.dir.path().join("t");
     put(&to.join("p/sub/extra.txt"), b"x");
     put(&to.join("p/not-selected.txt"), b"keep");
     put(&to.join("top-level.txt"), b"keep");
@@ -627,7 +587,7 @@ fn delete_removes_only_selected_extras_inside_the_target() {
     );
     // A symlink where the snapshot has a folder: removed, the folder restored in its place,
     // nothing written through it.
-    let to2 = env.tmp.path().join("t2");
+    let to2 = env.dir.path().join("t2");
     fs::create_dir_all(to2.join("p")).unwrap();
     std::os::unix::fs::symlink(outside.path().join("victim"), to2.join("p/sub")).unwrap();
     let v = env.tool_json(&["restore", "--to", to2.to_str().unwrap(), "--delete"], 0);

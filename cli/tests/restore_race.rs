@@ -6,7 +6,6 @@
 //! `RESTORE_RACE_TOOL=/path/to/backup-tool` runs the same attack against another build (the
 //! check that this test fails on the old path-based restore).
 
-use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -14,31 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use backup_tests::toolenv::{binary, Env};
+use backup_tests::{TestEnv, Tree};
 
 const FILES: usize = 2_000;
 const ROUNDS: usize = 5;
-
-/// Every entry below `root` with its content (files) or target (symlinks).
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root).min_depth(1) {
-        let e = e.unwrap();
-        let data = if e.file_type().is_file() {
-            fs::read(e.path()).unwrap()
-        } else if e.file_type().is_symlink() {
-            fs::read_link(e.path())
-                .unwrap()
-                .as_os_str()
-                .as_bytes()
-                .to_vec()
-        } else {
-            b"<dir>".to_vec()
-        };
-        out.insert(e.path().to_path_buf(), data);
-    }
-    out
-}
 
 fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
@@ -78,8 +56,8 @@ fn a_folder_swapped_for_a_symlink_mid_restore_never_leads_outside() {
     }
     let tool = std::env::var_os("RESTORE_RACE_TOOL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| binary("backup-tool"));
-    let mut env = Env::new();
+        .unwrap_or_else(|| backup_tests::bin("backup-tool"));
+    let env = TestEnv::new();
     for i in 0..FILES {
         env.write_at(
             &format!("top/d/f{i:05}"),
@@ -87,15 +65,15 @@ fn a_folder_swapped_for_a_symlink_mid_restore_never_leads_outside() {
             1_704_448_800,
         );
     }
-    env.backup().unwrap();
+    env.backup_all().unwrap();
 
     let outside = tempfile::tempdir().unwrap();
     fs::write(outside.path().join("precious"), b"keep me").unwrap();
-    let before = snapshot(outside.path());
+    let before = Tree::with_dirs(outside.path());
     let mut total_failures = 0;
     let mut total_swaps = 0;
     for round in 0..ROUNDS {
-        let to = env.tmp.path().join(format!("target{round}"));
+        let to = env.dir.path().join(format!("target{round}"));
         // The user's preparation: the folder restore will write into, and a symlink to swap.
         fs::create_dir_all(to.join("top/d")).unwrap();
         std::os::unix::fs::symlink(outside.path(), to.join("top/swap")).unwrap();
@@ -116,7 +94,7 @@ fn a_folder_swapped_for_a_symlink_mid_restore_never_leads_outside() {
         t.join().unwrap();
         total_swaps += swaps.load(Ordering::Relaxed);
 
-        let after = snapshot(outside.path());
+        let after = Tree::with_dirs(outside.path());
         let changed: Vec<_> = after
             .iter()
             .filter(|(p, d)| before.get(*p) != Some(*d))

@@ -1,16 +1,16 @@
 //! `backup-tool` list, show, search, log, diff through the real binary.
 
-use backup_tests::toolenv::{fingerprint, scenario, Env};
+use backup_tests::{scenario, TestEnv, Tree};
 
 #[test]
 fn not_a_backup_is_refused_with_status_2() {
-    let env = Env::new();
+    let env = TestEnv::new();
     std::fs::create_dir_all(&env.dist).unwrap();
-    let out = env.tool(&["list"]);
+    let out = env.tool_dist(&["list"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a backup"), "{err}");
-    let missing = std::process::Command::new(backup_tests::toolenv::binary("backup-tool"))
+    let missing = std::process::Command::new(backup_tests::bin("backup-tool"))
         .args(["/nonexistent/backup", "search", "--mask", "x"])
         .output()
         .unwrap();
@@ -67,7 +67,7 @@ fn show_lists_one_increment() {
     );
     let human = s.env.tool_ok(&["show", &s.incs[2]], 0);
     assert!(human.contains("projects/") && human.contains("b.pdf") && human.contains("deleted"));
-    let out = s.env.tool(&["show", "backup_19990101_000000"]);
+    let out = s.env.tool_dist(&["show", "backup_19990101_000000"]);
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -161,13 +161,18 @@ fn search_masks_filters_and_mirror() {
         "{full}"
     );
     // Bad filters are refused.
-    assert_eq!(e.tool(&["search", "--size", "huge"]).status.code(), Some(2));
     assert_eq!(
-        e.tool(&["search", "--time", "yesterday"]).status.code(),
+        e.tool_dist(&["search", "--size", "huge"]).status.code(),
         Some(2)
     );
     assert_eq!(
-        e.tool(&["search", "--mask", "[oops"]).status.code(),
+        e.tool_dist(&["search", "--time", "yesterday"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        e.tool_dist(&["search", "--mask", "[oops"]).status.code(),
         Some(2)
     );
 }
@@ -185,7 +190,7 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     {
         return;
     }
-    let bin = backup_tests::toolenv::binary("backup-tool");
+    let bin = backup_tests::bin("backup-tool");
     let cmd = format!(
         "{} {} search --mask '*.py'",
         bin.display(),
@@ -227,7 +232,10 @@ fn log_and_diff() {
     let b = s.env.tool_json(&["log", "projects/b.pdf"], 0);
     assert_eq!(b["events"][1]["event"], "deleted");
     assert!(b["mirror"].is_null());
-    assert_eq!(s.env.tool(&["log", "no/such/file"]).status.code(), Some(1));
+    assert_eq!(
+        s.env.tool_dist(&["log", "no/such/file"]).status.code(),
+        Some(1)
+    );
     let human = s.env.tool_ok(&["log", "untracked/u.txt"], 0);
     assert!(human.contains("untracked"), "{human}");
 
@@ -252,9 +260,9 @@ fn log_and_diff() {
 fn read_only_commands_change_nothing() {
     let s = scenario();
     let e = &s.env;
-    let before = fingerprint(&e.dist);
-    let out_dir = e.tmp.path().join("restored");
-    let script = e.tmp.path().join("r.sh");
+    let before = Tree::exact(&e.dist).without_derived();
+    let out_dir = e.dir.path().join("restored");
+    let script = e.dir.path().join("r.sh");
     let cmds: Vec<Vec<&str>> = vec![
         vec!["list"],
         vec!["list", "--detailed", "--json"],
@@ -289,13 +297,17 @@ fn read_only_commands_change_nothing() {
         vec!["prune", "--keep-last", "1", "--dry-run"],
     ];
     for c in cmds {
-        let out = e.tool(&c);
+        let out = e.tool_dist(&c);
         assert!(
             out.status.code() == Some(0),
             "{c:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(fingerprint(&e.dist), before, "{c:?} changed the backup");
+        assert_eq!(
+            Tree::exact(&e.dist).without_derived(),
+            before,
+            "{c:?} changed the backup"
+        );
     }
 }
 
@@ -303,7 +315,7 @@ fn read_only_commands_change_nothing() {
 fn backup_named_by_a_config_profile() {
     let s = scenario();
     let e = &s.env;
-    let config = e.tmp.path().join("config.json");
+    let config = e.dir.path().join("config.json");
     let run = |args: &[&str], cwd: &std::path::Path| {
         std::process::Command::new(backup_tests::bin("backup-tool"))
             .args(args)
@@ -313,7 +325,7 @@ fn backup_named_by_a_config_profile() {
     };
     let out = run(
         &["--config", config.to_str().unwrap(), "list", "--json"],
-        e.tmp.path(),
+        e.dir.path(),
     );
     assert_eq!(
         out.status.code(),
@@ -324,7 +336,7 @@ fn backup_named_by_a_config_profile() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["increments"].as_array().unwrap().len(), 4);
     // ./config.json is found without --config.
-    let out = run(&["search", "--mask", "c.py", "--json"], e.tmp.path());
+    let out = run(&["search", "--mask", "c.py", "--json"], e.dir.path());
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -335,7 +347,7 @@ fn backup_named_by_a_config_profile() {
     std::fs::remove_dir_all(&e.src).unwrap();
     let out = run(
         &["--config", config.to_str().unwrap(), "list"],
-        e.tmp.path(),
+        e.dir.path(),
     );
     assert_eq!(
         out.status.code(),
@@ -344,7 +356,7 @@ fn backup_named_by_a_config_profile() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A missing profile is refused.
-    let out = run(&["--config", "/nonexistent.json", "list"], e.tmp.path());
+    let out = run(&["--config", "/nonexistent.json", "list"], e.dir.path());
     assert_eq!(out.status.code(), Some(2));
     let empty = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(backup_tests::bin("backup-tool"))

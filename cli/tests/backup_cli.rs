@@ -1,6 +1,6 @@
 //! The `backup` command line: dry run, refusals, JSON summary, quiet pipes, help.
 
-use backup_tests::{bin, text, TestEnv};
+use backup_tests::{bin, text, TestEnv, Tree};
 use serde_json::json;
 
 #[test]
@@ -25,16 +25,12 @@ fn dry_run_prints_the_plan_and_creates_nothing() {
 
     // After a real run, the dry run of a change shows just that change.
     env.backup_ok(&[]);
-    let before = backup_tests::hash_dist(&env.dist);
+    let before = Tree::dist(&env.dist);
     env.remove("docs/a.txt");
     let out = env.backup(&["--dry-run"]);
     let (so, _) = text(&out);
     assert!(so.contains("deleted") && so.contains("docs/a.txt"), "{so}");
-    assert_eq!(
-        before,
-        backup_tests::hash_dist(&env.dist),
-        "dry run changed the backup"
-    );
+    assert_eq!(before, Tree::dist(&env.dist), "dry run changed the backup");
 }
 
 #[test]

@@ -3,7 +3,6 @@
 //! root reads everything). Each time: the run names every failed file, exits 1, keeps
 //! everything else, and the next run after the fault is repaired converges.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,9 +12,9 @@ use backup_tests::faultfs::{self, FailAt};
 use backup_tests::faults::{
     assert_check_clean, assert_no_orphan_increment, assert_versions_kept, committed_versions,
 };
-use backup_tests::{assert_same_tree, bin, serde_json::json, text, tree, Node, TestEnv};
+use backup_tests::{assert_same_tree, bin, serde_json::json, text, tree, TestEnv, Tree};
 
-fn without(t: &BTreeMap<Vec<u8>, Node>, gone: &[&str]) -> BTreeMap<Vec<u8>, Node> {
+fn without(t: &Tree, gone: &[&str]) -> Tree {
     let mut t = t.clone();
     for g in gone {
         t.remove(g.as_bytes());

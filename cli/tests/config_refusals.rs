@@ -1,69 +1,37 @@
 //! Every refusal of `docs/config.md` through the real `backup` binary: exit status 2, exactly one line
 //! on stderr naming what is wrong, and nothing created at `dist` (nor anywhere else).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::ffi::OsString;
+use std::process::Output;
 
-use backup_tests::bin;
+use backup_tests::TestEnv;
 
-struct Case {
-    dir: tempfile::TempDir,
+/// The kit's environment with `src/a.txt`; `HOME` (and so the platform config) is `home/` in it.
+fn case() -> TestEnv {
+    let env = TestEnv::new();
+    env.write("a.txt", b"a");
+    env
 }
 
-impl Case {
-    fn new() -> Case {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("src")).unwrap();
-        std::fs::write(dir.path().join("src/a.txt"), b"a").unwrap();
-        Case { dir }
-    }
+trait Refusals {
+    fn run(&self, text: &str, extra: &[&str]) -> Output;
+    fn backup_args(&self, args: &[OsString]) -> Output;
+    fn refused(&self, text: &str, needles: &[&str]) -> String;
+}
 
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
+impl Refusals for TestEnv {
     /// Runs `backup --config config.json [extra]` on `text`, with HOME inside the case dir.
     fn run(&self, text: &str, extra: &[&str]) -> Output {
         std::fs::write(self.path("config.json"), text).unwrap();
-        let mut args = vec![
-            std::ffi::OsString::from("--config"),
-            self.path("config.json").into(),
-        ];
+        let mut args = vec![OsString::from("--config"), self.path("config.json").into()];
         args.extend(extra.iter().map(Into::into));
-        self.backup(&args)
+        self.backup_args(&args)
     }
 
     /// Runs `backup ARGS` isolated in the case dir.
-    fn backup(&self, args: &[std::ffi::OsString]) -> Output {
-        let mut cmd = Command::new(bin("backup"));
-        cmd.args(args);
-        self.isolate(&mut cmd);
-        cmd.output().unwrap()
-    }
-
-    fn isolate(&self, cmd: &mut Command) {
+    fn backup_args(&self, args: &[OsString]) -> Output {
         std::fs::create_dir_all(self.path("home")).unwrap();
-        cmd.current_dir(self.dir.path())
-            .env("HOME", self.path("home"))
-            .env("XDG_CONFIG_HOME", self.path("home/.config"))
-            .env_remove("RUST_LOG");
-    }
-
-    /// Everything in the case dir, to prove a refusal created nothing.
-    fn listing(&self) -> Vec<PathBuf> {
-        fn walk(dir: &Path, root: &Path, out: &mut Vec<PathBuf>) {
-            for e in std::fs::read_dir(dir).unwrap() {
-                let p = e.unwrap().path();
-                out.push(p.strip_prefix(root).unwrap().to_path_buf());
-                if p.is_dir() && !p.is_symlink() {
-                    walk(&p, root, out);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(self.dir.path(), self.dir.path(), &mut out);
-        out.sort();
-        out
+        self.command("backup").args(args).output().unwrap()
     }
 
     /// Expects a refusal of `text` whose one stderr line contains every needle.
@@ -109,7 +77,7 @@ impl Case {
 
 #[test]
 fn malformed_json_names_line_and_column() {
-    let c = Case::new();
+    let c = case();
     let msg = c.refused(
         "{\n  \"src\": \"src\",\n  \"dist\": \"dist\"\n  \"include_dirs\": [\"a\"]\n}",
         &["malformed JSON", "line 4 column 3", "config.json"],
@@ -121,7 +89,7 @@ fn malformed_json_names_line_and_column() {
 
 #[test]
 fn missing_required_key() {
-    let c = Case::new();
+    let c = case();
     c.refused(
         r#"{"dist": "dist", "include_dirs": ["src"]}"#,
         &["missing required key \"src\""],
@@ -134,7 +102,7 @@ fn missing_required_key() {
 
 #[test]
 fn unknown_key_suggests_the_closest() {
-    let c = Case::new();
+    let c = case();
     c.refused(
         r#"{"src": "src", "dist": "dist", "track_dir": ["x"]}"#,
         &["unknown key \"track_dir\"", "did you mean \"track_dirs\""],
@@ -147,7 +115,7 @@ fn unknown_key_suggests_the_closest() {
 
 #[test]
 fn dist_and_dst_together() {
-    let c = Case::new();
+    let c = case();
     c.refused(
         r#"{"src": "src", "dist": "dist", "dst": "dist", "include_files": ["a.txt"]}"#,
         &["\"dist\"", "\"dst\""],
@@ -156,7 +124,7 @@ fn dist_and_dst_together() {
 
 #[test]
 fn wrong_types_name_the_key() {
-    let c = Case::new();
+    let c = case();
     c.refused(
         r#"{"src": "src", "dist": "dist", "include_dirs": "x"}"#,
         &["\"include_dirs\"", "list of strings"],
@@ -169,7 +137,7 @@ fn wrong_types_name_the_key() {
 
 #[test]
 fn invalid_glob_names_pattern_and_key() {
-    let c = Case::new();
+    let c = case();
     c.refused(
         r#"{"src": "src", "dist": "dist", "include_dirs": ["ok", "docs/[a-"]}"#,
         &["invalid glob", "\"docs/[a-\"", "\"include_dirs\""],
@@ -182,7 +150,7 @@ fn invalid_glob_names_pattern_and_key() {
 
 #[test]
 fn src_missing_or_not_a_directory() {
-    let c = Case::new();
+    let c = case();
     c.refused(
         r#"{"src": "nope", "dist": "dist", "include_dirs": ["x"]}"#,
         &["src", "nope", "does not exist"],
@@ -195,7 +163,7 @@ fn src_missing_or_not_a_directory() {
 
 #[test]
 fn src_inside_dist() {
-    let c = Case::new();
+    let c = case();
     // dist = the case dir itself, which holds src: refuse before touching it.
     c.refused(
         r#"{"src": "src", "dist": ".", "include_dirs": ["x"]}"#,
@@ -209,7 +177,7 @@ fn src_inside_dist() {
 
 #[test]
 fn no_include_or_track_rule() {
-    let c = Case::new();
+    let c = case();
     c.refused(
         r#"{"src": "src", "dist": "dist", "exclude_dirs": ["tmp"]}"#,
         &["no include or track rule"],
@@ -218,7 +186,7 @@ fn no_include_or_track_rule() {
 
 #[test]
 fn max_workers_below_one() {
-    let c = Case::new();
+    let c = case();
     c.refused(
         r#"{"src": "src", "dist": "dist", "include_dirs": ["x"], "max_workers": 0}"#,
         &["\"max_workers\"", "at least 1"],
@@ -227,17 +195,17 @@ fn max_workers_below_one() {
 
 #[test]
 fn missing_config_file() {
-    let c = Case::new();
+    let c = case();
     std::fs::create_dir_all(c.path("home")).unwrap();
     let before = c.listing();
     // Explicit path.
-    let out = c.backup(&["--config".into(), c.path("absent.json").into()]);
+    let out = c.backup_args(&["--config".into(), c.path("absent.json").into()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
     assert!(stderr.contains("no config file") && stderr.contains("absent.json"));
     // No --config, no ./config.json, no platform config: both places are named.
-    let out = c.backup(&[]);
+    let out = c.backup_args(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
@@ -251,7 +219,7 @@ fn missing_config_file() {
 #[test]
 fn lookup_order_finds_local_then_platform_config() {
     // Positive control for the refusals above: the same setup with a valid profile runs.
-    let c = Case::new();
+    let c = case();
     std::fs::create_dir_all(c.path("home/.config/backup")).unwrap();
     std::fs::write(
         c.path("home/.config/backup/config.json"),
@@ -262,7 +230,7 @@ fn lookup_order_finds_local_then_platform_config() {
         ),
     )
     .unwrap();
-    let out = c.backup(&[]);
+    let out = c.backup_args(&[]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -277,7 +245,7 @@ fn lookup_order_finds_local_then_platform_config() {
         r#"{"src": "src", "dist": "dist-local", "include_files": ["a.txt"]}"#,
     )
     .unwrap();
-    let out = c.backup(&[]);
+    let out = c.backup_args(&[]);
     assert_eq!(
         out.status.code(),
         Some(0),

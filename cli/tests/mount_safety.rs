@@ -7,8 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use backup_tests::mount::{binary, digest, is_mounted, read_tree, MountedBackup};
-use backup_tests::TestEnv;
+use backup_tests::mount::{is_mounted, MountedBackup};
+use backup_tests::{TestEnv, Tree};
 
 /// Two real runs: `[A, B]`.
 fn two_backups() -> (TestEnv, String, String) {
@@ -140,7 +140,7 @@ fn assert_every_write_is_erofs(root: &Path, a: &str, b: &str) {
         // Reading works and changes nothing either.
         fs::read(&file).unwrap();
     }
-    let _ = read_tree(&root.join("snapshots"));
+    let _ = Tree::files(&root.join("snapshots"));
 }
 
 /// The options column of `dir`'s line in /proc/mounts.
@@ -158,14 +158,12 @@ fn mount_options(dir: &Path) -> String {
 /// commands create or bring up to date (the first mount too): made by a first mount, so that
 /// the digest covers it as well. SQLite's shared-memory file of the WAL is rewritten by every
 /// reader (read marks): it is not part of what the backup holds.
-fn digest_with_index(env: &TestEnv, dist: &Path) -> impl Fn(&Path) -> String {
+fn digest_with_index(env: &TestEnv, dist: &Path) -> impl Fn(&Path) -> Tree {
     drop(MountedBackup::start(dist, &env.dir.path().join("mnt0")));
-    |d: &Path| -> String {
-        digest(d)
-            .lines()
-            .filter(|l| !l.starts_with(".backup-index.sqlite-shm\t"))
-            .collect::<Vec<_>>()
-            .join("\n")
+    |d: &Path| -> Tree {
+        let mut t = Tree::exact(d);
+        t.remove(b".backup-index.sqlite-shm".as_slice());
+        t
     }
 }
 
@@ -252,7 +250,7 @@ fn missing_busy_or_non_empty_mount_points_are_refused() {
     let (env, _, _) = two_backups();
     let t = env.dir.path();
     let dist = env.dist.clone();
-    let tool = binary("backup-tool");
+    let tool = backup_tests::bin("backup-tool");
     let run = |dir: &Path| {
         Command::new(&tool)
             .arg(&dist)

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use backup_tests::toolenv::scenario;
+use backup_tests::scenario;
 use serde_json::Value;
 
 /// `{key:shape,...}` with sorted keys; arrays as the set of their elements' shapes.
@@ -32,7 +32,7 @@ fn shape(v: &Value) -> String {
 fn json_shapes_are_stable() {
     let s = scenario();
     let e = &s.env;
-    let to = e.tmp.path().join("r");
+    let to = e.dir.path().join("r");
     let to = to.to_str().unwrap();
     // The first command imports the run's state into the index (until `backup` writes the
     // index itself) and says so in "notes"; the documents below are those of a backup whose
