@@ -33,7 +33,9 @@ use backup_core::identity::IncrementTime;
 use backup_core::index::{IncrementState, Index, IndexError, IndexNote, Opened, SnapNode};
 use backup_core::repo::RepoError;
 use backup_core::{FileKind, IncrementName, RelPath, Repository, Version};
-use backup_platform::meta::Xattr;
+use backup_platform::dir::EntryKind;
+use backup_platform::fs as pfs;
+use backup_platform::meta::{self as pmeta, Xattr};
 use backup_platform::rofs::{
     CacheInvalidator, DirEntry, Freshness, FsError, FsResult, FsStats, Ino, NodeAttr, NodeKind,
     ReadOnlyFs, ROOT_INO,
@@ -303,45 +305,17 @@ pub enum MountFsError {
     Index(#[from] IndexError),
 }
 
-fn owner(meta: Option<&Metadata>) -> (u32, u32) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        meta.map(|m| (m.uid(), m.gid())).unwrap_or((0, 0))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = meta;
-        (0, 0)
-    }
-}
-
-fn perm_of(meta: &Metadata) -> u16 {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        (meta.mode() & 0o7777) as u16
-    }
-    #[cfg(not(unix))]
-    {
-        if meta.permissions().readonly() {
-            0o555
-        } else if meta.is_dir() {
-            0o755
-        } else {
-            0o644
-        }
-    }
+/// Permission bits of a recorded mode as the kernel is shown them.
+fn perm(mode: u32) -> u16 {
+    pmeta::permission_bits(mode) as u16
 }
 
 fn kind_of(meta: &Metadata) -> NodeKind {
-    let t = meta.file_type();
-    if t.is_dir() {
-        NodeKind::Dir
-    } else if t.is_symlink() {
-        NodeKind::Symlink
-    } else {
-        NodeKind::File
+    match EntryKind::of(meta.file_type()) {
+        EntryKind::Dir => NodeKind::Dir,
+        EntryKind::Symlink => NodeKind::Symlink,
+        // A FIFO or device in increments/ is served as an (unreadable) file.
+        _ => NodeKind::File,
     }
 }
 
@@ -374,52 +348,11 @@ fn inside_backup(root: &Path, p: &Path) -> FsResult<()> {
     }
 }
 
-/// Opens a backing file for reading without following a symlink and, where allowed, without
-/// touching its access time (the backup must not change, not even its timestamps).
-fn open_backing(p: &Path) -> FsResult<File> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let open = |extra: i32| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | extra)
-                .open(p)
-        };
-        #[cfg(target_os = "linux")]
-        let first = open(libc::O_NOATIME);
-        #[cfg(not(target_os = "linux"))]
-        let first = open(0);
-        match first {
-            Ok(f) => Ok(f),
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                open(0).map_err(|e| FsError::from_io(&e))
-            }
-            Err(e) => Err(FsError::from_io(&e)),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        File::open(p).map_err(|e| FsError::from_io(&e))
-    }
-}
-
 fn allocated_blocks(p: &Path) -> Option<u64> {
     std::fs::symlink_metadata(p)
         .ok()
         .as_ref()
-        .and_then(disk_blocks)
-}
-
-#[cfg(unix)]
-fn disk_blocks(m: &std::fs::Metadata) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    Some(m.blocks())
-}
-
-#[cfg(not(unix))]
-fn disk_blocks(_m: &std::fs::Metadata) -> Option<u64> {
-    None
+        .and_then(pmeta::blocks_of)
 }
 
 fn rel_join(base: &Option<RelPath>, name: &[u8]) -> FsResult<RelPath> {
@@ -500,7 +433,7 @@ impl BackupFs {
         opened.index.set_dir_cache_max(READER_DIR_CACHE);
         let catalog = Catalog::load(&opened.index, &repo)?;
         let root_meta = std::fs::metadata(repo.root()).ok();
-        let (uid, gid) = owner(root_meta.as_ref());
+        let (uid, gid) = root_meta.as_ref().map(pmeta::owner_of).unwrap_or((0, 0));
         let pool = Pool {
             path: opened.index.path().to_path_buf(),
             idle: Mutex::new(Vec::new()),
@@ -593,7 +526,7 @@ impl BackupFs {
         Ok(match index.folder_at(dir, &at.name)? {
             Some(f) => DirMeta {
                 mtime: f.mtime.to_system_time(),
-                perm: f.mode.map(|m| (m & 0o7777) as u16).unwrap_or(0o755),
+                perm: f.mode.map(perm).unwrap_or(0o755),
                 uid: f.attrs.owner.as_ref().map(|o| o.uid).unwrap_or(self.uid),
                 gid: f.attrs.owner.as_ref().map(|o| o.gid).unwrap_or(self.gid),
                 xattrs: (!f.attrs.xattrs.is_empty()).then(|| Arc::new(f.attrs.xattrs)),
@@ -693,7 +626,7 @@ impl BackupFs {
         if e.kind == FileKind::Dir {
             return Ok(Node::Dir(DirMeta {
                 mtime: e.mtime.to_system_time(),
-                perm: e.mode.map(|m| (m & 0o7777) as u16).unwrap_or(0o755),
+                perm: e.mode.map(perm).unwrap_or(0o755),
                 uid: e.attrs.owner.as_ref().map(|o| o.uid).unwrap_or(self.uid),
                 gid: e.attrs.owner.as_ref().map(|o| o.gid).unwrap_or(self.gid),
                 xattrs: (!e.attrs.xattrs.is_empty()).then(|| Arc::new(e.attrs.xattrs)),
@@ -848,7 +781,7 @@ impl BackupFs {
         from: Option<&IncrementName>,
         to: Option<&IncrementName>,
     ) -> Option<OsString> {
-        let stored = backup_platform::fs::read_stored_link(&v.backing_path(&self.repo)).ok()?;
+        let stored = pfs::read_stored_link(&v.backing_path(&self.repo)).ok()?;
         let inc = cat
             .incs
             .iter()
@@ -865,8 +798,8 @@ impl BackupFs {
             None
         };
         let perm = match (v.mode, &disk) {
-            (Some(m), _) => (m & 0o7777) as u16,
-            (None, Some(m)) => perm_of(m),
+            (Some(m), _) => perm(m),
+            (None, Some(m)) => perm(pmeta::mode_or_readonly(m)),
             (None, None) if v.kind == FileKind::Symlink => 0o777,
             (None, None) => 0o644,
         };
@@ -910,18 +843,18 @@ impl BackupFs {
                 blocks: None,
             },
             Node::Disk(_, m) => {
-                let (uid, gid) = owner(Some(m));
+                let (uid, gid) = pmeta::owner_of(m);
                 let kind = kind_of(m);
                 NodeAttr {
                     ino,
                     kind,
                     size: if kind == NodeKind::Dir { 0 } else { m.len() },
                     mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                    perm: perm_of(m),
+                    perm: perm(pmeta::mode_or_readonly(m)),
                     nlink: 1,
                     uid,
                     gid,
-                    blocks: disk_blocks(m),
+                    blocks: pmeta::blocks_of(m),
                 }
             }
             Node::Version(v, shown) => self.version_attr(ino, v, shown.as_ref()),
@@ -1498,7 +1431,7 @@ impl ReadOnlyFs for BackupFs {
             _ => return Err(FsError::NotSymlink),
         };
         let read = match &node_is_version {
-            true => backup_platform::fs::read_stored_link(&path),
+            true => pfs::read_stored_link(&path),
             false => std::fs::read_link(&path),
         };
         match read {
@@ -1517,12 +1450,11 @@ impl ReadOnlyFs for BackupFs {
             Node::Version(v, _) => v.backing_path(&self.repo),
         };
         inside_backup(self.repo.root(), &path)?;
-        open_backing(&path)
+        pfs::open_backing(&path).map_err(|e| FsError::from_io(&e))
     }
 
     fn statfs(&self) -> FsResult<FsStats> {
-        let v = backup_platform::fs::volume_stats(self.repo.root())
-            .map_err(|e| FsError::from_io(&e))?;
+        let v = pfs::volume_stats(self.repo.root()).map_err(|e| FsError::from_io(&e))?;
         let bs = u64::from(v.block_size.max(1));
         Ok(FsStats {
             blocks: v.blocks(),
