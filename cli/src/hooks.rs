@@ -184,7 +184,7 @@ pub fn check_owner(config: &Config) -> Result<(), String> {
     }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::MetadataExt;
+        use backup_platform::meta::{mode_or_readonly, owner_of};
         // SAFETY: geteuid has no failure mode.
         if unsafe { libc::geteuid() } != 0 {
             return Ok(());
@@ -193,13 +193,12 @@ pub fn check_owner(config: &Config) -> Result<(), String> {
         for (what, p) in [("the profile", config.file.as_path()), ("its folder", dir)] {
             let md =
                 std::fs::metadata(p).map_err(|e| format!("cannot check {}: {e}", p.display()))?;
-            let why = if md.uid() != 0 {
-                Some(format!("is owned by uid {}", md.uid()))
-            } else if md.mode() & 0o022 != 0 {
-                Some(format!(
-                    "is writable by other users (mode {:o})",
-                    md.mode() & 0o7777
-                ))
+            let (uid, _) = owner_of(&md);
+            let mode = mode_or_readonly(&md);
+            let why = if uid != 0 {
+                Some(format!("is owned by uid {uid}"))
+            } else if mode & 0o022 != 0 {
+                Some(format!("is writable by other users (mode {mode:o})"))
             } else {
                 None
             };

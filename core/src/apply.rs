@@ -226,10 +226,11 @@ pub fn prepare(stage: &Stage) -> Result<(), (FileError, bool)> {
 /// keep working in it when it is not root (root needs no permission bits; the index keeps the
 /// real mode, which restores and the mount show).
 fn mirror_folder_mode(stage: &Stage, recorded: u32) -> u32 {
+    let mode = pmeta::permission_bits(recorded);
     if stage.root {
-        recorded & 0o7777
+        mode
     } else {
-        (recorded & 0o7777) | 0o700
+        mode | 0o700
     }
 }
 
@@ -349,20 +350,15 @@ pub fn finish_folder(stage: &Stage, rel: &RelPath, recorded: &IndexEntry) -> io:
     let path = rel.under(&stage.repo.mirror_dir());
     if let Some(mode) = recorded.mode {
         let want = mirror_folder_mode(stage, mode);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            match std::fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() && m.permissions().mode() & 0o7777 != want => {
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(want))?
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(e),
+        match std::fs::symlink_metadata(&path) {
+            // Where no mode is kept (Windows) there is nothing to compare or set.
+            Ok(m) if m.is_dir() && pmeta::mode_bits(&m).is_some_and(|have| have != want) => {
+                pfs::set_mode(&path, want)?
             }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
         }
-        #[cfg(not(unix))]
-        let _ = want;
     }
     match pfs::set_mtime_nofollow(&path, recorded.mtime.ns) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -634,26 +630,23 @@ fn temp_path(stage: &Stage) -> PathBuf {
     stage.repo.staging_dir().join(format!("{n}.tmp"))
 }
 
-#[cfg(unix)]
 fn stat_ids(m: &std::fs::Metadata) -> (u32, u32, u32, u64, i64) {
-    use std::os::unix::fs::MetadataExt;
-    (
-        m.mode() & 0o7777,
-        m.uid(),
-        m.gid(),
-        m.blocks().saturating_mul(512),
-        m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-    )
+    let (uid, gid) = pmeta::owner_of(m);
+    let allocated = pmeta::blocks_of(m).map_or(m.len(), |b| b.saturating_mul(512));
+    (pmeta::mode_or_readonly(m), uid, gid, allocated, ctime_ns(m))
 }
 
-#[cfg(not(unix))]
-fn stat_ids(m: &std::fs::Metadata) -> (u32, u32, u32, u64, i64) {
-    let mode = if m.permissions().readonly() {
-        0o444
-    } else {
-        0o644
-    };
-    (mode, 0, 0, m.len(), MTime::of(m).ns)
+/// Inode change time; where there is none (Windows), the modification time.
+fn ctime_ns(m: &std::fs::Metadata) -> i64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        m.ctime() * 1_000_000_000 + m.ctime_nsec()
+    }
+    #[cfg(not(unix))]
+    {
+        MTime::of(m).ns
+    }
 }
 
 /// Opens a source file for reading without following a symlink in its last component.
@@ -823,9 +816,7 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                             named = Some(t.clone());
                             // The index holds the mode whatever the file system keeps of it
                             // (exFAT refuses setuid, setgid and sticky bits, or any mode).
-                            if pfs::set_mode(&t, mode).is_err() {
-                                let _ = pfs::set_mode(&t, mode & 0o777);
-                            }
+                            pfs::set_mode_lenient(&t, mode);
                             pfs::set_mtime_nofollow(&t, mtime.ns)
                                 .map_err(|e| StageError::Io("set mtime", e))
                         })
@@ -925,9 +916,7 @@ fn store_in_increment(
             )?;
             // The catalog holds the mode whatever this file system keeps of it.
             if let Some(mode) = entry.mode {
-                if pfs::set_mode(&dest, mode).is_err() {
-                    let _ = pfs::set_mode(&dest, mode & 0o777);
-                }
+                pfs::set_mode_lenient(&dest, mode);
             }
             pfs::set_mtime_nofollow(&dest, entry.mtime.ns)?;
             stage.sync.handle(&output)?;

@@ -29,6 +29,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use backup_platform::dir::EntryKind;
 use backup_platform::fs as pfs;
 
 use crate::durable::{DirRole, SyncSet};
@@ -152,10 +153,10 @@ struct Found {
 }
 
 fn describe(m: &std::fs::Metadata) -> Found {
-    let kind = if m.file_type().is_symlink() {
-        FileKind::Symlink
-    } else {
-        FileKind::File
+    // The walk keeps only files and symlinks.
+    let kind = match EntryKind::of(m.file_type()) {
+        EntryKind::Symlink => FileKind::Symlink,
+        _ => FileKind::File,
     };
     Found {
         kind,

@@ -14,6 +14,8 @@
 //! timeline. Nothing is built for the whole tree, so memory follows what the kernel holds,
 //! not the size of the backup. Each request thread reads through its own connection.
 //! Inode numbers are keyed hashes of the location ([`inodes`]), stable for the whole mount.
+//! What a reload replaces is one value ([`Loaded`]); a request takes it once and passes it to
+//! every helper, so its reply never mixes the increments before a reload with those after.
 
 mod inodes;
 mod views;
@@ -33,7 +35,9 @@ use backup_core::identity::IncrementTime;
 use backup_core::index::{IncrementState, Index, IndexError, IndexNote, Opened, SnapNode};
 use backup_core::repo::RepoError;
 use backup_core::{FileKind, IncrementName, RelPath, Repository, Version};
-use backup_platform::meta::Xattr;
+use backup_platform::dir::EntryKind;
+use backup_platform::fs as pfs;
+use backup_platform::meta::{self as pmeta, Xattr};
 use backup_platform::rofs::{
     CacheInvalidator, DirEntry, Freshness, FsError, FsResult, FsStats, Ino, NodeAttr, NodeKind,
     ReadOnlyFs, ROOT_INO,
@@ -274,6 +278,18 @@ pub struct Reload {
     pub removed: Vec<String>,
 }
 
+/// What a reload replaces, as one value: the increments the tree shows and the hard-link
+/// groups the catalog records. A request takes it once ([`ReadOnlyFs::state`]) and hands it
+/// to every helper, so nothing in one reply is computed against a catalog swapped in while
+/// it was being built: `lookup` resolves the name, builds the node and counts its hard-link
+/// group from the same increments. (The index itself is read one query at a time; a query
+/// names the increment it asks about, which stays readable until a prune removes it.)
+pub struct Loaded {
+    catalog: Arc<Catalog>,
+    /// `None` until [`BackupFs::load_metadata`] has read them.
+    links: Option<Arc<LinkMap>>,
+}
+
 /// The read-only tree of one backup.
 pub struct BackupFs {
     repo: Repository,
@@ -282,8 +298,8 @@ pub struct BackupFs {
     writer: Mutex<Opened>,
     pool: Pool,
     inodes: Arc<Inodes>,
-    catalog: RwLock<Arc<Catalog>>,
-    links: RwLock<Option<Arc<LinkMap>>>,
+    /// Swapped whole by a reload; each request reads the one it took (see [`Loaded`]).
+    loaded: RwLock<Arc<Loaded>>,
     invalidator: Mutex<Option<Arc<dyn CacheInvalidator>>>,
     counting: AtomicBool,
     stop: Arc<AtomicBool>,
@@ -303,45 +319,17 @@ pub enum MountFsError {
     Index(#[from] IndexError),
 }
 
-fn owner(meta: Option<&Metadata>) -> (u32, u32) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        meta.map(|m| (m.uid(), m.gid())).unwrap_or((0, 0))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = meta;
-        (0, 0)
-    }
-}
-
-fn perm_of(meta: &Metadata) -> u16 {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        (meta.mode() & 0o7777) as u16
-    }
-    #[cfg(not(unix))]
-    {
-        if meta.permissions().readonly() {
-            0o555
-        } else if meta.is_dir() {
-            0o755
-        } else {
-            0o644
-        }
-    }
+/// Permission bits of a recorded mode as the kernel is shown them.
+fn perm(mode: u32) -> u16 {
+    pmeta::permission_bits(mode) as u16
 }
 
 fn kind_of(meta: &Metadata) -> NodeKind {
-    let t = meta.file_type();
-    if t.is_dir() {
-        NodeKind::Dir
-    } else if t.is_symlink() {
-        NodeKind::Symlink
-    } else {
-        NodeKind::File
+    match EntryKind::of(meta.file_type()) {
+        EntryKind::Dir => NodeKind::Dir,
+        EntryKind::Symlink => NodeKind::Symlink,
+        // A FIFO or device in increments/ is served as an (unreadable) file.
+        _ => NodeKind::File,
     }
 }
 
@@ -374,52 +362,11 @@ fn inside_backup(root: &Path, p: &Path) -> FsResult<()> {
     }
 }
 
-/// Opens a backing file for reading without following a symlink and, where allowed, without
-/// touching its access time (the backup must not change, not even its timestamps).
-fn open_backing(p: &Path) -> FsResult<File> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let open = |extra: i32| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | extra)
-                .open(p)
-        };
-        #[cfg(target_os = "linux")]
-        let first = open(libc::O_NOATIME);
-        #[cfg(not(target_os = "linux"))]
-        let first = open(0);
-        match first {
-            Ok(f) => Ok(f),
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                open(0).map_err(|e| FsError::from_io(&e))
-            }
-            Err(e) => Err(FsError::from_io(&e)),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        File::open(p).map_err(|e| FsError::from_io(&e))
-    }
-}
-
 fn allocated_blocks(p: &Path) -> Option<u64> {
     std::fs::symlink_metadata(p)
         .ok()
         .as_ref()
-        .and_then(disk_blocks)
-}
-
-#[cfg(unix)]
-fn disk_blocks(m: &std::fs::Metadata) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    Some(m.blocks())
-}
-
-#[cfg(not(unix))]
-fn disk_blocks(_m: &std::fs::Metadata) -> Option<u64> {
-    None
+        .and_then(pmeta::blocks_of)
 }
 
 fn rel_join(base: &Option<RelPath>, name: &[u8]) -> FsResult<RelPath> {
@@ -500,7 +447,7 @@ impl BackupFs {
         opened.index.set_dir_cache_max(READER_DIR_CACHE);
         let catalog = Catalog::load(&opened.index, &repo)?;
         let root_meta = std::fs::metadata(repo.root()).ok();
-        let (uid, gid) = owner(root_meta.as_ref());
+        let (uid, gid) = root_meta.as_ref().map(pmeta::owner_of).unwrap_or((0, 0));
         let pool = Pool {
             path: opened.index.path().to_path_buf(),
             idle: Mutex::new(Vec::new()),
@@ -510,8 +457,10 @@ impl BackupFs {
             writer: Mutex::new(opened),
             pool,
             inodes: Arc::new(Inodes::new()),
-            catalog: RwLock::new(Arc::new(catalog)),
-            links: RwLock::new(None),
+            loaded: RwLock::new(Arc::new(Loaded {
+                catalog: Arc::new(catalog),
+                links: None,
+            })),
             invalidator: Mutex::new(None),
             counting: AtomicBool::new(false),
             stop: Arc::new(AtomicBool::new(false)),
@@ -540,10 +489,21 @@ impl BackupFs {
             Ok(any) => self.no_xattrs.store(!any, Ordering::Relaxed),
             Err(e) => tracing::warn!("cannot look for extended attributes: {e}"),
         }
-        self.catalog().problems.clone()
+        self.loaded().catalog.problems.clone()
     }
 
     fn load_links(&self) {
+        if let Some(map) = self.read_links() {
+            let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+            // Under the lock: a reload swapping the catalog meanwhile keeps its catalog.
+            *loaded = Arc::new(Loaded {
+                catalog: Arc::clone(&loaded.catalog),
+                links: Some(Arc::new(map)),
+            });
+        }
+    }
+
+    fn read_links(&self) -> Option<LinkMap> {
         match self.pool.with(|i| i.hardlink_pairs()) {
             Ok(pairs) => {
                 let mut map: LinkMap = HashMap::new();
@@ -552,9 +512,12 @@ impl BackupFs {
                         map.entry(first).or_default().push(member);
                     }
                 }
-                *self.links.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(map));
+                Some(map)
             }
-            Err(e) => tracing::warn!("cannot read hard-link groups: {e}"),
+            Err(e) => {
+                tracing::warn!("cannot read hard-link groups: {e}");
+                None
+            }
         }
     }
 
@@ -562,8 +525,8 @@ impl BackupFs {
         &self.repo
     }
 
-    fn catalog(&self) -> Arc<Catalog> {
-        Arc::clone(&self.catalog.read().unwrap_or_else(|p| p.into_inner()))
+    fn loaded(&self) -> Arc<Loaded> {
+        Arc::clone(&self.loaded.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn counting(&self) -> bool {
@@ -593,7 +556,7 @@ impl BackupFs {
         Ok(match index.folder_at(dir, &at.name)? {
             Some(f) => DirMeta {
                 mtime: f.mtime.to_system_time(),
-                perm: f.mode.map(|m| (m & 0o7777) as u16).unwrap_or(0o755),
+                perm: f.mode.map(perm).unwrap_or(0o755),
                 uid: f.attrs.owner.as_ref().map(|o| o.uid).unwrap_or(self.uid),
                 gid: f.attrs.owner.as_ref().map(|o| o.gid).unwrap_or(self.gid),
                 xattrs: (!f.attrs.xattrs.is_empty()).then(|| Arc::new(f.attrs.xattrs)),
@@ -610,7 +573,7 @@ impl BackupFs {
 
     /// The location of `name` inside `parent`, checked only as far as the name's form goes
     /// (history names are checked against the index).
-    fn child(&self, parent: &Loc, name: &[u8]) -> FsResult<Loc> {
+    fn child(&self, st: &Loaded, parent: &Loc, name: &[u8]) -> FsResult<Loc> {
         let text = std::str::from_utf8(name).ok();
         Ok(match parent {
             Loc::Root => match text {
@@ -625,8 +588,7 @@ impl BackupFs {
                 let n = text
                     .and_then(IncrementName::parse)
                     .ok_or(FsError::NotFound)?;
-                let cat = self.catalog();
-                let inc = cat.get(&n).ok_or(FsError::NotFound)?;
+                let inc = st.catalog.get(&n).ok_or(FsError::NotFound)?;
                 Loc::Increment(Arc::clone(&inc.name), None)
             }
             Loc::Increment(n, r) => Loc::Increment(n.clone(), Some(rel_join(r, name)?)),
@@ -636,8 +598,7 @@ impl BackupFs {
                     let n = text
                         .and_then(IncrementName::parse)
                         .ok_or(FsError::NotFound)?;
-                    let cat = self.catalog();
-                    let inc = cat.get(&n).ok_or(FsError::NotFound)?;
+                    let inc = st.catalog.get(&n).ok_or(FsError::NotFound)?;
                     Loc::Snapshot(SnapKey::Named(Arc::clone(&inc.name)), None)
                 }
             },
@@ -693,7 +654,7 @@ impl BackupFs {
         if e.kind == FileKind::Dir {
             return Ok(Node::Dir(DirMeta {
                 mtime: e.mtime.to_system_time(),
-                perm: e.mode.map(|m| (m & 0o7777) as u16).unwrap_or(0o755),
+                perm: e.mode.map(perm).unwrap_or(0o755),
                 uid: e.attrs.owner.as_ref().map(|o| o.uid).unwrap_or(self.uid),
                 gid: e.attrs.owner.as_ref().map(|o| o.gid).unwrap_or(self.gid),
                 xattrs: (!e.attrs.xattrs.is_empty()).then(|| Arc::new(e.attrs.xattrs)),
@@ -721,15 +682,15 @@ impl BackupFs {
     }
 
     /// What `loc` is now, or `NotFound` when it no longer exists.
-    fn resolve(&self, loc: &Loc) -> FsResult<Node> {
-        let cat = self.catalog();
+    fn resolve(&self, st: &Loaded, loc: &Loc) -> FsResult<Node> {
+        let cat: &Catalog = &st.catalog;
         match loc {
             Loc::Root | Loc::IncrementsRoot | Loc::SnapshotsRoot | Loc::HistoryRoot => {
-                Ok(Node::Dir(self.top_meta(&cat)))
+                Ok(Node::Dir(self.top_meta(cat)))
             }
             Loc::Mirror(None) => match self.disk(self.repo.mirror_dir()) {
                 // A backup without a mirror yet still shows an (empty) mirror/.
-                Err(FsError::NotFound) => Ok(Node::Dir(self.top_meta(&cat))),
+                Err(FsError::NotFound) => Ok(Node::Dir(self.top_meta(cat))),
                 other => other,
             },
             Loc::Mirror(Some(r)) => {
@@ -751,7 +712,7 @@ impl BackupFs {
                 let Some(r) = r else {
                     return Ok(Node::Dir(DirMeta {
                         mtime: SystemTime::from(inc.time.at),
-                        ..self.top_meta(&cat)
+                        ..self.top_meta(cat)
                     }));
                 };
                 self.pool
@@ -785,10 +746,10 @@ impl BackupFs {
                     .rev()
                     .find_map(|f| f.version.as_ref())
                     .ok_or(FsError::NotFound)?;
-                Ok(Node::Dir(self.versions_folder_meta(&cat, last)))
+                Ok(Node::Dir(self.versions_folder_meta(cat, last)))
             }
             Loc::HistoryVersion(p, name) => {
-                let list = self.version_list(&cat, p)?;
+                let list = self.version_list(cat, p)?;
                 let (_, v, target) = list
                     .into_iter()
                     .find(|(n, _, _)| **n == **name)
@@ -848,7 +809,7 @@ impl BackupFs {
         from: Option<&IncrementName>,
         to: Option<&IncrementName>,
     ) -> Option<OsString> {
-        let stored = backup_platform::fs::read_stored_link(&v.backing_path(&self.repo)).ok()?;
+        let stored = pfs::read_stored_link(&v.backing_path(&self.repo)).ok()?;
         let inc = cat
             .incs
             .iter()
@@ -865,8 +826,8 @@ impl BackupFs {
             None
         };
         let perm = match (v.mode, &disk) {
-            (Some(m), _) => (m & 0o7777) as u16,
-            (None, Some(m)) => perm_of(m),
+            (Some(m), _) => perm(m),
+            (None, Some(m)) => perm(pmeta::mode_or_readonly(m)),
             (None, None) if v.kind == FileKind::Symlink => 0o777,
             (None, None) => 0o644,
         };
@@ -910,18 +871,18 @@ impl BackupFs {
                 blocks: None,
             },
             Node::Disk(_, m) => {
-                let (uid, gid) = owner(Some(m));
+                let (uid, gid) = pmeta::owner_of(m);
                 let kind = kind_of(m);
                 NodeAttr {
                     ino,
                     kind,
                     size: if kind == NodeKind::Dir { 0 } else { m.len() },
                     mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                    perm: perm_of(m),
+                    perm: perm(pmeta::mode_or_readonly(m)),
                     nlink: 1,
                     uid,
                     gid,
-                    blocks: disk_blocks(m),
+                    blocks: pmeta::blocks_of(m),
                 }
             }
             Node::Version(v, shown) => self.version_attr(ino, v, shown.as_ref()),
@@ -939,9 +900,9 @@ impl BackupFs {
     }
 
     /// `link_group` for the mirror: members whose recorded version is the first path's.
-    fn mirror_link_group(&self, path: &RelPath, v: &Version) -> (Loc, u32) {
+    fn mirror_link_group(&self, st: &Loaded, path: &RelPath, v: &Version) -> (Loc, u32) {
         let here = Loc::Mirror(Some(path.clone()));
-        let links = self.links.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let links = &st.links;
         let first = v.attrs.hardlink_of.clone();
         let root = first.clone().unwrap_or_else(|| path.clone());
         let Some(members) = links.as_ref().and_then(|l| l.get(&root).cloned()) else {
@@ -973,14 +934,14 @@ impl BackupFs {
     /// For a member of a recorded hard-link group in a snapshot: the location of the group's
     /// first path when that holds the same version there (then both are one inode), and the
     /// group's size at that point.
-    fn link_group(&self, loc: &Loc, v: &Version) -> (Loc, u32) {
+    fn link_group(&self, st: &Loaded, loc: &Loc, v: &Version) -> (Loc, u32) {
         if let Loc::Mirror(Some(path)) = loc {
-            return self.mirror_link_group(path, v);
+            return self.mirror_link_group(st, path, v);
         }
         let Loc::Snapshot(k, Some(path)) = loc else {
             return (loc.clone(), 1);
         };
-        let links = self.links.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let links = &st.links;
         let first = v.attrs.hardlink_of.clone();
         let has_members = links
             .as_ref()
@@ -988,8 +949,7 @@ impl BackupFs {
         if first.is_none() && !has_members {
             return (loc.clone(), 1);
         }
-        let cat = self.catalog();
-        let Some(inc) = cat.resolve(k) else {
+        let Some(inc) = st.catalog.resolve(k) else {
             return (loc.clone(), 1);
         };
         let same = |a: &Version, b: &Version| {
@@ -1034,13 +994,21 @@ impl BackupFs {
 
     /// The shown location and attributes of `loc` now, remembered (counted when asked) under
     /// its number.
-    fn present(&self, parent: Ino, name: &[u8], loc: Loc, count: bool) -> FsResult<NodeAttr> {
-        let node = self.resolve(&loc)?;
-        self.present_node(parent, name, loc, node, count)
+    fn present(
+        &self,
+        st: &Loaded,
+        parent: Ino,
+        name: &[u8],
+        loc: Loc,
+        count: bool,
+    ) -> FsResult<NodeAttr> {
+        let node = self.resolve(st, &loc)?;
+        self.present_node(st, parent, name, loc, node, count)
     }
 
     fn present_node(
         &self,
+        st: &Loaded,
         parent: Ino,
         name: &[u8],
         loc: Loc,
@@ -1048,7 +1016,7 @@ impl BackupFs {
         count: bool,
     ) -> FsResult<NodeAttr> {
         let (loc, nlink) = match &node {
-            Node::Version(v, _) => self.link_group(&loc, v),
+            Node::Version(v, _) => self.link_group(st, &loc, v),
             _ => (loc, 1),
         };
         let store = count || !self.counting();
@@ -1071,8 +1039,8 @@ impl BackupFs {
     }
 
     /// Every entry of the folder `loc`, with what it is.
-    fn listing(&self, loc: &Loc) -> FsResult<Vec<(Loc, Vec<u8>, Node)>> {
-        let cat = self.catalog();
+    fn listing(&self, st: &Loaded, loc: &Loc) -> FsResult<Vec<(Loc, Vec<u8>, Node)>> {
+        let cat: &Catalog = &st.catalog;
         let mut out = Vec::new();
         match loc {
             Loc::Root => {
@@ -1082,14 +1050,14 @@ impl BackupFs {
                     (Loc::SnapshotsRoot, SNAPSHOTS),
                     (Loc::HistoryRoot, HISTORY),
                 ] {
-                    let node = self.resolve(&l)?;
+                    let node = self.resolve(st, &l)?;
                     out.push((l, n.as_bytes().to_vec(), node));
                 }
             }
             Loc::IncrementsRoot => {
                 for i in &cat.incs {
                     let l = Loc::Increment(Arc::clone(&i.name), None);
-                    if let Ok(node) = self.resolve(&l) {
+                    if let Ok(node) = self.resolve(st, &l) {
                         out.push((l, i.name.as_str().as_bytes().to_vec(), node));
                     }
                 }
@@ -1101,7 +1069,7 @@ impl BackupFs {
                         i.name.as_str().as_bytes().to_vec(),
                         Node::Dir(DirMeta {
                             mtime: SystemTime::from(i.time.at),
-                            ..self.top_meta(&cat)
+                            ..self.top_meta(cat)
                         }),
                     ));
                 }
@@ -1111,13 +1079,13 @@ impl BackupFs {
                         LATEST.as_bytes().to_vec(),
                         Node::Dir(DirMeta {
                             mtime: SystemTime::from(i.time.at),
-                            ..self.top_meta(&cat)
+                            ..self.top_meta(cat)
                         }),
                     ));
                 }
             }
             Loc::Mirror(_) | Loc::Increment(..) => {
-                let p = match (loc, self.resolve(loc)?) {
+                let p = match (loc, self.resolve(st, loc)?) {
                     (Loc::Mirror(r), Node::Dir(_)) => match r {
                         Some(r) => self.repo.mirror_file(r),
                         None => self.repo.mirror_dir(),
@@ -1138,7 +1106,7 @@ impl BackupFs {
                     // One read of the index for the whole folder.
                     let mut children = Vec::with_capacity(entries.len());
                     for (name, _) in &entries {
-                        if let Loc::Mirror(Some(r)) = self.child(loc, name)? {
+                        if let Loc::Mirror(Some(r)) = self.child(st, loc, name)? {
                             children.push(r);
                         }
                     }
@@ -1160,7 +1128,7 @@ impl BackupFs {
                 }
                 for (name, path) in entries {
                     let Ok(m) = lstat(&path) else { continue };
-                    let child = self.child(loc, &name)?;
+                    let child = self.child(st, loc, &name)?;
                     out.push((child, name, Node::Disk(path, m)));
                 }
             }
@@ -1185,7 +1153,7 @@ impl BackupFs {
                 })?;
                 return match children {
                     Some(c) => Ok(c),
-                    None => match self.resolve(loc)? {
+                    None => match self.resolve(st, loc)? {
                         Node::Version(..) => Err(FsError::NotDir),
                         _ => Err(FsError::NotFound),
                     },
@@ -1228,7 +1196,7 @@ impl BackupFs {
                         else {
                             continue;
                         };
-                        let meta = self.versions_folder_meta(&cat, newest);
+                        let meta = self.versions_folder_meta(cat, newest);
                         v.push((Loc::HistoryFile(path), shown, Node::Dir(meta)));
                     }
                     v.sort_by(|a, b| a.1.cmp(&b.1));
@@ -1237,7 +1205,7 @@ impl BackupFs {
                 return entries.ok_or(FsError::NotFound);
             }
             Loc::HistoryFile(p) => {
-                for (name, v, target) in self.version_list(&cat, p)? {
+                for (name, v, target) in self.version_list(cat, p)? {
                     out.push((
                         Loc::HistoryVersion(p.clone(), name.clone().into()),
                         name,
@@ -1263,8 +1231,8 @@ impl BackupFs {
             let new = Catalog::load(&w.index, &self.repo)?;
             (report, new)
         };
-        let old = self.catalog();
-        let old_names = old.names();
+        let old = self.loaded();
+        let old_names = old.catalog.names();
         let new_names = new.names();
         if report.is_empty() && old_names == new_names {
             return Ok(None);
@@ -1288,16 +1256,18 @@ impl BackupFs {
                 .iter()
                 .filter(|n| !old_names.contains(n))
                 .all(|n| old_names.last().is_none_or(|last| n > last));
-        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
-        self.reloads.fetch_add(1, Ordering::Relaxed);
-        if self
-            .links
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        // Hard-link groups read before the swap, so the new catalog is never shown with the
+        // old groups (once they were loaded at all).
+        let links = old.links.as_ref().and_then(|_| self.read_links());
         {
-            self.load_links();
+            let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+            *loaded = Arc::new(Loaded {
+                catalog: Arc::new(new),
+                // Kept when rereading failed, or when they were loaded meanwhile.
+                links: links.map(Arc::new).or_else(|| loaded.links.clone()),
+            });
         }
+        self.reloads.fetch_add(1, Ordering::Relaxed);
         self.invalidate(&reload, only_appended);
         Ok(Some(reload))
     }
@@ -1358,9 +1328,10 @@ impl BackupFs {
 
     /// The attributes of a virtual path like `snapshots/latest/a/b` (for tests and tools).
     pub fn lookup_path(&self, path: &str) -> FsResult<NodeAttr> {
-        let mut attr = self.getattr(ROOT_INO)?;
+        let st = self.state();
+        let mut attr = self.getattr(&st, ROOT_INO)?;
         for comp in path.split('/').filter(|c| !c.is_empty()) {
-            attr = self.lookup(attr.ino, OsStr::new(comp))?;
+            attr = self.lookup(&st, attr.ino, OsStr::new(comp))?;
         }
         Ok(attr)
     }
@@ -1403,33 +1374,39 @@ impl Drop for BackupFs {
 }
 
 impl ReadOnlyFs for BackupFs {
-    fn lookup(&self, parent: Ino, name: &OsStr) -> FsResult<NodeAttr> {
-        let ploc = self.loc(parent)?;
-        let child = self.child(&ploc, name_bytes(name))?;
-        self.present(parent, name_bytes(name), child, self.counting())
+    type State = Arc<Loaded>;
+
+    fn state(&self) -> Arc<Loaded> {
+        self.loaded()
     }
 
-    fn getattr(&self, ino: Ino) -> FsResult<NodeAttr> {
+    fn lookup(&self, st: &Arc<Loaded>, parent: Ino, name: &OsStr) -> FsResult<NodeAttr> {
+        let ploc = self.loc(parent)?;
+        let child = self.child(st, &ploc, name_bytes(name))?;
+        self.present(st, parent, name_bytes(name), child, self.counting())
+    }
+
+    fn getattr(&self, st: &Arc<Loaded>, ino: Ino) -> FsResult<NodeAttr> {
         let loc = self.loc(ino)?;
-        let node = self.resolve(&loc)?;
+        let node = self.resolve(st, &loc)?;
         let mut a = self.attr(ino, &node);
         if let Node::Version(v, _) = &node {
-            a.nlink = self.link_group(&loc, v).1;
+            a.nlink = self.link_group(st, &loc, v).1;
         }
         self.inodes.set_xattrs(ino, Self::xattrs_of(&node));
         Ok(a)
     }
 
-    fn readdir(&self, ino: Ino) -> FsResult<Vec<DirEntry>> {
+    fn readdir(&self, st: &Arc<Loaded>, ino: Ino) -> FsResult<Vec<DirEntry>> {
         let loc = self.loc(ino)?;
-        let listing = self.listing(&loc)?;
+        let listing = self.listing(st, &loc)?;
         let store = !self.counting();
         Ok(listing
             .into_iter()
             .map(|(l, name, node)| {
                 let kind = self.attr(0, &node).kind;
                 let ino = if store {
-                    self.present_node(ino, &name, l, node, false)
+                    self.present_node(st, ino, &name, l, node, false)
                         .map(|a| a.ino)
                         .unwrap_or(0)
                 } else {
@@ -1444,13 +1421,13 @@ impl ReadOnlyFs for BackupFs {
             .collect())
     }
 
-    fn readdir_plus(&self, ino: Ino) -> FsResult<Vec<(DirEntry, NodeAttr)>> {
+    fn readdir_plus(&self, st: &Arc<Loaded>, ino: Ino) -> FsResult<Vec<(DirEntry, NodeAttr)>> {
         let loc = self.loc(ino)?;
-        let listing = self.listing(&loc)?;
+        let listing = self.listing(st, &loc)?;
         let mut out = Vec::with_capacity(listing.len());
         for (l, name, node) in listing {
             // Remembered uncounted: `hold` counts each entry the kernel really takes.
-            let Ok(a) = self.present_node(ino, &name, l, node, false) else {
+            let Ok(a) = self.present_node(st, ino, &name, l, node, false) else {
                 continue;
             };
             out.push((
@@ -1473,12 +1450,12 @@ impl ReadOnlyFs for BackupFs {
         self.counting.store(true, Ordering::Relaxed);
     }
 
-    fn hold(&self, parent: Ino, entry: &DirEntry) {
+    fn hold(&self, st: &Arc<Loaded>, parent: Ino, entry: &DirEntry) {
         if self.inodes.hold(entry.ino) {
             return;
         }
         // Dropped from the cache since the listing was taken: look it up again.
-        if let Err(e) = self.lookup(parent, &entry.name) {
+        if let Err(e) = self.lookup(st, parent, &entry.name) {
             tracing::debug!("entry {:?} of inode {parent} vanished: {e}", entry.name);
         }
     }
@@ -1487,9 +1464,9 @@ impl ReadOnlyFs for BackupFs {
         self.inodes.forget(ino, n);
     }
 
-    fn readlink(&self, ino: Ino) -> FsResult<OsString> {
+    fn readlink(&self, st: &Arc<Loaded>, ino: Ino) -> FsResult<OsString> {
         let loc = self.loc(ino)?;
-        let (path, node_is_version) = match self.resolve(&loc)? {
+        let (path, node_is_version) = match self.resolve(st, &loc)? {
             Node::Disk(p, m) if m.file_type().is_symlink() => (p, false),
             Node::Version(_, Some(shown)) => return Ok(shown),
             Node::Version(v, None) if v.kind == FileKind::Symlink => {
@@ -1498,7 +1475,7 @@ impl ReadOnlyFs for BackupFs {
             _ => return Err(FsError::NotSymlink),
         };
         let read = match &node_is_version {
-            true => backup_platform::fs::read_stored_link(&path),
+            true => pfs::read_stored_link(&path),
             false => std::fs::read_link(&path),
         };
         match read {
@@ -1508,21 +1485,20 @@ impl ReadOnlyFs for BackupFs {
         }
     }
 
-    fn open(&self, ino: Ino) -> FsResult<File> {
+    fn open(&self, st: &Arc<Loaded>, ino: Ino) -> FsResult<File> {
         let loc = self.loc(ino)?;
-        let path = match self.resolve(&loc)? {
+        let path = match self.resolve(st, &loc)? {
             Node::Dir(_) => return Err(FsError::IsDir),
             Node::Disk(_, m) if m.is_dir() => return Err(FsError::IsDir),
             Node::Disk(p, _) => p,
             Node::Version(v, _) => v.backing_path(&self.repo),
         };
         inside_backup(self.repo.root(), &path)?;
-        open_backing(&path)
+        pfs::open_backing(&path).map_err(|e| FsError::from_io(&e))
     }
 
     fn statfs(&self) -> FsResult<FsStats> {
-        let v = backup_platform::fs::volume_stats(self.repo.root())
-            .map_err(|e| FsError::from_io(&e))?;
+        let v = pfs::volume_stats(self.repo.root()).map_err(|e| FsError::from_io(&e))?;
         let bs = u64::from(v.block_size.max(1));
         Ok(FsStats {
             blocks: v.blocks(),
@@ -1548,17 +1524,17 @@ impl ReadOnlyFs for BackupFs {
         }
     }
 
-    fn getxattr(&self, ino: Ino, name: &OsStr) -> FsResult<Vec<u8>> {
-        let list = self.xattr_list(ino)?;
+    fn getxattr(&self, st: &Arc<Loaded>, ino: Ino, name: &OsStr) -> FsResult<Vec<u8>> {
+        let list = self.xattr_list(st, ino)?;
         list.as_deref()
             .and_then(|l| l.iter().find(|x| x.name == name_bytes(name)))
             .map(|x| x.value.clone())
             .ok_or(FsError::NoData)
     }
 
-    fn listxattr(&self, ino: Ino) -> FsResult<Vec<OsString>> {
+    fn listxattr(&self, st: &Arc<Loaded>, ino: Ino) -> FsResult<Vec<OsString>> {
         Ok(self
-            .xattr_list(ino)?
+            .xattr_list(st, ino)?
             .map(|l| l.iter().map(|x| os_name(&x.name)).collect())
             .unwrap_or_default())
     }
@@ -1580,12 +1556,12 @@ impl ReadOnlyFs for BackupFs {
 impl BackupFs {
     /// The extended attributes of `ino`, from what its entry keeps when it can (no query:
     /// `ls -l` asks for every file).
-    fn xattr_list(&self, ino: Ino) -> FsResult<Option<Arc<Vec<Xattr>>>> {
+    fn xattr_list(&self, st: &Loaded, ino: Ino) -> FsResult<Option<Arc<Vec<Xattr>>>> {
         match self.inodes.xattrs(ino) {
             XattrCache::Known(l) => Ok(l),
             XattrCache::Unknown => {
                 let loc = self.loc(ino)?;
-                let node = self.resolve(&loc)?;
+                let node = self.resolve(st, &loc)?;
                 let x = Self::xattrs_of(&node);
                 self.inodes.set_xattrs(ino, x.clone());
                 match x {

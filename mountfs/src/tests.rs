@@ -45,7 +45,7 @@ fn fixture(dir: &Path) -> FixtureBackup {
 
 fn names(fs: &BackupFs, path: &str) -> Vec<String> {
     let ino = fs.lookup_path(path).expect(path).ino;
-    fs.readdir(ino)
+    fs.readdir(&fs.state(), ino)
         .expect("readdir")
         .into_iter()
         .map(|e| e.name.to_string_lossy().into_owned())
@@ -53,7 +53,7 @@ fn names(fs: &BackupFs, path: &str) -> Vec<String> {
 }
 
 fn read_all(fs: &BackupFs, ino: Ino) -> Vec<u8> {
-    let mut f = fs.open(ino).expect("open");
+    let mut f = fs.open(&fs.state(), ino).expect("open");
     let mut v = Vec::new();
     f.read_to_end(&mut v).expect("read");
     v
@@ -61,14 +61,16 @@ fn read_all(fs: &BackupFs, ino: Ino) -> Vec<u8> {
 
 /// Walks a directory of the tree: rel path → (content, mtime ns, mode).
 fn walk(fs: &BackupFs, ino: Ino, prefix: &str, out: &mut BTreeMap<String, ModelFile>) {
-    for e in fs.readdir(ino).expect("readdir") {
+    for e in fs.readdir(&fs.state(), ino).expect("readdir") {
         let name = e.name.to_string_lossy().into_owned();
         let rel = if prefix.is_empty() {
             name.clone()
         } else {
             format!("{prefix}/{name}")
         };
-        let attr = fs.lookup(ino, &e.name).expect("lookup listed entry");
+        let attr = fs
+            .lookup(&fs.state(), ino, &e.name)
+            .expect("lookup listed entry");
         assert_eq!(attr.ino, e.ino, "readdir and lookup disagree on {rel}");
         match attr.kind {
             NodeKind::Dir => walk(fs, attr.ino, &rel, out),
@@ -180,7 +182,7 @@ fn history_lists_every_version_sorted_by_time() {
         .ino;
     let contents: Vec<Vec<u8>> = got
         .iter()
-        .map(|n| read_all(&fs, fs.lookup(dir, OsStr::new(n)).unwrap().ino))
+        .map(|n| read_all(&fs, fs.lookup(&fs.state(), dir, OsStr::new(n)).unwrap().ino))
         .collect();
     let expected: Vec<Vec<u8>> = f
         .versions("docs/report.txt")
@@ -293,7 +295,7 @@ fn refresh_sees_new_and_pruned_increments_and_invalidates() {
     let in_a = fs
         .lookup_path(&format!("snapshots/{A}/docs/report.txt"))
         .unwrap();
-    let mut held = fs.open(in_a.ino).unwrap();
+    let mut held = fs.open(&fs.state(), in_a.ino).unwrap();
     std::fs::remove_dir_all(d.path().join(A)).unwrap();
     let r = fs.refresh().unwrap().expect("a change");
     assert_eq!(r.removed, [A]);
@@ -301,8 +303,14 @@ fn refresh_sees_new_and_pruned_increments_and_invalidates() {
     // A prune may take versions out of any view.
     assert!(rec.inodes.lock().unwrap().contains(&in_b.ino));
     assert!(rec.entries.lock().unwrap().contains(&(snaps, B.into())));
-    assert!(matches!(fs.getattr(in_a.ino), Err(FsError::NotFound)));
-    assert!(matches!(fs.open(in_a.ino), Err(FsError::NotFound)));
+    assert!(matches!(
+        fs.getattr(&fs.state(), in_a.ino),
+        Err(FsError::NotFound)
+    ));
+    assert!(matches!(
+        fs.open(&fs.state(), in_a.ino),
+        Err(FsError::NotFound)
+    ));
     assert!(matches!(
         fs.lookup_path(&format!("increments/{A}")),
         Err(FsError::NotFound)
@@ -329,6 +337,70 @@ fn refresh_sees_new_and_pruned_increments_and_invalidates() {
     );
 }
 
+/// One request, one state: calls given the handle a request took before a reload answer from
+/// the increments it saw, whatever was swapped in since; a handle taken after sees the new
+/// ones. The adapters take one handle per request and pass it to every call, so a reload in
+/// the middle of a request cannot tear its reply.
+#[test]
+fn a_request_answers_from_the_state_it_took_across_a_reload() {
+    let d = tempfile::tempdir().unwrap();
+    let mut f = fixture(d.path());
+    let fs = open_fs(d.path());
+    let snaps = fs.lookup_path("snapshots").unwrap().ino;
+    let names = |l: Vec<DirEntry>| -> Vec<String> {
+        l.into_iter()
+            .map(|e| e.name.to_string_lossy().into_owned())
+            .collect()
+    };
+    let report = |st: &Arc<Loaded>| -> (NodeAttr, Vec<u8>) {
+        let latest = fs.lookup(st, snaps, OsStr::new("latest")).unwrap();
+        let docs = fs.lookup(st, latest.ino, OsStr::new("docs")).unwrap();
+        let a = fs.lookup(st, docs.ino, OsStr::new("report.txt")).unwrap();
+        let mut v = Vec::new();
+        fs.open(st, a.ino).unwrap().read_to_end(&mut v).unwrap();
+        (a, v)
+    };
+    // The first half of a request (a `readdirplus`: the listing)...
+    let before = fs.state();
+    let listed: Vec<DirEntry> = fs
+        .readdir_plus(&before, snaps)
+        .unwrap()
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
+    let (old_report, old_text) = report(&before);
+    assert_eq!(old_text, b"report v3");
+    // ...a reload...
+    f.backup(D, &[Change::Write("docs/report.txt", b"report v4")]);
+    fs.refresh().unwrap().expect("a change");
+    // ...and the rest of the request, still in the state it began with.
+    assert_eq!(names(listed), [A, B, C, "latest"]);
+    assert_eq!(
+        names(fs.readdir(&before, snaps).unwrap()),
+        [A, B, C, "latest"]
+    );
+    assert!(matches!(
+        fs.lookup(&before, snaps, OsStr::new(D)),
+        Err(FsError::NotFound)
+    ));
+    assert_eq!(report(&before), (old_report.clone(), old_text));
+    // A request begun after the reload sees it, under the same inode numbers.
+    let after = fs.state();
+    assert_eq!(
+        names(fs.readdir(&after, snaps).unwrap()),
+        [A, B, C, D, "latest"]
+    );
+    let (new_report, new_text) = report(&after);
+    assert_eq!(new_report.ino, old_report.ino);
+    assert_eq!(new_text, b"report v4");
+    let latest = fs.lookup(&after, snaps, OsStr::new("latest")).unwrap();
+    assert_ne!(
+        fs.getattr(&before, latest.ino).unwrap().mtime,
+        fs.getattr(&after, latest.ino).unwrap().mtime,
+        "latest/ shows C's time in the old state, D's in the new"
+    );
+}
+
 #[test]
 fn a_vanished_backing_file_fails_cleanly() {
     let d = tempfile::tempdir().unwrap();
@@ -339,15 +411,26 @@ fn a_vanished_backing_file_fails_cleanly() {
         .unwrap();
     // Damage behind the metadata's back: the file goes, the metadata stays.
     std::fs::remove_file(d.path().join(B).join("track/docs/report.txt")).unwrap();
-    let attr = fs.getattr(v.ino).expect("metadata still describes it");
+    let attr = fs
+        .getattr(&fs.state(), v.ino)
+        .expect("metadata still describes it");
     assert_eq!(attr.size, b"report v2, longer".len() as u64);
-    assert!(matches!(fs.open(v.ino), Err(FsError::NotFound)));
-    assert!(matches!(fs.readdir(v.ino), Err(FsError::NotDir)));
     assert!(matches!(
-        fs.open(fs.lookup_path("snapshots").unwrap().ino),
+        fs.open(&fs.state(), v.ino),
+        Err(FsError::NotFound)
+    ));
+    assert!(matches!(
+        fs.readdir(&fs.state(), v.ino),
+        Err(FsError::NotDir)
+    ));
+    assert!(matches!(
+        fs.open(&fs.state(), fs.lookup_path("snapshots").unwrap().ino),
         Err(FsError::IsDir)
     ));
-    assert!(matches!(fs.getattr(999_999), Err(FsError::NotFound)));
+    assert!(matches!(
+        fs.getattr(&fs.state(), 999_999),
+        Err(FsError::NotFound)
+    ));
 }
 
 #[test]

@@ -28,6 +28,32 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
+    /// The kind std reports for an entry (of the link itself for `symlink_metadata`).
+    pub fn of(ft: std::fs::FileType) -> EntryKind {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if ft.is_fifo() {
+                return EntryKind::Fifo;
+            } else if ft.is_socket() {
+                return EntryKind::Socket;
+            } else if ft.is_block_device() {
+                return EntryKind::BlockDevice;
+            } else if ft.is_char_device() {
+                return EntryKind::CharDevice;
+            }
+        }
+        if ft.is_symlink() {
+            EntryKind::Symlink
+        } else if ft.is_dir() {
+            EntryKind::Dir
+        } else if ft.is_file() {
+            EntryKind::File
+        } else {
+            EntryKind::Unknown
+        }
+    }
+
     /// A human name for notes ("FIFO", "socket", ...).
     pub fn describe(self) -> &'static str {
         match self {
@@ -119,7 +145,7 @@ mod imp {
             kind: kind(FileType::from_raw_mode(st.st_mode as _)),
             size: st.st_size as u64,
             mtime_ns,
-            mode: (st.st_mode as u32) & 0o7777,
+            mode: crate::meta::permission_bits(st.st_mode as u32),
             dev: st.st_dev as u64,
             ino: st.st_ino as u64,
             uid: st.st_uid as u32,
@@ -209,18 +235,6 @@ pub(crate) use imp::{kind as kind_of, stat_of};
 mod imp {
     use super::*;
 
-    fn kind(ft: std::fs::FileType) -> EntryKind {
-        if ft.is_symlink() {
-            EntryKind::Symlink
-        } else if ft.is_dir() {
-            EntryKind::Dir
-        } else if ft.is_file() {
-            EntryKind::File
-        } else {
-            EntryKind::Unknown
-        }
-    }
-
     pub(crate) fn stat_of(m: &std::fs::Metadata) -> EntryStat {
         let mtime_ns = match m.modified() {
             Ok(t) => match t.duration_since(std::time::UNIX_EPOCH) {
@@ -230,14 +244,10 @@ mod imp {
             Err(_) => 0,
         };
         EntryStat {
-            kind: kind(m.file_type()),
+            kind: EntryKind::of(m.file_type()),
             size: m.len(),
             mtime_ns,
-            mode: if m.permissions().readonly() {
-                0o444
-            } else {
-                0o644
-            },
+            mode: crate::meta::mode_or_readonly(m),
             dev: 0,
             ino: 0,
             uid: 0,
@@ -273,7 +283,10 @@ mod imp {
                 let e = e?;
                 out.push(ListedEntry {
                     name: e.file_name(),
-                    kind: e.file_type().map(kind).unwrap_or(EntryKind::Unknown),
+                    kind: e
+                        .file_type()
+                        .map(EntryKind::of)
+                        .unwrap_or(EntryKind::Unknown),
                     ino: 0,
                 });
             }
@@ -337,5 +350,26 @@ mod tests {
         assert_eq!(st.mtime_ns, want);
         assert_eq!(d.stat().unwrap().kind, EntryKind::Dir);
         assert!(d.lstat(OsStr::new("missing")).is_err());
+    }
+
+    #[test]
+    fn kinds_from_std_match_the_listing() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("d")).unwrap();
+        std::fs::write(t.path().join("f"), b"x").unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("f", t.path().join("l")).unwrap();
+            assert!(std::process::Command::new("mkfifo")
+                .arg(t.path().join("p"))
+                .status()
+                .unwrap()
+                .success());
+        }
+        let mut root = DirHandle::open(t.path()).unwrap();
+        for e in root.list().unwrap() {
+            let m = std::fs::symlink_metadata(t.path().join(&e.name)).unwrap();
+            assert_eq!(EntryKind::of(m.file_type()), e.kind, "{:?}", e.name);
+        }
     }
 }

@@ -4,29 +4,16 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// Writes `data` to `path` so that a reader sees either the old file or the complete new one:
-/// write a temporary sibling, fsync it, rename it over `path`, fsync the directory.
+/// Writes `data` to `path` so that a reader sees either the old file or the complete new one
+/// (see [`write_atomic_with`]).
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = temp_sibling(path);
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        if let Some(parent) = path.parent() {
-            fsync_dir(parent)?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    write_atomic_with(path, |w| w.write_all(data))
 }
 
-/// Like [`write_atomic`], streaming the content through `fill` (a large index need not be
-/// held in memory twice).
+/// Writes what `fill` produces to `path` so that a reader sees either the old file or the
+/// complete new one: a temporary sibling is written, fsynced and renamed over `path`, then
+/// the folder is fsynced. Streaming through `fill` spares holding a large index in memory
+/// twice; a failed write removes the temporary file.
 pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
@@ -49,20 +36,6 @@ pub fn write_atomic_with(
         let _ = fs::remove_file(&tmp);
     }
     result
-}
-
-/// Permission bits (`st_mode & 0o7777`); `None` where the platform has none (Windows).
-pub fn mode_bits(m: &std::fs::Metadata) -> Option<u32> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        Some(m.mode() & 0o7777)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = m;
-        None
-    }
 }
 
 /// `(device, inode)`: two paths with the same id are links to one file. `None` on Windows,
@@ -211,6 +184,34 @@ pub fn volume_stats(path: &Path) -> io::Result<VolumeStats> {
             // NTFS and exFAT: 255 UTF-16 units per name.
             name_max: 255,
         })
+    }
+}
+
+/// Opens a file of the backup for reading without following a symlink in its last component
+/// and, where the kernel allows it (the file's owner or root), without touching its access
+/// time: serving a backup must not change it, not even its timestamps.
+pub fn open_backing(path: &Path) -> io::Result<File> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let open = |extra: i32| {
+            fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | extra)
+                .open(path)
+        };
+        #[cfg(target_os = "linux")]
+        let first = open(libc::O_NOATIME);
+        #[cfg(not(target_os = "linux"))]
+        let first = open(0);
+        match first {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+            other => other,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        File::open(path)
     }
 }
 
@@ -467,6 +468,15 @@ pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     {
         let _ = (path, mode);
         Ok(())
+    }
+}
+
+/// [`set_mode`], falling back to the plain permission bits (`mode & 0o777`) where the file
+/// system refuses setuid, setgid and sticky bits (exFAT); the index keeps the full mode, so
+/// what the file system cannot hold is not an error.
+pub fn set_mode_lenient(path: &Path, mode: u32) {
+    if set_mode(path, mode).is_err() {
+        let _ = set_mode(path, mode & 0o777);
     }
 }
 

@@ -3,7 +3,8 @@
 //! Pure translation: every request is answered from the tree or refused. Write-type requests
 //! get `EROFS`; nothing here can panic on a request path. Reads use kernel FUSE passthrough
 //! where the kernel accepts it (the kernel then reads the backing file itself), otherwise
-//! `pread` on the descriptor held since `open`.
+//! `pread` on the descriptor held since `open`. Each handler takes the tree's state once and
+//! answers from it alone (see [`ReadOnlyFs`]).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -207,7 +208,8 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.fs.lookup(parent.0, name) {
+        let st = self.fs.state();
+        match self.fs.lookup(&st, parent.0, name) {
             Ok(a) => reply.entry(&self.ttl(a.ino), &fuse_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -219,14 +221,16 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
+        let st = self.fs.state();
+        match self.fs.getattr(&st, ino.0) {
             Ok(a) => reply.attr(&self.ttl(a.ino), &fuse_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(ino.0) {
+        let st = self.fs.state();
+        match self.fs.readlink(&st, ino.0) {
             Ok(t) => reply.data(t.as_encoded_bytes()),
             Err(e) => reply.error(errno(&e)),
         }
@@ -237,7 +241,8 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
             reply.error(Errno::EROFS);
             return;
         }
-        let file = match self.fs.open(ino.0) {
+        let st = self.fs.state();
+        let file = match self.fs.open(&st, ino.0) {
             Ok(f) => f,
             Err(e) => {
                 reply.error(errno(&e));
@@ -407,7 +412,7 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
             Some(Listing::Plain(l)) => l,
             // Asked plainly after a plus listing (the kernel may switch): the same entries.
             Some(Listing::Plus(l)) => Arc::new(l.iter().map(|(e, _)| e.clone()).collect()),
-            None => match self.fs.readdir(ino.0) {
+            None => match self.fs.readdir(&self.fs.state(), ino.0) {
                 Ok(l) => {
                     let l = Arc::new(l);
                     self.lock()
@@ -462,9 +467,12 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
                 return;
             }
         };
+        // The listing (when not kept from an earlier call), the folder's own attributes and
+        // the entries held all come from one state.
+        let st = self.fs.state();
         let list = match cached {
             Some(Listing::Plus(l)) => l,
-            _ => match self.fs.readdir_plus(ino.0) {
+            _ => match self.fs.readdir_plus(&st, ino.0) {
                 Ok(l) => {
                     let l = Arc::new(l);
                     self.lock()
@@ -479,7 +487,7 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
             },
         };
         // The kernel links no entry for "." and "..": their attributes only fill the slot.
-        let own = match self.fs.getattr(ino.0) {
+        let own = match self.fs.getattr(&st, ino.0) {
             Ok(a) => fuse_attr(&a),
             Err(e) => {
                 reply.error(errno(&e));
@@ -520,7 +528,7 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
                 break;
             }
             // The kernel now holds the entry as if looked up: until its forget.
-            self.fs.hold(ino.0, e);
+            self.fs.hold(&st, ino.0, e);
         }
         reply.ok();
     }
@@ -562,7 +570,7 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
             reply.error(Errno::ENOSYS);
             return;
         }
-        match self.fs.getxattr(ino.0, name) {
+        match self.fs.getxattr(&self.fs.state(), ino.0, name) {
             Ok(v) => xattr_reply(&v, size, reply),
             Err(e) => reply.error(errno(&e)),
         }
@@ -573,7 +581,7 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
             reply.error(Errno::ENOSYS);
             return;
         }
-        match self.fs.listxattr(ino.0) {
+        match self.fs.listxattr(&self.fs.state(), ino.0) {
             Ok(names) => {
                 let mut v = Vec::new();
                 for n in names {
@@ -591,7 +599,7 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
         if mask.contains(fuser::AccessFlags::W_OK) {
             reply.error(Errno::EROFS);
         } else {
-            match self.fs.getattr(ino.0) {
+            match self.fs.getattr(&self.fs.state(), ino.0) {
                 Ok(_) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }

@@ -1,7 +1,8 @@
 //! The OS edges of the backup system: durable file-system primitives used by the engine, and
 //! the adapters that expose a neutral read-only tree through FUSE (Linux/macOS) or WinFsp.
 //!
-//! This crate knows nothing about backups, so `core` and `mountfs` can both depend on it.
+//! This crate knows nothing about backups, so `core` and `mountfs` can both depend on it. The
+//! FUSE adapter sits behind the `fuse` feature, so those two never build a FUSE library.
 
 pub mod dir;
 pub mod fs;
@@ -10,7 +11,7 @@ pub mod rofs;
 pub mod sandbox;
 pub mod sparse;
 
-#[cfg(unix)]
+#[cfg(all(unix, feature = "fuse"))]
 pub mod fuse;
 
 #[cfg(windows)]

@@ -69,6 +69,66 @@ pub fn is_root() -> bool {
     }
 }
 
+/// The permission bits of a raw `st_mode` (setuid, setgid and sticky included): what the
+/// index records, and all of a mode that may be applied to a file.
+pub fn permission_bits(st_mode: u32) -> u32 {
+    st_mode & 0o7777
+}
+
+/// The permission bits of an entry; `None` where the platform keeps none (Windows), so a
+/// caller can tell "unknown" from a real mode.
+pub fn mode_bits(m: &std::fs::Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some(permission_bits(m.mode()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        None
+    }
+}
+
+/// [`mode_bits`], or where there are none the read-only flag as 0o444 / 0o644: what a scan
+/// records on Windows.
+pub fn mode_or_readonly(m: &std::fs::Metadata) -> u32 {
+    mode_bits(m).unwrap_or(if m.permissions().readonly() {
+        0o444
+    } else {
+        0o644
+    })
+}
+
+/// `(uid, gid)` of an entry; `(0, 0)` where the platform has no numeric owners.
+pub fn owner_of(m: &std::fs::Metadata) -> (u32, u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        (m.uid(), m.gid())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        (0, 0)
+    }
+}
+
+/// Allocated 512-byte blocks (`st_blocks`): fewer than the size implies for a file with
+/// holes. `None` where the platform does not say.
+pub fn blocks_of(m: &std::fs::Metadata) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some(m.blocks())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        None
+    }
+}
+
 /// Names kept when reading: the namespaces restic and `rsync -X -A` carry.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn is_recorded(name: &[u8]) -> bool {
@@ -309,7 +369,7 @@ mod imp {
             .map_err(|e| FsError::new("change owner", path, e.into()))?;
         }
         if let Some(mode) = m.mode {
-            rfs::fchmod(fd, Mode::from_raw_mode((mode & 0o7777) as _))
+            rfs::fchmod(fd, Mode::from_raw_mode(permission_bits(mode) as _))
                 .map_err(|e| FsError::new("change mode", path, e.into()))?;
         }
         if let Some(x) = m.xattrs {
@@ -591,6 +651,22 @@ mod tests {
 
     fn os(s: &str) -> &OsStr {
         OsStr::new(s)
+    }
+
+    #[test]
+    fn std_metadata_helpers_agree_with_lstat() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        std::fs::write(&p, vec![1u8; 10_000]).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o1751)).unwrap();
+        let root = SafeDir::open_root(t.path()).unwrap();
+        let want = read_at(&root, os("f")).unwrap();
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        assert_eq!(mode_bits(&m), Some(0o1751));
+        assert_eq!(mode_or_readonly(&m), 0o1751);
+        assert_eq!(owner_of(&m), (want.uid, want.gid));
+        assert_eq!(blocks_of(&m), Some(want.blocks));
+        assert_eq!(permission_bits(0o100_4755), 0o4755);
     }
 
     fn tool(cmd: &str, args: &[&str]) -> bool {

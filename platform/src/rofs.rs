@@ -139,34 +139,47 @@ pub trait CacheInvalidator: Send + Sync {
 
 /// A read-only tree served by a mount adapter. Every method may be called from several
 /// threads at once and must never panic: failures are `FsError`s.
+///
+/// One request, one state: what a tree answers from can be replaced while it serves (a
+/// reload of the backup's increments), so an adapter takes [`ReadOnlyFs::state`] once at the
+/// top of each request and passes that same handle to every call the request makes. A reply
+/// built from several calls (a listing, then the folder's own attributes, then each entry
+/// held) then describes one state, never half of the old and half of the new.
 pub trait ReadOnlyFs: Send + Sync + 'static {
+    /// A handle on the state requests are answered from, as loaded when it was taken.
+    type State: Send + Sync;
+    /// The current state; later reloads do not change what a taken handle answers.
+    fn state(&self) -> Self::State;
     /// The child `name` of directory `parent`.
-    fn lookup(&self, parent: Ino, name: &OsStr) -> FsResult<NodeAttr>;
-    fn getattr(&self, ino: Ino) -> FsResult<NodeAttr>;
+    fn lookup(&self, st: &Self::State, parent: Ino, name: &OsStr) -> FsResult<NodeAttr>;
+    fn getattr(&self, st: &Self::State, ino: Ino) -> FsResult<NodeAttr>;
     /// The whole listing of a directory, in a stable order. The adapters keep the listing per
     /// open directory handle, so offsets stay valid while the tree changes.
-    fn readdir(&self, ino: Ino) -> FsResult<Vec<DirEntry>>;
-    fn readlink(&self, ino: Ino) -> FsResult<OsString>;
+    fn readdir(&self, st: &Self::State, ino: Ino) -> FsResult<Vec<DirEntry>>;
+    fn readlink(&self, st: &Self::State, ino: Ino) -> FsResult<OsString>;
     /// Opens the backing file for reading; the adapter reads from it (or hands it to the
     /// kernel for passthrough) until the handle is released.
-    fn open(&self, ino: Ino) -> FsResult<File>;
+    fn open(&self, st: &Self::State, ino: Ino) -> FsResult<File>;
+    /// The figures of the volume holding the tree (not part of the state: the disk's).
     fn statfs(&self) -> FsResult<FsStats>;
+    /// Depends on where a number points only, which no reload changes.
     fn freshness(&self, ino: Ino) -> Freshness;
-    /// The parent of a directory (for `..`); the root is its own parent.
+    /// The parent of a directory (for `..`); the root is its own parent. Like
+    /// [`ReadOnlyFs::freshness`], a property of the number.
     fn parent(&self, ino: Ino) -> Ino;
-    fn getxattr(&self, _ino: Ino, _name: &OsStr) -> FsResult<Vec<u8>> {
+    fn getxattr(&self, _st: &Self::State, _ino: Ino, _name: &OsStr) -> FsResult<Vec<u8>> {
         Err(FsError::NoData)
     }
-    fn listxattr(&self, _ino: Ino) -> FsResult<Vec<OsString>> {
+    fn listxattr(&self, _st: &Self::State, _ino: Ino) -> FsResult<Vec<OsString>> {
         Ok(Vec::new())
     }
     /// The listing with each entry's attributes (FUSE `readdirplus`: `ls -l` of a folder in
     /// one go). The default asks [`ReadOnlyFs::getattr`] for each entry.
-    fn readdir_plus(&self, ino: Ino) -> FsResult<Vec<(DirEntry, NodeAttr)>> {
+    fn readdir_plus(&self, st: &Self::State, ino: Ino) -> FsResult<Vec<(DirEntry, NodeAttr)>> {
         Ok(self
-            .readdir(ino)?
+            .readdir(st, ino)?
             .into_iter()
-            .filter_map(|e| self.getattr(e.ino).ok().map(|a| (e, a)))
+            .filter_map(|e| self.getattr(st, e.ino).ok().map(|a| (e, a)))
             .collect())
     }
     /// Called once, before serving, by an adapter that reports the end of every reference it
@@ -175,8 +188,8 @@ pub trait ReadOnlyFs: Send + Sync + 'static {
     /// call a tree must keep answering for every number it handed out recently.
     fn track_references(&self) {}
     /// The adapter passed on `entry` of folder `parent`, taken from `readdir_plus`: one more
-    /// reference to it, as if it had been looked up.
-    fn hold(&self, _parent: Ino, _entry: &DirEntry) {}
+    /// reference to it, as if it had been looked up (in `st`, should it be looked up again).
+    fn hold(&self, _st: &Self::State, _parent: Ino, _entry: &DirEntry) {}
     /// False once the tree knows no node has extended attributes: an adapter may then tell
     /// the kernel to stop asking (FUSE: `ENOSYS`, for the rest of the mount).
     fn has_xattrs(&self) -> bool {

@@ -114,14 +114,14 @@ struct Adapter<F: ReadOnlyFs> {
 
 impl<F: ReadOnlyFs> Adapter<F> {
     /// `\a\b\c` → the attributes of `c`, walking from the root.
-    fn resolve(&self, name: &U16CStr) -> Result<NodeAttr, FsError> {
-        let mut attr = self.fs.getattr(ROOT_INO)?;
+    fn resolve(&self, st: &F::State, name: &U16CStr) -> Result<NodeAttr, FsError> {
+        let mut attr = self.fs.getattr(st, ROOT_INO)?;
         for comp in name.as_slice().split(|&c| c == u16::from(b'\\')) {
             if comp.is_empty() {
                 continue;
             }
             let comp = OsString::from_wide(comp);
-            attr = self.fs.lookup(attr.ino, &comp)?;
+            attr = self.fs.lookup(st, attr.ino, &comp)?;
             if attr.kind == NodeKind::Symlink {
                 return Err(FsError::NotFound);
             }
@@ -134,20 +134,21 @@ impl<F: ReadOnlyFs> Adapter<F> {
         if let Some(l) = &*slot {
             return Ok(Arc::clone(l));
         }
+        let st = self.fs.state();
         let mut out = Vec::new();
         if h.ino != ROOT_INO {
             for (name, ino) in [(".", h.ino), ("..", self.fs.parent(h.ino))] {
-                if let (Ok(a), Ok(n)) = (self.fs.getattr(ino), U16CString::from_str(name)) {
+                if let (Ok(a), Ok(n)) = (self.fs.getattr(&st, ino), U16CString::from_str(name)) {
                     out.push((n, file_info(&a)));
                 }
             }
         }
         let mut rest = Vec::new();
-        for e in self.fs.readdir(h.ino)? {
+        for e in self.fs.readdir(&st, h.ino)? {
             if e.kind == NodeKind::Symlink {
                 continue;
             }
-            let Ok(a) = self.fs.lookup(h.ino, &e.name) else {
+            let Ok(a) = self.fs.lookup(&st, h.ino, &e.name) else {
                 continue;
             };
             // Names longer than an entry holds (or with a NUL) are left out rather than cut.
@@ -190,7 +191,9 @@ impl<F: ReadOnlyFs> FileSystemInterface for Adapter<F> {
         file_name: &U16CStr,
         _find_reparse_point: impl Fn() -> Option<FileAttributes>,
     ) -> Result<(FileAttributes, PSecurityDescriptor, bool), NTSTATUS> {
-        let a = self.resolve(file_name).map_err(|e| nt(&e))?;
+        let a = self
+            .resolve(&self.fs.state(), file_name)
+            .map_err(|e| nt(&e))?;
         Ok((attributes(&a), PSecurityDescriptor::default(), false))
     }
 
@@ -203,9 +206,10 @@ impl<F: ReadOnlyFs> FileSystemInterface for Adapter<F> {
         if granted_access.0 & WRITE_ACCESS != 0 {
             return Err(STATUS_MEDIA_WRITE_PROTECTED);
         }
-        let a = self.resolve(file_name).map_err(|e| nt(&e))?;
+        let st = self.fs.state();
+        let a = self.resolve(&st, file_name).map_err(|e| nt(&e))?;
         let file = match a.kind {
-            NodeKind::File => Some(self.fs.open(a.ino).map_err(|e| nt(&e))?),
+            NodeKind::File => Some(self.fs.open(&st, a.ino).map_err(|e| nt(&e))?),
             _ => None,
         };
         let h = Handle {
@@ -220,7 +224,10 @@ impl<F: ReadOnlyFs> FileSystemInterface for Adapter<F> {
     fn close(&self, _context: Arc<Handle>) {}
 
     fn get_file_info(&self, context: Arc<Handle>) -> Result<FileInfo, NTSTATUS> {
-        let a = self.fs.getattr(context.ino).map_err(|e| nt(&e))?;
+        let a = self
+            .fs
+            .getattr(&self.fs.state(), context.ino)
+            .map_err(|e| nt(&e))?;
         Ok(file_info(&a))
     }
 

@@ -154,35 +154,41 @@ impl<F: ReadOnlyFs> Tree<F> {
         Tree { fs, scope }
     }
 
+    /// The tree's current state: each request takes it once and passes it to every call
+    /// below, so a reload while it walks, follows links or lists cannot mix two states.
+    pub fn state(&self) -> F::State {
+        self.fs.state()
+    }
+
     /// The node at `segs` without following a final link; every component before the last
     /// must be a real folder (a link in the middle is never walked through).
-    fn walk(&self, segs: &[Vec<u8>]) -> Result<NodeAttr, FsError> {
-        let mut attr = self.fs.getattr(ROOT_INO)?;
+    fn walk(&self, st: &F::State, segs: &[Vec<u8>]) -> Result<NodeAttr, FsError> {
+        let mut attr = self.fs.getattr(st, ROOT_INO)?;
         for s in segs {
             if attr.kind != NodeKind::Dir {
                 return Err(FsError::NotFound);
             }
-            attr = self.fs.lookup(attr.ino, &os_name(s)?)?;
+            attr = self.fs.lookup(st, attr.ino, &os_name(s)?)?;
         }
         Ok(attr)
     }
 
     /// What `segs` is, as served (links resolved by the policy above).
-    pub fn resolve(&self, segs: &[Vec<u8>]) -> Result<Served, FsError> {
-        let attr = self.walk(segs)?;
-        Ok(self.serve_node(segs, attr))
+    pub fn resolve(&self, st: &F::State, segs: &[Vec<u8>]) -> Result<Served, FsError> {
+        let attr = self.walk(st, segs)?;
+        Ok(self.serve_node(st, segs, attr))
     }
 
-    fn serve_node(&self, segs: &[Vec<u8>], attr: NodeAttr) -> Served {
+    fn serve_node(&self, st: &F::State, segs: &[Vec<u8>], attr: NodeAttr) -> Served {
         match attr.kind {
             NodeKind::Dir => Served::Dir(attr),
             NodeKind::File => Served::File(attr),
-            NodeKind::Symlink => self.follow(segs, attr),
+            NodeKind::Symlink => self.follow(st, segs, attr),
         }
     }
 
-    fn follow(&self, segs: &[Vec<u8>], link: NodeAttr) -> Served {
-        let first_target = self.fs.readlink(link.ino).unwrap_or_default();
+    fn follow(&self, st: &F::State, segs: &[Vec<u8>], link: NodeAttr) -> Served {
+        let first_target = self.fs.readlink(st, link.ino).unwrap_or_default();
         let refused = || Served::RefusedLink {
             link: link.clone(),
             target: first_target.clone(),
@@ -193,13 +199,13 @@ impl<F: ReadOnlyFs> Tree<F> {
         let mut path = segs.to_vec();
         let mut attr = link.clone();
         for _ in 0..MAX_HOPS {
-            let Ok(target) = self.fs.readlink(attr.ino) else {
+            let Ok(target) = self.fs.readlink(st, attr.ino) else {
                 return refused();
             };
             let Some(next) = resolve_target(&path, &target, depth) else {
                 return refused();
             };
-            let Ok(a) = self.walk(&next) else {
+            let Ok(a) = self.walk(st, &next) else {
                 return refused();
             };
             match a.kind {
@@ -215,26 +221,26 @@ impl<F: ReadOnlyFs> Tree<F> {
     }
 
     /// The listing of the folder at `segs`, each entry as served.
-    pub fn list(&self, segs: &[Vec<u8>]) -> Result<(NodeAttr, Vec<Entry>), FsError> {
-        let dir = match self.resolve(segs)? {
+    pub fn list(&self, st: &F::State, segs: &[Vec<u8>]) -> Result<(NodeAttr, Vec<Entry>), FsError> {
+        let dir = match self.resolve(st, segs)? {
             Served::Dir(a) => a,
             _ => return Err(FsError::NotDir),
         };
         let mut out = Vec::new();
         let mut child = segs.to_vec();
-        for e in self.fs.readdir(dir.ino)? {
+        for e in self.fs.readdir(st, dir.ino)? {
             let name = name_bytes(&e.name);
             // A name this platform cannot put in a path is left out rather than mangled.
             if os_name(&name).is_err() {
                 continue;
             }
-            let attr = match self.fs.getattr(e.ino) {
+            let attr = match self.fs.getattr(st, e.ino) {
                 Ok(a) => a,
                 // Gone between the listing and now (a prune): leave it out.
                 Err(_) => continue,
             };
             child.push(name.clone());
-            let served = self.serve_node(&child, attr);
+            let served = self.serve_node(st, &child, attr);
             child.pop();
             out.push(Entry { name, served });
         }
@@ -242,8 +248,9 @@ impl<F: ReadOnlyFs> Tree<F> {
     }
 
     pub fn open(&self, segs: &[Vec<u8>]) -> Result<(File, NodeAttr), DavError> {
-        match self.resolve(segs).map_err(|e| dav_err(&e))? {
-            Served::File(a) => Ok((self.fs.open(a.ino).map_err(|e| dav_err(&e))?, a)),
+        let st = self.state();
+        match self.resolve(&st, segs).map_err(|e| dav_err(&e))? {
+            Served::File(a) => Ok((self.fs.open(&st, a.ino).map_err(|e| dav_err(&e))?, a)),
             Served::Dir(_) => Err(DavError::Forbidden),
             Served::RefusedLink { .. } => Err(DavError::Forbidden),
         }
@@ -426,7 +433,8 @@ impl<F: ReadOnlyFs> DavFileSystem for DavTree<F> {
         async move {
             let segs = path_segs(path)?;
             let tree = Arc::clone(&self.tree);
-            let (_, entries) = blocking(move || tree.list(&segs).map_err(|e| dav_err(&e))).await?;
+            let (_, entries) =
+                blocking(move || tree.list(&tree.state(), &segs).map_err(|e| dav_err(&e))).await?;
             let items: Vec<Result<Box<dyn DavDirEntry>, DavError>> = entries
                 .into_iter()
                 .map(|e| {
@@ -447,7 +455,9 @@ impl<F: ReadOnlyFs> DavFileSystem for DavTree<F> {
         async move {
             let segs = path_segs(path)?;
             let tree = Arc::clone(&self.tree);
-            let served = blocking(move || tree.resolve(&segs).map_err(|e| dav_err(&e))).await?;
+            let served =
+                blocking(move || tree.resolve(&tree.state(), &segs).map_err(|e| dav_err(&e)))
+                    .await?;
             let m: Box<dyn DavMetaData> = Box::new(served.meta());
             Ok(m)
         }

@@ -356,9 +356,12 @@ impl<F: ReadOnlyFs> Server<F> {
         let segs = segments(&decoded).ok()?;
         let tree = Arc::clone(&self.tree);
         let segs2 = segs.clone();
-        let listed = blocking(move || match tree.resolve(&segs2) {
-            Ok(Served::Dir(_)) => Ok(Some(tree.list(&segs2).map(|(_, e)| e))),
-            _ => Ok(None),
+        let listed = blocking(move || {
+            let st = tree.state();
+            match tree.resolve(&st, &segs2) {
+                Ok(Served::Dir(_)) => Ok(Some(tree.list(&st, &segs2).map(|(_, e)| e))),
+                _ => Ok(None),
+            }
         })
         .await
         .ok()??;

@@ -392,12 +392,10 @@ fn is_mount_point(dir: &Path) -> bool {
                 .unwrap_or(false)
         });
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        if let (Ok(a), Some(Ok(b))) = (std::fs::metadata(dir), dir.parent().map(std::fs::metadata))
-        {
-            return a.dev() != b.dev();
+    if let (Ok(a), Some(Ok(b))) = (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
+        use backup_platform::fs::file_id;
+        if let (Some((da, _)), Some((db, _))) = (file_id(&a), file_id(&b)) {
+            return da != db;
         }
     }
     false

@@ -1084,7 +1084,7 @@ impl<'a> Run<'a> {
                 let stored_mode = src
                     .metadata()
                     .ok()
-                    .and_then(|m| backup_platform::fs::mode_bits(&m));
+                    .and_then(|m| backup_platform::meta::mode_bits(&m));
                 let holes = if item.sparse {
                     Holes::DetectZeros
                 } else {
