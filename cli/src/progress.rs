@@ -36,8 +36,12 @@ fn style(template: &str) -> ProgressStyle {
         .progress_chars("=> ")
 }
 
-/// Clears the bar; later messages print plainly.
+/// Clears the bar; later messages print plainly. The final state is drawn first, whatever
+/// the redraw rate allowed, so a short run still shows its counts once.
 pub fn finish(pb: &ProgressBar) {
+    if !pb.is_hidden() {
+        pb.abandon();
+    }
     pb.finish_and_clear();
     term::set_bar(None);
 }

@@ -463,6 +463,11 @@ mod imp {
         }
 
         /// `fstat` of the folder itself.
+        /// Makes this folder's entries and attributes durable (`fsync` of its handle).
+        pub fn sync(&self) -> Result<(), FsError> {
+            rfs::fsync(&self.fd).map_err(|e| FsError::new("fsync", &self.path, e.into()))
+        }
+
         pub fn stat(&self) -> Result<EntryStat, FsError> {
             let st =
                 rfs::fstat(&self.fd).map_err(|e| FsError::new("stat", &self.path, e.into()))?;
@@ -677,6 +682,11 @@ mod imp {
         pub fn lstat(&self, name: &OsStr) -> Result<EntryStat, FsError> {
             let p = self.real(name, "stat")?;
             stat_path(&p).map_err(|e| FsError::new("stat", p, e))
+        }
+
+        /// Folders cannot be flushed on Windows; files written are flushed one by one.
+        pub fn sync(&self) -> Result<(), FsError> {
+            Ok(())
         }
 
         pub fn stat(&self) -> Result<EntryStat, FsError> {

@@ -15,7 +15,7 @@
 //! first, so a folder of mode 000 still receives its children and writing them does not
 //! disturb its mtime.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,7 @@ use super::mask::Selection;
 use super::point::Point;
 use super::walk::{MirrorWalk, SnapItem, SnapshotWalk};
 use super::{holder_root, Backup, ExploreError};
+use crate::durable::Strategy;
 use crate::format::{ContentHash, FileKind};
 use crate::history::Holder;
 use crate::relpath::{os_from_bytes, RelPath};
@@ -485,7 +486,9 @@ fn prepare(dist: &Path, to: &Path, opts: &Options) -> Result<Prepared, ExploreEr
         None
     } else {
         if !opts.dry_run {
-            std::fs::create_dir_all(to).map_err(|e| ExploreError::io("create", to, e))?;
+            // Each folder made for `to` is recorded in its parent durably.
+            crate::durable::create_dir_all_durable(to)
+                .map_err(|e| ExploreError::io("create", to, e))?;
         }
         Some(SafeDir::open_root(to).map_err(|e| ExploreError::io("open", to, e.source))?)
     };
@@ -883,6 +886,12 @@ struct Run<'a> {
     no_source: Rc<str>,
     owners_recorded: bool,
     tally: Tally,
+    /// How the restore is made durable before it reports (none in a dry run): what it wrote,
+    /// replaced or deleted survives a power cut, on FUSE drives too.
+    durability: Option<Strategy>,
+    /// Folders whose entries changed (`None`: the target itself), fsynced at the end under
+    /// [`Strategy::EachFile`].
+    changed_dirs: BTreeSet<Option<RelPath>>,
 }
 
 fn kind_of(k: FileKind) -> ResultKind {
@@ -911,6 +920,7 @@ impl<'a> Run<'a> {
         progress: crate::progress::WorkSink<'a>,
         sink: &'a mut dyn FnMut(ItemResult) -> Result<(), ExploreError>,
     ) -> Run<'a> {
+        let p_root_path = p.root.as_ref().map(|r| r.path().to_path_buf());
         Run {
             progress,
             opts: *opts,
@@ -926,6 +936,22 @@ impl<'a> Run<'a> {
             no_source: Rc::from(""),
             owners_recorded: false,
             tally: Tally::default(),
+            durability: match (&p_root_path, opts.dry_run) {
+                (Some(path), false) => Some(Strategy::for_dir(path)),
+                _ => None,
+            },
+            changed_dirs: BTreeSet::new(),
+        }
+    }
+
+    fn each_file(&self) -> bool {
+        self.durability == Some(Strategy::EachFile)
+    }
+
+    /// Notes that the folder holding `rel` gained, lost or replaced an entry.
+    fn entry_changed(&mut self, rel: &RelPath) {
+        if self.each_file() {
+            self.changed_dirs.insert(rel.parent());
         }
     }
 
@@ -966,6 +992,7 @@ impl<'a> Run<'a> {
 
     fn push_made(&mut self, made: Vec<RelPath>) {
         for m in made {
+            self.entry_changed(&m);
             self.push_other(m, ResultKind::Folder, 0, Outcome::Mkdir);
         }
     }
@@ -979,6 +1006,9 @@ impl<'a> Run<'a> {
                 let mut made = Vec::new();
                 let outcome = self.restore_one(item, &mut made).unwrap_or_else(failed);
                 self.push_made(made);
+                if outcome.is_written() {
+                    self.entry_changed(&item.path);
+                }
                 if outcome.is_written() && item.kind == FileKind::File {
                     let f = self.fingerprint.hash_one(&item.path);
                     self.written.insert(f);
@@ -1013,6 +1043,7 @@ impl<'a> Run<'a> {
     fn finish(&mut self) -> Result<(), ExploreError> {
         if !self.opts.dry_run && self.sink_error.is_none() {
             self.apply_dir_metadata();
+            self.make_durable()?;
         }
         match self.sink_error.take() {
             Some(e) => Err(e),
@@ -1099,6 +1130,7 @@ impl<'a> Run<'a> {
                     mtime_ns: Some(item.mtime_ns),
                     xattrs,
                 };
+                let sync = self.each_file();
                 parent.write_file(&name, |f| {
                     copy_sparse(
                         &src,
@@ -1109,7 +1141,12 @@ impl<'a> Run<'a> {
                         }),
                     )
                     .map_err(|e| FsError::new("copy to", &dest, e))?;
-                    meta::apply_file(f, &dest, &want, self.may_chown)
+                    meta::apply_file(f, &dest, &want, self.may_chown)?;
+                    // Bytes before the name that leads to them (the rename follows).
+                    if sync {
+                        f.sync_all().map_err(|e| FsError::new("fsync", &dest, e))?;
+                    }
+                    Ok(())
                 })?;
                 if item
                     .hash
@@ -1171,6 +1208,34 @@ impl<'a> Run<'a> {
 
     /// Folder metadata, deepest first: after every child is in place (a 0500 folder still got
     /// its children, and adding them did not move its mtime afterwards).
+    /// Before the restore reports, what it did reaches the disk: one `syncfs` where that is
+    /// known to work, else (FUSE drives, where `syncfs` does nothing) an fsync of every
+    /// folder whose entries changed, deepest first (each file was fsynced when written).
+    fn make_durable(&mut self) -> Result<(), ExploreError> {
+        let shown = self.target.shown.clone();
+        match self.durability {
+            None => Ok(()),
+            Some(Strategy::SyncFs) => backup_platform::fs::sync_filesystem(&shown)
+                .map_err(|e| ExploreError::io("make durable (syncfs)", &shown, e)),
+            Some(Strategy::EachFile) => {
+                let mut dirs: Vec<Option<RelPath>> =
+                    std::mem::take(&mut self.changed_dirs).into_iter().collect();
+                dirs.sort_by_key(|d| std::cmp::Reverse(d.as_ref().map_or(0, |r| r.depth())));
+                for d in dirs {
+                    match self.target.existing(d.as_ref()) {
+                        Ok(Some(h)) => h.sync().map_err(|e| {
+                            ExploreError::io("make durable (fsync)", &e.path, e.source)
+                        })?,
+                        // Gone since (a folder `--delete` removed): its parent is synced.
+                        Ok(None) => {}
+                        Err(e) => return Err(ExploreError::io("open", &e.path, e.source)),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn apply_dir_metadata(&mut self) {
         let mut dirs = std::mem::take(&mut self.dirs);
         dirs.sort_by(|a, b| {
@@ -1287,6 +1352,9 @@ impl<'a> Run<'a> {
                 };
                 if outcome == Outcome::Delete {
                     self.target.deleted.insert(rel.clone());
+                    if !self.opts.dry_run {
+                        self.entry_changed(&rel);
+                    }
                 }
                 self.push_other(rel, kind, if is_dir { 0 } else { st.size }, outcome);
             }

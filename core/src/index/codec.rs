@@ -246,4 +246,3 @@ fn name_of(v: rusqlite::types::ValueRef<'_>) -> Option<IncrementName> {
         }
     })
 }
-
