@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use backup_platform::dir::EntryKind;
 use backup_platform::fs as pfs;
 
-use crate::durable::{DirRole, SyncSet};
+use crate::durable::{DirRole, Strategy, SyncSet};
 use crate::format::{CatalogEntry, ContentHash, FileKind, IncrementMeta, MTime};
 use crate::identity::{timestamp_of, IncrementTime};
 use crate::index::{Index, IndexError, Touched};
@@ -144,6 +144,9 @@ pub struct Recovered {
     pub restored: usize,
     /// Recorded versions found nowhere: dropped from the increment's catalog.
     pub lost: Vec<RelPath>,
+    /// Copies of the partial increment that were shorter than their source (see
+    /// [`drop_unwritten_copies`]): removed, never cataloged.
+    pub unwritten: usize,
 }
 
 /// What a file found on disk is, enough to tell whether it can be the recorded version.
@@ -373,7 +376,11 @@ fn complete_recorded(
 
 /// Finishes or rolls back an interrupted run, if the journal says there was one. Runs under
 /// the writer lock.
-pub fn recover(repo: &Repository, lock: &WriteLock) -> Result<Option<Recovered>, RecoveryError> {
+pub fn recover(
+    repo: &Repository,
+    lock: &WriteLock,
+    src: Option<&Path>,
+) -> Result<Option<Recovered>, RecoveryError> {
     // Killed while writing the journal or (below) the increment metadata.
     remove_temp_siblings(repo.root());
     let jpath = repo.journal_path();
@@ -400,6 +407,7 @@ pub fn recover(repo: &Repository, lock: &WriteLock) -> Result<Option<Recovered>,
     let mut lost = Vec::new();
     let mut kept_files = 0;
     let mut finished = None;
+    let mut unwritten = 0;
 
     // 1. The partial increment.
     if let Some(name) = &increment {
@@ -425,6 +433,9 @@ pub fn recover(repo: &Repository, lock: &WriteLock) -> Result<Option<Recovered>,
                     }
                 }
                 None => {
+                    if let Some(src) = src {
+                        unwritten = drop_unwritten_copies(repo, name, src);
+                    }
                     let mut m =
                         crate::explore::recreate::rebuild_increment_meta(repo, &index, name)
                             .map_err(|e| RecoveryError::Rebuild(e.to_string()))?;
@@ -492,5 +503,44 @@ pub fn recover(repo: &Repository, lock: &WriteLock) -> Result<Option<Recovered>,
         kept_files,
         restored,
         lost,
+        unwritten,
     }))
+}
+
+/// Where one `syncfs` is trusted ([`Strategy::SyncFs`]), a run's copies are not fsynced one
+/// by one, so a power cut in the middle of a run can leave a name in the partial increment's
+/// `track/` whose bytes never reached the disk: ext4's and XFS's delayed allocation bring such
+/// a file back empty or short, never with wrong bytes at its full length. Such a copy would
+/// become a version that never existed; it is removed instead when it is shorter than its
+/// source (or the source is gone: nothing can tell). The run never reported these copies, so
+/// nothing promised is dropped; the run that recovers copies them again. A copy of a source
+/// that has changed size since is removed too: the cost of not trusting a short file.
+fn drop_unwritten_copies(repo: &Repository, name: &IncrementName, src: &Path) -> usize {
+    if Strategy::for_dir(repo.root()) != Strategy::SyncFs {
+        // Each copy was fsynced before any name led to it.
+        return 0;
+    }
+    let track = repo.increment_dir(name).join(crate::repo::TRACK_DIR);
+    let mut dropped = 0;
+    for e in walkdir::WalkDir::new(&track)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+    {
+        let Ok(rel) = e.path().strip_prefix(&track) else {
+            continue;
+        };
+        let Ok(copy) = e.metadata() else { continue };
+        let matches = std::fs::symlink_metadata(src.join(rel))
+            .is_ok_and(|s| s.is_file() && s.len() == copy.len());
+        if !matches && std::fs::remove_file(e.path()).is_ok() {
+            tracing::info!(
+                "left out a copy that had not reached the disk: {}",
+                rel.display()
+            );
+            dropped += 1;
+        }
+    }
+    dropped
 }

@@ -394,7 +394,7 @@ fn run_blocking(
         other => EngineError::Internal(other.to_string()),
     })?;
 
-    if let Some(rec) = journal::recover(&repo, &lock)? {
+    if let Some(rec) = journal::recover(&repo, &lock, Some(&config.src))? {
         summary.recovered = true;
         let increment = rec.increment.map(|n| n.as_str().to_owned());
         for rel in &rec.lost {
@@ -414,11 +414,20 @@ fn run_blocking(
         note(
             &mut summary,
             RunNote::Recovered {
-                increment,
+                increment: increment.clone(),
                 kept_files: rec.kept_files,
                 restored: rec.restored,
             },
         );
+        if rec.unwritten > 0 {
+            note(
+                &mut summary,
+                RunNote::UnwrittenCopies {
+                    increment: increment.unwrap_or_else(|| "its increment".into()),
+                    count: rec.unwritten,
+                },
+            );
+        }
     }
 
     let opened = Index::open_for(&repo, Some(&lock))?;
@@ -591,7 +600,7 @@ fn run_blocking(
         Err(e) => {
             // The journal is still there: recover right away, so the backup is consistent now
             // when the disk allows it (a full disk leaves it to the next run's recovery).
-            if let Ok(Some(_)) = journal::recover(&repo, &lock) {
+            if let Ok(Some(_)) = journal::recover(&repo, &lock, Some(&config.src)) {
                 summary.recovered = true;
             }
             return Err(e.into());

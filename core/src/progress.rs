@@ -33,6 +33,13 @@ pub enum RunNote {
         /// Recorded versions that were missing and were put back from the mirror or staging.
         restored: usize,
     },
+    /// Copies of the interrupted run whose bytes had not reached the disk when the power went
+    /// (shorter than their source: delayed allocation on a file system trusted with one
+    /// `syncfs`): left out of its increment; this run copies them again.
+    UnwrittenCopies {
+        increment: String,
+        count: usize,
+    },
     /// Indexed files left in place because their source directory could not be read.
     KeptUnreadable {
         count: usize,
@@ -78,7 +85,7 @@ impl std::fmt::Display for RunNote {
                 restored: 0,
             } => write!(
                 f,
-                "an interrupted run was found: finished its increment {name} ({kept_files} files) and reconciled mirror.json"
+                "an interrupted run was found: finished its increment {name} ({kept_files} files) and reconciled the index with the mirror"
             ),
             RunNote::Recovered {
                 increment: Some(name),
@@ -86,17 +93,21 @@ impl std::fmt::Display for RunNote {
                 restored,
             } => write!(
                 f,
-                "an interrupted run was found: finished its increment {name} ({kept_files} files, {restored} of them put back from the mirror or staging) and reconciled mirror.json"
+                "an interrupted run was found: finished its increment {name} ({kept_files} files, {restored} of them put back from the mirror or staging) and reconciled the index with the mirror"
             ),
             RunNote::Recovered {
                 increment: None, ..
             } => write!(
                 f,
-                "an interrupted run was found: removed its empty increment and reconciled mirror.json"
+                "an interrupted run was found: removed its empty increment and reconciled the index with the mirror"
             ),
             RunNote::KeptUnreadable { count } => write!(
                 f,
                 "{count} files kept in the mirror because their source directory could not be read"
+            ),
+            RunNote::UnwrittenCopies { increment, count } => write!(
+                f,
+                "{count} copies of the interrupted run had not reached the disk when it stopped; left out of {increment} and copied again"
             ),
         }
     }
