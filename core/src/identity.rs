@@ -109,7 +109,11 @@ impl IncrementName {
 
     /// A byte string whose order is the order of names (for keys in the index).
     pub fn sort_key(&self) -> Vec<u8> {
-        let mut k = self.stamp.format(STAMP_FORMAT).to_string().into_bytes();
+        // The name's own stamp digits (validated, and written by `from_parts` with the same
+        // format): no formatting on a path every mount lookup takes.
+        let stamp = &self.text.as_bytes()[INCREMENT_PREFIX.len()..INCREMENT_PREFIX.len() + 15];
+        let mut k = Vec::with_capacity(15 + 5 * self.suffix.len());
+        k.extend_from_slice(stamp);
         for n in &self.suffix {
             k.push(b'_');
             k.extend_from_slice(&n.to_be_bytes());
@@ -250,6 +254,31 @@ mod tests {
 
     fn n(s: &str) -> IncrementName {
         IncrementName::parse(s).unwrap_or_else(|| panic!("{s} should parse"))
+    }
+
+    #[test]
+    fn sort_keys_are_the_stamp_then_the_suffix_numbers_and_sort_as_names() {
+        let names = [
+            "backup_20240105_100000",
+            "backup_20240105_100000_01",
+            "backup_20240105_100000_01_01",
+            "backup_20240105_100000_02",
+            "backup_20240105_100000_100",
+            "backup_20240105_100001",
+        ];
+        for w in names.windows(2) {
+            assert!(n(w[0]).sort_key() < n(w[1]).sort_key(), "{w:?}");
+        }
+        let made = IncrementName::next(
+            chrono::Local
+                .with_ymd_and_hms(2024, 1, 5, 10, 0, 0)
+                .unwrap(),
+            Some(&n("backup_20240105_100000")),
+        );
+        let mut want = made.stamp().format(STAMP_FORMAT).to_string().into_bytes();
+        want.extend_from_slice(b"_");
+        want.extend_from_slice(&1u32.to_be_bytes());
+        assert_eq!(made.sort_key(), want);
     }
 
     #[test]

@@ -1003,7 +1003,7 @@ impl BackupFs {
         count: bool,
     ) -> FsResult<NodeAttr> {
         let node = self.resolve(st, &loc)?;
-        self.present_node(st, parent, name, loc, node, count)
+        self.present_node(st, parent, name, loc, node, count, false)
     }
 
     fn present_node(
@@ -1014,12 +1014,15 @@ impl BackupFs {
         loc: Loc,
         node: Node,
         count: bool,
+        cache: bool,
     ) -> FsResult<NodeAttr> {
         let (loc, nlink) = match &node {
             Node::Version(v, _) => self.link_group(st, &loc, v),
             _ => (loc, 1),
         };
-        let store = count || !self.counting();
+        // `cache`: kept uncounted for a `hold` that follows at once (the janitor drops it if
+        // none does), so the kernel taking a listed entry costs no second query.
+        let store = count || cache || !self.counting();
         let dir = matches!(&node, Node::Dir(_)) || matches!(&node, Node::Disk(_, m) if m.is_dir());
         let ino = if store {
             self.inodes.remember(Remember {
@@ -1406,7 +1409,7 @@ impl ReadOnlyFs for BackupFs {
             .map(|(l, name, node)| {
                 let kind = self.attr(0, &node).kind;
                 let ino = if store {
-                    self.present_node(st, ino, &name, l, node, false)
+                    self.present_node(st, ino, &name, l, node, false, false)
                         .map(|a| a.ino)
                         .unwrap_or(0)
                 } else {
@@ -1427,7 +1430,7 @@ impl ReadOnlyFs for BackupFs {
         let mut out = Vec::with_capacity(listing.len());
         for (l, name, node) in listing {
             // Remembered uncounted: `hold` counts each entry the kernel really takes.
-            let Ok(a) = self.present_node(st, ino, &name, l, node, false) else {
+            let Ok(a) = self.present_node(st, ino, &name, l, node, false, true) else {
                 continue;
             };
             out.push((
