@@ -58,6 +58,18 @@ pub const LATEST: &str = "latest";
 const HELD_BUDGET: usize = 100_000;
 /// Entries nobody counts (a listing taken for an adapter without `forget`) kept once unused
 /// for [`CACHE_AGE`].
+/// What [`BackupFs::present_node`] does with the inode table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// The kernel takes a reference (a lookup): counted until its `forget`.
+    Count,
+    /// Kept uncounted for a `hold` that follows at once (readdirplus; the janitor drops it if
+    /// none does), so the kernel taking a listed entry costs no second query.
+    Cache,
+    /// Kept only while the kernel's references are not counted; else just numbered.
+    IfUncounting,
+}
+
 const CACHE_KEEP: usize = 50_000;
 const CACHE_AGE: Duration = Duration::from_secs(30);
 /// Read connections kept for the request threads.
@@ -1003,7 +1015,11 @@ impl BackupFs {
         count: bool,
     ) -> FsResult<NodeAttr> {
         let node = self.resolve(st, &loc)?;
-        self.present_node(st, parent, name, loc, node, count, false)
+        let keep = match count {
+            true => Keep::Count,
+            false => Keep::IfUncounting,
+        };
+        self.present_node(st, parent, name, loc, node, keep)
     }
 
     fn present_node(
@@ -1013,16 +1029,17 @@ impl BackupFs {
         name: &[u8],
         loc: Loc,
         node: Node,
-        count: bool,
-        cache: bool,
+        keep: Keep,
     ) -> FsResult<NodeAttr> {
         let (loc, nlink) = match &node {
             Node::Version(v, _) => self.link_group(st, &loc, v),
             _ => (loc, 1),
         };
-        // `cache`: kept uncounted for a `hold` that follows at once (the janitor drops it if
-        // none does), so the kernel taking a listed entry costs no second query.
-        let store = count || cache || !self.counting();
+        let count = keep == Keep::Count;
+        let store = match keep {
+            Keep::Count | Keep::Cache => true,
+            Keep::IfUncounting => !self.counting(),
+        };
         let dir = matches!(&node, Node::Dir(_)) || matches!(&node, Node::Disk(_, m) if m.is_dir());
         let ino = if store {
             self.inodes.remember(Remember {
@@ -1409,7 +1426,7 @@ impl ReadOnlyFs for BackupFs {
             .map(|(l, name, node)| {
                 let kind = self.attr(0, &node).kind;
                 let ino = if store {
-                    self.present_node(st, ino, &name, l, node, false, false)
+                    self.present_node(st, ino, &name, l, node, Keep::IfUncounting)
                         .map(|a| a.ino)
                         .unwrap_or(0)
                 } else {
@@ -1430,7 +1447,7 @@ impl ReadOnlyFs for BackupFs {
         let mut out = Vec::with_capacity(listing.len());
         for (l, name, node) in listing {
             // Remembered uncounted: `hold` counts each entry the kernel really takes.
-            let Ok(a) = self.present_node(st, ino, &name, l, node, false, true) else {
+            let Ok(a) = self.present_node(st, ino, &name, l, node, Keep::Cache) else {
                 continue;
             };
             out.push((
