@@ -459,29 +459,44 @@ pub(crate) fn attrs_extra(a: &Attrs) -> Option<String> {
 
 /// The inverse of [`attrs_extra`], with the owner's numbers from their own columns.
 pub(crate) fn attrs_from_extra(uid: Option<u32>, gid: Option<u32>, extra: Option<&str>) -> Attrs {
-    // Most rows of an index share one `extra` (the same owner names, nothing else): parse each
-    // text once per thread, not once per row (a run reads every row of the mirror).
+    // Most rows of an index share one `extra` (the same owner names, nothing else): decode
+    // each text once per thread — xattrs from base64, the link group's path — not once per row
+    // (a run reads every row of the mirror, a mount every row of a listing).
     thread_local! {
-        static LAST: std::cell::RefCell<Option<(String, EntryFields)>> =
+        static LAST: std::cell::RefCell<Option<(String, Attrs)>> =
             const { std::cell::RefCell::new(None) };
     }
-    let mut f: EntryFields = match extra {
-        None => EntryFields::default(),
+    let mut a = match extra {
+        None => Attrs::default(),
         Some(t) => LAST.with(|last| {
             let mut last = last.borrow_mut();
             match &*last {
-                Some((text, f)) if text == t => f.clone(),
+                Some((text, a)) if text == t => a.clone(),
                 _ => {
-                    let f: EntryFields = serde_json::from_str(t).unwrap_or_default();
-                    *last = Some((t.to_owned(), f.clone()));
-                    f
+                    let mut f: EntryFields = serde_json::from_str(t).unwrap_or_default();
+                    // Any ids, so the owner's names come through; the row's ids replace them.
+                    f.uid = Some(0);
+                    f.gid = Some(0);
+                    let a = f.attrs().0;
+                    *last = Some((t.to_owned(), a.clone()));
+                    a
                 }
             }
         }),
     };
-    f.uid = uid;
-    f.gid = gid;
-    f.attrs().0
+    a.owner = match (uid, gid) {
+        (Some(uid), Some(gid)) => {
+            let names = a.owner.take();
+            Some(Owner {
+                uid,
+                gid,
+                user: names.as_ref().and_then(|o| o.user.clone()),
+                group: names.and_then(|o| o.group),
+            })
+        }
+        _ => None,
+    };
+    a
 }
 
 fn is_file_kind(k: &FileKind) -> bool {
