@@ -6,7 +6,8 @@
 #
 # Builds release, writes a tree of N small files (default 1,000,000; half under docs/, which
 # is tracked, half under media/, included; 1,000 files a folder) with its own generator, and
-# then, for the initial run, a run with no change and a run after 1 % of the files changed:
+# then, for the initial run, a run with no change, a run after 1 % of the files changed spread
+# over every folder, and one after 1 % changed in a few folders (clustered):
 # wall time, peak RSS (/usr/bin/time) and bytes written (/usr/bin/time %O, 512-byte blocks:
 # the process's write_bytes) of `rsync -a --delete` and of `backup`, and the ratio of the two.
 # Then `list`, `show`, `search --mask` (wall, RSS) and a mount: time until it answers, cold
@@ -81,7 +82,8 @@ phase() {
 }
 phase initial
 phase nochange
-# 1 % churn: every 100th file gets new content (half of them tracked).
+# 1 % churn, spread: every 100th file gets new content (all of them under docs/, tracked),
+# so every folder of docs/ changes: the worst case for a path-keyed index.
 python3 - "$W/src" "$FILES" <<'PY'
 import os, sys
 root, n = sys.argv[1], int(sys.argv[2])
@@ -91,13 +93,23 @@ for i in range(0, n, 100):
         f.write("changed\n")
 PY
 phase churn
+# 1 % churn, clustered: the same number of tracked files, all in the first folders of docs/
+# (a project someone worked on), the usual shape of a day's changes.
+python3 - "$W/src" "$FILES" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(0, max(2, n // 50), 2):
+    with open(f"{root}/docs/d{i // 2000:04d}/f{i:07d}.txt", "a") as f:
+        f.write("changed again\n")
+PY
+phase clustered
 
 echo
 echo "## backup vs rsync -a, $FILES files"
 printf '%-9s %9s %9s %7s %6s | %10s %10s | %12s %12s\n' \
   phase rsync_s ours_s ratio goal rsync_rss ours_rss rsync_write ours_write
-for p in initial nochange churn; do
-  case $p in initial) goal=1.0 ;; nochange) goal=0.3 ;; churn) goal=0.7 ;; esac
+for p in initial nochange churn clustered; do
+  case $p in initial) goal=1.0 ;; nochange) goal=0.3 ;; *) goal=0.7 ;; esac
   printf '%-9s %9s %9s %6sx %5sx | %6s MiB %6s MiB | %8s MiB %8s MiB\n' "$p" \
     "${T[rsync_$p]}" "${T[ours_$p]}" "$(ratio "${T[ours_$p]}" "${T[rsync_$p]}")" "$goal" \
     "$(mib $((R[rsync_$p] * 1024)))" "$(mib $((R[ours_$p] * 1024)))" \

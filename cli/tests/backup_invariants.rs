@@ -378,6 +378,51 @@ fn checksum_mode_finds_content_changes_with_same_size_and_mtime() {
     assert_eq!(read(env.dist.join(&incs[0]).join("track/docs/a")), b"aaaa");
 }
 
+/// Bit rot in the mirror (a flipped byte, size and mtime unchanged): a plain run cannot see
+/// it; `--checksum` copies the file again from the source and says so, without making an
+/// increment; the increment that shares the damaged inode is never rewritten (history is
+/// immutable) and `check --verify` names it.
+#[test]
+fn checksum_repairs_a_damaged_mirror_copy_and_check_names_the_increment_s() {
+    let env = TestEnv::new();
+    env.config(json!({"track_dirs": ["docs"]}));
+    let f = env.write("docs/a", b"the original bytes");
+    set_mtime(&f, 1_600_000_000, 0);
+    env.backup_ok(&[]);
+    let incs = env.increments();
+    let mirror = env.mirror().join("docs/a");
+    let mut bytes = read(&mirror);
+    bytes[4] ^= 0x20;
+    std::fs::write(&mirror, &bytes).unwrap();
+    set_mtime(&mirror, 1_600_000_000, 0);
+
+    let s = env.backup_json();
+    assert_eq!(s["copied"], 0, "size+mtime compare cannot see it: {s}");
+    let s: serde_json::Value =
+        serde_json::from_str(&env.backup_ok(&["--checksum", "--json", "-q"])).unwrap();
+    assert_eq!(s["repaired"], 1, "{s}");
+    assert_eq!(read(&mirror), b"the original bytes");
+    assert_eq!(
+        env.increments(),
+        incs,
+        "a repair is not a change: no increment"
+    );
+    let human = env.backup_ok(&["--checksum"]);
+    assert!(
+        human.contains("0 copied"),
+        "nothing left to repair: {human}"
+    );
+    // The increment's copy was the same inode: still damaged, and named.
+    let out = env.tool(&[env.dist.to_str().unwrap(), "check", "--verify"]);
+    let (so, se) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{so}{se}");
+    let said = format!("{so}{se}");
+    assert!(
+        said.contains(&incs[0]) && said.contains("docs/a content differs from recorded hash"),
+        "{said}"
+    );
+}
+
 /// A damaged index (truncated by a failing disk, edited by hand) is set aside and rebuilt from
 /// the mirror and the catalogs; the run converges, stores nothing again, and history stays
 /// whole.

@@ -133,11 +133,11 @@ fn backup_and_error_shapes_are_stable() {
     let cases: Vec<(Value, String)> = vec![
         (
             run(&["--json", "-n"], 0),
-            format!("{{changed:int,{summary}plan:{{copies:[{{action:str,path:str,size:int,tracked:bool}}],deletes:[]}},prune:null,recovered:bool,removed:int,schema:int,selected:int,status:str,unchanged:int,warnings:int}}"),
+            format!("{{changed:int,{summary}plan:{{copies:[{{action:str,path:str,size:int,tracked:bool}}],deletes:[]}},prune:null,recovered:bool,removed:int,repaired:int,schema:int,selected:int,status:str,unchanged:int,warnings:int}}"),
         ),
         (
             run(&["--json", "--prune"], 0),
-            format!("{{changed:int,{summary}plan:null,prune:{{decisions:[{{keep:bool,name:str,reasons:[str],time:str}}],dry_run:bool,failed:[],policy:str,removed:[]}},recovered:bool,removed:int,schema:int,selected:int,status:str,unchanged:int,warnings:int}}"),
+            format!("{{changed:int,{summary}plan:null,prune:{{decisions:[{{keep:bool,name:str,reasons:[str],time:str}}],dry_run:bool,failed:[],policy:str,removed:[]}},recovered:bool,removed:int,repaired:int,schema:int,selected:int,status:str,unchanged:int,warnings:int}}"),
         ),
         (
             run(&["--json", "--check-config"], 0),

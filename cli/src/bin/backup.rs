@@ -243,6 +243,7 @@ fn run_json(
         "deleted": s.deleted,
         "copied": s.copied,
         "copied_bytes": s.copied_bytes,
+        "repaired": s.repaired,
         "removed": s.removed,
         "unchanged": s.unchanged,
         "selected": s.selected,
@@ -681,8 +682,12 @@ fn summary_line(s: &RunSummary) -> String {
         ),
         None => "no tracked change, no increment".to_owned(),
     };
+    let repaired = match s.repaired {
+        0 => String::new(),
+        n => format!(", {n} repaired (damaged mirror copies, copied again from the source)"),
+    };
     format!(
-        "{inc}; mirror: {} copied ({}), {} removed, {} unchanged",
+        "{inc}; mirror: {} copied ({}), {} removed, {} unchanged{repaired}",
         s.copied,
         humansize::format_size(s.copied_bytes, humansize::BINARY),
         s.removed,
