@@ -43,6 +43,7 @@ fn verbose() -> bool {
 }
 
 pub fn run(repo: &Repository, args: &Args) -> anyhow::Result<i32> {
+    super::one_malloc_arena();
     if let Err(e) = check_mountpoint(repo, &args.dir) {
         eprintln!("backup-tool: {e:#}");
         return Ok(exit::REFUSED);

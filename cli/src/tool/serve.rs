@@ -148,6 +148,7 @@ fn fit_connections(wanted: usize) -> usize {
 }
 
 pub fn run(repo: &Repository, args: &Args) -> anyhow::Result<i32> {
+    super::one_malloc_arena();
     let addr = match parse_listen(&args.listen) {
         Ok(a) => a,
         Err(e) => {
