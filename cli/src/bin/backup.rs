@@ -502,6 +502,34 @@ async fn run(cli: &Cli, config: &Config) -> i32 {
     code
 }
 
+/// The run's events on the progress bar: files selected, then "done/total files" and bytes.
+fn bar_sink(pb: &indicatif::ProgressBar) -> backup_core::progress::EventSink {
+    let pb = pb.clone();
+    let done = Arc::new(AtomicU64::new(0));
+    let total = Arc::new(AtomicU64::new(0));
+    Arc::new(move |ev: Event| match ev {
+        Event::Scanned { files } => pb.set_message(format!("{files} files selected")),
+        // The plan streams: copies may finish before the totals are known.
+        Event::Planned { copies, bytes, .. } => {
+            total.store(copies as u64, Ordering::Relaxed);
+            pb.set_length(bytes);
+            let d = done.load(Ordering::Relaxed);
+            pb.set_message(format!("{d}/{copies} files"));
+        }
+        Event::Copying { bytes } => pb.inc(bytes),
+        Event::FileDone { .. } => {
+            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+            pb.set_message(files_message(d, total.load(Ordering::Relaxed)));
+        }
+        Event::Note(n) => say_note(&n),
+        Event::Error(e) => term::error(&format!("error: {e}")),
+        Event::Committed => pb.set_message(format!(
+            "{}, committed",
+            files_message(done.load(Ordering::Relaxed), total.load(Ordering::Relaxed))
+        )),
+    })
+}
+
 /// "3/21 files", or "3 files" while the plan has not counted them all yet.
 fn files_message(done: u64, total: u64) -> String {
     match total {
@@ -512,34 +540,7 @@ fn files_message(done: u64, total: u64) -> String {
 
 async fn engine_run(cli: &Cli, config: &Config) -> Outcome {
     let pb = progress::bar("scanning");
-    let files_done = Arc::new(AtomicU64::new(0));
-    let files_total = Arc::new(AtomicU64::new(0));
-    let sink = {
-        let pb = pb.clone();
-        let done = files_done.clone();
-        let total = files_total.clone();
-        Arc::new(move |ev: Event| match ev {
-            Event::Scanned { files } => pb.set_message(format!("{files} files selected")),
-            // The plan streams: copies may finish before the totals are known.
-            Event::Planned { copies, bytes, .. } => {
-                total.store(copies as u64, Ordering::Relaxed);
-                pb.set_length(bytes);
-                let d = done.load(Ordering::Relaxed);
-                pb.set_message(format!("{d}/{copies} files"));
-            }
-            Event::Copying { bytes } => pb.inc(bytes),
-            Event::FileDone { .. } => {
-                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                pb.set_message(files_message(d, total.load(Ordering::Relaxed)));
-            }
-            Event::Note(n) => say_note(&n),
-            Event::Error(e) => term::error(&format!("error: {e}")),
-            Event::Committed => pb.set_message(format!(
-                "{}, committed",
-                files_message(done.load(Ordering::Relaxed), total.load(Ordering::Relaxed))
-            )),
-        })
-    };
+    let sink = bar_sink(&pb);
     let opts = RunOptions {
         checksum: cli.checksum,
     };
