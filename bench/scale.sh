@@ -2,7 +2,7 @@
 # Cost follows the work, not the size of the backup (issue 10): our `backup` side by side with
 # `rsync -a` on one tree of FILES small files, then the explorer and the mount on the result.
 #
-#   bench/scale.sh [--files N] [--dir DIR] [--keep] [--no-mount]
+#   bench/scale.sh [--files N] [--dir DIR] [--keep] [--no-mount] [--no-rsync] [--empty]
 #
 # Builds release, writes a tree of N small files (default 1,000,000; half under docs/, which
 # is tracked, half under media/, included; 1,000 files a folder) with its own generator, and
@@ -14,6 +14,8 @@
 # `find` over snapshots/latest against a cold `find` over the mirror on disk, and the daemon's
 # VmHWM. The source is read once before the runs so both tools start from the same cache.
 # The mount at 1,000 increments and a 50,000-entry folder: bench/mount_scale.sh.
+# `--no-rsync` runs only `backup` (no third copy of the tree: for the 3M-file memory check
+# where the disk cannot hold three trees); `--empty` writes empty files (inodes only).
 # CI runs `--files 20000`. No figure here is a pass/fail: the goals are printed beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,12 +23,16 @@ FILES=1000000
 BASE="${TMPDIR:-/tmp}"
 KEEP=0
 MOUNT=1
+RSYNC=1
+EMPTY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --files) FILES="$2"; shift 2 ;;
     --dir) BASE="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --no-mount) MOUNT=0; shift ;;
+    --no-rsync) RSYNC=0; shift ;;
+    --empty) EMPTY=1; shift ;;
     -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -46,16 +52,17 @@ cleanup() {
 trap cleanup EXIT
 
 # The tree: file i lives in <top>/d<i/1000>/f<i>.txt, 40–540 bytes of text.
-python3 - "$W/src" "$FILES" <<'PY'
+python3 - "$W/src" "$FILES" "$EMPTY" <<'PY'
 import os, sys
-root, n = sys.argv[1], int(sys.argv[2])
+root, n, empty = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 for i in range(n):
     top = "docs" if i % 2 == 0 else "media"
     d = f"{root}/{top}/d{i // 2000:04d}"
     if i % 2000 < 2:
         os.makedirs(d, exist_ok=True)
     with open(f"{d}/f{i:07d}.txt", "w") as f:
-        f.write(f"file {i}\n" * (4 + i % 50))
+        if not empty:
+            f.write(f"file {i}\n" * (4 + i % 50))
 PY
 cat >"$W/config.json" <<JSON
 {"src": "$W/src", "dist": "$W/dist", "track_dirs": ["docs"], "include_dirs": ["media"]}
@@ -76,7 +83,11 @@ declare -A T R B
 phase() {
   local name="$1"
   sync
-  read -r T[rsync_$name] R[rsync_$name] B[rsync_$name] < <(measure rsync -a --delete "$W/src/" "$W/rsync/")
+  if [ "$RSYNC" = 1 ]; then
+    read -r T[rsync_$name] R[rsync_$name] B[rsync_$name] < <(measure rsync -a --delete "$W/src/" "$W/rsync/")
+  else
+    T[rsync_$name]=0 R[rsync_$name]=0 B[rsync_$name]=0
+  fi
   sync
   read -r T[ours_$name] R[ours_$name] B[ours_$name] < <(measure "$BIN/backup" --config "$W/config.json" -q)
 }

@@ -856,17 +856,7 @@ impl Index {
         // Paths with events, a page at a time.
         let mut after: (i64, Vec<u8>) = (0, Vec::new());
         loop {
-            let page: Vec<(i64, Vec<u8>)> = self
-                .conn()
-                .prepare_cached(
-                    "SELECT DISTINCT dir, name FROM events WHERE (dir, name) > (?1, ?2)
-                     ORDER BY dir, name LIMIT 1024",
-                )
-                .and_then(|mut s| {
-                    s.query_map(params![after.0, after.1], |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect()
-                })
-                .map_err(self.err("list paths"))?;
+            let page = self.event_paths_after(&after)?;
             let Some(last) = page.last().cloned() else {
                 break;
             };

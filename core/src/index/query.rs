@@ -544,6 +544,21 @@ impl Index {
             .map_err(self.err("look for extended attributes"))
     }
 
+    /// The next 1,024 paths with events after `after` (folder id, name), in that order: the one
+    /// way to walk every cataloged path a page at a time.
+    pub(crate) fn event_paths_after(&self, after: &(i64, Vec<u8>)) -> Result<Vec<(i64, Vec<u8>)>> {
+        self.conn()
+            .prepare_cached(
+                "SELECT DISTINCT dir, name FROM events WHERE (dir, name) > (?1, ?2)
+                 ORDER BY dir, name LIMIT 1024",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![after.0, after.1], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(self.err("list paths"))
+    }
+
     /// Calls `f` with every cataloged path and its folded events (kept versions included), in
     /// (folder id, name) order — for `search`, `diff` and `check`, which look at everything.
     pub fn for_each_path(
@@ -552,17 +567,7 @@ impl Index {
     ) -> Result<()> {
         let mut after: (i64, Vec<u8>) = (0, Vec::new());
         loop {
-            let page: Vec<(i64, Vec<u8>)> = self
-                .conn()
-                .prepare_cached(
-                    "SELECT DISTINCT dir, name FROM events WHERE (dir, name) > (?1, ?2)
-                     ORDER BY dir, name LIMIT 1024",
-                )
-                .and_then(|mut s| {
-                    s.query_map(params![after.0, after.1], |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect()
-                })
-                .map_err(self.err("list paths"))?;
+            let page = self.event_paths_after(&after)?;
             let Some(last) = page.last().cloned() else {
                 return Ok(());
             };
