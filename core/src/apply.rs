@@ -194,32 +194,21 @@ fn io_err(rel: &RelPath, op: &'static str, e: &io::Error) -> (FileError, bool) {
 
 /// Creates the mirror and staging folders (once, before the first change).
 pub fn prepare(stage: &Stage) -> Result<(), (FileError, bool)> {
+    let failed = |op: &'static str, dir: PathBuf| {
+        move |e: io::Error| {
+            let full = pfs::is_disk_full(&e);
+            let msg = format!("{}: {e}", dir.display());
+            (FileError::new(None, op, msg), full)
+        }
+    };
+    let mirror = stage.repo.mirror_dir();
     stage
         .sync
-        .create_dir_all(DirRole::Dist, &stage.repo.mirror_dir())
-        .map_err(|e| {
-            let full = pfs::is_disk_full(&e);
-            (
-                FileError::new(
-                    None,
-                    "create mirror",
-                    format!("{}: {e}", stage.repo.mirror_dir().display()),
-                ),
-                full,
-            )
-        })?;
+        .create_dir_all(DirRole::Dist, &mirror)
+        .map_err(failed("create mirror", mirror.clone()))?;
     // The staging dir need not be durable: recovery removes whatever is left of it.
-    std::fs::create_dir_all(stage.repo.staging_dir()).map_err(|e| {
-        let full = pfs::is_disk_full(&e);
-        (
-            FileError::new(
-                None,
-                "create staging dir",
-                format!("{}: {e}", stage.repo.staging_dir().display()),
-            ),
-            full,
-        )
-    })
+    let staging = stage.repo.staging_dir();
+    std::fs::create_dir_all(&staging).map_err(failed("create staging dir", staging.clone()))
 }
 
 /// The mode a folder of the mirror gets: the recorded one, plus what this process needs to
