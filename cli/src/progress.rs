@@ -65,6 +65,11 @@ pub fn work_sink(pb: &ProgressBar, noun: &'static str) -> impl Fn(Work) + Sync {
             pb.set_message(format!("0/{items} {noun}"));
             pb.tick();
         }
+        Work::Bytes { bytes } => {
+            if by_bytes.load(Ordering::Relaxed) {
+                pb.inc(bytes);
+            }
+        }
         Work::Item { bytes } => {
             let d = done.fetch_add(1, Ordering::Relaxed) + 1;
             if by_bytes.load(Ordering::Relaxed) {

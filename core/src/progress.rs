@@ -185,9 +185,15 @@ pub type EventSink = std::sync::Arc<dyn Fn(Event) + Send + Sync>;
 pub enum Work {
     /// What lies ahead: items and their bytes (0 when unknown).
     Start { items: u64, bytes: u64 },
-    /// One item done, with its bytes.
+    /// One item done, with its bytes (those not already told by [`Work::Bytes`]).
     Item { bytes: u64 },
+    /// Bytes of the item in progress (a big file being copied or hashed), told as they go.
+    Bytes { bytes: u64 },
 }
+
+/// How often [`Work::Bytes`] is told: often enough for a bar to move, rarely enough to cost
+/// nothing.
+pub const WORK_BYTES_STEP: u64 = 4 << 20;
 
 /// Where [`Work`] events go; `&|_| {}` for none.
 pub type WorkSink<'a> = &'a (dyn Fn(Work) + Sync);

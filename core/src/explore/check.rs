@@ -562,7 +562,12 @@ impl Checker<'_> {
         st: &EntryStat,
         parent: &SafeDir,
     ) {
-        self.item(exp.size);
+        // A file this check reads tells its bytes as it hashes them (a big file moves the bar).
+        let reads = self.verify
+            && exp.hash.is_some()
+            && st.kind != EntryKind::Symlink
+            && !self.hashes.contains_key(&(st.dev, st.ino));
+        self.item(if reads { 0 } else { exp.size });
         let problem = |kind| Problem {
             location: location.to_owned(),
             path: Some(rel.encode()),
@@ -618,7 +623,13 @@ impl Checker<'_> {
                     let h = parent
                         .open_file(&name)
                         .map_err(|e| e.to_string())
-                        .and_then(|mut f| hash_reader(&mut f).map_err(|e| e.to_string()));
+                        .and_then(|mut f| {
+                            let progress = self.progress;
+                            hash_reader_telling(&mut f, &mut |n| {
+                                progress(crate::progress::Work::Bytes { bytes: n })
+                            })
+                            .map_err(|e| e.to_string())
+                        });
                     if st.nlink > 1 {
                         if self.hashes.len() >= HASH_CACHE {
                             self.hashes.clear();
@@ -881,18 +892,38 @@ impl OriginalTool {
 
 /// blake3 of everything `r` reads.
 pub fn hash_reader(r: &mut dyn Read) -> std::io::Result<ContentHash> {
+    hash_reader_telling(r, &mut |_| {})
+}
+
+/// [`hash_reader`], telling `told` the bytes read, every [`WORK_BYTES_STEP`] and at the end.
+///
+/// [`WORK_BYTES_STEP`]: crate::progress::WORK_BYTES_STEP
+pub fn hash_reader_telling(
+    r: &mut dyn Read,
+    told: &mut dyn FnMut(u64),
+) -> std::io::Result<ContentHash> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
+    let mut pending = 0u64;
     loop {
         match r.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 hasher.update(&buf[..n]);
+                pending += n as u64;
+                if pending >= crate::progress::WORK_BYTES_STEP {
+                    told(pending);
+                    pending = 0;
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                told(pending);
+                return Err(e);
+            }
         }
     }
+    told(pending);
     Ok(hasher.finalize().into())
 }
 

@@ -892,6 +892,8 @@ struct Run<'a> {
     /// Folders whose entries changed (`None`: the target itself), fsynced at the end under
     /// [`Strategy::EachFile`].
     changed_dirs: BTreeSet<Option<RelPath>>,
+    /// Bytes of the current file already told to `progress` while it was copied.
+    bytes_told: u64,
 }
 
 fn kind_of(k: FileKind) -> ResultKind {
@@ -941,6 +943,7 @@ impl<'a> Run<'a> {
                 _ => None,
             },
             changed_dirs: BTreeSet::new(),
+            bytes_told: 0,
         }
     }
 
@@ -1013,7 +1016,10 @@ impl<'a> Run<'a> {
                     let f = self.fingerprint.hash_one(&item.path);
                     self.written.insert(f);
                 }
-                (self.progress)(crate::progress::Work::Item { bytes: item.size });
+                let rest = item
+                    .size
+                    .saturating_sub(std::mem::take(&mut self.bytes_told));
+                (self.progress)(crate::progress::Work::Item { bytes: rest });
                 self.push(
                     item.path.clone(),
                     kind_of(item.kind),
@@ -1131,13 +1137,23 @@ impl<'a> Run<'a> {
                     xattrs,
                 };
                 let sync = self.each_file();
-                parent.write_file(&name, |f| {
+                let progress = self.progress;
+                let mut told = 0u64;
+                let mut pending = 0u64;
+                let written = parent.write_file(&name, |f| {
                     copy_sparse(
                         &src,
                         f,
                         holes,
                         Some(&mut |b: &[u8]| {
                             hasher.update(b);
+                            // A big file moves the bar as it is copied.
+                            pending += b.len() as u64;
+                            if pending >= crate::progress::WORK_BYTES_STEP {
+                                progress(crate::progress::Work::Bytes { bytes: pending });
+                                told += pending;
+                                pending = 0;
+                            }
                         }),
                     )
                     .map_err(|e| FsError::new("copy to", &dest, e))?;
@@ -1147,7 +1163,9 @@ impl<'a> Run<'a> {
                         f.sync_all().map_err(|e| FsError::new("fsync", &dest, e))?;
                     }
                     Ok(())
-                })?;
+                });
+                self.bytes_told = told;
+                written?;
                 if item
                     .hash
                     .is_some_and(|want| ContentHash::from(hasher.finalize()) != want)
