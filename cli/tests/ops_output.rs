@@ -312,3 +312,41 @@ fn json_failures_are_one_object() {
     let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON error object");
     assert_eq!(doc["exit"], 2);
 }
+
+/// `recreate` and `prune` show their bars on a terminal too, and nothing in a pipe.
+#[test]
+fn recreate_and_prune_bars_on_a_terminal() {
+    let env = TestEnv::new();
+    env.config(json!({"track_dirs": ["docs"]}));
+    for i in 0..3 {
+        env.write("docs/a.txt", format!("version {i}").as_bytes());
+        env.backup_ok(&[]);
+    }
+    assert_eq!(env.increments().len(), 3);
+    let tool = sh_quote(&bin("backup-tool"));
+    let cfg = sh_quote(&env.config_path);
+    let (code, screen) = on_a_terminal(&format!("{tool} -c {cfg} recreate --force"));
+    assert_eq!(code, Some(0), "{screen}");
+    let plain = strip_ansi(&screen);
+    assert!(
+        plain.contains("/3 increments") && plain.contains("ETA"),
+        "no recreate bar on a terminal: {plain:?}"
+    );
+    let (code, screen) = on_a_terminal(&format!("{tool} -c {cfg} prune --keep-last 1"));
+    assert_eq!(code, Some(0), "{screen}");
+    let plain = strip_ansi(&screen);
+    assert!(
+        plain.contains("/2 increments") && plain.contains("ETA"),
+        "no prune bar on a terminal: {plain:?}"
+    );
+    assert_eq!(env.increments().len(), 1);
+    let out = env.tool(&[
+        "-c",
+        env.config_path.to_str().unwrap(),
+        "recreate",
+        "--force",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = text(&out).1;
+    assert!(!err.contains('\x1b') && !err.contains('\r'), "{err:?}");
+}
