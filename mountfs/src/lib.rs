@@ -65,7 +65,21 @@ enum Keep {
     Count,
     /// Kept only while the kernel's references are not counted; else just numbered.
     IfUncounting,
+    /// As `IfUncounting`, and what was found is kept aside for a `hold` that follows.
+    Listed,
 }
+
+/// An entry a listing numbered without storing it (see [`BackupFs::hold`]).
+struct Listed {
+    loc: Loc,
+    parent: Ino,
+    name: Box<[u8]>,
+    dir: bool,
+    xattrs: XattrCache,
+}
+
+/// How many [`Listed`] entries are kept aside at most (a few listings' worth).
+const LISTED_MAX: usize = 8192;
 
 const CACHE_KEEP: usize = 50_000;
 const CACHE_AGE: Duration = Duration::from_secs(30);
@@ -315,6 +329,9 @@ pub struct BackupFs {
     reloads: AtomicU64,
     /// Set once the index was found to record no extended attribute anywhere.
     no_xattrs: AtomicBool,
+    /// What the last listings found for each entry they numbered, for the `hold` that follows
+    /// when the kernel takes the entry (no second query); bounded, cleared when full.
+    listed: Mutex<HashMap<Ino, Listed>>,
     /// Owner of `dist`: shown where nothing else is recorded.
     uid: u32,
     gid: u32,
@@ -475,6 +492,7 @@ impl BackupFs {
             stop: Arc::new(AtomicBool::new(false)),
             reloads: AtomicU64::new(0),
             no_xattrs: AtomicBool::new(false),
+            listed: Mutex::new(HashMap::new()),
             uid,
             gid,
         })
@@ -1035,7 +1053,7 @@ impl BackupFs {
         let count = keep == Keep::Count;
         let store = match keep {
             Keep::Count => true,
-            Keep::IfUncounting => !self.counting(),
+            Keep::IfUncounting | Keep::Listed => !self.counting(),
         };
         let dir = matches!(&node, Node::Dir(_)) || matches!(&node, Node::Disk(_, m) if m.is_dir());
         let ino = if store {
@@ -1048,7 +1066,24 @@ impl BackupFs {
                 count,
             })
         } else {
-            self.inodes.ino_of(&loc)
+            let ino = self.inodes.ino_of(&loc);
+            if keep == Keep::Listed {
+                let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+                if listed.len() >= LISTED_MAX {
+                    listed.clear();
+                }
+                listed.insert(
+                    ino,
+                    Listed {
+                        loc: loc.clone(),
+                        parent,
+                        name: name.into(),
+                        dir,
+                        xattrs: Self::xattrs_of(&node),
+                    },
+                );
+            }
+            ino
         };
         let mut a = self.attr(ino, &node);
         a.nlink = a.nlink.max(nlink);
@@ -1450,10 +1485,10 @@ impl ReadOnlyFs for BackupFs {
         let listing = self.listing(st, &loc)?;
         let mut out = Vec::with_capacity(listing.len());
         for (l, name, node) in listing {
-            // Numbered only: `hold` remembers and counts each entry the kernel really takes.
-            // (Keeping every listed entry uncounted saved a tenth of a cold `find` but doubled
-            // the daemon's memory: 197 MiB after a `find` over 500,000 entries.)
-            let Ok(a) = self.present_node(st, ino, &name, l, node, Keep::IfUncounting) else {
+            // Numbered only: `hold` remembers and counts each entry the kernel really takes,
+            // from what was found here (kept aside, bounded). Storing every listed entry in
+            // the inode table instead doubled the daemon's memory.
+            let Ok(a) = self.present_node(st, ino, &name, l, node, Keep::Listed) else {
                 continue;
             };
             out.push((
@@ -1480,7 +1515,23 @@ impl ReadOnlyFs for BackupFs {
         if self.inodes.hold(entry.ino) {
             return;
         }
-        // Dropped from the cache since the listing was taken: look it up again.
+        let listed = self
+            .listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&entry.ino);
+        if let Some(l) = listed {
+            self.inodes.remember(Remember {
+                loc: &l.loc,
+                parent: l.parent,
+                name: &l.name,
+                dir: l.dir,
+                xattrs: l.xattrs,
+                count: true,
+            });
+            return;
+        }
+        // Not kept aside (a full side table was cleared): look it up again.
         if let Err(e) = self.lookup(st, parent, &entry.name) {
             tracing::debug!("entry {:?} of inode {parent} vanished: {e}", entry.name);
         }
