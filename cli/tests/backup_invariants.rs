@@ -461,3 +461,24 @@ fn damaged_mirror_index_is_rebuilt_from_the_mirror() {
     let idx = env.mirror_state();
     assert_eq!(idx["files"]["data/b"]["tracked"], false);
 }
+
+/// A first run over a source where nothing is selected yet is a backup of nothing: every
+/// command opens it (it used to be "not a backup"), and nothing is said about rebuilding.
+#[test]
+fn a_first_run_with_nothing_selected_leaves_a_backup_every_command_opens() {
+    let env = TestEnv::new();
+    env.config(json!({"track_dirs": ["docs"]}));
+    env.backup_ok(&[]);
+    let dist = env.dist.to_str().unwrap();
+    for args in [vec!["list"], vec!["check"], vec!["search", "--mask", "*"]] {
+        let mut full = vec![dist];
+        full.extend(args.iter().copied());
+        let out = env.tool(&full);
+        let (so, se) = text(&out);
+        assert!(out.status.success(), "{args:?}: {so}{se}");
+        assert!(!se.contains("rebuilt"), "{args:?}: {se}");
+    }
+    env.write("docs/a.txt", b"now something");
+    env.backup_ok(&[]);
+    assert_eq!(env.increments().len(), 1);
+}

@@ -384,7 +384,9 @@ fn run_blocking(
     };
 
     // A new `dist` is made durable in its parent at once: everything under it hangs on that.
-    durable::create_dir_all_durable(repo.root()).map_err(|source| EngineError::Dist {
+    // Its `mirror/` too, so that even a first run with nothing selected leaves a backup that
+    // every command opens (an empty source is a backup of nothing, not "not a backup").
+    durable::create_dir_all_durable(&repo.mirror_dir()).map_err(|source| EngineError::Dist {
         path: repo.root().display().to_string(),
         source,
     })?;

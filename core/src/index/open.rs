@@ -179,7 +179,8 @@ impl Index {
             Err(e) => return Err(e),
         };
         // Only a backup that already held something lost an index (a new one just gets one).
-        let had_backup = repo.mirror_dir().is_dir()
+        // (A run makes `mirror/` with `dist`: an empty one holds nothing to lose.)
+        let had_backup = std::fs::read_dir(repo.mirror_dir()).is_ok_and(|mut d| d.next().is_some())
             || repo.mirror_index_path().exists()
             || repo.increment_names().is_ok_and(|n| !n.is_empty());
         if !existed && temp.is_none() && had_backup {
@@ -276,7 +277,10 @@ impl Index {
                 }
             } else {
                 let r = self.reconcile_mirror(repo, &mut touched)?;
-                notes.push(IndexNote::Rebuilt { reconciled: r });
+                // An empty mirror (a backup of nothing yet) has nothing to rebuild or tell.
+                if r.described + r.kept > 0 {
+                    notes.push(IndexNote::Rebuilt { reconciled: r });
+                }
             }
             self.settle(&mut touched)
         })();
