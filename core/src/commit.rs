@@ -71,8 +71,8 @@ pub enum Record {
     Deleted(Deleted),
     /// A folder of the selection, new or with new metadata.
     Folder(RelPath, IndexEntry),
-    /// An unchanged entry whose ctime moved.
-    Touch(RelPath, i64),
+    /// An unchanged entry whose ctime moved: its row, with the new ctime.
+    Touch(RelPath, IndexEntry),
     /// The increment records this folder's metadata.
     FolderRecord(RelPath),
 }
@@ -181,12 +181,7 @@ impl Recorder {
                 }
             }
             Record::Folder(rel, e) => self.index.mirror_put(&rel, &e)?,
-            Record::Touch(rel, ctime) => {
-                if let Some(mut e) = self.index.mirror_get(&rel)? {
-                    e.ctime_ns = Some(ctime);
-                    self.index.mirror_put(&rel, &e)?;
-                }
-            }
+            Record::Touch(rel, e) => self.index.mirror_put(&rel, &e)?,
             Record::FolderRecord(rel) => {
                 if self.increment.is_some() {
                     self.folder_record(&rel)?;

@@ -167,7 +167,9 @@ fn describe(m: &std::fs::Metadata) -> Found {
     }
 }
 
-fn hash_of(path: &Path, kind: FileKind) -> io::Result<ContentHash> {
+/// blake3 of what a stored file holds (of its target for a symlink, also one stored as a plain
+/// file on a dist without symlinks).
+pub(crate) fn hash_of(path: &Path, kind: FileKind) -> io::Result<ContentHash> {
     match kind {
         FileKind::Dir => Err(io::Error::other("a folder has no content hash")),
         FileKind::Symlink => {

@@ -842,7 +842,7 @@ fn step_one(
                 }
             }
         }
-        Step::Touch { rel, ctime_ns } => out.record(Msg::Record(Record::Touch(rel, ctime_ns)))?,
+        Step::Touch { rel, entry } => out.record(Msg::Record(Record::Touch(rel, entry)))?,
         Step::FolderRecord(rel) => out.record(Msg::Record(Record::FolderRecord(rel)))?,
     }
     Ok(())

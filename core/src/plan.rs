@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::format::{ContentHash, FileKind, IndexEntry, Op, Xattr};
+use crate::format::{FileKind, IndexEntry, Op, Xattr};
 use crate::index::{self, MirrorEntries};
 use crate::relpath::RelPath;
 use crate::scan::{ScanItem, SourceEntry, SourceFolder};
@@ -77,10 +77,11 @@ pub enum Step {
     Copy(CopyItem),
     Delete(DeleteItem),
     Folder(FolderItem),
-    /// An unchanged entry whose ctime moved: only the index's remembered ctime changes.
+    /// An unchanged entry whose ctime moved: only the index's remembered ctime changes
+    /// (`entry` is its row with the new ctime, so recording it reads nothing again).
     Touch {
         rel: RelPath,
-        ctime_ns: i64,
+        entry: IndexEntry,
     },
     /// The increment records this folder's metadata: it changed and holds tracked content.
     /// Comes after everything below the folder.
@@ -103,11 +104,6 @@ pub struct Plan {
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self.copies.is_empty() && self.deletes.is_empty()
-    }
-    /// True when the run stores something in a new increment.
-    pub fn needs_increment(&self) -> bool {
-        self.copies.iter().any(|c| c.increment_op().is_some())
-            || self.deletes.iter().any(|d| d.is_tracked())
     }
     pub fn copy_bytes(&self) -> u64 {
         self.copies
@@ -201,22 +197,6 @@ fn folder_matches(f: &SourceFolder, i: &IndexEntry) -> bool {
             .owner
             .as_ref()
             .is_none_or(|o| o.uid == f.uid && o.gid == f.gid)
-}
-
-fn hash_path(path: &Path, kind: FileKind) -> Option<ContentHash> {
-    match kind {
-        FileKind::File => {
-            let mut h = blake3::Hasher::new();
-            let f = std::fs::File::open(path).ok()?;
-            h.update_reader(f).ok()?;
-            Some(h.finalize().into())
-        }
-        FileKind::Symlink => {
-            let t = backup_platform::fs::read_stored_link(path).ok()?;
-            Some(ContentHash::of(t.as_os_str().as_encoded_bytes()))
-        }
-        FileKind::Dir => None,
-    }
 }
 
 /// The extended attributes of a source entry, read now (empty where there are none or the file
@@ -363,10 +343,14 @@ impl<'i> Planner<'i> {
         let rel = f.rel.clone();
         if changed || ctime_moved {
             if !changed {
-                emit(Step::Touch {
-                    rel: rel.clone(),
-                    ctime_ns: f.ctime_ns,
-                });
+                // Not changed means a row was there.
+                if let Some(mut entry) = previous {
+                    entry.ctime_ns = Some(f.ctime_ns);
+                    emit(Step::Touch {
+                        rel: rel.clone(),
+                        entry,
+                    });
+                }
             } else {
                 emit(Step::Folder(FolderItem {
                     folder: f,
@@ -394,7 +378,8 @@ impl<'i> Planner<'i> {
             }
         }
         if e.tracked {
-            for f in &mut self.open {
+            // The innermost open folder; closing passes it up to the others.
+            if let Some(f) = self.open.last_mut() {
                 f.tracked_below = true;
             }
         }
@@ -419,12 +404,13 @@ impl<'i> Planner<'i> {
                         None => true,
                         Some((src, mirror)) => {
                             let recorded = p.hash;
-                            let source = hash_path(&e.rel.under(src), e.kind);
+                            let source = crate::journal::hash_of(&e.rel.under(src), e.kind).ok();
                             if recorded.is_none() || source != recorded {
                                 false
                             } else {
                                 // The source is unchanged; is the mirror's copy still true?
-                                let theirs = hash_path(&e.rel.under(mirror), e.kind);
+                                let theirs =
+                                    crate::journal::hash_of(&e.rel.under(mirror), e.kind).ok();
                                 repair = theirs != recorded;
                                 !repair
                             }
@@ -435,13 +421,11 @@ impl<'i> Planner<'i> {
         };
         if same {
             self.counts.unchanged += 1;
-            if previous
-                .as_ref()
-                .is_some_and(|p| p.ctime_ns != Some(e.ctime_ns))
-            {
+            if let Some(mut entry) = previous.filter(|p| p.ctime_ns != Some(e.ctime_ns)) {
+                entry.ctime_ns = Some(e.ctime_ns);
                 emit(Step::Touch {
                     rel: e.rel.clone(),
-                    ctime_ns: e.ctime_ns,
+                    entry,
                 });
             }
             return Ok(());
@@ -472,11 +456,6 @@ impl<'i> Planner<'i> {
             self.gone(r, e, emit);
         }
         Ok(())
-    }
-
-    /// True when what was planned stores something in a new increment.
-    pub fn needs_increment(&self) -> bool {
-        self.counts.tracked_copies > 0 || self.counts.tracked_deletes > 0
     }
 }
 

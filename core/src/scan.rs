@@ -52,13 +52,6 @@ pub struct SourceEntry {
     pub allocated: u64,
 }
 
-impl SourceEntry {
-    /// The file has holes worth keeping (at least one unallocated block).
-    pub fn sparse(&self) -> bool {
-        self.kind == FileKind::File && self.allocated.saturating_add(4096) <= self.size
-    }
-}
-
 /// A folder that the mirror holds (it has selected entries below it, or is preserved).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceFolder {
@@ -322,9 +315,9 @@ impl Walk<'_, '_> {
                 }
             }
             if kind == EntryKind::Dir {
-                self.enter(&dir, &entry.name, &buf.clone(), state)?;
+                self.enter(&dir, &entry.name, &buf, state)?;
             } else {
-                self.file(&dir, &entry.name, &buf.clone(), kind, stat, state)?;
+                self.file(&dir, &entry.name, &buf, kind, stat, state)?;
             }
         }
         ControlFlow::Continue(())

@@ -1035,7 +1035,7 @@ impl BackupFs {
             true => Keep::Count,
             false => Keep::IfUncounting,
         };
-        self.present_node(st, parent, name, loc, node, keep)
+        Ok(self.present_node(st, parent, name, loc, node, keep))
     }
 
     fn present_node(
@@ -1046,7 +1046,7 @@ impl BackupFs {
         loc: Loc,
         node: Node,
         keep: Keep,
-    ) -> FsResult<NodeAttr> {
+    ) -> NodeAttr {
         let (loc, nlink) = match &node {
             Node::Version(v, _) => self.link_group(st, &loc, v),
             _ => (loc, 1),
@@ -1088,7 +1088,7 @@ impl BackupFs {
         };
         let mut a = self.attr(ino, &node);
         a.nlink = a.nlink.max(nlink);
-        Ok(a)
+        a
     }
 
     /// Every entry of the folder `loc`, with what it is.
@@ -1464,13 +1464,13 @@ impl ReadOnlyFs for BackupFs {
         Ok(listing
             .into_iter()
             .map(|(l, name, node)| {
-                let kind = self.attr(0, &node).kind;
-                let ino = if store {
-                    self.present_node(st, ino, &name, l, node, Keep::IfUncounting)
-                        .map(|a| a.ino)
-                        .unwrap_or(0)
-                } else {
-                    self.inodes.ino_of(&l)
+                // Attributes once: building them may stat the stored file.
+                let (ino, kind) = match store {
+                    true => {
+                        let a = self.present_node(st, ino, &name, l, node, Keep::IfUncounting);
+                        (a.ino, a.kind)
+                    }
+                    false => (self.inodes.ino_of(&l), self.attr(0, &node).kind),
                 };
                 DirEntry {
                     ino,
@@ -1489,9 +1489,7 @@ impl ReadOnlyFs for BackupFs {
             // Numbered only: `hold` remembers and counts each entry the kernel really takes,
             // from what was found here (kept aside, bounded). Storing every listed entry in
             // the inode table instead doubled the daemon's memory.
-            let Ok(a) = self.present_node(st, ino, &name, l, node, Keep::Listed) else {
-                continue;
-            };
+            let a = self.present_node(st, ino, &name, l, node, Keep::Listed);
             out.push((
                 DirEntry {
                     ino: a.ino,

@@ -74,6 +74,23 @@ enum Listing {
     Plus(Arc<Vec<(DirEntry, NodeAttr)>>),
 }
 
+impl Listing {
+    fn len(&self) -> usize {
+        match self {
+            Listing::Plain(l) => l.len(),
+            Listing::Plus(l) => l.len(),
+        }
+    }
+
+    /// Entry `i`, whichever way the listing was taken.
+    fn entry(&self, i: usize) -> &DirEntry {
+        match self {
+            Listing::Plain(l) => &l[i],
+            Listing::Plus(l) => &l[i].0,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Handles {
     files: HashMap<u64, OpenFile>,
@@ -408,16 +425,14 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
                 return;
             }
         };
+        // Asked plainly after a plus listing (the kernel may switch): the same entries, read
+        // in place (a copy per call made paging through a big folder quadratic).
         let list = match cached {
-            Some(Listing::Plain(l)) => l,
-            // Asked plainly after a plus listing (the kernel may switch): the same entries.
-            Some(Listing::Plus(l)) => Arc::new(l.iter().map(|(e, _)| e.clone()).collect()),
+            Some(l) => l,
             None => match self.fs.readdir(&self.fs.state(), ino.0) {
                 Ok(l) => {
-                    let l = Arc::new(l);
-                    self.lock()
-                        .dirs
-                        .insert(fh.0, Some(Listing::Plain(Arc::clone(&l))));
+                    let l = Listing::Plain(Arc::new(l));
+                    self.lock().dirs.insert(fh.0, Some(l.clone()));
                     l
                 }
                 Err(e) => {
@@ -444,7 +459,8 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
             off = 2;
         }
         let start = usize::try_from(off - 2).unwrap_or(usize::MAX);
-        for (i, e) in list.iter().enumerate().skip(start) {
+        for i in start..list.len() {
+            let e = list.entry(i);
             if reply.add(INodeNo(e.ino), 3 + i as u64, file_type(e.kind), &e.name) {
                 break;
             }
@@ -486,25 +502,23 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
                 }
             },
         };
-        // The kernel links no entry for "." and "..": their attributes only fill the slot.
-        let own = match self.fs.getattr(&st, ino.0) {
-            Ok(a) => fuse_attr(&a),
-            Err(e) => {
-                reply.error(errno(&e));
-                return;
-            }
-        };
         let no_ttl = Duration::ZERO;
         // Offsets as in readdir: 1 after ".", 2 after "..", 3 + i after entry i.
         let mut off = offset;
-        if off == 0 {
-            if reply.add(ino, 1, ".", &no_ttl, &own, Generation(0)) {
+        // The kernel links no entry for "." and "..": the folder's own attributes only fill
+        // their slots, so only the first page of a listing needs them.
+        if off < 2 {
+            let own = match self.fs.getattr(&st, ino.0) {
+                Ok(a) => fuse_attr(&a),
+                Err(e) => {
+                    reply.error(errno(&e));
+                    return;
+                }
+            };
+            if off == 0 && reply.add(ino, 1, ".", &no_ttl, &own, Generation(0)) {
                 reply.ok();
                 return;
             }
-            off = 1;
-        }
-        if off == 1 {
             let parent = self.fs.parent(ino.0);
             let mut up = own;
             up.ino = INodeNo(parent);

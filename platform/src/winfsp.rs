@@ -144,13 +144,11 @@ impl<F: ReadOnlyFs> Adapter<F> {
             }
         }
         let mut rest = Vec::new();
-        for e in self.fs.readdir(&st, h.ino)? {
+        // Entries with their attributes in one pass (a lookup per entry did the work twice).
+        for (e, a) in self.fs.readdir_plus(&st, h.ino)? {
             if e.kind == NodeKind::Symlink {
                 continue;
             }
-            let Ok(a) = self.fs.lookup(&st, h.ino, &e.name) else {
-                continue;
-            };
             // Names longer than an entry holds (or with a NUL) are left out rather than cut.
             let Ok(n) = U16CString::from_os_str(&e.name) else {
                 continue;

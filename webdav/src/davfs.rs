@@ -228,17 +228,13 @@ impl<F: ReadOnlyFs> Tree<F> {
         };
         let mut out = Vec::new();
         let mut child = segs.to_vec();
-        for e in self.fs.readdir(st, dir.ino)? {
+        // Entries with their attributes in one pass (a getattr per entry did the work twice).
+        for (e, attr) in self.fs.readdir_plus(st, dir.ino)? {
             let name = name_bytes(&e.name);
             // A name this platform cannot put in a path is left out rather than mangled.
             if os_name(&name).is_err() {
                 continue;
             }
-            let attr = match self.fs.getattr(st, e.ino) {
-                Ok(a) => a,
-                // Gone between the listing and now (a prune): leave it out.
-                Err(_) => continue,
-            };
             child.push(name.clone());
             let served = self.serve_node(st, &child, attr);
             child.pop();

@@ -1118,10 +1118,7 @@ impl<'a> Run<'a> {
                         return Ok(action);
                     }
                 }
-                let stored_mode = src
-                    .metadata()
-                    .ok()
-                    .and_then(|m| backup_platform::meta::mode_bits(&m));
+
                 let holes = if item.sparse {
                     Holes::DetectZeros
                 } else {
@@ -1131,7 +1128,12 @@ impl<'a> Run<'a> {
                 // nothing) but reported, never passed off as good.
                 let mut hasher = blake3::Hasher::new();
                 let want = Apply {
-                    mode: item.mode.or(stored_mode),
+                    // The stored file's own mode only where old metadata records none.
+                    mode: item.mode.or_else(|| {
+                        src.metadata()
+                            .ok()
+                            .and_then(|m| backup_platform::meta::mode_bits(&m))
+                    }),
                     owner: owner_ids(&item.owner),
                     mtime_ns: Some(item.mtime_ns),
                     xattrs,

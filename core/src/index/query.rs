@@ -558,33 +558,4 @@ impl Index {
             })
             .map_err(self.err("list paths"))
     }
-
-    /// Calls `f` with every cataloged path and its folded events (kept versions included), in
-    /// (folder id, name) order — for `search`, `diff` and `check`, which look at everything.
-    pub fn for_each_path(
-        &self,
-        f: &mut dyn FnMut(&RelPath, &[Folded]) -> Result<()>,
-    ) -> Result<()> {
-        let mut after: (i64, Vec<u8>) = (0, Vec::new());
-        loop {
-            let page = self.event_paths_after(&after)?;
-            let Some(last) = page.last().cloned() else {
-                return Ok(());
-            };
-            for (dir, name) in page {
-                // A row whose folder or name no path can have is skipped, not fatal: one
-                // crafted or damaged row must not hide every other path.
-                let path = match self.dir_path(dir) {
-                    Ok(Some(d)) => d.join(&name),
-                    Ok(None) => RelPath::from_bytes(&name),
-                    Err(IndexError::Corrupt { .. }) => continue,
-                    Err(e) => return Err(e),
-                };
-                let Ok(path) = path else { continue };
-                let tl = self.timeline(&path)?;
-                f(&path, &tl)?;
-            }
-            after = last;
-        }
-    }
 }
