@@ -238,3 +238,55 @@ fn a_run_never_touches_a_folder_or_file_it_did_not_create() {
     assert_eq!(std::fs::read(&squat).unwrap(), b"not ours");
     assert!(env.dist.join(name).join(format!("{name}.json")).is_file());
 }
+
+#[test]
+fn a_run_after_a_same_second_prune_is_still_the_newest() {
+    // Runs in one faked second (each process reads 12:00:00 plus the few milliseconds it has
+    // run), a prune that removes the oldest of them, then one more run: the new increment must
+    // sort after those left, be the latest, and be what the next prune keeps.
+    let env = setup();
+    let clock = clock_at("2024-03-10 12:00:00", "UTC");
+    let run = |i: usize| {
+        env.write("docs/a.txt", format!("version {i}\n").as_bytes());
+        let s = json(env.backup_env(&clock, &["--json", "-q"]), "backup");
+        backup_core::IncrementName::parse(s["increment"].as_str().unwrap()).unwrap()
+    };
+    let first: Vec<_> = (1..=4).map(run).collect();
+    ok(
+        env.tool_env(&clock, &["prune", "--keep-last", "2"]),
+        "prune",
+    );
+    let fifth = run(5);
+    assert!(
+        fifth > first[3],
+        "{fifth} must sort after {} (the newest before it)",
+        first[3]
+    );
+    assert!(!first.contains(&fifth), "{fifth} reuses a pruned name");
+    let list = json(env.tool_env(&[], &["list", "--json"]), "list");
+    let names: Vec<&str> = list["increments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names.last(),
+        Some(&fifth.as_str()),
+        "latest is the last run"
+    );
+    ok(
+        env.tool_env(&clock, &["prune", "--keep-last", "2"]),
+        "prune",
+    );
+    let kept: Vec<String> = logged(&env, &[]).into_values().collect();
+    let want = [hash(b"version 4\n"), hash(b"version 5\n")];
+    for w in &want {
+        assert!(
+            kept.contains(w),
+            "the two newest versions are kept: {kept:?}"
+        );
+    }
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    ok(env.tool_env(&[], &["check"]), "check");
+}

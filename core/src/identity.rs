@@ -11,7 +11,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use chrono::{DateTime, FixedOffset, Local, NaiveDateTime, Offset, TimeZone};
+use chrono::{DateTime, FixedOffset, Local, NaiveDateTime, Offset, TimeZone, Timelike};
 
 pub const INCREMENT_PREFIX: &str = "backup_";
 
@@ -65,6 +65,10 @@ impl IncrementName {
     }
 
     fn from_parts(stamp: NaiveDateTime, suffix: Vec<u32>) -> Self {
+        // Whole seconds, as the name shows them: a stamp carrying the clock's fraction would
+        // compare after a same-second name with a suffix (`10:00:00.4` > `10:00:00_04`) and
+        // hand out a name that sorts before increments already there.
+        let stamp = stamp.with_nanosecond(0).unwrap_or(stamp);
         let mut text = format!("{INCREMENT_PREFIX}{}", stamp.format(STAMP_FORMAT));
         for n in &suffix {
             text.push_str(&format!("_{n:02}"));
@@ -343,6 +347,21 @@ mod tests {
             last = next;
         }
         assert_eq!(last.as_str(), "backup_20240105_100000_150");
+    }
+
+    #[test]
+    fn a_clock_fraction_never_sorts_a_new_name_before_a_same_second_suffix() {
+        // What a real clock reads: 10:00:00.4, after the older increments of that second were
+        // pruned and only `_03` and `_04` are left.
+        let t = Local.with_ymd_and_hms(2024, 1, 5, 10, 0, 0).unwrap()
+            + chrono::Duration::milliseconds(400);
+        let newest = n("backup_20240105_100000_04");
+        let made = IncrementName::next(t, Some(&newest));
+        assert_eq!(made.as_str(), "backup_20240105_100000_05");
+        assert!(made > newest);
+        // Equal names compare equal whatever clock reading made them.
+        assert_eq!(IncrementName::next(t, None), n("backup_20240105_100000"));
+        assert_eq!(IncrementName::next(t, None).stamp().nanosecond(), 0);
     }
 
     #[test]

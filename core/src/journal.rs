@@ -470,7 +470,7 @@ pub fn recover(
     }
 
     // 2. The index: the catalog with the finished increment, the mirror as it really is.
-    index.sync_catalog(repo)?;
+    index.sync_catalog(repo, Some(lock))?;
     prune_empty_dirs(&repo.mirror_dir());
     index.begin()?;
     let result = (|| -> Result<(), RecoveryError> {

@@ -136,7 +136,7 @@ fn preview_index(repo: &Repository) -> Result<(Index, Option<tempfile::TempDir>)
     })?;
     let index = Index::open_at(&dir.path().join("index.sqlite"), false)?;
     if repo.root().is_dir() {
-        index.sync_catalog(repo)?;
+        index.sync_catalog(repo, None)?;
         index.fill_mirror_from(repo)?;
     }
     Ok((index, Some(dir)))

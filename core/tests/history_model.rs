@@ -295,7 +295,7 @@ proptest! {
             index.mirror_put(p, e).unwrap();
         }
         index.commit().unwrap();
-        index.sync_catalog(&repo).unwrap();
+        index.sync_catalog(&repo, None).unwrap();
         compare(&index, &History::build(run.increments.clone(), &run.mirror))?;
 
         let kept: Vec<IncrementInfo> = run
@@ -311,7 +311,7 @@ proptest! {
             })
             .map(|(_, inc)| inc.clone())
             .collect();
-        index.sync_catalog(&repo).unwrap();
+        index.sync_catalog(&repo, None).unwrap();
         compare(&index, &History::build(kept, &run.mirror))?;
     }
 }

@@ -196,3 +196,49 @@ fn an_old_mirror_json_is_imported_and_hand_made_changes_are_noticed() {
         2
     );
 }
+
+/// A mount (or any reader) that follows the backup syncs its catalog while a run is filling a
+/// new increment: it must neither wait for the run (which holds the index's write lock until it
+/// commits) nor record the half-written increment; once the run has recorded it, the reader's
+/// sync finds nothing left to do instead of adding it a second time.
+#[test]
+fn a_reader_leaves_the_increment_a_running_writer_fills_to_it() {
+    let d = tempfile::tempdir().unwrap();
+    let names = backup(d.path());
+    let repo = Repository::at(d.path());
+    let reader = Index::open_for(&repo, None).unwrap().index;
+    assert_eq!(reader.increments().unwrap().len(), 2);
+
+    // A run: the repository's lock, its index transaction, its increment folder (no metadata
+    // yet: that lands last).
+    let lock = repo.lock_for_writing().unwrap();
+    let writer = Index::open_for(&repo, Some(&lock)).unwrap().index;
+    writer.begin().unwrap();
+    let third = IncrementName::parse("backup_20240103_100000").unwrap();
+    std::fs::create_dir(repo.increment_dir(&third)).unwrap();
+    let t = std::time::Instant::now();
+    let report = reader.sync_catalog(&repo, None).unwrap();
+    assert!(report.is_empty(), "{report:?}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "the reader waited for the writer ({:?})",
+        t.elapsed()
+    );
+    assert_eq!(reader.increments().unwrap().len(), 2);
+
+    // The run records its increment and commits; the reader then sees it as recorded.
+    let meta = IncrementMeta::load(&repo.increment_meta_path(&names[1]))
+        .unwrap()
+        .0;
+    std::fs::write(repo.increment_meta_path(&third), meta.to_json()).unwrap();
+    writer.rollback().unwrap();
+    let synced = writer.sync_catalog(&repo, Some(&lock)).unwrap();
+    assert_eq!(synced.added, vec![third.clone()]);
+    drop(writer);
+    drop(lock);
+    let report = reader.sync_catalog(&repo, None).unwrap();
+    assert!(report.is_empty(), "{report:?}");
+    let incs = reader.increments().unwrap();
+    assert_eq!(incs.len(), 3);
+    assert_eq!(incs[2].name, third);
+}

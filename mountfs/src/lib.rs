@@ -1280,7 +1280,7 @@ impl BackupFs {
     pub fn refresh(&self) -> Result<Option<Reload>, MountFsError> {
         let (report, new) = {
             let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let report = w.index.sync_catalog(&self.repo)?;
+            let report = w.index.sync_catalog(&self.repo, None)?;
             let new = Catalog::load(&w.index, &self.repo)?;
             (report, new)
         };

@@ -59,7 +59,10 @@ pub fn delete(
         removed,
         failed: Vec::new(),
     };
-    if dry_run || report.removed.is_empty() {
+    let Some(lock) = write else {
+        return Ok(report);
+    };
+    if report.removed.is_empty() {
         return Ok(report);
     }
     // The one increment's metadata, rewritten without the removed entries (what is not a
@@ -92,7 +95,7 @@ pub fn delete(
     if let Err(e) = sync.flush() {
         report.failed.push((name.to_string(), e.to_string()));
     }
-    backup.sync()?;
+    backup.sync(lock)?;
     Ok(report)
 }
 

@@ -150,8 +150,8 @@ impl Backup {
 
     /// Brings the catalog in step after a command changed increment folders or metadata, so
     /// the index is current when it exits.
-    pub fn sync(&self) -> Result<crate::index::SyncReport, ExploreError> {
-        Ok(self.index().sync_catalog(&self.repo)?)
+    pub fn sync(&self, lock: &WriteLock) -> Result<crate::index::SyncReport, ExploreError> {
+        Ok(self.index().sync_catalog(&self.repo, Some(lock))?)
     }
 }
 

@@ -273,8 +273,8 @@ pub fn prune_with_progress(
     }
     // Removed (or renamed away and half removed): the index drops them before the command
     // exits.
-    if !dry_run {
-        backup.sync()?;
+    if let Some(lock) = write {
+        backup.sync(lock)?;
     }
     Ok(PruneReport {
         dry_run,

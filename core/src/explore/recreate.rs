@@ -61,7 +61,7 @@ pub fn recreate_with_progress(
     backup: &Backup,
     only: Option<&IncrementName>,
     force: bool,
-    _lock: &WriteLock,
+    lock: &WriteLock,
     progress: crate::progress::WorkSink,
 ) -> Result<Vec<Rebuilt>, ExploreError> {
     let repo = &backup.repo;
@@ -121,7 +121,7 @@ pub fn recreate_with_progress(
             out.push(failed(files, format!("write {}: {e}", path.display())));
             continue;
         }
-        backup.sync()?;
+        backup.sync(lock)?;
         out.push(Rebuilt {
             name: name.clone(),
             status: RebuildStatus::Rebuilt,

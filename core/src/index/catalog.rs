@@ -20,7 +20,7 @@ use crate::format::{CatalogEntry, CatalogSink, Category, FileKind, FolderEntry, 
 use crate::history::{fold_path, Holder};
 use crate::identity::{IncrementName, IncrementTime, TimeSource};
 use crate::relpath::RelPath;
-use crate::repo::Repository;
+use crate::repo::{Repository, WriteLock};
 
 /// Whether an increment's metadata could be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -84,6 +84,15 @@ impl SyncReport {
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty() && self.reread.is_empty()
     }
+}
+
+/// The work of one [`Index::sync_catalog`]: what to report, which increments to (re)read
+/// (with their metadata's stat and the row they replace), which rows to drop.
+#[derive(Default)]
+struct CatalogDiff {
+    report: SyncReport,
+    load: Vec<(IncrementName, MetaStat, Option<i64>)>,
+    drop: Vec<i64>,
 }
 
 /// The metadata file of an increment as last seen: its size and mtime.
@@ -300,60 +309,35 @@ impl Index {
     /// increments that are new or whose metadata changed, drops those whose folder is gone,
     /// and re-folds what they touched. Writes nothing when everything is current (read-only
     /// commands call this). Runs in its own transaction.
-    pub fn sync_catalog(&self, repo: &Repository) -> Result<SyncReport> {
-        let names = repo.increment_names().map_err(|e| IndexError::Io {
-            op: "list increments in",
-            path: repo.root().display().to_string(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let known: HashMap<String, (i64, Option<i64>, Option<i64>, String)> = self
-            .conn()
-            .prepare_cached("SELECT name, id, meta_len, meta_mtime_ns, state FROM increments")
-            .and_then(|mut s| {
-                s.query_map([], |r| {
-                    Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-                })?
-                .collect()
-            })
-            .map_err(self.err("read increments"))?;
-        let mut load = Vec::new();
-        let mut report = SyncReport::default();
-        let on_disk: HashSet<&str> = names.iter().map(IncrementName::as_str).collect();
-        for name in &names {
-            let stat = meta_stat(&repo.increment_meta_path(name));
-            match known.get(name.as_str()) {
-                None => {
-                    report.added.push(name.clone());
-                    load.push((name.clone(), stat, None));
-                }
-                Some((id, len, mtime, _)) => {
-                    let recorded: MetaStat = len.zip(*mtime);
-                    if recorded != stat {
-                        report.reread.push(name.clone());
-                        load.push((name.clone(), stat, Some(*id)));
-                    }
-                }
-            }
+    ///
+    /// `lock` is the caller's write lock, if it holds it. A caller without it (a mount, a
+    /// read-only command) leaves a folder without metadata to the writer running beside it,
+    /// which records that increment itself when it commits: waiting for it would hold the
+    /// caller for the whole run.
+    pub fn sync_catalog(&self, repo: &Repository, lock: Option<&WriteLock>) -> Result<SyncReport> {
+        let leave_unfinished = lock.is_none() && repo.writer_running();
+        let mut diff = self.catalog_diff(repo, leave_unfinished)?;
+        if diff.report.is_empty() {
+            return Ok(diff.report);
         }
-        let mut drop = Vec::new();
-        for (name, (id, ..)) in &known {
-            if !on_disk.contains(name.as_str()) {
-                if let Some(n) = IncrementName::parse(name) {
-                    report.removed.push(n);
-                }
-                drop.push(*id);
-            }
-        }
-        if report.is_empty() {
-            return Ok(report);
-        }
-        report.added.sort();
-        report.removed.sort();
-        report.reread.sort();
         let own_txn = !self.in_transaction();
         if own_txn {
             self.begin()?;
+            // Read again under the write lock: a writer that committed while this one waited
+            // (a run that recorded its increment, a prune) has changed what is to be done.
+            diff = match self.catalog_diff(repo, leave_unfinished) {
+                Ok(d) if d.report.is_empty() => {
+                    self.rollback()?;
+                    return Ok(d.report);
+                }
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = self.rollback();
+                    return Err(e);
+                }
+            };
         }
+        let CatalogDiff { report, load, drop } = diff;
         let result = (|| -> Result<()> {
             let mut touched = Touched::default();
             // A large first read (a new index over an existing backup) folds everything once
@@ -387,6 +371,56 @@ impl Index {
                 Err(e)
             }
         }
+    }
+
+    /// What [`Index::sync_catalog`] has to do: the increment folders at `dist` against the
+    /// rows of the index.
+    fn catalog_diff(&self, repo: &Repository, leave_unfinished: bool) -> Result<CatalogDiff> {
+        let names = repo.increment_names().map_err(|e| IndexError::Io {
+            op: "list increments in",
+            path: repo.root().display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let known: HashMap<String, (i64, Option<i64>, Option<i64>)> = self
+            .conn()
+            .prepare_cached("SELECT name, id, meta_len, meta_mtime_ns FROM increments")
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))?
+                    .collect()
+            })
+            .map_err(self.err("read increments"))?;
+        let mut diff = CatalogDiff::default();
+        let on_disk: HashSet<&str> = names.iter().map(IncrementName::as_str).collect();
+        for name in &names {
+            let stat = meta_stat(&repo.increment_meta_path(name));
+            match known.get(name.as_str()) {
+                // Being filled by the run beside us, which records it.
+                None if stat.is_none() && leave_unfinished => {}
+                None => {
+                    diff.report.added.push(name.clone());
+                    diff.load.push((name.clone(), stat, None));
+                }
+                Some((id, len, mtime)) => {
+                    let recorded: MetaStat = len.zip(*mtime);
+                    if recorded != stat {
+                        diff.report.reread.push(name.clone());
+                        diff.load.push((name.clone(), stat, Some(*id)));
+                    }
+                }
+            }
+        }
+        for (name, (id, ..)) in &known {
+            if !on_disk.contains(name.as_str()) {
+                if let Some(n) = IncrementName::parse(name) {
+                    diff.report.removed.push(n);
+                }
+                diff.drop.push(*id);
+            }
+        }
+        diff.report.added.sort();
+        diff.report.removed.sort();
+        diff.report.reread.sort();
+        Ok(diff)
     }
 
     /// Removes an increment and everything derived from it.

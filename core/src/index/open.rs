@@ -190,7 +190,7 @@ impl Index {
         if lock.is_none() {
             index.set_busy_timeout(std::time::Duration::from_millis(250))?;
         }
-        let synced = index.sync_catalog(repo);
+        let synced = index.sync_catalog(repo, lock);
         index.set_busy_timeout(std::time::Duration::from_secs(30))?;
         match synced {
             Ok(sync) if !sync.is_empty() && existed => {
