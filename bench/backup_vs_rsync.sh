@@ -5,8 +5,8 @@
 #
 # --dist-dir puts `dist` and rsync's copy on another file system (an exFAT mount, say) while the
 # source stays in --dir. BACKUP_BIN=path runs that binary instead of building this tree's
-# (to compare two versions on the same corpus); BACKUP_SYNC=fsync|syncfs forces a durability
-# strategy (see core/src/durable.rs).
+# (to compare two versions on the same corpus); BACKUP_SYNC=syncfs replaces the per-file fsyncs
+# by one syncfs, as versions before 2026-12 did on local disks (see core/src/durable.rs).
 #
 # Builds the release binary, makes a corpus with ../shared/bench/corpus.py (100,000 files by
 # default, ~2.1 GB), then times three phases for both tools: the initial backup, a rerun with

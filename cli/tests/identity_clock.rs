@@ -50,6 +50,17 @@ fn logged(env: &TestEnv, envs: &[(String, String)]) -> BTreeMap<String, String> 
         .collect()
 }
 
+/// The increments `list --json` shows, in its order.
+fn listed(env: &TestEnv, envs: &[(String, String)]) -> Vec<String> {
+    let list = json(env.tool_env(envs, &["list", "--json"]), "list");
+    list["increments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 fn hash(data: &[u8]) -> String {
     blake3::hash(data).to_hex().to_string()
 }
@@ -76,13 +87,7 @@ fn a_time_zone_moving_west_loses_no_version() {
     sorted.sort_by_key(|n| backup_core::IncrementName::parse(n).expect("name parses"));
     assert_eq!(names, sorted, "names sort in run order");
     assert_eq!(env.increments().len(), 5, "{:?}", env.increments());
-    let list = json(env.tool_env(&env_tz("UTC"), &["list", "--json"]), "list");
-    let listed: Vec<&str> = list["increments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap())
-        .collect();
+    let listed = listed(&env, &env_tz("UTC"));
     assert_eq!(listed, names, "list shows every increment in order");
     let log = logged(&env, &[]);
     for (name, content) in &stored {
@@ -263,16 +268,10 @@ fn a_run_after_a_same_second_prune_is_still_the_newest() {
         first[3]
     );
     assert!(!first.contains(&fifth), "{fifth} reuses a pruned name");
-    let list = json(env.tool_env(&[], &["list", "--json"]), "list");
-    let names: Vec<&str> = list["increments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap())
-        .collect();
+    let names = listed(&env, &[]);
     assert_eq!(
-        names.last(),
-        Some(&fifth.as_str()),
+        names.last().map(String::as_str),
+        Some(fifth.as_str()),
         "latest is the last run"
     );
     ok(

@@ -306,7 +306,7 @@ fn syncfs_does_not_reach_it_and_the_backup_knows_not_to_trust_it() {
     m.power_cut();
     assert!(!root.join("f").exists(), "yet nothing reached the disk");
     assert_eq!(
-        backup_core::durable::Strategy::for_dir(root),
+        backup_core::durable::Strategy::chosen(),
         backup_core::durable::Strategy::EachFile
     );
 }

@@ -557,6 +557,9 @@ pub fn prune_dirs(stage: &Stage) -> (Vec<RelPath>, Vec<FileError>) {
 
 struct Staged {
     out: Output,
+    /// The open new file of a named output, for its fsync (an unnamed one is its own handle;
+    /// a symlink has none: its directory's fsync makes it durable).
+    handle: Option<std::fs::File>,
     entry: IndexEntry,
 }
 
@@ -699,6 +702,7 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
             let bytes = target.as_os_str().as_encoded_bytes();
             Ok(Staged {
                 out: Output::Named(temp),
+                handle: None,
                 entry: IndexEntry {
                     size: bytes.len() as u64,
                     mtime,
@@ -811,24 +815,19 @@ fn stage_version(stage: &Stage, item: &CopyItem) -> Result<Staged, StageError> {
                         })
                     }
                 };
-                // Durable before anything links to it: a name that survives a power cut then
-                // always leads to the whole version, with its attributes.
-                let finish = finish.and_then(|_| {
-                    stage
-                        .sync
-                        .handle(&output)
-                        .map_err(|e| StageError::Io("sync", e))
-                });
+                // (Made durable by `install_staged`, before anything links to it.)
                 if let Err(e) = finish {
                     drop(output);
                     discard(&named);
                     return Err(e);
                 }
+                let (out, handle) = match named {
+                    Some(t) => (Output::Named(t), Some(output)),
+                    None => (Output::Unnamed(output), None),
+                };
                 return Ok(Staged {
-                    out: match named {
-                        Some(t) => Output::Named(t),
-                        None => Output::Unnamed(output),
-                    },
+                    out,
+                    handle,
                     entry: IndexEntry {
                         size: copied.len,
                         mtime,
@@ -1006,35 +1005,93 @@ fn report(stage: &Stage, (err, full): (FileError, bool)) -> CopyResult {
     CopyResult::Failed(err)
 }
 
-/// Stores one new version: staged, linked into the increment when tracked, renamed into the
-/// mirror.
+/// Stores one new version: staged, made durable, linked into the increment when tracked,
+/// renamed into the mirror.
 pub fn copy_one(stage: &Stage, item: CopyItem) -> CopyResult {
-    if stage.disk_full.load(Ordering::SeqCst) {
-        return CopyResult::Skipped;
+    match stage_one(stage, item) {
+        Staging::Staged(staged) => install_staged(stage, staged),
+        Staging::Done(done) => done,
     }
-    let rel = item.entry.rel.clone();
-    let staged = match stage_version(stage, &item) {
-        Ok(s) => s,
+}
+
+/// A version written to its new file (with its attributes) but not yet durable nor named:
+/// what [`stage_one`] hands to [`install_staged`], possibly on another thread.
+pub struct StagedCopy {
+    item: CopyItem,
+    staged: Staged,
+}
+
+/// What [`stage_one`] made of a copy.
+// Returned once per copy and matched at once, never stored; the staged copy is boxed because
+// it travels through a channel.
+#[allow(clippy::large_enum_variant)]
+pub enum Staging {
+    /// Written, to be installed.
+    Staged(Box<StagedCopy>),
+    /// Nothing to install: the copy's result.
+    Done(CopyResult),
+}
+
+/// The first half of [`copy_one`]: reads the source and writes the new file.
+pub fn stage_one(stage: &Stage, item: CopyItem) -> Staging {
+    if stage.disk_full.load(Ordering::SeqCst) {
+        return Staging::Done(CopyResult::Skipped);
+    }
+    let rel = &item.entry.rel;
+    match stage_version(stage, &item) {
+        Ok(staged) => Staging::Staged(Box::new(StagedCopy { item, staged })),
         Err(StageError::Vanished) => {
             (stage.events)(Event::Note(RunNote::Vanished { rel: rel.clone() }));
-            return CopyResult::Vanished(rel);
+            Staging::Done(CopyResult::Vanished(rel.clone()))
         }
-        Err(StageError::Io(op, e)) => return report(stage, io_err(&rel, op, &e)),
-        Err(StageError::KeptChanging) => {
-            return report(
-                stage,
-                (
-                    FileError::new(
-                        Some(&rel),
-                        "copy",
-                        format!("the file kept changing while being copied ({COPY_ATTEMPTS} attempts); not recorded"),
-                    ),
-                    false,
+        Err(StageError::Io(op, e)) => Staging::Done(report(stage, io_err(rel, op, &e))),
+        Err(StageError::KeptChanging) => Staging::Done(report(
+            stage,
+            (
+                FileError::new(
+                    Some(rel),
+                    "copy",
+                    format!("the file kept changing while being copied ({COPY_ATTEMPTS} attempts); not recorded"),
                 ),
-            )
-        }
-    };
+                false,
+            ),
+        )),
+    }
+}
+
+/// The second half of [`copy_one`]: the new file is made durable, then given its names. A
+/// name that survives a power cut so always leads to the whole version, with its attributes.
+/// Each fsync waits for the disk: the pipeline runs many of these at once, so that a journaling
+/// file system commits them together.
+pub fn install_staged(stage: &Stage, copy: Box<StagedCopy>) -> CopyResult {
+    let StagedCopy { item, staged } = *copy;
+    let durable = make_durable(stage, &item, &staged);
+    drop(staged.handle);
+    if let Err(e) = durable {
+        staged.out.discard();
+        return report(stage, io_err(&item.entry.rel, "sync", &e));
+    }
     install(stage, &item, staged.out, staged.entry)
+}
+
+/// The fsync of a staged file (a symlink has nothing to sync: its folder's fsync covers it).
+// `item` names the file in an injected fault only.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn make_durable(stage: &Stage, item: &CopyItem, staged: &Staged) -> io::Result<()> {
+    fail::fail_point!("apply::fsync", |_| {
+        let shown = match &staged.out {
+            Output::Named(p) => p.clone(),
+            Output::Unnamed(_) => stage.repo.mirror_file(&item.entry.rel),
+        };
+        Err(io::Error::other(format!(
+            "injected fault at apply::fsync: fsync {}",
+            shown.display()
+        )))
+    });
+    match (&staged.out, &staged.handle) {
+        (Output::Unnamed(f), _) | (Output::Named(_), Some(f)) => stage.sync.handle(f),
+        (Output::Named(_), None) => Ok(()),
+    }
 }
 
 /// Another name of a hard-link group whose first name (`first`, already in the mirror with its

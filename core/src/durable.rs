@@ -5,17 +5,17 @@
 //! renamed, linked, removed) after `fsync` of its directory. Nothing else is promised by POSIX,
 //! and a FUSE mount (ntfs-3g, exfat-fuse, sshfs, rclone) gets nothing else: the kernel does
 //! not forward `syncfs(2)` to a FUSE daemon, so it returns success having flushed nothing.
+//! So `syncfs` is never what a run relies on, on any file system.
 //!
-//! A [`SyncSet`] collects, while a run works, the directories that gained or lost entries; the
-//! workers fsync each new file themselves right after writing it (in parallel with other
-//! copies). [`SyncSet::flush`] then fsyncs the directories in an order that keeps a cut
-//! between two of them harmless: increment folders first (the destinations of links and of
-//! deletions' renames), then the mirror's, then `dist`. Only after that may metadata be
-//! written. On a local file system whose `syncfs` is known to work (see
-//! [`backup_platform::fs::syncfs_trusted_kind`]) one `syncfs` replaces all of it.
+//! A [`SyncSet`] collects, while a run works, the directories that gained or lost entries; each
+//! new file is fsynced before anything links to it, by the pipeline's installers (many at
+//! once: a journaling file system commits concurrent fsyncs together). [`SyncSet::flush`] then
+//! fsyncs the directories in an order that keeps a cut between two of them harmless:
+//! increment folders first (the destinations of links and of deletions' renames), then the
+//! mirror's, then `dist`. Only after that may metadata be written.
 //!
-//! `BACKUP_SYNC=fsync` forces the per-file strategy everywhere and `BACKUP_SYNC=syncfs` trusts
-//! `syncfs` everywhere (for benchmarks and tests only: wrong on FUSE).
+//! `BACKUP_SYNC=syncfs` replaces all of it by one `syncfs` (for benchmarks and the recovery
+//! tests only: it does nothing on FUSE).
 
 use std::collections::BTreeSet;
 use std::io;
@@ -29,21 +29,17 @@ use backup_platform::fs as pfs;
 pub enum Strategy {
     /// `fsync` of every new file and of every changed directory: correct everywhere.
     EachFile,
-    /// One `syncfs` of the file system: only where it is known to reach the disk.
+    /// One `syncfs` of the file system (`BACKUP_SYNC=syncfs` only: not a guarantee on FUSE).
     SyncFs,
 }
 
 impl Strategy {
-    /// The strategy for the file system holding `dir`.
-    pub fn for_dir(dir: &Path) -> Strategy {
+    /// [`Strategy::EachFile`], on every file system, unless `BACKUP_SYNC=syncfs` asks
+    /// otherwise.
+    pub fn chosen() -> Strategy {
         match std::env::var("BACKUP_SYNC").as_deref() {
-            Ok("fsync") => return Strategy::EachFile,
-            Ok("syncfs") => return Strategy::SyncFs,
-            _ => {}
-        }
-        match pfs::syncfs_trusted_kind(dir) {
-            Some(_) => Strategy::SyncFs,
-            None => Strategy::EachFile,
+            Ok("syncfs") => Strategy::SyncFs,
+            _ => Strategy::EachFile,
         }
     }
 }
@@ -89,12 +85,12 @@ pub struct SyncSet {
 }
 
 /// How many fsyncs of directories run at once (each is a round trip on FUSE).
-const DIR_SYNC_THREADS: usize = 4;
+const DIR_SYNC_THREADS: usize = 16;
 
 impl SyncSet {
     /// For a run writing under `root` (`dist`).
     pub fn new(root: &Path) -> Self {
-        Self::with_strategy(root, Strategy::for_dir(root))
+        Self::with_strategy(root, Strategy::chosen())
     }
 
     pub fn with_strategy(root: &Path, strategy: Strategy) -> Self {

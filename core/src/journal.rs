@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use backup_platform::dir::EntryKind;
 use backup_platform::fs as pfs;
 
-use crate::durable::{DirRole, Strategy, SyncSet};
+use crate::durable::{DirRole, SyncSet};
 use crate::format::{CatalogEntry, ContentHash, FileKind, IncrementMeta, MTime};
 use crate::identity::{timestamp_of, IncrementTime};
 use crate::index::{Index, IndexError, Touched};
@@ -509,19 +509,16 @@ pub fn recover(
     }))
 }
 
-/// Where one `syncfs` is trusted ([`Strategy::SyncFs`]), a run's copies are not fsynced one
-/// by one, so a power cut in the middle of a run can leave a name in the partial increment's
-/// `track/` whose bytes never reached the disk: ext4's and XFS's delayed allocation bring such
-/// a file back empty or short, never with wrong bytes at its full length. Such a copy would
-/// become a version that never existed; it is removed instead when it is shorter than its
-/// source (or the source is gone: nothing can tell). The run never reported these copies, so
-/// nothing promised is dropped; the run that recovers copies them again. A copy of a source
-/// that has changed size since is removed too: the cost of not trusting a short file.
+/// A run whose copies were not fsynced one by one (`BACKUP_SYNC=syncfs`, or a version of this
+/// tool from before every copy was) can leave, after a power cut in the middle of it, a name in
+/// the partial increment's `track/` whose bytes never reached the disk: ext4's and XFS's
+/// delayed allocation bring such a file back empty or short, never with wrong bytes at its full
+/// length. Such a copy would become a version that never existed; it is removed instead when it
+/// is shorter than its source (or the source is gone: nothing can tell). The run never reported
+/// these copies, so nothing promised is dropped; the run that recovers copies them again. A
+/// copy of a source that has changed size since is removed too: the cost of not trusting a
+/// short file. (Which way the interrupted run synced is not recorded: this always runs.)
 fn drop_unwritten_copies(repo: &Repository, name: &IncrementName, src: &Path) -> usize {
-    if Strategy::for_dir(repo.root()) != Strategy::SyncFs {
-        // Each copy was fsynced before any name led to it.
-        return 0;
-    }
     let track = repo.increment_dir(name).join(crate::repo::TRACK_DIR);
     let mut dropped = 0;
     for e in walkdir::WalkDir::new(&track)

@@ -19,17 +19,17 @@
 //! Channels are bounded, so nothing accumulates: a slow disk slows the scan down instead of
 //! filling memory.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use backup_platform::fs as pfs;
 
-use crate::apply::{self, CopyResult, Stage};
+use crate::apply::{self, CopyResult, Stage, StagedCopy};
 use crate::commit::{CommitError, Record, Recorder};
 use crate::config::Config;
-use crate::durable::{self, SyncSet};
+use crate::durable::{self, Strategy, SyncSet};
 use crate::index::{Index, IndexError};
 use crate::journal::{self, Journal, RecoveryError};
 use crate::plan::{CompareMode, CopyItem, Plan, Planner, Step};
@@ -451,7 +451,9 @@ fn run_blocking(
 
     // Bounded everywhere: at most a few thousand entries in flight, whatever the file count.
     let (scan_tx, scan_rx) = sync_channel::<Vec<ScanItem>>(16);
-    let workers = config.max_workers.max(1);
+    // `dist` exists by now (made above): its file system decides how many copies run at once.
+    let on_fuse = pfs::on_fuse(repo.root());
+    let workers = config.copiers(on_fuse).max(1);
     let (work_tx, work_rx) = sync_channel::<Vec<CopyItem>>(workers * 2);
     let work_rx = Mutex::new(work_rx);
     let (rec_tx, rec_rx) = sync_channel::<Vec<Msg>>(64);
@@ -465,15 +467,47 @@ fn run_blocking(
         increment: None,
         prepared: false,
     };
+    // Where each new file is fsynced, that wait is the installers' (many at once, so the file
+    // system commits them together); the copiers go on reading and writing.
+    // On FUSE more concurrency only queues at the daemon: the copiers install themselves there.
+    let (mut install_tx, install_rx) = match sync.strategy() {
+        Strategy::EachFile if !on_fuse => {
+            let (tx, rx) = sync_channel::<Box<StagedCopy>>(INSTALLERS * 2);
+            (Some(tx), Some(Mutex::new(rx)))
+        }
+        _ => (None, None),
+    };
     let outcome = std::thread::scope(|s| {
         // The sender moves into the scan's thread: the plan's loop ends when the scan does.
         let scan = s.spawn(move || scan_batched(config, scan_tx));
+        let mut installers = Vec::new();
+        if let Some(install_rx) = &install_rx {
+            for _ in 0..INSTALLERS {
+                let rec_tx = rec_tx.clone();
+                let stage = &stage;
+                let spawned = std::thread::Builder::new()
+                    .name("install".into())
+                    .stack_size(INSTALLER_STACK)
+                    .spawn_scoped(s, move || install_worker(stage, install_rx, &rec_tx));
+                match spawned {
+                    Ok(h) => installers.push(h),
+                    // Fewer threads (a tight limit) only means fewer fsyncs at once.
+                    Err(e) => tracing::warn!("cannot start an installer thread: {e}"),
+                }
+            }
+        }
+        if installers.is_empty() {
+            // None at all: the copiers install what they copy themselves.
+            install_tx = None;
+        }
         let mut copiers = Vec::new();
         for _ in 0..workers {
             let rec_tx = rec_tx.clone();
+            let install_tx = install_tx.clone();
             let (stage, work_rx) = (&stage, &work_rx);
-            copiers.push(s.spawn(move || copy_worker(stage, work_rx, &rec_tx)));
+            copiers.push(s.spawn(move || copy_worker(stage, work_rx, install_tx, &rec_tx)));
         }
+        drop(install_tx);
         let recording = s.spawn(|| record_all(&mut recorder, rec_rx));
         // The plan runs here; everything it hands out goes to the copiers or the recorder.
         let planned = plan_all(
@@ -490,6 +524,9 @@ fn run_blocking(
         let scanned = scan.join();
         for c in copiers {
             let _ = c.join();
+        }
+        for i in installers {
+            let _ = i.join();
         }
         let recorded = recording.join();
         (planned, scanned, recorded)
@@ -661,23 +698,88 @@ fn record_all(recorder: &mut Recorder, rx: Receiver<Vec<Msg>>) -> Result<Tally, 
     }
 }
 
-fn copy_worker(stage: &Stage, rx: &Mutex<Receiver<Vec<CopyItem>>>, tx: &SyncSender<Vec<Msg>>) {
+fn copy_worker(
+    stage: &Stage,
+    rx: &Mutex<Receiver<Vec<CopyItem>>>,
+    install: Option<SyncSender<Box<StagedCopy>>>,
+    tx: &SyncSender<Vec<Msg>>,
+) {
     loop {
         let batch = match rx.lock() {
             Ok(r) => r.recv(),
             Err(_) => return,
         };
         let Ok(batch) = batch else { return };
-        let msgs = batch
-            .into_iter()
-            .map(|item| match apply::copy_one(stage, item) {
-                CopyResult::Done(c) => Msg::Record(Record::Copied(c)),
-                CopyResult::Vanished(_) => Msg::Vanished,
-                CopyResult::Failed(e) => Msg::Failed(e),
-                CopyResult::Skipped => Msg::Skipped,
-            })
-            .collect();
-        if tx.send(msgs).is_err() {
+        let mut msgs = Vec::with_capacity(batch.len());
+        for item in batch {
+            let staged = match apply::stage_one(stage, item) {
+                apply::Staging::Staged(s) => s,
+                apply::Staging::Done(done) => {
+                    msgs.push(msg_of(done));
+                    continue;
+                }
+            };
+            // Handed on when installers run (they make it durable and name it), else here.
+            let staged = match &install {
+                Some(i) => match i.send(staged) {
+                    Ok(()) => continue,
+                    Err(back) => back.0,
+                },
+                None => staged,
+            };
+            msgs.push(msg_of(apply::install_staged(stage, staged)));
+        }
+        if !msgs.is_empty() && tx.send(msgs).is_err() {
+            return;
+        }
+    }
+}
+
+fn msg_of(result: CopyResult) -> Msg {
+    match result {
+        CopyResult::Done(c) => Msg::Record(Record::Copied(c)),
+        CopyResult::Vanished(_) => Msg::Vanished,
+        CopyResult::Failed(e) => Msg::Failed(e),
+        CopyResult::Skipped => Msg::Skipped,
+    }
+}
+
+/// How many installers wait on fsyncs at once (on a local file system): enough for a
+/// journaling file system to commit many in one go, not so many that they crowd each other.
+/// Measured on ext4, 200,000 small files, 8 copiers: 8 installers 20.1 s, 32 13.2-13.7 s,
+/// 128 21.0 s (one `syncfs` instead of any fsync: 5.4-5.6 s).
+const INSTALLERS: usize = 32;
+/// They only wait and rename (an exFAT copy into the increment uses the heap): small stacks.
+const INSTALLER_STACK: usize = 256 * 1024;
+/// Results sent to the recorder at once (it wakes per batch, not per file).
+const INSTALL_BATCH: usize = 32;
+
+/// Makes staged copies durable and gives them their names; the results go to the recorder in
+/// batches, or as soon as no other copy is waiting.
+fn install_worker(stage: &Stage, rx: &Mutex<Receiver<Box<StagedCopy>>>, tx: &SyncSender<Vec<Msg>>) {
+    let mut msgs = Vec::new();
+    loop {
+        let next = match rx.lock() {
+            Ok(r) if msgs.is_empty() => r.recv().ok(),
+            Ok(r) => match r.try_recv() {
+                Ok(s) => Some(s),
+                Err(TryRecvError::Empty) => None,
+                // Sent below, then the next `recv` ends the loop.
+                Err(TryRecvError::Disconnected) => None,
+            },
+            Err(_) => return,
+        };
+        match next {
+            Some(staged) => {
+                msgs.push(msg_of(apply::install_staged(stage, staged)));
+                if msgs.len() < INSTALL_BATCH {
+                    continue;
+                }
+            }
+            None if msgs.is_empty() => return,
+            None => {}
+        }
+        if tx.send(std::mem::take(&mut msgs)).is_err() {
             return;
         }
     }

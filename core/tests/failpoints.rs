@@ -216,7 +216,7 @@ fn fault_once(step: &str, action: &str) {
         "apply::remove" => ("remove", &fx.dist),
         "apply::prune" => ("remove empty folder", &fx.dist),
         "commit::increment_meta" | "commit::mirror_index" | "journal::write" => ("write", &fx.dist),
-        "commit::sync" => ("fsync", &fx.dist),
+        "commit::sync" | "apply::fsync" => ("fsync", &fx.dist),
         other => panic!("no expectation for step {other}"),
     };
     let said = format!("injected fault at {step}: {operation} {}/", root.display());
@@ -264,6 +264,11 @@ fn fault_at_hard_link_into_increment() {
 #[test]
 fn fault_at_copy_into_staging() {
     fault_at("apply::copy");
+}
+
+#[test]
+fn fault_at_fsync_of_a_new_file() {
+    fault_at("apply::fsync");
 }
 
 #[test]

@@ -545,35 +545,25 @@ pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// The type of the local file system holding `dir` when `syncfs(2)` is known to make every
-/// write on it durable (its own journal or no disk at all): ext2/3/4, XFS, Btrfs, F2FS, ZFS,
-/// tmpfs. `None` for anything else — FUSE above all (the kernel does not forward `syncfs` to a
-/// FUSE daemon, so it returns success having written nothing), network and unknown types, and
-/// every platform but Linux.
-pub fn syncfs_trusted_kind(dir: &Path) -> Option<&'static str> {
+/// Whether `dir` is on a FUSE file system (exfat-fuse, ntfs-3g, sshfs, rclone, ...): there
+/// each request is a round trip to a daemon that often serializes them, so concurrency that
+/// helps a local disk slows it down. `false` where it cannot be told (other platforms).
+pub fn on_fuse(dir: &Path) -> bool {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+        let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return false;
+        };
         // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statfs.
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-            return None;
-        }
-        match st.f_type as i64 {
-            0xEF53 => Some("ext4"),
-            0x5846_5342 => Some("xfs"),
-            0x9123_683E => Some("btrfs"),
-            0xF2F5_2010 => Some("f2fs"),
-            0x2FC1_2FC1 => Some("zfs"),
-            0x0102_1994 => Some("tmpfs"),
-            _ => None,
-        }
+        (unsafe { libc::statfs(c.as_ptr(), &mut st) }) == 0 && st.f_type as i64 == FUSE_SUPER_MAGIC
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = dir;
-        None
+        false
     }
 }
 

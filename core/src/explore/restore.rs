@@ -939,7 +939,7 @@ impl<'a> Run<'a> {
             owners_recorded: false,
             tally: Tally::default(),
             durability: match (&p_root_path, opts.dry_run) {
-                (Some(path), false) => Some(Strategy::for_dir(path)),
+                (Some(_), false) => Some(Strategy::chosen()),
                 _ => None,
             },
             changed_dirs: BTreeSet::new(),
