@@ -753,7 +753,7 @@ fn msg_of(result: CopyResult) -> Msg {
 /// set (then that many): enough for a journaling file system to commit many in one go, not so
 /// many that they crowd each other.
 /// Measured on ext4, 200,000 small files, 8 copiers: 8 installers 20.1 s, 32 13.2-13.7 s,
-/// 128 21.0 s (one `syncfs` instead of any fsync: 5.4-5.6 s).
+/// 128 21.0 s (one `syncfs` instead of any fsync: 5.4-5.6 s; docs/bench.md).
 const INSTALLERS: usize = 32;
 /// They only wait and rename (an exFAT copy into the increment uses the heap): small stacks.
 const INSTALLER_STACK: usize = 256 * 1024;

@@ -892,6 +892,8 @@ struct Run<'a> {
     /// Folders whose entries changed (`None`: the target itself), fsynced at the end under
     /// [`Strategy::EachFile`].
     changed_dirs: BTreeSet<Option<RelPath>>,
+    /// Folders whose recorded metadata could not be applied (reported once).
+    dirs_failed: HashSet<RelPath>,
     /// Bytes of the current file already told to `progress` while it was copied.
     bytes_told: u64,
 }
@@ -943,6 +945,7 @@ impl<'a> Run<'a> {
                 _ => None,
             },
             changed_dirs: BTreeSet::new(),
+            dirs_failed: HashSet::new(),
             bytes_told: 0,
         }
     }
@@ -1248,7 +1251,16 @@ impl<'a> Run<'a> {
                         })?,
                         // Gone since (a folder `--delete` removed): its parent is synced.
                         Ok(None) => {}
-                        Err(e) => return Err(ExploreError::io("open", &e.path, e.source)),
+                        // Swapped for a symlink (or worse) since its files were written: never
+                        // followed; that folder's entries are not known durable, so it failed.
+                        Err(e) => match d {
+                            // (Said once: its metadata failed the same way just before.)
+                            Some(rel) if self.dirs_failed.contains(&rel) => {}
+                            Some(rel) => {
+                                self.push_other(rel, ResultKind::Folder, 0, failed(e));
+                            }
+                            None => return Err(ExploreError::io("open", &e.path, e.source)),
+                        },
                     }
                 }
                 Ok(())
@@ -1282,6 +1294,7 @@ impl<'a> Run<'a> {
                 None => Ok(()),
             });
             if let Err(e) = r {
+                self.dirs_failed.insert(d.path.clone());
                 self.push_other(d.path.clone(), ResultKind::Folder, 0, failed(e));
             }
         }
