@@ -52,27 +52,10 @@ if [ "$FILES" -le 100000 ]; then
   rules='"track_dirs": ["projects", "notes", "docs", ".config"], "include_dirs": ["photos", "music", "tmp", "cache"]'
   change() { python3 "$CORPUS" mutate "$W/src" >/dev/null; }
 else
-  python3 - "$W/src" "$FILES" <<'PY'
-import os, sys
-root, n = sys.argv[1], int(sys.argv[2])
-for i in range(n):
-    top = "docs" if i % 2 == 0 else "media"
-    d = f"{root}/{top}/d{i // 2000:04d}"
-    if i % 2000 < 2:
-        os.makedirs(d, exist_ok=True)
-    with open(f"{d}/f{i:07d}.txt", "w") as f:
-        f.write(f"file {i}\n" * (4 + i % 50))
-PY
+  python3 bench/small_tree.py make "$W/src" "$FILES"
   rules='"track_dirs": ["docs"], "include_dirs": ["media"]'
   change() {
-    python3 - "$W/src" "$FILES" <<'PY'
-import sys
-root, n = sys.argv[1], int(sys.argv[2])
-for i in range(0, n, 100):
-    top = "docs" if i % 2 == 0 else "media"
-    with open(f"{root}/{top}/d{i // 2000:04d}/f{i:07d}.txt", "a") as f:
-        f.write("changed\n")
-PY
+    python3 bench/small_tree.py spread "$W/src" "$FILES"
   }
 fi
 for who in before after; do

@@ -51,19 +51,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The tree: file i lives in <top>/d<i/1000>/f<i>.txt, 40–540 bytes of text.
-python3 - "$W/src" "$FILES" "$EMPTY" <<'PY'
-import os, sys
-root, n, empty = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
-for i in range(n):
-    top = "docs" if i % 2 == 0 else "media"
-    d = f"{root}/{top}/d{i // 2000:04d}"
-    if i % 2000 < 2:
-        os.makedirs(d, exist_ok=True)
-    with open(f"{d}/f{i:07d}.txt", "w") as f:
-        if not empty:
-            f.write(f"file {i}\n" * (4 + i % 50))
-PY
+# The tree: file i lives in <top>/d<i/2000>/f<i>.txt, 40–540 bytes of text.
+empty_flag=""
+[ "$EMPTY" = 1 ] && empty_flag=--empty
+python3 bench/small_tree.py make "$W/src" "$FILES" $empty_flag
 cat >"$W/config.json" <<JSON
 {"src": "$W/src", "dist": "$W/dist", "track_dirs": ["docs"], "include_dirs": ["media"]}
 JSON
@@ -95,24 +86,11 @@ phase initial
 phase nochange
 # 1 % churn, spread: every 100th file gets new content (all of them under docs/, tracked),
 # so every folder of docs/ changes: the worst case for a path-keyed index.
-python3 - "$W/src" "$FILES" <<'PY'
-import os, sys
-root, n = sys.argv[1], int(sys.argv[2])
-for i in range(0, n, 100):
-    top = "docs" if i % 2 == 0 else "media"
-    with open(f"{root}/{top}/d{i // 2000:04d}/f{i:07d}.txt", "a") as f:
-        f.write("changed\n")
-PY
+python3 bench/small_tree.py spread "$W/src" "$FILES"
 phase churn
 # 1 % churn, clustered: the same number of tracked files, all in the first folders of docs/
 # (a project someone worked on), the usual shape of a day's changes.
-python3 - "$W/src" "$FILES" <<'PY'
-import os, sys
-root, n = sys.argv[1], int(sys.argv[2])
-for i in range(0, max(2, n // 50), 2):
-    with open(f"{root}/docs/d{i // 2000:04d}/f{i:07d}.txt", "a") as f:
-        f.write("changed again\n")
-PY
+python3 bench/small_tree.py clustered "$W/src" "$FILES"
 phase clustered
 
 echo

@@ -193,22 +193,25 @@ fn max_workers_below_one() {
     );
 }
 
+/// The stderr of a run refused with exit 2 in one line.
+fn refused_in_one_line(out: std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
+    stderr
+}
+
 #[test]
 fn missing_config_file() {
     let c = case();
     std::fs::create_dir_all(c.path("home")).unwrap();
     let before = c.listing();
     // Explicit path.
-    let out = c.backup_args(&["--config".into(), c.path("absent.json").into()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
+    let stderr =
+        refused_in_one_line(c.backup_args(&["--config".into(), c.path("absent.json").into()]));
     assert!(stderr.contains("no config file") && stderr.contains("absent.json"));
     // No --config, no ./config.json, no platform config: both places are named.
-    let out = c.backup_args(&[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
+    let stderr = refused_in_one_line(c.backup_args(&[]));
     assert!(
         stderr.contains("config.json") && stderr.contains("home/.config/backup/config.json"),
         "{stderr}"

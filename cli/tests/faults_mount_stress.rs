@@ -55,21 +55,24 @@ fn clean(e: &std::io::Error) -> bool {
     )
 }
 
+impl Stats {
+    /// A failed `op` on `p`: allowed when a pruned increment vanished, else a bad read.
+    fn error(&self, op: &str, p: &Path, e: &std::io::Error) {
+        if clean(e) {
+            self.clean_errors.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.wrong
+                .lock()
+                .unwrap()
+                .push(format!("{op} {}: {e}", p.display()));
+        }
+    }
+}
+
 fn walk(dir: &Path, stats: &Stats, stop: &AtomicBool) {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
-        Err(e) if clean(&e) => {
-            stats.clean_errors.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        Err(e) => {
-            stats
-                .wrong
-                .lock()
-                .unwrap()
-                .push(format!("readdir {}: {e}", dir.display()));
-            return;
-        }
+        Err(e) => return stats.error("readdir", dir, &e),
     };
     for e in rd {
         if stop.load(Ordering::Relaxed) {
@@ -101,24 +104,10 @@ fn walk(dir: &Path, stats: &Stats, stop: &AtomicBool) {
                     p.display(),
                     data.len()
                 )),
-                Err(e) if clean(&e) => {
-                    stats.clean_errors.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => stats
-                    .wrong
-                    .lock()
-                    .unwrap()
-                    .push(format!("read {}: {e}", p.display())),
+                Err(e) => stats.error("read", &p, &e),
             },
             Ok(_) => {}
-            Err(e) if clean(&e) => {
-                stats.clean_errors.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => stats
-                .wrong
-                .lock()
-                .unwrap()
-                .push(format!("stat {}: {e}", p.display())),
+            Err(e) => stats.error("stat", &p, &e),
         }
     }
 }

@@ -44,16 +44,11 @@ fn utf8_files(root: &Path) -> Vec<String> {
     v
 }
 
-#[test]
-fn rclone_lists_copies_and_checks_through_the_server() {
-    if !have("rclone") {
-        return;
-    }
-    let env = fixture(false);
-    let incs = env.increments();
+/// The server on a loopback port, for user `ann` with `password` (from a password file).
+fn serve_as_ann(env: &backup_tests::TestEnv, password: &str) -> Server {
     let pw = env.dir.path().join("pw");
-    fs::write(&pw, "rclone-pass\n").unwrap();
-    let s = Server::start_with(
+    fs::write(&pw, format!("{password}\n")).unwrap();
+    Server::start_with(
         &env.dist,
         &[
             "--listen",
@@ -64,7 +59,17 @@ fn rclone_lists_copies_and_checks_through_the_server() {
             pw.to_str().unwrap(),
         ],
         &[],
-    );
+    )
+}
+
+#[test]
+fn rclone_lists_copies_and_checks_through_the_server() {
+    if !have("rclone") {
+        return;
+    }
+    let env = fixture(false);
+    let incs = env.increments();
+    let s = serve_as_ann(&env, "rclone-pass");
     let obscured = rclone_ok(&["obscure", "rclone-pass"]);
     let url = format!("--webdav-url={}/", s.base);
     let pass = format!("--webdav-pass={}", obscured.trim());
@@ -189,20 +194,7 @@ fn davfs2_mounts_the_server_reads_work_and_writes_change_nothing() {
     // davfs2 keeps names as UTF-8 only, so this fixture has no Latin-1 name.
     let env = fixture_with(false, false);
     let before = Tree::dist(&env.dist);
-    let pw = env.dir.path().join("pw");
-    fs::write(&pw, "dav pass\n").unwrap();
-    let s = Server::start_with(
-        &env.dist,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--user",
-            "ann",
-            "--password-file",
-            pw.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let s = serve_as_ann(&env, "dav pass");
     // Non-interactive credentials: a secrets file, named by a private davfs2.conf. The cache
     // lives where davfs2's own user can write. `buf_size 64` works around davfs2 1.6/1.7 and
     // Linux >= 6.16 failing every readdir with EINVAL (davfs2 issue #22).

@@ -5,22 +5,7 @@ use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use backup_tests::{put, scenario, TestEnv, Tree};
-
-fn problems(v: &serde_json::Value) -> Vec<(String, String, String)> {
-    v["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["location"].as_str().unwrap().to_owned(),
-                p["path"].as_str().unwrap_or("").to_owned(),
-                p["kind"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
+use backup_tests::{check_problems as problems, put, scenario, TestEnv, Tree};
 
 /// Flips one byte in place, keeping size and mtime.
 fn flip_byte(p: &Path) {

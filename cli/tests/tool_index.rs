@@ -9,22 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 
-use backup_tests::{put, scenario, TestEnv, Tree};
-
-fn problems(v: &serde_json::Value) -> Vec<(String, String, String)> {
-    v["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["location"].as_str().unwrap().to_owned(),
-                p["path"].as_str().unwrap_or("").to_owned(),
-                p["kind"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
+use backup_tests::{check_problems as problems, put, scenario, TestEnv, Tree};
 
 fn notes(v: &serde_json::Value) -> Vec<String> {
     v["notes"]

@@ -434,6 +434,22 @@ pub fn scenario() -> Scenario {
 }
 
 /// Writes `text` to `path`, creating folders.
+/// `(location, path, kind)` of each problem in a `check --json` answer.
+pub fn check_problems(v: &serde_json::Value) -> Vec<(String, String, String)> {
+    v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["location"].as_str().unwrap().to_owned(),
+                p["path"].as_str().unwrap_or("").to_owned(),
+                p["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 pub fn put(path: &Path, text: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
