@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -181,9 +182,9 @@ pub struct Owner {
     pub uid: u32,
     pub gid: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
+    pub user: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
+    pub group: Option<Arc<str>>,
 }
 
 /// One extended attribute (POSIX ACLs are the `system.posix_acl_*` attributes, raw bytes):
@@ -359,8 +360,8 @@ impl EntryFields {
             (Some(uid), Some(gid)) => Some(Owner {
                 uid,
                 gid,
-                user: self.user.clone(),
-                group: self.group.clone(),
+                user: self.user.as_deref().map(Arc::from),
+                group: self.group.as_deref().map(Arc::from),
             }),
             _ => None,
         };
@@ -401,8 +402,8 @@ impl EntryFields {
         if let Some(o) = &a.owner {
             self.uid = Some(o.uid);
             self.gid = Some(o.gid);
-            self.user = o.user.clone();
-            self.group = o.group.clone();
+            self.user = o.user.as_deref().map(str::to_owned);
+            self.group = o.group.as_deref().map(str::to_owned);
         }
         if !a.xattrs.is_empty() {
             self.xattrs = Some(

@@ -26,7 +26,8 @@ pub const INCREMENT_PREFIX: &str = "backup_";
 /// and `backup_X_02`, so no existing increment is ever hidden.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct IncrementName {
-    text: String,
+    // Shared: a snapshot's listing names its increment in every entry it returns.
+    text: std::sync::Arc<str>,
     stamp: NaiveDateTime,
     suffix: Vec<u32>,
 }
@@ -58,7 +59,7 @@ impl IncrementName {
             return None;
         }
         Some(IncrementName {
-            text: s.to_owned(),
+            text: s.into(),
             stamp,
             suffix,
         })
@@ -74,7 +75,7 @@ impl IncrementName {
             text.push_str(&format!("_{n:02}"));
         }
         IncrementName {
-            text,
+            text: text.into(),
             stamp,
             suffix,
         }

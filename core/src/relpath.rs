@@ -204,10 +204,26 @@ impl RelPath {
     }
 
     pub fn join(&self, name: &[u8]) -> Result<RelPath, RelPathError> {
-        let mut b = self.bytes.clone();
+        let mut b = Vec::with_capacity(self.bytes.len() + 1 + name.len());
+        b.extend_from_slice(&self.bytes);
         b.push(b'/');
         b.extend_from_slice(name);
-        RelPath::from_bytes(&b)
+        // `self` is valid already: only what `name` adds needs checking (a mount joins every
+        // entry of every folder it lists, so no second copy and no second pass).
+        let bad = name.contains(&0);
+        let bad_comp = name.split(|&c| c == b'/').any(|comp| {
+            comp.is_empty()
+                || comp == b"."
+                || comp == b".."
+                || (cfg!(windows) && comp.contains(&b'\\'))
+        });
+        match (bad, bad_comp) {
+            (true, _) => Err(RelPathError::Nul(String::from_utf8_lossy(&b).into_owned())),
+            (_, true) => Err(RelPathError::BadComponent(
+                String::from_utf8_lossy(&b).into_owned(),
+            )),
+            _ => Ok(RelPath { bytes: b }),
+        }
     }
 
     /// True when `self` is `dir` or lies below it.
@@ -281,6 +297,37 @@ impl<'de> Deserialize<'de> for RelPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn join_checks_what_from_bytes_checks() {
+        let base = RelPath::parse("a/b").unwrap();
+        for name in [
+            &b"c"[..],
+            b"c/d",
+            b"",
+            b".",
+            b"..",
+            b"c/..",
+            b"c//d",
+            b"/c",
+            b"c/",
+            b"c\0d",
+            b"...",
+            b"c\\d",
+            b"x:",
+        ] {
+            let mut whole = b"a/b/".to_vec();
+            whole.extend_from_slice(name);
+            let joined = base.join(name);
+            let built = RelPath::from_bytes(&whole);
+            assert_eq!(
+                joined.as_ref().map_err(std::mem::discriminant),
+                built.as_ref().map_err(std::mem::discriminant),
+                "{:?}",
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
 
     #[test]
     fn from_path_fast_and_slow_paths_agree() {

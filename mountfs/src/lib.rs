@@ -57,17 +57,16 @@ pub const LATEST: &str = "latest";
 /// their contents): about 300 bytes each here, so the table stays near 20 MiB. (At 100,000 a
 /// fast cold `find` over a million-file snapshot took the daemon past 128 MiB.)
 const HELD_BUDGET: usize = 64_000;
-/// Entries nobody counts (a listing taken for an adapter without `forget`) kept once unused
-/// for [`CACHE_AGE`].
+
 /// What [`BackupFs::present_node`] does with the inode table.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Keep {
+enum Keep<'a> {
     /// The kernel takes a reference (a lookup): counted until its `forget`.
     Count,
     /// Kept only while the kernel's references are not counted; else just numbered.
     IfUncounting,
-    /// As `IfUncounting`, and what was found is kept aside for a `hold` that follows.
-    Listed,
+    /// As `IfUncounting`, and what was found is added to the listing's entries kept aside for
+    /// a `hold` that follows (see [`BackupFs::set_aside`]).
+    Listed(&'a mut Vec<(Ino, Listed)>),
 }
 
 /// An entry a listing numbered without storing it (see [`BackupFs::hold`]).
@@ -82,6 +81,8 @@ struct Listed {
 /// How many [`Listed`] entries are kept aside at most (a few listings' worth).
 const LISTED_MAX: usize = 8192;
 
+/// Entries nobody counts (a listing taken for an adapter without `forget`) kept once unused
+/// for [`CACHE_AGE`].
 const CACHE_KEEP: usize = 50_000;
 const CACHE_AGE: Duration = Duration::from_secs(30);
 /// Read connections kept for the request threads.
@@ -1045,16 +1046,16 @@ impl BackupFs {
         name: &[u8],
         loc: Loc,
         node: Node,
-        keep: Keep,
+        keep: Keep<'_>,
     ) -> NodeAttr {
         let (loc, nlink) = match &node {
             Node::Version(v, _) => self.link_group(st, &loc, v),
             _ => (loc, 1),
         };
-        let count = keep == Keep::Count;
+        let count = matches!(keep, Keep::Count);
         let store = match keep {
             Keep::Count => true,
-            Keep::IfUncounting | Keep::Listed => !self.counting(),
+            Keep::IfUncounting | Keep::Listed(_) => !self.counting(),
         };
         let dir = matches!(&node, Node::Dir(_)) || matches!(&node, Node::Disk(_, m) if m.is_dir());
         let ino = if store {
@@ -1068,12 +1069,9 @@ impl BackupFs {
             })
         } else {
             let ino = self.inodes.ino_of(&loc);
-            if keep == Keep::Listed {
-                let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
-                if listed.len() >= LISTED_MAX {
-                    listed.clear();
-                }
-                listed.insert(
+            if let Keep::Listed(aside) = keep {
+                // The caller takes the lock once for the whole listing.
+                aside.push((
                     ino,
                     Listed {
                         loc: loc.clone(),
@@ -1082,13 +1080,35 @@ impl BackupFs {
                         dir,
                         xattrs: Self::xattrs_of(&node),
                     },
-                );
+                ));
             }
             ino
         };
         let mut a = self.attr(ino, &node);
         a.nlink = a.nlink.max(nlink);
         a
+    }
+
+    /// Keeps a listing's entries aside for `hold` (bounded: the oldest listings go first; of a
+    /// folder larger than the bound, its last entries). One lock per listing, not per entry:
+    /// the request threads of a `find` took turns on it.
+    fn set_aside(&self, mut aside: Vec<(Ino, Listed)>) {
+        if aside.is_empty() {
+            return;
+        }
+        if aside.len() > LISTED_MAX {
+            aside.drain(..aside.len() - LISTED_MAX);
+        }
+        let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        if listed.len() + aside.len() > LISTED_MAX {
+            // Freed after the lock is let go.
+            let old = std::mem::replace(&mut *listed, HashMap::with_capacity(LISTED_MAX));
+            listed.extend(aside);
+            drop(listed);
+            drop(old);
+            return;
+        }
+        listed.extend(aside);
     }
 
     /// Every entry of the folder `loc`, with what it is.
@@ -1485,11 +1505,12 @@ impl ReadOnlyFs for BackupFs {
         let loc = self.loc(ino)?;
         let listing = self.listing(st, &loc)?;
         let mut out = Vec::with_capacity(listing.len());
+        let mut aside = Vec::with_capacity(listing.len().min(LISTED_MAX));
         for (l, name, node) in listing {
             // Numbered only: `hold` remembers and counts each entry the kernel really takes,
             // from what was found here (kept aside, bounded). Storing every listed entry in
             // the inode table instead doubled the daemon's memory.
-            let a = self.present_node(st, ino, &name, l, node, Keep::Listed);
+            let a = self.present_node(st, ino, &name, l, node, Keep::Listed(&mut aside));
             out.push((
                 DirEntry {
                     ino: a.ino,
@@ -1499,6 +1520,7 @@ impl ReadOnlyFs for BackupFs {
                 a,
             ));
         }
+        self.set_aside(aside);
         Ok(out)
     }
 

@@ -154,13 +154,14 @@ fn is_writable(name: &[u8], root: bool) -> bool {
 /// user and group names by id, each looked up once.
 #[derive(Debug, Default)]
 pub struct Owners {
-    users: HashMap<u32, Option<String>>,
-    groups: HashMap<u32, Option<String>>,
+    // Shared, so that a million entries of one owner hold one copy of the name.
+    users: HashMap<u32, Option<std::sync::Arc<str>>>,
+    groups: HashMap<u32, Option<std::sync::Arc<str>>>,
 }
 
 impl Owners {
     /// The user name of `uid`, `None` when the system does not know it.
-    pub fn user(&mut self, uid: u32) -> Option<String> {
+    pub fn user(&mut self, uid: u32) -> Option<std::sync::Arc<str>> {
         self.users
             .entry(uid)
             .or_insert_with(|| {
@@ -169,7 +170,7 @@ impl Owners {
                     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
                         .ok()
                         .flatten()
-                        .map(|u| u.name)
+                        .map(|u| u.name.into())
                 }
                 #[cfg(not(unix))]
                 {
@@ -180,7 +181,7 @@ impl Owners {
     }
 
     /// The group name of `gid`, `None` when the system does not know it.
-    pub fn group(&mut self, gid: u32) -> Option<String> {
+    pub fn group(&mut self, gid: u32) -> Option<std::sync::Arc<str>> {
         self.groups
             .entry(gid)
             .or_insert_with(|| {
@@ -189,7 +190,7 @@ impl Owners {
                     nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
                         .ok()
                         .flatten()
-                        .map(|g| g.name)
+                        .map(|g| g.name.into())
                 }
                 #[cfg(not(unix))]
                 {

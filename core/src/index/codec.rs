@@ -106,12 +106,7 @@ impl MirrorValues {
 pub(crate) fn mirror_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<IndexEntry> {
     let uid: Option<i64> = r.get(at + 4)?;
     let gid: Option<i64> = r.get(at + 5)?;
-    // Borrowed: no String per row.
-    let extra = r.get_ref(at + 9)?;
-    let extra = match extra {
-        rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t).ok(),
-        _ => None,
-    };
+    let extra = text_ref(r.get_ref(at + 9)?);
     Ok(IndexEntry {
         kind: kind_of(r.get(at)?),
         size: r.get::<_, i64>(at + 1)?.max(0) as u64,
@@ -169,7 +164,7 @@ impl EventValues {
 pub(crate) fn event_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<CatalogEntry> {
     let uid: Option<i64> = r.get(at + 6)?;
     let gid: Option<i64> = r.get(at + 7)?;
-    let extra: Option<String> = r.get(at + 10)?;
+    let extra = text_ref(r.get_ref(at + 10)?);
     Ok(CatalogEntry {
         category: category_of(r.get(at)?),
         op: op_of(r.get(at + 1)?),
@@ -179,7 +174,7 @@ pub(crate) fn event_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<CatalogEn
         mode: u32_of(r.get(at + 5)?),
         hash: hash_of(r.get(at + 8)?),
         version_of: name_of(r.get_ref(at + 9)?),
-        attrs: attrs_from_extra(u32_of(uid), u32_of(gid), extra.as_deref()),
+        attrs: attrs_from_extra(u32_of(uid), u32_of(gid), extra),
     })
 }
 
@@ -201,11 +196,11 @@ pub(crate) fn folder_values(
 pub(crate) fn folder_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<FolderEntry> {
     let uid: Option<i64> = r.get(at + 2)?;
     let gid: Option<i64> = r.get(at + 3)?;
-    let extra: Option<String> = r.get(at + 4)?;
+    let extra = text_ref(r.get_ref(at + 4)?);
     Ok(FolderEntry {
         mtime: MTime::from_ns(r.get(at)?),
         mode: u32_of(r.get(at + 1)?),
-        attrs: attrs_from_extra(u32_of(uid), u32_of(gid), extra.as_deref()),
+        attrs: attrs_from_extra(u32_of(uid), u32_of(gid), extra),
     })
 }
 
@@ -225,6 +220,14 @@ pub(crate) fn folder_of_index(e: &IndexEntry) -> FolderEntry {
 /// An increment name column, read borrowed. Neighbouring rows mostly name the same increment
 /// (the one that stored a folder's files): each distinct text is parsed once per thread
 /// (parsing the stamp costs more than the rest of the row).
+/// A text column borrowed from the row: no String per row (a mount lists a million of them).
+fn text_ref(v: rusqlite::types::ValueRef<'_>) -> Option<&str> {
+    match v {
+        rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t).ok(),
+        _ => None,
+    }
+}
+
 fn name_of(v: rusqlite::types::ValueRef<'_>) -> Option<IncrementName> {
     thread_local! {
         static LAST: std::cell::RefCell<Option<IncrementName>> =

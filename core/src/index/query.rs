@@ -128,7 +128,8 @@ const EVENT_SELECT: &str = "ord, inc, origin, category, op, kind, size, mtime_ns
                             hash, version_of, extra";
 
 struct EventRow {
-    ord: Vec<u8>,
+    /// `ord` is x'': recorded at an unknown time, before every increment.
+    unknown_time: bool,
     inc: i64,
     origin: i64,
     entry: crate::format::CatalogEntry,
@@ -136,7 +137,7 @@ struct EventRow {
 
 fn event_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<EventRow> {
     Ok(EventRow {
-        ord: r.get(at)?,
+        unknown_time: r.get_ref(at)?.as_blob().is_ok_and(<[u8]>::is_empty),
         inc: r.get(at + 1)?,
         origin: r.get(at + 2)?,
         entry: codec::event_row_at(r, at + 3)?,
@@ -156,8 +157,8 @@ impl Index {
     }
 
     /// Turns an event row of `path` into what it makes present (`None` for a deletion).
-    fn version_of_row(&self, path: &RelPath, row: &EventRow) -> Result<Option<Version>> {
-        let e = &row.entry;
+    fn version_of_row(&self, path: RelPath, row: EventRow) -> Result<Option<Version>> {
+        let e = row.entry;
         if e.category == Category::Deleted {
             return Ok(None);
         }
@@ -195,7 +196,7 @@ impl Index {
             _ => (e.version_of.clone(), Holder::Mirror),
         };
         Ok(Some(Version {
-            path: path.clone(),
+            path,
             start,
             holder,
             size: e.size,
@@ -203,7 +204,7 @@ impl Index {
             mode: e.mode,
             kind: e.kind,
             hash: e.hash,
-            attrs: e.attrs.clone(),
+            attrs: e.attrs,
         }))
     }
 
@@ -223,8 +224,8 @@ impl Index {
             })
             .map_err(self.err("read a path's history"))?;
         let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let at = if row.ord.is_empty() {
+        for row in rows {
+            let at = if row.unknown_time {
                 None
             } else {
                 match row.origin {
@@ -232,10 +233,11 @@ impl Index {
                     _ => row.entry.version_of.clone(),
                 }
             };
+            let kept = row.origin != 0;
             out.push(Folded {
                 at,
-                version: self.version_of_row(path, row)?,
-                kept: row.origin != 0,
+                version: self.version_of_row(path.clone(), row)?,
+                kept,
             });
         }
         Ok(out)
@@ -269,7 +271,7 @@ impl Index {
             })
             .map_err(self.err("read a version"))?;
         match row {
-            Some(r) => self.version_of_row(path, &r),
+            Some(r) => self.version_of_row(path.clone(), r),
             None => Ok(None),
         }
     }
@@ -334,7 +336,7 @@ impl Index {
                 None => RelPath::from_bytes(&name),
             };
             let Ok(path) = path else { continue };
-            if let Some(v) = self.version_of_row(&path, &row)? {
+            if let Some(v) = self.version_of_row(path, row)? {
                 out.insert(name, SnapNode::File(Box::new(v)));
             }
         }
