@@ -673,7 +673,7 @@ mod tests {
     fn tool(cmd: &str, args: &[&str]) -> bool {
         match Command::new(cmd).args(args).status() {
             Ok(s) => s.success(),
-            Err(e) if std::env::var_os("CI").is_some() => panic!("{cmd} is needed: {e}"),
+            Err(e) if crate::under_ci() => panic!("{cmd} is needed: {e}"),
             Err(_) => false,
         }
     }
@@ -713,11 +713,7 @@ mod tests {
         };
         if let Err(e) = set(&a, "user.color", b"blue") {
             // tmpfs before 6.6 has no user xattrs; CI runs on a disk-backed /tmp.
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "user xattrs on {:?}: {e}",
-                t.path()
-            );
+            assert!(!crate::under_ci(), "user xattrs on {:?}: {e}", t.path());
             return;
         }
         set(&a, "user.z", b"\0binary\xff").unwrap();
@@ -836,9 +832,7 @@ mod tests {
                 assert_eq!(l.xattrs, x);
             }
             // tmpfs without trusted xattrs on symlinks.
-            Err(e)
-                if e.kind() == std::io::ErrorKind::Unsupported
-                    && std::env::var_os("CI").is_none() => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported && !crate::under_ci() => {}
             Err(e) => panic!("{e}"),
         }
     }
@@ -860,7 +854,7 @@ mod tests {
         let me = read_at(&root, os("f")).unwrap();
         assert_eq!(me.uid, rustix::process::geteuid().as_raw());
         if !is_root() {
-            assert!(std::env::var_os("CI").is_none(), "CI runs tests as root");
+            assert!(!crate::under_ci(), "CI runs tests as root");
             return;
         }
         apply_fd(&f, &p, &want, true).unwrap();

@@ -1084,12 +1084,12 @@ pub fn mount(mountpoint: &Path) -> std::io::Result<LazyMount> {
 }
 
 /// Mounts a LazyFS for a test at `mountpoint` (created). Where FUSE is missing the test is
-/// skipped (`None`), except under `CI=true`, where that is a failure.
+/// skipped (`None`), except under CI (`capability::under_ci`), where that is a failure.
 pub fn mount_for_test(mountpoint: &Path) -> Option<LazyMount> {
     std::fs::create_dir_all(mountpoint).expect("create the mount point");
     match mount(mountpoint) {
         Ok(m) => Some(m),
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+        Err(e) if crate::capability::under_ci() => {
             panic!("cannot mount LazyFS (FUSE) under CI: {e}")
         }
         Err(e) => {

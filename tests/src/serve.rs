@@ -23,7 +23,7 @@ pub fn have(name: &str) -> bool {
         .unwrap_or(false);
     if !found {
         assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
+            !crate::capability::under_ci(),
             "{name} is not installed (add its Debian package to .ci/run)"
         );
         eprintln!("skipped: {name} is not installed");
