@@ -242,7 +242,13 @@ fn hostile_requests_are_refused_and_the_server_stays_alive_and_small() {
         ranges.join(",")
     );
     let code = raw_status(&raw_request(port, req.as_bytes(), Duration::from_secs(10)));
-    assert!(matches!(code, 416 | 431), "huge range list answered {code}");
+    // 431 comes with the rest of the header unread, so as with the bodies above the kernel
+    // may reset the connection before the answer is read (seen once on a fresh-clone CI run):
+    // an answer or nothing, never the ranges; the server is shown alive further down.
+    assert!(
+        matches!(code, 416 | 431 | 0),
+        "huge range list answered {code}"
+    );
     let req = format!(
         "GET / HTTP/1.1\r\nHost: x\r\nX-Junk: {}\r\n\r\n",
         "a".repeat(1 << 20)

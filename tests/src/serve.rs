@@ -214,6 +214,8 @@ pub fn raw_request(port: u16, request: &[u8], wait: Duration) -> Vec<u8> {
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
+            // A signal is not the end of the answer.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
     }
