@@ -1090,15 +1090,14 @@ impl BackupFs {
     }
 
     /// Keeps a listing's entries aside for `hold` (bounded: the oldest listings go first; of a
-    /// folder larger than the bound, its last entries). One lock per listing, not per entry:
-    /// the request threads of a `find` took turns on it.
+    /// folder larger than the bound, its first entries, as the kernel takes a listing from
+    /// its start). One lock per listing, not per entry: the request threads of a `find` took
+    /// turns on it.
     fn set_aside(&self, mut aside: Vec<(Ino, Listed)>) {
         if aside.is_empty() {
             return;
         }
-        if aside.len() > LISTED_MAX {
-            aside.drain(..aside.len() - LISTED_MAX);
-        }
+        aside.truncate(LISTED_MAX);
         let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
         if listed.len() + aside.len() > LISTED_MAX {
             // Freed after the lock is let go.

@@ -217,9 +217,6 @@ pub(crate) fn folder_of_index(e: &IndexEntry) -> FolderEntry {
     }
 }
 
-/// An increment name column, read borrowed. Neighbouring rows mostly name the same increment
-/// (the one that stored a folder's files): each distinct text is parsed once per thread
-/// (parsing the stamp costs more than the rest of the row).
 /// A text column borrowed from the row: no String per row (a mount lists a million of them).
 fn text_ref(v: rusqlite::types::ValueRef<'_>) -> Option<&str> {
     match v {
@@ -228,6 +225,9 @@ fn text_ref(v: rusqlite::types::ValueRef<'_>) -> Option<&str> {
     }
 }
 
+/// An increment name column, read borrowed. Neighbouring rows mostly name the same increment
+/// (the one that stored a folder's files): each distinct text is parsed once per thread
+/// (parsing the stamp costs more than the rest of the row).
 fn name_of(v: rusqlite::types::ValueRef<'_>) -> Option<IncrementName> {
     thread_local! {
         static LAST: std::cell::RefCell<Option<IncrementName>> =
