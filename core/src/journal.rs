@@ -12,7 +12,8 @@
 //! 2. the index: the run's transaction never committed, so the index still describes the
 //!    mirror before the run; the catalog is synced (it picks up the finished increment) and the
 //!    mirror table is reconciled with `mirror/` ([`Index::reconcile_mirror`]): files the run
-//!    renamed in are recognised as the versions the increment holds, others described anew.
+//!    renamed in are recognised as the versions the increment holds, others described anew
+//!    (hashed from the mirror, so `check --verify` can vouch for them).
 //!    The next plan then compares the source with what the mirror really holds and converges.
 //!
 //! An increment whose metadata was already written is checked against it (a power cut on a
@@ -475,7 +476,7 @@ pub fn recover(
     index.begin()?;
     let result = (|| -> Result<(), RecoveryError> {
         let mut touched = Touched::default();
-        index.reconcile_mirror(repo, &mut touched)?;
+        index.reconcile_mirror(repo, &mut touched, true)?;
         index.settle(&mut touched)?;
         // Which entries the interrupted run changed is not known: every folder it may have
         // touched is synced (increment first, then the mirror, then `dist`).

@@ -215,7 +215,18 @@ impl Index {
     /// path when size, mtime and kind match it (tracked, with its hash: nothing is stored
     /// again), else as an untracked file of unknown hash (a `--checksum` run hashes it);
     /// rows whose file is gone are dropped. One merge of the walk with the table, in walk order.
-    pub fn reconcile_mirror(&self, repo: &Repository, touched: &mut Touched) -> Result<Reconciled> {
+    ///
+    /// `hash_new`: a file described anew and not recognised gets the hash of what the mirror
+    /// holds, read now. Recovery asks for it: the files an interrupted run renamed in are few,
+    /// and without a hash `check --verify` could not vouch for them until they change again
+    /// (the next run finds them equal to the source and copies nothing). A rebuild of a lost
+    /// index does not: it would read the whole mirror.
+    pub fn reconcile_mirror(
+        &self,
+        repo: &Repository,
+        touched: &mut Touched,
+        hash_new: bool,
+    ) -> Result<Reconciled> {
         let mut report = Reconciled::default();
         let mut rows = self.mirror_entries().peekable();
         let mut pending_drop: Vec<RelPath> = Vec::new();
@@ -270,7 +281,12 @@ impl Index {
                         return Ok(());
                     }
                 }
-                let entry = self.recognise(&w.rel, disk)?;
+                let mut entry = self.recognise(&w.rel, disk)?;
+                if hash_new && entry.hash.is_none() && entry.kind != FileKind::Dir {
+                    // Unreadable now: left unknown, as before (a `--checksum` run hashes it).
+                    entry.hash =
+                        crate::journal::hash_of(&repo.mirror_file(&w.rel), entry.kind).ok();
+                }
                 report.described += 1;
                 if entry.tracked {
                     report.recognised += 1;

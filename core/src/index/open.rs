@@ -265,18 +265,18 @@ impl Index {
                         }
                         // The old index may lag behind the folder (an interrupted run of the
                         // old tool): make the rows true to the disk, cheaply where they are.
-                        self.reconcile_mirror(repo, &mut touched)?;
+                        self.reconcile_mirror(repo, &mut touched, false)?;
                     }
                     Err(IndexError::Format(_)) => {
                         // A damaged mirror.json: rebuild from the folder instead.
                         self.mirror_clear()?;
-                        let r = self.reconcile_mirror(repo, &mut touched)?;
+                        let r = self.reconcile_mirror(repo, &mut touched, false)?;
                         notes.push(IndexNote::Rebuilt { reconciled: r });
                     }
                     Err(e) => return Err(e),
                 }
             } else {
-                let r = self.reconcile_mirror(repo, &mut touched)?;
+                let r = self.reconcile_mirror(repo, &mut touched, false)?;
                 // An empty mirror (a backup of nothing yet) has nothing to rebuild or tell.
                 if r.described + r.kept > 0 {
                     notes.push(IndexNote::Rebuilt { reconciled: r });
