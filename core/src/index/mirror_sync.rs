@@ -217,10 +217,11 @@ impl Index {
     /// rows whose file is gone are dropped. One merge of the walk with the table, in walk order.
     ///
     /// `hash_new`: a file described anew and not recognised gets the hash of what the mirror
-    /// holds, read now. Recovery asks for it: the files an interrupted run renamed in are few,
-    /// and without a hash `check --verify` could not vouch for them until they change again
-    /// (the next run finds them equal to the source and copies nothing). A rebuild of a lost
-    /// index does not: it would read the whole mirror.
+    /// holds, read now. Recovery asks for it: those are the files the interrupted run renamed
+    /// in (reading them back costs less than the run spent writing them), and without a hash
+    /// `check --verify` could not vouch for them until they change again (the next run finds
+    /// them equal to the source and copies nothing). A rebuild of a lost index does not: it
+    /// would read the whole mirror.
     pub fn reconcile_mirror(
         &self,
         repo: &Repository,
