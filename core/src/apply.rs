@@ -563,6 +563,16 @@ struct Staged {
     entry: IndexEntry,
 }
 
+impl Staged {
+    /// The open new file to write back and fsync (`None` for a symlink).
+    fn file(&self) -> Option<&std::fs::File> {
+        match (&self.out, &self.handle) {
+            (Output::Unnamed(f), _) => Some(f),
+            (Output::Named(_), h) => h.as_ref(),
+        }
+    }
+}
+
 /// A new version, written and complete, before it has its names in the increment and the
 /// mirror.
 enum Output {
@@ -1043,9 +1053,7 @@ pub fn stage_one(stage: &Stage, item: CopyItem) -> Staging {
             // The data goes to the disk now, while the copy waits for its installer: its fsync
             // then mostly waits for the journal (ext4, 200k small files: 13.9 s -> 11.9 s).
             if stage.sync.strategy() == crate::durable::Strategy::EachFile {
-                if let (Output::Unnamed(f), _) | (Output::Named(_), Some(f)) =
-                    (&staged.out, &staged.handle)
-                {
+                if let Some(f) = staged.file() {
                     pfs::start_writeback(f);
                 }
             }
@@ -1099,9 +1107,9 @@ fn make_durable(stage: &Stage, item: &CopyItem, staged: &Staged) -> io::Result<(
             shown.display()
         )))
     });
-    match (&staged.out, &staged.handle) {
-        (Output::Unnamed(f), _) | (Output::Named(_), Some(f)) => stage.sync.handle(f),
-        (Output::Named(_), None) => Ok(()),
+    match staged.file() {
+        Some(f) => stage.sync.handle(f),
+        None => Ok(()),
     }
 }
 
