@@ -226,3 +226,102 @@ fn the_kernel_forgetting_empties_the_inode_table_and_numbers_stay() {
     // The probe's path and a few top folders, not the 300 files walked before.
     assert!(held < 50, "{held} inodes still held: {text}");
 }
+
+/// The counts a mount started with `-v` prints when it ends.
+struct MountCounts {
+    lookups: u64,
+    with_attributes: u64,
+    bare: u64,
+    held: u64,
+}
+
+fn mount_counts(log: &std::path::Path) -> MountCounts {
+    let text = fs::read_to_string(log).unwrap();
+    let number_before = |marker: &str| -> u64 {
+        text.lines()
+            .find_map(|l| {
+                let (head, _) = l.split_once(marker)?;
+                head.rsplit(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|n| n.parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no {marker:?} in {text}"))
+    };
+    MountCounts {
+        lookups: number_before(" lookups answered"),
+        with_attributes: number_before(" listed entries sent with attributes"),
+        bare: number_before(" as names only"),
+        held: number_before(" inodes held by the kernel at exit"),
+    }
+}
+
+/// `find` (names only) and `find -printf` (every file's attributes) through the mount, with
+/// the real tools: the first leaves the kernel holding the folders only, not every file it
+/// was shown (which the daemon would then have to make it drop: most of a million-file
+/// `find`'s time); the second is given attributes in its listings after its first folder,
+/// not one LOOKUP per file, and they are the source's.
+#[test]
+fn a_name_only_walk_holds_only_folders_and_a_statting_walk_gets_attributes() {
+    let env = TestEnv::new();
+    env.config(serde_json::json!({"track_dirs": ["docs"]}));
+    let (folders, per_folder) = (20, 100);
+    for d in 0..folders {
+        for i in 0..per_folder {
+            env.write(
+                format!("docs/d{d:02}/f{i:03}.txt"),
+                &vec![b'x'; d * per_folder + i],
+            );
+        }
+    }
+    env.backup_ok(&["-q"]);
+    let files = (folders * per_folder) as u64;
+    let mnt = env.dir.path().join("mnt");
+
+    let log = env.dir.path().join("find.log");
+    let mut m = MountedBackup::start_logged(&env.dist, &mnt, &["-v"], &log);
+    let out = Command::new("find")
+        .arg(m.path("snapshots/latest"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let listed = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
+    assert_eq!(listed, files + folders as u64 + 2, "find lists every entry");
+    assert!(m.terminate().success());
+    let c = mount_counts(&log);
+    assert!(
+        c.held < 60,
+        "{} inodes held after a name-only walk of {files} files",
+        c.held
+    );
+    assert!(c.bare >= files, "{} entries listed as names", c.bare);
+
+    let printf = |root: &std::path::Path| -> String {
+        let out = Command::new("find")
+            .arg(root)
+            .args(["-type", "f", "-printf", "%P %s %m %T@\n"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let mut lines: Vec<_> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines.join("\n")
+    };
+    let log = env.dir.path().join("printf.log");
+    let mut m = MountedBackup::start_logged(&env.dist, &mnt, &["-v"], &log);
+    assert_eq!(printf(&m.path("snapshots/latest")), printf(&env.src));
+    assert!(m.terminate().success());
+    let c = mount_counts(&log);
+    assert!(
+        c.lookups < files / 4,
+        "{} lookups for a statting walk of {files} files",
+        c.lookups
+    );
+    assert!(
+        c.with_attributes > files / 2,
+        "{} sent with attributes",
+        c.with_attributes
+    );
+}

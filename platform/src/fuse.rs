@@ -27,6 +27,9 @@ use crate::rofs::{
     CacheInvalidator, DirEntry, Freshness, FsError, Ino, NodeAttr, NodeKind, ReadOnlyFs,
 };
 
+mod callers;
+use callers::Callers;
+
 /// How long the kernel may keep attributes and names of nodes that change behind our back.
 const LIVE_TTL: Duration = Duration::from_secs(1);
 /// For nodes whose changes the tree announces through the invalidator.
@@ -107,6 +110,7 @@ struct Adapter<F: ReadOnlyFs> {
     next_fh: AtomicU64,
     want_passthrough: bool,
     stats: Arc<Stats>,
+    callers: Callers,
 }
 
 /// What the kernel agreed to and how much the daemon served, for the caller to report.
@@ -115,6 +119,9 @@ pub struct Stats {
     passthrough: AtomicBool,
     daemon_reads: AtomicU64,
     passthrough_opens: AtomicU64,
+    lookups: AtomicU64,
+    listed_with_attributes: AtomicU64,
+    listed_bare: AtomicU64,
 }
 
 impl Stats {
@@ -129,6 +136,18 @@ impl Stats {
     /// Opens handed to the kernel as passthrough.
     pub fn passthrough_opens(&self) -> u64 {
         self.passthrough_opens.load(Ordering::Relaxed)
+    }
+    /// LOOKUP requests answered.
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
+    }
+    /// Listed entries sent with their attributes (the kernel links each one until it forgets
+    /// it), and sent as names only.
+    pub fn listed(&self) -> (u64, u64) {
+        (
+            self.listed_with_attributes.load(Ordering::Relaxed),
+            self.listed_bare.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -224,10 +243,16 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let st = self.fs.state();
+        self.stats.lookups.fetch_add(1, Ordering::Relaxed);
         match self.fs.lookup(&st, parent.0, name) {
-            Ok(a) => reply.entry(&self.ttl(a.ino), &fuse_attr(&a), Generation(0)),
+            Ok(a) => {
+                if a.kind != NodeKind::Dir {
+                    self.callers.looked_up_file(req.pid());
+                }
+                reply.entry(&self.ttl(a.ino), &fuse_attr(&a), Generation(0))
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -412,7 +437,7 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -459,18 +484,25 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
             off = 2;
         }
         let start = usize::try_from(off - 2).unwrap_or(usize::MAX);
+        let (mut sent, mut files) = (0u32, 0u32);
         for i in start..list.len() {
             let e = list.entry(i);
             if reply.add(INodeNo(e.ino), 3 + i as u64, file_type(e.kind), &e.name) {
                 break;
             }
+            sent += 1;
+            files += u32::from(e.kind != NodeKind::Dir);
         }
+        self.stats
+            .listed_bare
+            .fetch_add(u64::from(sent), Ordering::Relaxed);
+        self.callers.gave_bare(req.pid(), files);
         reply.ok();
     }
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -529,7 +561,18 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
             off = 2;
         }
         let start = usize::try_from(off - 2).unwrap_or(usize::MAX);
+        // A caller that has not shown it looks at files' attributes gets the folders of this
+        // page (needed to descend) and stops at the first file: the kernel then asks for the
+        // rest as a plain listing, links none of it, and the caller's LOOKUPs, if any, teach
+        // `callers` otherwise (see `callers`). A page whose first entry is a file is sent
+        // whole, as the reply must not be empty before the end.
+        let names_only = !self.callers.wants_attributes(req.pid());
+        let mut sent = off > offset;
+        let mut with_attributes = 0u64;
         for (i, (e, a)) in list.iter().enumerate().skip(start) {
+            if names_only && sent && e.kind != NodeKind::Dir {
+                break;
+            }
             let ttl = self.ttl(e.ino);
             if reply.add(
                 INodeNo(e.ino),
@@ -543,7 +586,12 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
             }
             // The kernel now holds the entry as if looked up: until its forget.
             self.fs.hold(&st, ino.0, e);
+            sent = true;
+            with_attributes += 1;
         }
+        self.stats
+            .listed_with_attributes
+            .fetch_add(with_attributes, Ordering::Relaxed);
         reply.ok();
     }
 
@@ -906,6 +954,7 @@ pub fn mount<F: ReadOnlyFs>(
         next_fh: AtomicU64::new(1),
         want_passthrough: cfg.passthrough && cfg!(target_os = "linux"),
         stats: Arc::clone(&stats),
+        callers: Callers::default(),
     };
     // Every lookup and every readdirplus entry ends in a forget: the tree keeps only what
     // the kernel holds.

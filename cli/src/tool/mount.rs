@@ -116,6 +116,11 @@ fn serve(fs: Arc<BackupFs>, args: &Args) -> anyhow::Result<i32> {
             mounted.stats().passthrough_opens(),
             mounted.stats().daemon_reads()
         );
+        let (with_attributes, bare) = mounted.stats().listed();
+        eprintln!(
+            "backup-tool: {} lookups answered, {with_attributes} listed entries sent with attributes, {bare} as names only",
+            mounted.stats().lookups()
+        );
         let (held, cached) = fs.inode_counts();
         eprintln!("backup-tool: {held} inodes held by the kernel at exit, {cached} cached");
     }
