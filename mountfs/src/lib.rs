@@ -18,6 +18,7 @@
 //! every helper, so its reply never mixes the increments before a reload with those after.
 
 mod inodes;
+mod prefetch;
 mod views;
 pub mod watch;
 
@@ -44,6 +45,7 @@ use backup_platform::rofs::{
 };
 
 use inodes::{Inodes, Remember, XattrCache};
+use prefetch::Prefetch;
 
 pub use views::{version_file_name, versions_folder_name, VERSIONS_SUFFIX};
 
@@ -290,6 +292,9 @@ fn fs_err(e: IndexError) -> FsError {
     FsError::Io(e.to_string())
 }
 
+/// A folder's entries: where each is, its name, what it is.
+type Listing = Vec<(Loc, Vec<u8>, Node)>;
+
 /// A version as `history/` shows it: its name, the version, the shown symlink target.
 type ShownVersion = (Vec<u8>, Version, Option<OsString>);
 
@@ -334,6 +339,10 @@ pub struct BackupFs {
     /// What the last listings found for each entry they numbered, for the `hold` that follows
     /// when the kernel takes the entry (no second query); bounded, cleared when full.
     listed: Mutex<HashMap<Ino, Listed>>,
+    /// Listings computed ahead of a walk (see [`prefetch`]); used once
+    /// [`BackupFs::start_prefetch`] started its thread.
+    prefetch: Arc<Prefetch<Loc, Loaded, Listing>>,
+    prefetching: AtomicBool,
     /// Owner of `dist`: shown where nothing else is recorded.
     uid: u32,
     gid: u32,
@@ -495,6 +504,8 @@ impl BackupFs {
             reloads: AtomicU64::new(0),
             no_xattrs: AtomicBool::new(false),
             listed: Mutex::new(HashMap::new()),
+            prefetch: Arc::new(Prefetch::new()),
+            prefetching: AtomicBool::new(false),
             uid,
             gid,
         })
@@ -1110,8 +1121,63 @@ impl BackupFs {
         listed.extend(aside);
     }
 
+    /// Lists, on a thread of its own, the folders of snapshots and of the history that walks
+    /// are about to enter (see [`prefetch`]). The thread ends with the tree.
+    pub fn start_prefetch(self: &Arc<Self>) {
+        if self.prefetching.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let fs = Arc::downgrade(self);
+        let prefetch = Arc::clone(&self.prefetch);
+        let spawned = std::thread::Builder::new()
+            .name("prefetch".into())
+            .spawn(move || {
+                while let Some((st, loc)) = prefetch.next() {
+                    // Held only while listing, so the tree can go meanwhile.
+                    let Some(fs) = fs.upgrade() else { break };
+                    let listing = fs.listing(&st, &loc).ok().map(|l| {
+                        let n = l.len();
+                        (l, n)
+                    });
+                    drop(fs);
+                    prefetch.finish(listing);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the listing thread: {e}");
+            self.prefetching.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The listing of `loc` for a request: the one computed ahead when a walk was expected
+    /// here; then the subfolders a walk enters next are wished for.
+    fn listing_for_request(&self, st: &Arc<Loaded>, loc: &Loc) -> FsResult<Listing> {
+        let walkable = |l: &Loc| {
+            matches!(
+                l,
+                Loc::Snapshot(..) | Loc::HistoryDir(_) | Loc::HistoryFile(_)
+            )
+        };
+        if !self.prefetching.load(Ordering::Relaxed)
+            || !(walkable(loc) || matches!(loc, Loc::HistoryRoot))
+        {
+            return self.listing(st, loc);
+        }
+        let listing = match self.prefetch.take(st, loc) {
+            Some(l) => l,
+            None => self.listing(st, loc)?,
+        };
+        let next: Vec<Loc> = listing
+            .iter()
+            .filter(|(l, _, node)| matches!(node, Node::Dir(_)) && walkable(l))
+            .map(|(l, _, _)| l.clone())
+            .collect();
+        self.prefetch.want(st, next);
+        Ok(listing)
+    }
+
     /// Every entry of the folder `loc`, with what it is.
-    fn listing(&self, st: &Loaded, loc: &Loc) -> FsResult<Vec<(Loc, Vec<u8>, Node)>> {
+    fn listing(&self, st: &Loaded, loc: &Loc) -> FsResult<Listing> {
         let cat: &Catalog = &st.catalog;
         let mut out = Vec::new();
         match loc {
@@ -1339,9 +1405,15 @@ impl BackupFs {
                 links: links.map(Arc::new).or_else(|| loaded.links.clone()),
             });
         }
+        self.prefetch.clear();
         self.reloads.fetch_add(1, Ordering::Relaxed);
         self.invalidate(&reload, only_appended);
         Ok(Some(reload))
+    }
+
+    /// How many listings computed ahead of a walk were used (for tests and `-v`).
+    pub fn prefetched_listings_used(&self) -> u64 {
+        self.prefetch.used()
     }
 
     /// How many reloads showed a changed catalog (for tests and `-v`).
@@ -1449,6 +1521,7 @@ impl BackupFs {
 impl Drop for BackupFs {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.prefetch.stop();
     }
 }
 
@@ -1478,7 +1551,7 @@ impl ReadOnlyFs for BackupFs {
 
     fn readdir(&self, st: &Arc<Loaded>, ino: Ino) -> FsResult<Vec<DirEntry>> {
         let loc = self.loc(ino)?;
-        let listing = self.listing(st, &loc)?;
+        let listing = self.listing_for_request(st, &loc)?;
         let store = !self.counting();
         Ok(listing
             .into_iter()
@@ -1502,7 +1575,7 @@ impl ReadOnlyFs for BackupFs {
 
     fn readdir_plus(&self, st: &Arc<Loaded>, ino: Ino) -> FsResult<Vec<(DirEntry, NodeAttr)>> {
         let loc = self.loc(ino)?;
-        let listing = self.listing(st, &loc)?;
+        let listing = self.listing_for_request(st, &loc)?;
         let mut out = Vec::with_capacity(listing.len());
         let mut aside = Vec::with_capacity(listing.len().min(LISTED_MAX));
         for (l, name, node) in listing {

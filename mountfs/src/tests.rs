@@ -581,3 +581,75 @@ fn unreadable_metadata_is_reported_and_the_rest_still_served() {
         .unwrap();
     assert_eq!(read_all(&fs, a.ino), b"report v1");
 }
+
+/// Listings computed ahead of a walk are the listings a request computes, and none computed
+/// before a reload is shown after it.
+#[test]
+fn listings_computed_ahead_equal_those_computed_on_request_and_follow_a_reload() {
+    let d = tempfile::tempdir().unwrap();
+    let mut f = fixture(d.path());
+    let plain = open_fs(d.path());
+    let ahead = Arc::new(open_fs(d.path()));
+    ahead.start_prefetch();
+    let settle = |fs: &BackupFs| {
+        let start = std::time::Instant::now();
+        while !fs.prefetch.idle() {
+            assert!(start.elapsed() < Duration::from_secs(30), "prefetch stuck");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    for view in [
+        format!("snapshots/{A}"),
+        format!("snapshots/{B}"),
+        "snapshots/latest".into(),
+    ] {
+        let root = ahead.lookup_path(&view).unwrap().ino;
+        // The view's top folder wishes for its subfolders; let them be listed first.
+        ahead.readdir_plus(&ahead.state(), root).unwrap();
+        settle(&ahead);
+        let (mut want, mut got) = (BTreeMap::new(), BTreeMap::new());
+        walk(&plain, plain.lookup_path(&view).unwrap().ino, "", &mut want);
+        walk(&ahead, root, "", &mut got);
+        assert_eq!(got, want, "{view}");
+    }
+    let used = ahead.prefetched_listings_used();
+    assert!(used >= 3, "only {used} listings computed ahead were used");
+
+    // Listed ahead under the old state, then a new increment lands.
+    let latest = ahead.lookup_path("snapshots/latest").unwrap().ino;
+    ahead.readdir_plus(&ahead.state(), latest).unwrap();
+    settle(&ahead);
+    let v4 = b"report v4, the longest of them";
+    f.backup(D, &[Change::Write("docs/report.txt", v4)]);
+    ahead.refresh().unwrap().expect("a change");
+    let docs = ahead.lookup_path("snapshots/latest/docs").unwrap().ino;
+    let listed = ahead.readdir_plus(&ahead.state(), docs).unwrap();
+    let report = listed
+        .iter()
+        .find(|(e, _)| e.name == "report.txt")
+        .expect("report.txt listed");
+    assert_eq!(
+        report.1.size,
+        v4.len() as u64,
+        "a listing from before the reload"
+    );
+    let mut got = BTreeMap::new();
+    walk(&ahead, latest, "", &mut got);
+    assert_eq!(got["docs/report.txt"].content, v4);
+    // A history walk too is served the same either way.
+    let (mut want, mut got) = (BTreeMap::new(), BTreeMap::new());
+    let plain = open_fs(d.path());
+    walk(
+        &plain,
+        plain.lookup_path("history").unwrap().ino,
+        "",
+        &mut want,
+    );
+    walk(
+        &ahead,
+        ahead.lookup_path("history").unwrap().ino,
+        "",
+        &mut got,
+    );
+    assert_eq!(got, want, "history");
+}

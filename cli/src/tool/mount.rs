@@ -50,6 +50,7 @@ pub fn run(repo: &Repository, args: &Args) -> anyhow::Result<i32> {
     }
     let started = std::time::Instant::now();
     let fs = Arc::new(BackupFs::open(repo.clone())?);
+    fs.start_prefetch();
     for note in fs.index_notes() {
         eprintln!("backup-tool: {note}");
     }
@@ -120,6 +121,10 @@ fn serve(fs: Arc<BackupFs>, args: &Args) -> anyhow::Result<i32> {
         eprintln!(
             "backup-tool: {} lookups answered, {with_attributes} listed entries sent with attributes, {bare} as names only",
             mounted.stats().lookups()
+        );
+        eprintln!(
+            "backup-tool: {} listings computed ahead of a walk were used",
+            fs.prefetched_listings_used()
         );
         let (held, cached) = fs.inode_counts();
         eprintln!("backup-tool: {held} inodes held by the kernel at exit, {cached} cached");

@@ -187,6 +187,7 @@ pub fn run(repo: &Repository, args: &Args) -> anyhow::Result<i32> {
     };
 
     let fs = Arc::new(BackupFs::open(repo.clone())?);
+    fs.start_prefetch();
     let loader = Arc::clone(&fs);
     // The global -v (log each reload).
     let verbose = crate::term::verbose() > 0;
