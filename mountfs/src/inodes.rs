@@ -28,6 +28,28 @@ use crate::Loc;
 
 const SHARDS: usize = 32;
 
+/// Hashes an inode number for a table keyed by it: the number is already a keyed hash (SipHash
+/// over it again was a visible part of a `find`), so it only needs its top bit spread.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct InoHasher(u64);
+
+impl std::hash::Hasher for InoHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+/// A map keyed by inode numbers.
+pub(crate) type InoMap<V> = HashMap<Ino, V, std::hash::BuildHasherDefault<InoHasher>>;
+
 /// What is known of a node's extended attributes, kept with its entry so that `getxattr`
 /// (asked for every file by `ls -l`) is answered without a query.
 #[derive(Clone, Debug, Default)]
@@ -68,7 +90,7 @@ pub(crate) struct Remember<'a> {
 }
 
 pub(crate) struct Inodes {
-    shards: Vec<RwLock<HashMap<Ino, Entry>>>,
+    shards: Vec<RwLock<InoMap<Entry>>>,
     keys: std::hash::RandomState,
     pins: Mutex<Pins>,
     any_pin: AtomicBool,
@@ -82,7 +104,9 @@ pub(crate) struct Inodes {
 impl Inodes {
     pub fn new() -> Inodes {
         Inodes {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(InoMap::default()))
+                .collect(),
             keys: std::hash::RandomState::new(),
             pins: Mutex::new(Pins::default()),
             any_pin: AtomicBool::new(false),
@@ -92,7 +116,7 @@ impl Inodes {
         }
     }
 
-    fn shard(&self, ino: Ino) -> &RwLock<HashMap<Ino, Entry>> {
+    fn shard(&self, ino: Ino) -> &RwLock<InoMap<Entry>> {
         &self.shards[(ino as usize) % SHARDS]
     }
 

@@ -32,8 +32,8 @@ struct Ready<S, T> {
 struct Inner<K, S, T> {
     /// Folders to list, the next one at the back.
     queue: VecDeque<(Arc<S>, K)>,
-    /// The folder being listed now.
-    running: Option<(Arc<S>, K)>,
+    /// The folders being listed now (one per thread).
+    running: Vec<(Arc<S>, K)>,
     ready: HashMap<K, Ready<S, T>>,
     ready_entries: usize,
     stopped: bool,
@@ -54,7 +54,7 @@ impl<K: Clone + Eq + Hash, S, T> Prefetch<K, S, T> {
         Prefetch {
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
-                running: None,
+                running: Vec::new(),
                 ready: HashMap::new(),
                 ready_entries: 0,
                 stopped: false,
@@ -81,7 +81,7 @@ impl<K: Clone + Eq + Hash, S, T> Prefetch<K, S, T> {
         // The first folders of the walk are the next ones it enters.
         let n = folders.len().min(QUEUE);
         for k in folders[..n].iter().rev() {
-            if g.ready.contains_key(k) || g.running.as_ref().is_some_and(|(_, r)| r == k) {
+            if g.ready.contains_key(k) || g.running.iter().any(|(_, r)| r == k) {
                 continue;
             }
             g.queue.push_back((Arc::clone(state), k.clone()));
@@ -99,8 +99,8 @@ impl<K: Clone + Eq + Hash, S, T> Prefetch<K, S, T> {
         g.queue.retain(|(_, k)| k != folder);
         while g
             .running
-            .as_ref()
-            .is_some_and(|(s, k)| k == folder && Arc::ptr_eq(s, state))
+            .iter()
+            .any(|(s, k)| k == folder && Arc::ptr_eq(s, state))
         {
             g = self.done.wait(g).unwrap_or_else(|p| p.into_inner());
         }
@@ -125,7 +125,7 @@ impl<K: Clone + Eq + Hash, S, T> Prefetch<K, S, T> {
     #[cfg(test)]
     pub fn idle(&self) -> bool {
         let g = self.lock();
-        g.queue.is_empty() && g.running.is_none()
+        g.queue.is_empty() && g.running.is_empty()
     }
 
     /// For the prefetching thread: the next folder to list, waiting for one; `None` once
@@ -150,7 +150,7 @@ impl<K: Clone + Eq + Hash, S, T> Prefetch<K, S, T> {
             let expired = before != g.ready.len();
             if g.ready_entries < READY_ENTRIES {
                 if let Some(job) = g.queue.pop_back() {
-                    g.running = Some(job.clone());
+                    g.running.push(job.clone());
                     return Some(job);
                 }
             }
@@ -168,11 +168,12 @@ impl<K: Clone + Eq + Hash, S, T> Prefetch<K, S, T> {
         }
     }
 
-    /// For the prefetching thread: the listing of the folder [`Prefetch::next`] gave it
+    /// For a prefetching thread: the listing of `folder`, which [`Prefetch::next`] gave it
     /// (`None` when listing it failed: the request will meet the error itself).
-    pub fn finish(&self, listing: Option<(T, usize)>) {
+    pub fn finish(&self, folder: &K, listing: Option<(T, usize)>) {
         let mut g = self.lock();
-        if let Some((state, k)) = g.running.take() {
+        let at = g.running.iter().position(|(_, k)| k == folder);
+        if let Some((state, k)) = at.map(|i| g.running.swap_remove(i)) {
             if let Some((listing, entries)) = listing {
                 if !g.stopped {
                     g.ready_entries += entries;
@@ -229,7 +230,7 @@ mod tests {
 
     fn run_one(p: &P) -> u32 {
         let (_, k) = p.next().unwrap();
-        p.finish(Some((vec![k * 10], 1)));
+        p.finish(&k, Some((vec![k * 10], 1)));
         k
     }
 
@@ -272,7 +273,7 @@ mod tests {
         assert_eq!(run_one(&p), 0);
         // Fill the kept listings past the bound: the thread then waits for a take.
         let (_, k) = p.next().unwrap();
-        p.finish(Some((vec![k], READY_ENTRIES)));
+        p.finish(&k, Some((vec![k], READY_ENTRIES)));
         let waiter = {
             let p = Arc::new(p);
             let q = Arc::clone(&p);
@@ -298,7 +299,7 @@ mod tests {
         let s2 = Arc::clone(&st);
         let h = std::thread::spawn(move || q.take(&s2, &7));
         std::thread::sleep(Duration::from_millis(50));
-        p.finish(Some((vec![k], 1)));
+        p.finish(&k, Some((vec![k], 1)));
         assert_eq!(h.join().unwrap(), Some(vec![7]));
     }
 

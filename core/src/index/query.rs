@@ -2,8 +2,6 @@
 //! metadata at a point. Every query is bounded by what it answers (one folder's children,
 //! one path's history), never by the size of the backup.
 
-use std::collections::BTreeMap;
-
 use rusqlite::{params, OptionalExtension};
 
 use super::codec;
@@ -311,14 +309,16 @@ impl Index {
         if id != ROOT_DIR && !self.dir_spans(id)?.contains(&at_key) {
             return Ok(None);
         }
-        let mut out: BTreeMap<Vec<u8>, SnapNode> = BTreeMap::new();
+        // Both queries give names in byte order (the keys' order), so the two lists are merged,
+        // not sorted again.
+        let mut files: Vec<(Vec<u8>, SnapNode)> = Vec::new();
         // The latest event per name: SQLite takes the bare columns from the row with max(ord).
         let rows: Vec<(Vec<u8>, EventRow)> = self
             .conn()
             .prepare_cached(
                 "SELECT name, max(ord), inc, origin, category, op, kind, size, mtime_ns, mode, uid,
                         gid, hash, version_of, extra
-                 FROM events WHERE dir = ?1 AND ord <= ?2 GROUP BY name",
+                 FROM events WHERE dir = ?1 AND ord <= ?2 GROUP BY name ORDER BY name",
             )
             .and_then(|mut s| {
                 s.query_map(params![id, at_key], |r| Ok((r.get(0)?, event_row(r, 1)?)))?
@@ -337,30 +337,44 @@ impl Index {
             };
             let Ok(path) = path else { continue };
             if let Some(v) = self.version_of_row(path, row)? {
-                out.insert(name, SnapNode::File(Box::new(v)));
+                files.push((name, SnapNode::File(Box::new(v))));
             }
         }
         let subdirs: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
             .conn()
-            .prepare_cached("SELECT name, spans FROM dirs WHERE parent = ?1")
+            .prepare_cached("SELECT name, spans FROM dirs WHERE parent = ?1 ORDER BY name")
             .and_then(|mut s| s.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(self.err("list a snapshot folder"))?;
-        for (name, spans) in subdirs {
-            if !RelPath::is_component(&name) {
-                continue;
+        let dirs = subdirs.into_iter().filter(|(name, spans)| {
+            RelPath::is_component(name)
+                && spans
+                    .as_deref()
+                    .and_then(Spans::decode)
+                    .is_some_and(|s| s.contains(&at_key))
+        });
+        let mut out = Vec::with_capacity(files.len());
+        let mut files = files.into_iter().peekable();
+        for (name, _) in dirs {
+            while let Some((f, _)) = files.peek() {
+                match f.cmp(&name) {
+                    std::cmp::Ordering::Less => {
+                        let (name, node) = files.next().expect("peeked");
+                        out.push(SnapChild { name, node });
+                    }
+                    // A name that is both (messy metadata) is the folder.
+                    std::cmp::Ordering::Equal => {
+                        files.next();
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
             }
-            let present = spans
-                .and_then(|b| Spans::decode(&b))
-                .is_some_and(|s| s.contains(&at_key));
-            if present {
-                out.insert(name, SnapNode::Dir);
-            }
+            out.push(SnapChild {
+                name,
+                node: SnapNode::Dir,
+            });
         }
-        Ok(Some(
-            out.into_iter()
-                .map(|(name, node)| SnapChild { name, node })
-                .collect(),
-        ))
+        out.extend(files.map(|(name, node)| SnapChild { name, node }));
+        Ok(Some(out))
     }
 
     /// What `path` is in the snapshot at `at`.
