@@ -324,4 +324,37 @@ fn a_name_only_walk_holds_only_folders_and_a_statting_walk_gets_attributes() {
         "{} sent with attributes",
         c.with_attributes
     );
+
+    // `ls -l` of a folder of many pages, by a fresh process: its first plain page is looked
+    // up entry by entry, then the kernel asks with attributes and the listing taken by names
+    // is replaced by the full one in the same places.
+    for i in 0..1500 {
+        env.write(format!("docs/big/f{i:04}.txt"), &vec![b'y'; i % 700]);
+    }
+    env.backup_ok(&["-q"]);
+    let ls = |dir: &std::path::Path| -> String {
+        let out = Command::new("ls")
+            .args(["-ln", "--time-style=+%s.%N"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let log = env.dir.path().join("ls.log");
+    let mut m = MountedBackup::start_logged(&env.dist, &mnt, &["-v"], &log);
+    let listed = ls(&m.path("snapshots/latest/docs/big"));
+    assert_eq!(listed.lines().count(), 1500);
+    assert_eq!(listed, ls(&env.src.join("docs/big")));
+    assert!(m.terminate().success());
+    let c = mount_counts(&log);
+    assert!(
+        c.lookups < 1000,
+        "{} lookups for `ls -l` of 1,500 files",
+        c.lookups
+    );
 }

@@ -300,6 +300,57 @@ fn fs_err(e: IndexError) -> FsError {
 /// A folder's entries: where each is, its name, what it is.
 type Listing = Vec<(Loc, Vec<u8>, Node)>;
 
+/// A folder's entries for a caller that wants their names only: where each is, its name, its
+/// kind (nothing read of the versions).
+type Names = Vec<(Loc, Vec<u8>, NodeKind)>;
+
+/// Which of the two listings a request wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Shape {
+    Full,
+    Names,
+}
+
+/// A listing of either shape (what the listing thread computes ahead).
+enum ShapedListing {
+    Full(Listing),
+    Names(Names),
+}
+
+impl ShapedListing {
+    fn len(&self) -> usize {
+        match self {
+            ShapedListing::Full(l) => l.len(),
+            ShapedListing::Names(l) => l.len(),
+        }
+    }
+
+    /// The subfolders a walk enters from here.
+    fn walkable_dirs(&self) -> Vec<Loc> {
+        match self {
+            ShapedListing::Full(l) => l
+                .iter()
+                .filter(|(l, _, node)| matches!(node, Node::Dir(_)) && walkable(l))
+                .map(|(l, _, _)| l.clone())
+                .collect(),
+            ShapedListing::Names(l) => l
+                .iter()
+                .filter(|(l, _, kind)| *kind == NodeKind::Dir && walkable(l))
+                .map(|(l, _, _)| l.clone())
+                .collect(),
+        }
+    }
+}
+
+/// Folders whose listings come from the index alone (so one computed ahead stays right until
+/// a reload): those of snapshots and of the history.
+fn walkable(l: &Loc) -> bool {
+    matches!(
+        l,
+        Loc::Snapshot(..) | Loc::HistoryDir(_) | Loc::HistoryFile(_)
+    )
+}
+
 /// A version as `history/` shows it: its name, the version, the shown symlink target.
 type ShownVersion = (Vec<u8>, Version, Option<OsString>);
 
@@ -346,7 +397,7 @@ pub struct BackupFs {
     listed: Mutex<InoMap<Listed>>,
     /// Listings computed ahead of a walk (see [`prefetch`]); used once
     /// [`BackupFs::start_prefetch`] started its thread.
-    prefetch: Arc<Prefetch<Loc, Loaded, Listing>>,
+    prefetch: Arc<Prefetch<(Loc, Shape), Loaded, ShapedListing>>,
     prefetching: AtomicBool,
     /// Owner of `dist`: shown where nothing else is recorded.
     uid: u32,
@@ -1138,15 +1189,15 @@ impl BackupFs {
             let spawned = std::thread::Builder::new()
                 .name(format!("prefetch-{i}"))
                 .spawn(move || {
-                    while let Some((st, loc)) = prefetch.next() {
+                    while let Some((st, key)) = prefetch.next() {
                         // Held only while listing, so the tree can go meanwhile.
                         let Some(fs) = fs.upgrade() else { break };
-                        let listing = fs.listing(&st, &loc).ok().map(|l| {
+                        let listing = fs.listing_of_shape(&st, &key.0, key.1).ok().map(|l| {
                             let n = l.len();
                             (l, n)
                         });
                         drop(fs);
-                        prefetch.finish(&loc, listing);
+                        prefetch.finish(&key, listing);
                     }
                 });
             if let Err(e) = spawned {
@@ -1155,31 +1206,79 @@ impl BackupFs {
         }
     }
 
+    fn listing_of_shape(&self, st: &Loaded, loc: &Loc, shape: Shape) -> FsResult<ShapedListing> {
+        match shape {
+            Shape::Full => self.listing(st, loc).map(ShapedListing::Full),
+            Shape::Names => self.names_listing(st, loc).map(ShapedListing::Names),
+        }
+    }
+
     /// The listing of `loc` for a request: the one computed ahead when a walk was expected
-    /// here; then the subfolders a walk enters next are wished for.
-    fn listing_for_request(&self, st: &Arc<Loaded>, loc: &Loc) -> FsResult<Listing> {
-        let walkable = |l: &Loc| {
-            matches!(
-                l,
-                Loc::Snapshot(..) | Loc::HistoryDir(_) | Loc::HistoryFile(_)
-            )
-        };
+    /// here; then the subfolders a walk enters next are wished for, in the same shape.
+    fn listing_for_request(
+        &self,
+        st: &Arc<Loaded>,
+        loc: &Loc,
+        shape: Shape,
+    ) -> FsResult<ShapedListing> {
         if !self.prefetching.load(Ordering::Relaxed)
             || !(walkable(loc) || matches!(loc, Loc::HistoryRoot))
         {
-            return self.listing(st, loc);
+            return self.listing_of_shape(st, loc, shape);
         }
-        let listing = match self.prefetch.take(st, loc) {
+        let key = (loc.clone(), shape);
+        let listing = match self.prefetch.take(st, &key) {
             Some(l) => l,
-            None => self.listing(st, loc)?,
+            None => self.listing_of_shape(st, loc, shape)?,
         };
-        let next: Vec<Loc> = listing
-            .iter()
-            .filter(|(l, _, node)| matches!(node, Node::Dir(_)) && walkable(l))
-            .map(|(l, _, _)| l.clone())
+        let next = listing
+            .walkable_dirs()
+            .into_iter()
+            .map(|l| (l, shape))
             .collect();
         self.prefetch.want(st, next);
         Ok(listing)
+    }
+
+    fn full_listing_for_request(&self, st: &Arc<Loaded>, loc: &Loc) -> FsResult<Listing> {
+        match self.listing_for_request(st, loc, Shape::Full)? {
+            ShapedListing::Full(l) => Ok(l),
+            ShapedListing::Names(_) => self.listing(st, loc),
+        }
+    }
+
+    /// The entries of folder `loc` by name and kind only. A snapshot's folder is read from the
+    /// index without its versions (a third of the columns, no version built per entry);
+    /// other folders are listed in full.
+    fn names_listing(&self, st: &Loaded, loc: &Loc) -> FsResult<Names> {
+        let Loc::Snapshot(k, r) = loc else {
+            return Ok(self
+                .listing(st, loc)?
+                .into_iter()
+                .map(|(l, name, node)| {
+                    let kind = self.attr(0, &node).kind;
+                    (l, name, kind)
+                })
+                .collect());
+        };
+        let inc = st.catalog.resolve(k).ok_or(FsError::NotFound)?;
+        let names = self
+            .pool
+            .with(|index| index.snapshot_names(&inc.name, r.as_ref()))?;
+        let Some(names) = names else {
+            return match self.resolve(st, loc)? {
+                Node::Version(..) => Err(FsError::NotDir),
+                _ => Err(FsError::NotFound),
+            };
+        };
+        let mut out = Vec::with_capacity(names.len());
+        for (name, kind) in names {
+            let Ok(path) = rel_join(r, &name) else {
+                continue;
+            };
+            out.push((Loc::Snapshot(k.clone(), Some(path)), name, node_kind(kind)));
+        }
+        Ok(out)
     }
 
     /// Every entry of the folder `loc`, with what it is.
@@ -1557,22 +1656,37 @@ impl ReadOnlyFs for BackupFs {
 
     fn readdir(&self, st: &Arc<Loaded>, ino: Ino) -> FsResult<Vec<DirEntry>> {
         let loc = self.loc(ino)?;
-        let listing = self.listing_for_request(st, &loc)?;
-        let store = !self.counting();
-        Ok(listing
+        if self.counting() {
+            // Names, kinds and numbers only: the kernel links nothing from a plain listing,
+            // so nothing is kept for its entries either.
+            let names = match self.listing_for_request(st, &loc, Shape::Names)? {
+                ShapedListing::Names(l) => l,
+                ShapedListing::Full(l) => l
+                    .into_iter()
+                    .map(|(l, name, node)| {
+                        let kind = self.attr(0, &node).kind;
+                        (l, name, kind)
+                    })
+                    .collect(),
+            };
+            return Ok(names
+                .into_iter()
+                .map(|(l, name, kind)| DirEntry {
+                    ino: self.inodes.ino_of(&l),
+                    kind,
+                    name: os_name(&name),
+                })
+                .collect());
+        }
+        Ok(self
+            .full_listing_for_request(st, &loc)?
             .into_iter()
             .map(|(l, name, node)| {
                 // Attributes once: building them may stat the stored file.
-                let (ino, kind) = match store {
-                    true => {
-                        let a = self.present_node(st, ino, &name, l, node, Keep::IfUncounting);
-                        (a.ino, a.kind)
-                    }
-                    false => (self.inodes.ino_of(&l), self.attr(0, &node).kind),
-                };
+                let a = self.present_node(st, ino, &name, l, node, Keep::IfUncounting);
                 DirEntry {
-                    ino,
-                    kind,
+                    ino: a.ino,
+                    kind: a.kind,
                     name: os_name(&name),
                 }
             })
@@ -1581,7 +1695,7 @@ impl ReadOnlyFs for BackupFs {
 
     fn readdir_plus(&self, st: &Arc<Loaded>, ino: Ino) -> FsResult<Vec<(DirEntry, NodeAttr)>> {
         let loc = self.loc(ino)?;
-        let listing = self.listing_for_request(st, &loc)?;
+        let listing = self.full_listing_for_request(st, &loc)?;
         let mut out = Vec::with_capacity(listing.len());
         let mut aside = Vec::with_capacity(listing.len().min(LISTED_MAX));
         for (l, name, node) in listing {

@@ -653,3 +653,51 @@ fn listings_computed_ahead_equal_those_computed_on_request_and_follow_a_reload()
     );
     assert_eq!(got, want, "history");
 }
+
+/// Every folder of every snapshot, listed by names only (what a walk that never stats gets),
+/// has the names and kinds of its full listing, in the same order.
+#[test]
+fn a_names_only_listing_has_the_full_listings_entries() {
+    fn compare(fs: &BackupFs, loc: &Loc, seen: &mut usize) {
+        let st = fs.state();
+        let full = fs.listing(&st, loc).unwrap();
+        let names = fs.names_listing(&st, loc).unwrap();
+        let want: Vec<(Loc, Vec<u8>, NodeKind)> = full
+            .iter()
+            .map(|(l, n, node)| (l.clone(), n.clone(), fs.attr(0, node).kind))
+            .collect();
+        assert_eq!(names, want, "{loc:?}");
+        *seen += names.len();
+        for (l, _, kind) in names {
+            if kind == NodeKind::Dir {
+                compare(fs, &l, seen);
+            }
+        }
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mut f = fixture(d.path());
+    f.backup(
+        D,
+        &[
+            Change::Delete("docs/new.txt"),
+            Change::Write("docs/new.txt/inside.txt", b"a folder where a file was"),
+        ],
+    );
+    let fs = open_fs(d.path());
+    let mut seen = 0;
+    for k in [A, B, C, D] {
+        let name = Arc::new(IncrementName::parse(k).unwrap());
+        compare(&fs, &Loc::Snapshot(SnapKey::Named(name), None), &mut seen);
+    }
+    compare(&fs, &Loc::Snapshot(SnapKey::Latest, None), &mut seen);
+    assert!(seen > 20, "{seen} entries compared");
+    // A folder a snapshot does not have is refused the same way.
+    let gone = Loc::Snapshot(
+        SnapKey::Latest,
+        Some(RelPath::from_bytes(b"nowhere").unwrap()),
+    );
+    assert!(matches!(
+        fs.names_listing(&fs.state(), &gone),
+        Err(FsError::NotFound)
+    ));
+}

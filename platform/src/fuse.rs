@@ -518,21 +518,56 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
         // The listing (when not kept from an earlier call), the folder's own attributes and
         // the entries held all come from one state.
         let st = self.fs.state();
+        // A caller that has not shown it looks at files' attributes is listed by names (the
+        // cheap listing) and gets, with attributes, the folders of this page (needed to
+        // descend) up to the first file: the kernel then asks for the rest as a plain listing,
+        // links none of it, and the caller's LOOKUPs, if any, teach `callers` otherwise. A
+        // page whose first entry is a file is sent whole, as the reply must not be empty
+        // before the end.
+        let names_only = !self.callers.wants_attributes(req.pid());
         let list = match cached {
-            Some(Listing::Plus(l)) => l,
-            _ => match self.fs.readdir_plus(&st, ino.0) {
-                Ok(l) => {
-                    let l = Arc::new(l);
-                    self.lock()
-                        .dirs
-                        .insert(fh.0, Some(Listing::Plus(Arc::clone(&l))));
-                    l
+            Some(Listing::Plain(plain)) if !names_only => {
+                // The caller turned out to want attributes: the same entries with them when
+                // the full listing has the same names in the same places (offsets are indexes
+                // into the listing kept), else each entry is looked up as it is sent.
+                match self.fs.readdir_plus(&st, ino.0) {
+                    Ok(full)
+                        if full.len() == plain.len()
+                            && full
+                                .iter()
+                                .zip(plain.iter())
+                                .all(|(f, p)| f.0.name == p.name) =>
+                    {
+                        let l = Listing::Plus(Arc::new(full));
+                        self.lock().dirs.insert(fh.0, Some(l.clone()));
+                        l
+                    }
+                    _ => Listing::Plain(plain),
                 }
-                Err(e) => {
-                    reply.error(errno(&e));
-                    return;
+            }
+            Some(l) => l,
+            None => {
+                let listed = match names_only {
+                    true => self
+                        .fs
+                        .readdir(&st, ino.0)
+                        .map(|l| Listing::Plain(Arc::new(l))),
+                    false => self
+                        .fs
+                        .readdir_plus(&st, ino.0)
+                        .map(|l| Listing::Plus(Arc::new(l))),
+                };
+                match listed {
+                    Ok(l) => {
+                        self.lock().dirs.insert(fh.0, Some(l.clone()));
+                        l
+                    }
+                    Err(e) => {
+                        reply.error(errno(&e));
+                        return;
+                    }
                 }
-            },
+            }
         };
         let no_ttl = Duration::ZERO;
         // Offsets as in readdir: 1 after ".", 2 after "..", 3 + i after entry i.
@@ -561,31 +596,40 @@ impl<F: ReadOnlyFs> Filesystem for Adapter<F> {
             off = 2;
         }
         let start = usize::try_from(off - 2).unwrap_or(usize::MAX);
-        // A caller that has not shown it looks at files' attributes gets the folders of this
-        // page (needed to descend) and stops at the first file: the kernel then asks for the
-        // rest as a plain listing, links none of it, and the caller's LOOKUPs, if any, teach
-        // `callers` otherwise (see `callers`). A page whose first entry is a file is sent
-        // whole, as the reply must not be empty before the end.
-        let names_only = !self.callers.wants_attributes(req.pid());
         let mut sent = off > offset;
         let mut with_attributes = 0u64;
-        for (i, (e, a)) in list.iter().enumerate().skip(start) {
+        for i in start..list.len() {
+            let e = list.entry(i);
             if names_only && sent && e.kind != NodeKind::Dir {
                 break;
             }
-            let ttl = self.ttl(e.ino);
+            let (a, looked_up) = match &list {
+                Listing::Plus(l) => (l[i].1.clone(), false),
+                // Counted by the lookup itself; given back if the entry does not fit.
+                Listing::Plain(_) => match self.fs.lookup(&st, ino.0, &e.name) {
+                    Ok(a) => (a, true),
+                    // Gone since the listing was taken: not shown.
+                    Err(_) => continue,
+                },
+            };
+            let ttl = self.ttl(a.ino);
             if reply.add(
-                INodeNo(e.ino),
+                INodeNo(a.ino),
                 3 + i as u64,
                 &e.name,
                 &ttl,
-                &fuse_attr(a),
+                &fuse_attr(&a),
                 Generation(0),
             ) {
+                if looked_up {
+                    self.fs.forget(a.ino, 1);
+                }
                 break;
             }
-            // The kernel now holds the entry as if looked up: until its forget.
-            self.fs.hold(&st, ino.0, e);
+            if !looked_up {
+                // The kernel now holds the entry as if looked up: until its forget.
+                self.fs.hold(&st, ino.0, e);
+            }
             sent = true;
             with_attributes += 1;
         }

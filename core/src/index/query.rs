@@ -115,6 +115,9 @@ pub enum SnapNode {
 }
 
 /// One entry of a snapshot folder.
+/// A snapshot folder's entries by name, each with its kind, sorted.
+pub type SnapNames = Vec<(Vec<u8>, FileKind)>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapChild {
     pub name: Vec<u8>,
@@ -309,8 +312,6 @@ impl Index {
         if id != ROOT_DIR && !self.dir_spans(id)?.contains(&at_key) {
             return Ok(None);
         }
-        // Both queries give names in byte order (the keys' order), so the two lists are merged,
-        // not sorted again.
         let mut files: Vec<(Vec<u8>, SnapNode)> = Vec::new();
         // The latest event per name: SQLite takes the bare columns from the row with max(ord).
         let rows: Vec<(Vec<u8>, EventRow)> = self
@@ -340,41 +341,75 @@ impl Index {
                 files.push((name, SnapNode::File(Box::new(v))));
             }
         }
+        let dirs = self.subdirs_at(id, &at_key)?;
+        Ok(Some(
+            merge_children(files, dirs, || SnapNode::Dir)
+                .into_iter()
+                .map(|(name, node)| SnapChild { name, node })
+                .collect(),
+        ))
+    }
+
+    /// The names in folder `dir` of the snapshot at `at`, sorted, each with its kind: what
+    /// [`Index::snapshot_dir`] lists, without reading the versions, for a walk that only wants
+    /// names (`find`): a third of the columns, no version built per entry. `None` when the
+    /// folder does not exist there.
+    pub fn snapshot_names(
+        &self,
+        at: &IncrementName,
+        dir: Option<&RelPath>,
+    ) -> Result<Option<SnapNames>> {
+        let Some(id) = self.dir_id(dir)? else {
+            return Ok(None);
+        };
+        let at_key = at.sort_key();
+        if id != ROOT_DIR && !self.dir_spans(id)?.contains(&at_key) {
+            return Ok(None);
+        }
+        let mut files: Vec<(Vec<u8>, FileKind)> = Vec::new();
+        self.conn()
+            .prepare_cached(
+                "SELECT name, max(ord), category, kind FROM events
+                 WHERE dir = ?1 AND ord <= ?2 GROUP BY name ORDER BY name",
+            )
+            .and_then(|mut s| {
+                let mut rows = s.query(params![id, at_key])?;
+                while let Some(r) = rows.next()? {
+                    let kind = codec::kind_of(r.get(3)?);
+                    if codec::category_of(r.get(2)?) == Category::Deleted || kind == FileKind::Dir {
+                        continue;
+                    }
+                    let name: Vec<u8> = r.get(0)?;
+                    // As in `snapshot_dir`: a name no file can have is not shown.
+                    if RelPath::is_component(&name) {
+                        files.push((name, kind));
+                    }
+                }
+                Ok(())
+            })
+            .map_err(self.err("list a snapshot folder"))?;
+        let dirs = self.subdirs_at(id, &at_key)?;
+        Ok(Some(merge_children(files, dirs, || FileKind::Dir)))
+    }
+
+    /// The names of the subfolders of folder `id` present at `at_key`, sorted.
+    fn subdirs_at(&self, id: i64, at_key: &[u8]) -> Result<Vec<Vec<u8>>> {
         let subdirs: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
             .conn()
             .prepare_cached("SELECT name, spans FROM dirs WHERE parent = ?1 ORDER BY name")
             .and_then(|mut s| s.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(self.err("list a snapshot folder"))?;
-        let dirs = subdirs.into_iter().filter(|(name, spans)| {
-            RelPath::is_component(name)
-                && spans
-                    .as_deref()
-                    .and_then(Spans::decode)
-                    .is_some_and(|s| s.contains(&at_key))
-        });
-        let mut out = Vec::with_capacity(files.len());
-        let mut files = files.into_iter().peekable();
-        for (name, _) in dirs {
-            while let Some((f, _)) = files.peek() {
-                match f.cmp(&name) {
-                    std::cmp::Ordering::Less => {
-                        let (name, node) = files.next().expect("peeked");
-                        out.push(SnapChild { name, node });
-                    }
-                    // A name that is both (messy metadata) is the folder.
-                    std::cmp::Ordering::Equal => {
-                        files.next();
-                    }
-                    std::cmp::Ordering::Greater => break,
-                }
-            }
-            out.push(SnapChild {
-                name,
-                node: SnapNode::Dir,
-            });
-        }
-        out.extend(files.map(|(name, node)| SnapChild { name, node }));
-        Ok(Some(out))
+        Ok(subdirs
+            .into_iter()
+            .filter(|(name, spans)| {
+                RelPath::is_component(name)
+                    && spans
+                        .as_deref()
+                        .and_then(Spans::decode)
+                        .is_some_and(|s| s.contains(at_key))
+            })
+            .map(|(name, _)| name)
+            .collect())
     }
 
     /// What `path` is in the snapshot at `at`.
@@ -574,4 +609,30 @@ impl Index {
             })
             .map_err(self.err("list paths"))
     }
+}
+
+/// Merges a folder's files and subfolders, each sorted by name, into one sorted list (both
+/// queries give names in key order, so nothing is sorted again). A name that is both (messy
+/// metadata) is the folder.
+fn merge_children<T>(
+    files: Vec<(Vec<u8>, T)>,
+    dirs: Vec<Vec<u8>>,
+    dir: impl Fn() -> T,
+) -> Vec<(Vec<u8>, T)> {
+    let mut out = Vec::with_capacity(files.len() + dirs.len());
+    let mut files = files.into_iter().peekable();
+    for name in dirs {
+        while let Some((f, _)) = files.peek() {
+            match f.cmp(&name) {
+                std::cmp::Ordering::Less => out.push(files.next().expect("peeked")),
+                std::cmp::Ordering::Equal => {
+                    files.next();
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        out.push((name, dir()));
+    }
+    out.extend(files);
+    out
 }
