@@ -235,6 +235,15 @@ struct MountCounts {
     held: u64,
 }
 
+/// Mounts `env`'s backup with `-v`, runs `walk` on it, unmounts and reads the counts.
+fn counted_mount(env: &TestEnv, name: &str, walk: impl FnOnce(&MountedBackup)) -> MountCounts {
+    let log = env.dir.path().join(format!("{name}.log"));
+    let mut m = MountedBackup::start_logged(&env.dist, &env.dir.path().join("mnt"), &["-v"], &log);
+    walk(&m);
+    assert!(m.terminate().success());
+    mount_counts(&log)
+}
+
 fn mount_counts(log: &std::path::Path) -> MountCounts {
     let text = fs::read_to_string(log).unwrap();
     let number_before = |marker: &str| -> u64 {
@@ -275,19 +284,16 @@ fn a_name_only_walk_holds_only_folders_and_a_statting_walk_gets_attributes() {
     }
     env.backup_ok(&["-q"]);
     let files = (folders * per_folder) as u64;
-    let mnt = env.dir.path().join("mnt");
 
-    let log = env.dir.path().join("find.log");
-    let mut m = MountedBackup::start_logged(&env.dist, &mnt, &["-v"], &log);
-    let out = Command::new("find")
-        .arg(m.path("snapshots/latest"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let listed = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
-    assert_eq!(listed, files + folders as u64 + 2, "find lists every entry");
-    assert!(m.terminate().success());
-    let c = mount_counts(&log);
+    let c = counted_mount(&env, "find", |m| {
+        let out = Command::new("find")
+            .arg(m.path("snapshots/latest"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let listed = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
+        assert_eq!(listed, files + folders as u64 + 2, "find lists every entry");
+    });
     assert!(
         c.held < 60,
         "{} inodes held after a name-only walk of {files} files",
@@ -309,11 +315,9 @@ fn a_name_only_walk_holds_only_folders_and_a_statting_walk_gets_attributes() {
         lines.sort();
         lines.join("\n")
     };
-    let log = env.dir.path().join("printf.log");
-    let mut m = MountedBackup::start_logged(&env.dist, &mnt, &["-v"], &log);
-    assert_eq!(printf(&m.path("snapshots/latest")), printf(&env.src));
-    assert!(m.terminate().success());
-    let c = mount_counts(&log);
+    let c = counted_mount(&env, "printf", |m| {
+        assert_eq!(printf(&m.path("snapshots/latest")), printf(&env.src));
+    });
     assert!(
         c.lookups < files / 4,
         "{} lookups for a statting walk of {files} files",
@@ -345,13 +349,11 @@ fn a_name_only_walk_holds_only_folders_and_a_statting_walk_gets_attributes() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let log = env.dir.path().join("ls.log");
-    let mut m = MountedBackup::start_logged(&env.dist, &mnt, &["-v"], &log);
-    let listed = ls(&m.path("snapshots/latest/docs/big"));
-    assert_eq!(listed.lines().count(), 1500);
-    assert_eq!(listed, ls(&env.src.join("docs/big")));
-    assert!(m.terminate().success());
-    let c = mount_counts(&log);
+    let c = counted_mount(&env, "ls", |m| {
+        let listed = ls(&m.path("snapshots/latest/docs/big"));
+        assert_eq!(listed.lines().count(), 1500);
+        assert_eq!(listed, ls(&env.src.join("docs/big")));
+    });
     assert!(
         c.lookups < 1000,
         "{} lookups for `ls -l` of 1,500 files",

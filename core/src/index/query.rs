@@ -305,13 +305,9 @@ impl Index {
         at: &IncrementName,
         dir: Option<&RelPath>,
     ) -> Result<Option<Vec<SnapChild>>> {
-        let Some(id) = self.dir_id(dir)? else {
+        let Some((id, at_key)) = self.snapshot_folder(at, dir)? else {
             return Ok(None);
         };
-        let at_key = at.sort_key();
-        if id != ROOT_DIR && !self.dir_spans(id)?.contains(&at_key) {
-            return Ok(None);
-        }
         let mut files: Vec<(Vec<u8>, SnapNode)> = Vec::new();
         // The latest event per name: SQLite takes the bare columns from the row with max(ord).
         let rows: Vec<(Vec<u8>, EventRow)> = self
@@ -359,13 +355,9 @@ impl Index {
         at: &IncrementName,
         dir: Option<&RelPath>,
     ) -> Result<Option<SnapNames>> {
-        let Some(id) = self.dir_id(dir)? else {
+        let Some((id, at_key)) = self.snapshot_folder(at, dir)? else {
             return Ok(None);
         };
-        let at_key = at.sort_key();
-        if id != ROOT_DIR && !self.dir_spans(id)?.contains(&at_key) {
-            return Ok(None);
-        }
         let mut files: Vec<(Vec<u8>, FileKind)> = Vec::new();
         self.conn()
             .prepare_cached(
@@ -390,6 +382,23 @@ impl Index {
             .map_err(self.err("list a snapshot folder"))?;
         let dirs = self.subdirs_at(id, &at_key)?;
         Ok(Some(merge_children(files, dirs, || FileKind::Dir)))
+    }
+
+    /// The id of folder `dir` and the order key of `at`, when the folder is in the snapshot at
+    /// `at`.
+    fn snapshot_folder(
+        &self,
+        at: &IncrementName,
+        dir: Option<&RelPath>,
+    ) -> Result<Option<(i64, Vec<u8>)>> {
+        let Some(id) = self.dir_id(dir)? else {
+            return Ok(None);
+        };
+        let at_key = at.sort_key();
+        if id != ROOT_DIR && !self.dir_spans(id)?.contains(&at_key) {
+            return Ok(None);
+        }
+        Ok(Some((id, at_key)))
     }
 
     /// The names of the subfolders of folder `id` present at `at_key`, sorted.
