@@ -271,6 +271,29 @@ fn recorded_owners_modes_xattrs_folders_and_links_are_shown_and_copied() {
     let h2 = fs::symlink_metadata(m.path("snapshots/latest/sub/h2")).unwrap();
     assert_eq!(h1.ino(), h2.ino());
     assert_eq!((h1.nlink(), h2.nlink()), (2, 2));
+    // Listed by a thread that has not stat'ed anything (given names only, see docs/mount.md),
+    // every folder before any `stat`: each entry's number in the listing is the one `stat`
+    // gives, the group's for a member.
+    let (latest, mirror) = (m.path("snapshots/latest"), m.path("mirror"));
+    let listed: Vec<(std::path::PathBuf, u64)> = std::thread::spawn(move || {
+        let mut listed = Vec::new();
+        for dir in ["docs", "sub"] {
+            for root in [&latest, &mirror] {
+                for e in fs::read_dir(root.join(dir)).unwrap() {
+                    let e = e.unwrap();
+                    listed.push((e.path(), std::os::unix::fs::DirEntryExt::ino(&e)));
+                }
+            }
+        }
+        listed
+    })
+    .join()
+    .unwrap();
+    assert!(listed.len() >= 6, "{listed:?}");
+    for (path, ino) in listed {
+        let st = fs::symlink_metadata(&path).unwrap();
+        assert_eq!(ino, st.ino(), "listed and stat'ed numbers of {path:?}");
+    }
 
     // `cp -a --preserve=all` keeps what was recorded.
     let dest = t.path().join("restored");
