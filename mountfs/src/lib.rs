@@ -355,14 +355,7 @@ fn walkable(l: &Loc) -> bool {
 type ShownVersion = (Vec<u8>, Version, Option<OsString>);
 
 /// Hard-link groups recorded by the catalog: first path → the other members.
-#[derive(Default)]
-struct LinkMap {
-    /// First path → the other members.
-    groups: HashMap<RelPath, Vec<RelPath>>,
-    /// Every path of a group, first paths and members: a listing by names looks these up in
-    /// full, so their entries carry the group's number, as `stat` gives it.
-    grouped: std::collections::HashSet<RelPath>,
-}
+type LinkMap = HashMap<RelPath, Vec<RelPath>>;
 
 /// What a reload changed, for the caller's log.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -609,12 +602,10 @@ impl BackupFs {
     fn read_links(&self) -> Option<LinkMap> {
         match self.pool.with(|i| i.hardlink_pairs()) {
             Ok(pairs) => {
-                let mut map = LinkMap::default();
+                let mut map: LinkMap = HashMap::new();
                 for (member, first) in pairs {
                     if member != first {
-                        map.grouped.insert(first.clone());
-                        map.grouped.insert(member.clone());
-                        map.groups.entry(first).or_default().push(member);
+                        map.entry(first).or_default().push(member);
                     }
                 }
                 Some(map)
@@ -1009,7 +1000,7 @@ impl BackupFs {
         let links = &st.links;
         let first = v.attrs.hardlink_of.as_ref();
         let root = first.unwrap_or(path);
-        let members = links.as_ref()?.groups.get(root)?;
+        let members = links.as_ref()?.get(root)?;
         let counted = self.pool.with(|index| {
             let Some(root_e) = index.mirror_get(root)? else {
                 return Ok(None);
@@ -1048,7 +1039,7 @@ impl BackupFs {
         let first = v.attrs.hardlink_of.clone();
         let has_members = links
             .as_ref()
-            .is_some_and(|l| l.groups.contains_key(first.as_ref().unwrap_or(path)));
+            .is_some_and(|l| l.contains_key(first.as_ref().unwrap_or(path)));
         if first.is_none() && !has_members {
             return None;
         }
@@ -1074,7 +1065,7 @@ impl BackupFs {
             let mut n = 1u32;
             let members = links
                 .as_ref()
-                .and_then(|l| l.groups.get(&root).cloned())
+                .and_then(|l| l.get(&root).cloned())
                 .unwrap_or_default();
             for m in &members {
                 if let Some(mv) = index.version_at(m, &inc.name)? {
@@ -1274,11 +1265,6 @@ impl BackupFs {
         let Loc::Snapshot(k, r) = loc else {
             return full();
         };
-        if st.links.is_none() {
-            // The hard-link groups are still being read (just after mounting): only the
-            // versions tell which entries belong to one.
-            return full();
-        }
         let inc = st.catalog.resolve(k).ok_or(FsError::NotFound)?;
         let names = self
             .pool
@@ -1289,22 +1275,20 @@ impl BackupFs {
                 _ => Err(FsError::NotFound),
             };
         };
-        let grouped = |p: &RelPath| st.links.as_ref().is_some_and(|l| l.grouped.contains(p));
         let mut out = Vec::with_capacity(names.len());
-        for (name, kind) in names {
-            let Ok(path) = rel_join(r, &name) else {
+        for n in names {
+            let Ok(path) = rel_join(r, &n.name) else {
                 continue;
             };
-            let in_group = kind != FileKind::Dir && grouped(&path);
             let mut l = Loc::Snapshot(k.clone(), Some(path));
-            if in_group {
-                // A hard-link group's member: its listed number must be the group's, as `stat`
-                // gives it (rare: read in full).
+            if n.link_member {
+                // Its listed number must be its group's, as `stat` gives it (rare: read in
+                // full). A group's first path is shown at its own place.
                 if let Ok(node) = self.resolve(st, &l) {
                     l = self.shown_loc(st, l, &node);
                 }
             }
-            out.push((l, name, node_kind(kind)));
+            out.push((l, n.name, node_kind(n.kind)));
         }
         Ok(out)
     }

@@ -46,7 +46,7 @@ pub use catalog::{IncrementRecord, IncrementState, SyncReport, Touched};
 pub use mirror_sync::Reconciled;
 pub use open::{IndexNote, Opened};
 
-pub use query::{HistoryChild, SnapChild, SnapNames, SnapNode, Spans};
+pub use query::{HistoryChild, SnapChild, SnapName, SnapNode, Spans};
 pub use views::MIRROR_UPDATED;
 
 /// Schema of the tables below; a newer file is refused (never half understood).

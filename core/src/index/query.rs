@@ -115,8 +115,15 @@ pub enum SnapNode {
 }
 
 /// One entry of a snapshot folder.
-/// A snapshot folder's entries by name, each with its kind, sorted.
-pub type SnapNames = Vec<(Vec<u8>, FileKind)>;
+/// One entry of a snapshot folder listed by name ([`Index::snapshot_names`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapName {
+    pub name: Vec<u8>,
+    pub kind: FileKind,
+    /// Recorded as a member of a hard-link group (its version names the group's first path):
+    /// shown with the group's inode, which only its full version tells.
+    pub link_member: bool,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapChild {
@@ -354,15 +361,15 @@ impl Index {
         &self,
         at: &IncrementName,
         dir: Option<&RelPath>,
-    ) -> Result<Option<SnapNames>> {
+    ) -> Result<Option<Vec<SnapName>>> {
         let Some((id, at_key)) = self.snapshot_folder(at, dir)? else {
             return Ok(None);
         };
-        let mut files: Vec<(Vec<u8>, FileKind)> = Vec::new();
+        let mut files: Vec<(Vec<u8>, (FileKind, bool))> = Vec::new();
         self.conn()
             .prepare_cached(
-                "SELECT name, max(ord), category, kind FROM events
-                 WHERE dir = ?1 AND ord <= ?2 GROUP BY name ORDER BY name",
+                r#"SELECT name, max(ord), category, kind, instr(extra, '"hardlink_of"') > 0
+                   FROM events WHERE dir = ?1 AND ord <= ?2 GROUP BY name ORDER BY name"#,
             )
             .and_then(|mut s| {
                 let mut rows = s.query(params![id, at_key])?;
@@ -374,14 +381,24 @@ impl Index {
                     let name: Vec<u8> = r.get(0)?;
                     // As in `snapshot_dir`: a name no file can have is not shown.
                     if RelPath::is_component(&name) {
-                        files.push((name, kind));
+                        let link_member = r.get::<_, Option<bool>>(4)?.unwrap_or(false);
+                        files.push((name, (kind, link_member)));
                     }
                 }
                 Ok(())
             })
             .map_err(self.err("list a snapshot folder"))?;
         let dirs = self.subdirs_at(id, &at_key)?;
-        Ok(Some(merge_children(files, dirs, || FileKind::Dir)))
+        Ok(Some(
+            merge_children(files, dirs, || (FileKind::Dir, false))
+                .into_iter()
+                .map(|(name, (kind, link_member))| SnapName {
+                    name,
+                    kind,
+                    link_member,
+                })
+                .collect(),
+        ))
     }
 
     /// The id of folder `dir` and the order key of `at`, when the folder is in the snapshot at
