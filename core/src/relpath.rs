@@ -58,16 +58,17 @@ pub enum RelPathError {
     BadEncoding(String),
 }
 
+/// A component that could name something other than a child: empty, `.`, `..`, or (on
+/// Windows) one holding a `\`. The one rule of `from_bytes`, `join` and `is_component`.
+fn bad_component(comp: &[u8]) -> bool {
+    comp.is_empty() || comp == b"." || comp == b".." || (cfg!(windows) && comp.contains(&b'\\'))
+}
+
 impl RelPath {
     /// True when `name` can be one component of a path: what a folder listing read from
     /// stored data (which a hostile or damaged backup may hold) may show.
     pub fn is_component(name: &[u8]) -> bool {
-        !(name.is_empty()
-            || name == b"."
-            || name == b".."
-            || name.contains(&b'/')
-            || name.contains(&0)
-            || (cfg!(windows) && name.contains(&b'\\')))
+        !(bad_component(name) || name.contains(&b'/') || name.contains(&0))
     }
 
     /// Builds from `/`-separated encoded bytes, refusing anything that could escape a root.
@@ -82,13 +83,8 @@ impl RelPath {
         if bytes[0] == b'/' || (cfg!(windows) && looks_windows_absolute(bytes)) {
             return Err(RelPathError::Absolute(show()));
         }
-        for comp in bytes.split(|&b| b == b'/') {
-            if comp.is_empty() || comp == b"." || comp == b".." {
-                return Err(RelPathError::BadComponent(show()));
-            }
-            if cfg!(windows) && comp.contains(&b'\\') {
-                return Err(RelPathError::BadComponent(show()));
-            }
+        if bytes.split(|&b| b == b'/').any(bad_component) {
+            return Err(RelPathError::BadComponent(show()));
         }
         Ok(RelPath {
             bytes: bytes.to_vec(),
@@ -211,12 +207,7 @@ impl RelPath {
         // `self` is valid already: only what `name` adds needs checking (a mount joins every
         // entry of every folder it lists, so no second copy and no second pass).
         let bad = name.contains(&0);
-        let bad_comp = name.split(|&c| c == b'/').any(|comp| {
-            comp.is_empty()
-                || comp == b"."
-                || comp == b".."
-                || (cfg!(windows) && comp.contains(&b'\\'))
-        });
+        let bad_comp = name.split(|&c| c == b'/').any(bad_component);
         match (bad, bad_comp) {
             (true, _) => Err(RelPathError::Nul(String::from_utf8_lossy(&b).into_owned())),
             (_, true) => Err(RelPathError::BadComponent(

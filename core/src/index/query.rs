@@ -114,7 +114,6 @@ pub enum SnapNode {
     Dir,
 }
 
-/// One entry of a snapshot folder.
 /// One entry of a snapshot folder listed by name ([`Index::snapshot_names`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapName {
@@ -125,6 +124,7 @@ pub struct SnapName {
     pub link_member: bool,
 }
 
+/// One entry of a snapshot folder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapChild {
     pub name: Vec<u8>,
@@ -297,11 +297,7 @@ impl Index {
 
     /// Whether `dir` is a folder of the snapshot at `at` (`None` = its root, always).
     pub fn snapshot_has_dir(&self, at: &IncrementName, dir: Option<&RelPath>) -> Result<bool> {
-        match self.dir_id(dir)? {
-            Some(ROOT_DIR) => Ok(true),
-            Some(id) => Ok(self.dir_spans(id)?.contains(&at.sort_key())),
-            None => Ok(false),
-        }
+        Ok(self.snapshot_folder(at, dir)?.is_some())
     }
 
     /// The entries of folder `dir` in the snapshot at `at`, sorted by name (`None` when the
