@@ -186,13 +186,9 @@ pub struct Index {
     path: PathBuf,
     journal: JournalMode,
     dirs: RefCell<DirCache>,
-    /// Increment names by row id, kept while no other connection commits (ids of dropped
-    /// increments can be reused): a walk through a mount names the same increments in folder
-    /// after folder, and asking for them again at each folder's read was a query per
-    /// increment per folder.
+    /// Increment names by row id, for the length of one read (ids of dropped increments can
+    /// be reused): a folder listing names the same few increments for every entry.
     inc_names: RefCell<HashMap<i64, Option<IncrementName>>>,
-    /// SQLite's `data_version` when `inc_names` was last found valid.
-    names_version: std::cell::Cell<Option<i64>>,
 }
 
 impl std::fmt::Debug for Index {
@@ -247,7 +243,6 @@ impl Index {
             journal: JournalMode::Wal,
             dirs: RefCell::new(DirCache::default()),
             inc_names: RefCell::new(HashMap::new()),
-            names_version: std::cell::Cell::new(None),
         };
         index.configure(read_only)?;
         index.migrate(read_only)?;
@@ -524,8 +519,6 @@ impl Index {
     /// writers never deadlock half-way). Everything until [`Index::commit`] is invisible to
     /// readers, which keep reading the last committed state.
     pub fn begin(&self) -> Result<()> {
-        // Names read inside a transaction that is then rolled back must not outlive it.
-        self.forget_increment_names();
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(self.err("begin"))
@@ -543,17 +536,7 @@ impl Index {
             .prepare_cached("BEGIN DEFERRED")
             .and_then(|mut s| s.execute([]))
             .map_err(self.err("begin a read"))?;
-        // Asked first in the read: the value is that of this read's snapshot or older (an
-        // older one only clears the names once more than needed).
-        let version = self
-            .conn
-            .prepare_cached("PRAGMA data_version")
-            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
-            .ok();
-        if version.is_none() || version != self.names_version.get() {
-            self.inc_names.borrow_mut().clear();
-            self.names_version.set(version);
-        }
+        self.inc_names.borrow_mut().clear();
         let out = f(self);
         // A read has nothing to commit; ending it lets checkpoints move on.
         let _ = self
@@ -578,7 +561,6 @@ impl Index {
     }
 
     pub fn rollback(&self) -> Result<()> {
-        self.forget_increment_names();
         self.conn
             .execute_batch("ROLLBACK")
             .map_err(self.err("rollback"))
