@@ -9,7 +9,9 @@
 # then, for the initial run, a run with no change, a run after 1 % of the files changed spread
 # over every folder, and one after 1 % changed in a few folders (clustered):
 # wall time, peak RSS (/usr/bin/time) and bytes written (/usr/bin/time %O, 512-byte blocks:
-# the process's write_bytes) of `rsync -a --delete` and of `backup`, and the ratio of the two.
+# the process's write_bytes) of `rsync -a --delete` and of `backup`, and the ratio of the two;
+# then the ratio against `rsync -a --delete --fsync` (where rsync has it), which, like
+# `backup`, makes every file it writes durable (issue 16) — a fourth copy of the tree.
 # Then `list`, `show`, `search --mask` (wall, RSS) and a mount: time until it answers, cold
 # `find` over snapshots/latest against a cold `find` over the mirror on disk, and the daemon's
 # VmHWM. The source is read once before the runs so both tools start from the same cache.
@@ -33,12 +35,14 @@ while [ $# -gt 0 ]; do
     --no-mount) MOUNT=0; shift ;;
     --no-rsync) RSYNC=0; shift ;;
     --empty) EMPTY=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 command -v rsync >/dev/null || { echo "rsync is needed (apt-get install rsync)" >&2; exit 2; }
 [ -x /usr/bin/time ] || apt-get install -y -qq time >/dev/null
+FSYNC_REF=0
+rsync --help 2>/dev/null | grep -q -- '--fsync' && FSYNC_REF=1
 
 cargo build --release -q -p backup-cli
 BIN="$(pwd)/target/release"
@@ -76,8 +80,16 @@ phase() {
   sync
   if [ "$RSYNC" = 1 ]; then
     read -r T[rsync_$name] R[rsync_$name] B[rsync_$name] < <(measure rsync -a --delete "$W/src/" "$W/rsync/")
+    sync
+    # The same with every written file fsynced, as `backup` does (issue 16): the reference
+    # that pays for the same durability (rsync >= 3.2.4).
+    if [ "$FSYNC_REF" = 1 ]; then
+      read -r T[rsyncf_$name] _ _ < <(measure rsync -a --delete --fsync "$W/src/" "$W/rsync-fsync/")
+    else
+      T[rsyncf_$name]=0
+    fi
   else
-    T[rsync_$name]=0 R[rsync_$name]=0 B[rsync_$name]=0
+    T[rsync_$name]=0 R[rsync_$name]=0 B[rsync_$name]=0 T[rsyncf_$name]=0
   fi
   sync
   read -r T[ours_$name] R[ours_$name] B[ours_$name] < <(measure "$BIN/backup" --config "$W/config.json" -q)
@@ -104,6 +116,12 @@ for p in initial nochange churn clustered; do
     "$(mib $((R[rsync_$p] * 1024)))" "$(mib $((R[ours_$p] * 1024)))" \
     "$(mib "${B[rsync_$p]}")" "$(mib "${B[ours_$p]}")"
 done
+if [ "$RSYNC" = 1 ] && [ "$FSYNC_REF" = 1 ]; then
+  echo "against rsync -a --fsync (every written file fsynced, as backup does):"
+  for p in initial nochange churn clustered; do
+    printf '%-9s %9s %9s %6sx\n' "$p" "${T[rsyncf_$p]}" "${T[ours_$p]}" "$(ratio "${T[ours_$p]}" "${T[rsyncf_$p]}")"
+  done
+fi
 echo "goals: peak RSS of backup <= 64 MiB; a 1 % churn run at 1M files writes <= 32 MiB"
 echo "index: $(du -h "$W/dist/.backup-index.sqlite" | cut -f1) (+ WAL $(du -h "$W/dist/.backup-index.sqlite-wal" 2>/dev/null | cut -f1))"
 
