@@ -286,11 +286,10 @@ fn a_name_only_walk_holds_only_folders_and_a_statting_walk_gets_attributes() {
     let files = (folders * per_folder) as u64;
 
     let c = counted_mount(&env, "find", |m| {
-        let out = Command::new("find")
-            .arg(m.path("snapshots/latest"))
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        let out = env.expect(
+            Command::new("find").arg(m.path("snapshots/latest")),
+            Some(0),
+        );
         let listed = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
         assert_eq!(listed, files + folders as u64 + 2, "find lists every entry");
     });
@@ -302,12 +301,12 @@ fn a_name_only_walk_holds_only_folders_and_a_statting_walk_gets_attributes() {
     assert!(c.bare >= files, "{} entries listed as names", c.bare);
 
     let printf = |root: &std::path::Path| -> String {
-        let out = Command::new("find")
-            .arg(root)
-            .args(["-type", "f", "-printf", "%P %s %m %T@\n"])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        let out = env.expect(
+            Command::new("find")
+                .arg(root)
+                .args(["-type", "f", "-printf", "%P %s %m %T@\n"]),
+            Some(0),
+        );
         let mut lines: Vec<_> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_owned)
@@ -339,12 +338,12 @@ fn a_name_only_walk_holds_only_folders_and_a_statting_walk_gets_attributes() {
     }
     env.backup_ok(&["-q"]);
     let ls = |dir: &std::path::Path| -> String {
-        let out = Command::new("ls")
-            .args(["-ln", "--time-style=+%s.%N"])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        let out = env.expect(
+            Command::new("ls")
+                .args(["-ln", "--time-style=+%s.%N"])
+                .arg(dir),
+            Some(0),
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| !l.starts_with("total"))

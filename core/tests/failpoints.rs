@@ -12,6 +12,7 @@ use std::sync::Arc;
 use backup_core::config::Config;
 use backup_core::explore::{check, Backup};
 use backup_core::pipeline::{self, EngineError, RunOptions, RunSummary};
+use backup_core::relpath::RelPath;
 use backup_core::Repository;
 
 /// path → (bytes, mtime ns, mode); directories as `None`.
@@ -150,9 +151,8 @@ impl Fixture {
             .unwrap();
         assert!(!rows.is_empty(), "{when}: no file rows");
         for (key, hash) in rows {
-            let rel: Vec<u8> = key.iter().map(|&b| if b == 0 { b'/' } else { b }).collect();
-            let rel = String::from_utf8(rel).unwrap();
-            let data = std::fs::read(self.dist.join("mirror").join(&rel)).unwrap();
+            let rel = RelPath::from_sort_key(&key).unwrap();
+            let data = std::fs::read(rel.under(&self.dist.join("mirror"))).unwrap();
             assert_eq!(
                 hash.as_deref(),
                 Some(&blake3::hash(&data).as_bytes()[..]),

@@ -1247,23 +1247,31 @@ impl BackupFs {
         }
     }
 
+    fn names_for_request(&self, st: &Arc<Loaded>, loc: &Loc) -> FsResult<Names> {
+        match self.listing_for_request(st, loc, Shape::Names)? {
+            ShapedListing::Names(l) => Ok(l),
+            ShapedListing::Full(l) => Ok(self.names_of(st, l)),
+        }
+    }
+
+    /// A full listing by name and kind, each entry at the location it is shown at.
+    fn names_of(&self, st: &Loaded, listing: Listing) -> Names {
+        listing
+            .into_iter()
+            .map(|(l, name, node)| {
+                let kind = self.attr(0, &node).kind;
+                (self.shown_loc(st, l, &node), name, kind)
+            })
+            .collect()
+    }
+
     /// The entries of folder `loc` by name and kind only. A snapshot's folder is read from the
     /// index without its versions (a third of the columns, no version built per entry);
     /// other folders are listed in full. Each entry is at the location it is shown at (its
     /// hard-link group's), so its listed number is the one `stat` gives.
     fn names_listing(&self, st: &Loaded, loc: &Loc) -> FsResult<Names> {
-        let full = || -> FsResult<Names> {
-            Ok(self
-                .listing(st, loc)?
-                .into_iter()
-                .map(|(l, name, node)| {
-                    let kind = self.attr(0, &node).kind;
-                    (self.shown_loc(st, l, &node), name, kind)
-                })
-                .collect())
-        };
         let Loc::Snapshot(k, r) = loc else {
-            return full();
+            return Ok(self.names_of(st, self.listing(st, loc)?));
         };
         let inc = st.catalog.resolve(k).ok_or(FsError::NotFound)?;
         let names = self
@@ -1683,17 +1691,8 @@ impl ReadOnlyFs for BackupFs {
         if self.counting() {
             // Names, kinds and numbers only: the kernel links nothing from a plain listing,
             // so nothing is kept for its entries either.
-            let names = match self.listing_for_request(st, &loc, Shape::Names)? {
-                ShapedListing::Names(l) => l,
-                ShapedListing::Full(l) => l
-                    .into_iter()
-                    .map(|(l, name, node)| {
-                        let kind = self.attr(0, &node).kind;
-                        (l, name, kind)
-                    })
-                    .collect(),
-            };
-            return Ok(names
+            return Ok(self
+                .names_for_request(st, &loc)?
                 .into_iter()
                 .map(|(l, name, kind)| DirEntry {
                     ino: self.inodes.ino_of(&l),
